@@ -1,0 +1,241 @@
+"""Run configuration: plain dataclasses, validated strictly before any compute.
+
+Unknown keys and wrong types raise ConfigError naming the key (with a suggestion for near-misses).
+YAML floats such as 1e-3 (which PyYAML reads as strings) are read as floats.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import math
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config that cannot be run: unknown key, wrong type or value out of range."""
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                |\.[0-9_]+(?:[eE][-+][0-9]+)?
+                |[-+]?\.(?:inf|Inf|INF)
+                |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
+
+
+@dataclass
+class FederationConfig:
+    num_clients: int = 6
+    clients_per_round: int = 2
+    rounds: int = 200
+    local_steps: int = 1  # tau
+    perturbations: int = 5  # P
+    mu: float = 1e-3
+    lr: float = 1e-4
+    difference: Literal["forward", "central"] = "forward"
+    aggregator: Literal["mean", "median", "trimmed_mean"] = "mean"
+    trim_fraction: float = 0.1
+    max_abs_scalar: float = 1e6  # uploads with a larger |scalar| are rejected
+    batch_size: int = 32
+    verify_replay: bool = False  # every client keeps a replica and really replays (memory grows with M)
+    cache_directions: bool = False  # keep the P directions of a step (P x d floats) instead of regenerating
+
+
+@dataclass
+class CurvatureConfig:
+    kind: Optional[Literal["identity", "diagonal", "layer_scalar", "block_diagonal", "oracle"]] = None
+    beta: float = 0.95  # weight on the old H
+    eps: float = 1e-8
+    feed: Literal["last", "every"] = "last"
+    moment: Literal["square_of_mean", "mean_of_squares"] = "square_of_mean"
+    block_size: int = 8
+
+
+@dataclass
+class RunOptions:
+    eval_every: int = 10  # rounds between evaluations (the last round is always evaluated)
+    checkpoint_every: int = 50  # rounds between checkpoints (0: only at the end)
+    threads: int = 0  # torch threads (0: leave torch's default)
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    seed: int = 0
+    method: Literal["hiso", "decomfl"] = "hiso"
+    task: dict = field(default_factory=lambda: {"name": "quadratic"})
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    curvature: CurvatureConfig = field(default_factory=CurvatureConfig)
+    run: RunOptions = field(default_factory=RunOptions)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        """Identity of what is computed (progress display excluded)."""
+        d = self.to_dict()
+        d["run"].pop("progress")
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+METHOD_CURVATURE = {"hiso": "diagonal", "decomfl": "identity"}
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _check_value(value: Any, tp, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _check_value(value, inner[0], key)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{key}: {value!r} is not one of {list(choices)}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {type(value).__name__} {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {type(value).__name__} {value!r}")
+        return value
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, key)
+    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
+
+
+def build(cls, data: Any, prefix: str = ""):
+    """Instantiate dataclass `cls` from a mapping, rejecting unknown keys and wrong types."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            near = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean '{near[0]}'?)" if near else f" (known: {', '.join(names)})"
+            raise ConfigError(f"unknown config key '{full}'{hint}")
+        kwargs[key] = _check_value(value, hints[key], full)
+    return cls(**kwargs)
+
+
+def task_options(cfg: Config):
+    """The validated options dataclass of the config's task."""
+    from .tasks import TASKS
+
+    data = dict(cfg.task)
+    name = data.pop("name", None)
+    if name not in TASKS:
+        raise ConfigError(f"task.name: {name!r} is not a registered task (known: {', '.join(sorted(TASKS))})")
+    return TASKS[name], build(TASKS[name].Options, data, "task")
+
+
+def _check_ranges(cfg: Config) -> None:
+    f = cfg.federation
+    positive = {"federation.num_clients": f.num_clients, "federation.rounds": f.rounds,
+                "federation.local_steps": f.local_steps, "federation.perturbations": f.perturbations,
+                "federation.batch_size": f.batch_size, "federation.mu": f.mu, "federation.lr": f.lr,
+                "federation.max_abs_scalar": f.max_abs_scalar, "run.eval_every": cfg.run.eval_every,
+                "curvature.block_size": cfg.curvature.block_size}
+    for key, v in positive.items():
+        if not v > 0:
+            raise ConfigError(f"{key} must be > 0, got {v}")
+    if not 1 <= f.clients_per_round <= f.num_clients:
+        raise ConfigError(f"federation.clients_per_round must be in [1, {f.num_clients}], got {f.clients_per_round}")
+    if not 0 <= f.trim_fraction < 0.5:
+        raise ConfigError(f"federation.trim_fraction must be in [0, 0.5), got {f.trim_fraction}")
+    if not 0 <= cfg.curvature.beta < 1:
+        raise ConfigError(f"curvature.beta must be in [0, 1), got {cfg.curvature.beta}")
+    if not (cfg.curvature.eps >= 0 and math.isfinite(cfg.curvature.eps)):
+        raise ConfigError(f"curvature.eps must be finite and >= 0, got {cfg.curvature.eps}")
+    if cfg.run.checkpoint_every < 0:
+        raise ConfigError(f"run.checkpoint_every must be >= 0, got {cfg.run.checkpoint_every}")
+    want = METHOD_CURVATURE[cfg.method]
+    if cfg.curvature.kind is None:
+        cfg.curvature.kind = want
+    elif cfg.method == "decomfl" and cfg.curvature.kind != "identity":
+        raise ConfigError(f"method decomfl is HiSo with identity curvature; curvature.kind={cfg.curvature.kind!r} "
+                          "contradicts it (use method: hiso to choose a curvature)")
+
+
+def set_dotted(data: dict, assignment: str) -> None:
+    """Apply one `--set a.b.c=value` (value parsed as YAML) to a nested mapping."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set expects key=value, got {assignment!r}")
+    key, raw = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    node = data
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: '{p}' is not a section")
+    node[parts[-1]] = load_yaml(raw)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = (), data: dict | None = None) -> Config:
+    """Read a YAML config (or a mapping), apply --set overrides, validate everything."""
+    raw: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"config file {p} does not exist")
+        raw = load_yaml(p.read_text()) or {}
+    if data is not None:
+        raw = _merge(raw, data)
+    for a in overrides:
+        set_dotted(raw, a)
+    cfg = build(Config, raw)
+    task_cls, opts = task_options(cfg)
+    cfg.task = {"name": cfg.task["name"], **dataclasses.asdict(opts)}  # resolved: defaults are part of the hash
+    _check_ranges(cfg)
+    return cfg
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

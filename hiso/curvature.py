@@ -1,0 +1,324 @@
+"""Curvature states H, rebuilt by every party from the round log alone (never sent).
+
+Each curvature object maps a standard normal direction u to z = H^{-1/2} u, tensor by tensor, and updates
+itself from the aggregated update of a round.  Identity gives DeComFL; Diagonal gives HiSo (paper Eq. 12):
+
+    H_{r+1} = beta * H_r + (1 - beta) * (Delta x_r ** 2 + eps),   H_0 = 1.
+
+`moment` picks what "Delta x ** 2" means (HISO.md section 3):
+- "square_of_mean" (default, the authors' code): the square of the aggregated update (needs only g-bar);
+- "mean_of_squares" (paper Eq. 12): the average over clients of each client's squared update, rebuilt from
+  the P x P Gram matrix of client scalars that the server adds to the log (P(P+1)/2 extra scalars per step).
+`feed` picks which local steps feed the EMA: "last" (default) or "every" (one EMA step per local step, all
+computed with the round's H, so local steps never change H).
+"""
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+
+class CurvatureError(RuntimeError):
+    """The curvature state became unusable (non-positive or non-finite entries)."""
+
+
+def gram_upper(per_client: np.ndarray) -> np.ndarray:
+    """Mean over clients of g g^T for each step, upper triangle flattened: [steps, P(P+1)/2] float32.
+
+    per_client: [clients, steps, P] scalars.
+    """
+    g = per_client.astype(np.float64)
+    gram = np.einsum("csp,csq->spq", g, g) / g.shape[0]
+    iu = np.triu_indices(g.shape[2])
+    return gram[:, iu[0], iu[1]].astype(np.float32)
+
+
+def gram_full(upper: np.ndarray, num: int) -> torch.Tensor:
+    """Symmetric P x P matrix from its flattened upper triangle."""
+    m = np.zeros((num, num), dtype=np.float32)
+    iu = np.triu_indices(num)
+    m[iu] = upper
+    m[(iu[1], iu[0])] = upper
+    return torch.from_numpy(m)
+
+
+class Moment:
+    """The second moment of one tensor's update that feeds the EMA: delta delta^T, or sum G_jk z_j z_k^T / P^2."""
+
+    def __init__(self, delta: torch.Tensor, zs: list[torch.Tensor] | None = None, gram: torch.Tensor | None = None):
+        self.delta, self.zs, self.gram = delta, zs, gram
+
+    def _stack(self) -> torch.Tensor:
+        return torch.stack([z.reshape(-1) for z in self.zs])  # [P, n]
+
+    def diag(self) -> torch.Tensor:
+        if self.zs is None:
+            return self.delta.reshape(-1).square()
+        z = self._stack()
+        return ((self.gram.to(z) @ z) * z).sum(0) / z.shape[0] ** 2
+
+    def blocks(self, b: int) -> torch.Tensor:
+        """[nblocks, b, b] outer products over consecutive blocks of b entries (zero-padded)."""
+        if self.zs is None:
+            v = _pad_blocks(self.delta.reshape(-1), b)  # [nb, b]
+            return v.unsqueeze(2) * v.unsqueeze(1)
+        z = torch.stack([_pad_blocks(x.reshape(-1), b) for x in self.zs])  # [P, nb, b]
+        gz = torch.einsum("jk,kab->jab", self.gram.to(z), z)
+        return torch.einsum("jab,jac->abc", gz, z) / z.shape[0] ** 2
+
+
+def _pad_blocks(v: torch.Tensor, b: int) -> torch.Tensor:
+    nb = math.ceil(v.numel() / b)
+    if nb * b == v.numel():
+        return v.view(nb, b)
+    out = v.new_zeros(nb * b)
+    out[: v.numel()] = v
+    return out.view(nb, b)
+
+
+class Curvature:
+    """Base class.  Subclasses define `precondition_` and, if learned, `_update(i, moment)` and state."""
+
+    kind: ClassVar[str] = "base"
+    learned: ClassVar[bool] = False
+
+    def __init__(self, beta: float = 0.95, eps: float = 1e-8, feed: str = "last", moment: str = "square_of_mean"):
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"curvature.beta must be in [0, 1), got {beta}")
+        if eps < 0:
+            raise ValueError(f"curvature.eps must be >= 0, got {eps}")
+        self.beta, self.eps, self.feed, self.moment = float(beta), float(eps), feed, moment
+        self._staged: dict[int, torch.Tensor] | None = None
+
+    # --- set-up -------------------------------------------------------------------------------------
+    def bind(self, params: list[torch.Tensor]) -> "Curvature":
+        """Allocate the state for these tensors (H_0)."""
+        self.shapes = [p.shape for p in params]
+        self.state: list[torch.Tensor] = self._init_state(params)
+        return self
+
+    def _init_state(self, params):
+        return []
+
+    # --- use ----------------------------------------------------------------------------------------
+    def precondition_(self, i: int, u: torch.Tensor) -> torch.Tensor:
+        """z = H_i^{-1/2} u for tensor i (in place where possible); returns z."""
+        raise NotImplementedError
+
+    # --- update from the log ------------------------------------------------------------------------
+    def feeds(self, k: int, tau: int) -> bool:
+        """Does local step k (of tau) feed the curvature EMA?"""
+        return self.learned and (self.feed == "every" or k == tau - 1)
+
+    @property
+    def needs_directions(self) -> bool:
+        return self.learned and self.moment == "mean_of_squares"
+
+    def extra_scalars(self, per_client: np.ndarray) -> np.ndarray:
+        """Scalars the server adds to the log record from the clients' uploads [clients, tau, P] (float32)."""
+        if not self.needs_directions:
+            return np.zeros(0, dtype=np.float32)
+        tau = per_client.shape[1]
+        steps = [k for k in range(tau) if self.feeds(k, tau)]
+        return gram_upper(per_client[:, steps, :]).reshape(-1)
+
+    def begin_round(self) -> None:
+        # feed="every": EMA steps go to a staged copy so that the round's later steps still use H_r
+        self._staged = {} if (self.learned and self.feed == "every") else None
+
+    def observe(self, i: int, delta: torch.Tensor, zs, extra: np.ndarray | None, step_index: int) -> None:
+        """Feed tensor i's update of one feeding step (step_index counts feeding steps of this round)."""
+        gram = None
+        if self.needs_directions:
+            num = len(zs)
+            tri = num * (num + 1) // 2
+            gram = gram_full(extra[step_index * tri:(step_index + 1) * tri], num)
+        m = Moment(delta, zs, gram)
+        if self._staged is None:
+            self.state[i] = self._ema(self.state[i], m, i)
+            self._check(i, self.state[i])
+        else:
+            cur = self._staged.get(i, self.state[i])
+            self._staged[i] = self._ema(cur, m, i)
+
+    def end_round(self) -> None:
+        if self._staged:
+            for i, s in self._staged.items():
+                self.state[i] = s
+                self._check(i, s)
+        self._staged = None
+        self._after_update()
+
+    def _ema(self, h: torch.Tensor, m: Moment, i: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _after_update(self) -> None:
+        pass
+
+    def _check(self, i: int, h: torch.Tensor) -> None:
+        bad = ~torch.isfinite(h) | (h <= 0) if h.dim() < 3 else ~torch.isfinite(h)
+        if bool(bad.any()):
+            raise CurvatureError(
+                f"{self.kind} curvature of tensor {i} has {int(bad.sum())} non-positive or non-finite entries "
+                f"(min {float(h.min()):.3g}); the run cannot continue (try eps > 0 or a smaller learning rate)")
+
+    # --- persistence --------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"kind": self.kind, "state": [s.clone() for s in self.state]}
+
+    def load_state_dict(self, sd: dict) -> None:
+        if sd["kind"] != self.kind:
+            raise ValueError(f"checkpoint holds {sd['kind']} curvature, config asks for {self.kind}")
+        self.state = [s.clone() for s in sd["state"]]
+        for i, s in enumerate(self.state):
+            self._check(i, s)
+        self._after_update()
+
+    def equals(self, other: "Curvature") -> bool:
+        """Bitwise equality of the states (the replay-exactness check)."""
+        return self.kind == other.kind and len(self.state) == len(other.state) and all(
+            torch.equal(a, b) for a, b in zip(self.state, other.state))
+
+    def flat(self) -> torch.Tensor:
+        """The learned diagonal (or its expansion) as one vector, for histograms and diagnostics."""
+        return torch.cat([self.diagonal(i).reshape(-1) for i in range(len(self.shapes))])
+
+    def diagonal(self, i: int) -> torch.Tensor:
+        return torch.ones(self.shapes[i])
+
+
+class Identity(Curvature):
+    """H = I: plain ZO-SGD directions (DeComFL)."""
+
+    kind = "identity"
+
+    def precondition_(self, i, u):
+        return u
+
+
+class Diagonal(Curvature):
+    """HiSo's diagonal H (one entry per parameter; one extra d-vector of memory)."""
+
+    kind = "diagonal"
+    learned = True
+
+    def _init_state(self, params):
+        self._tmp = torch.empty(max(p.numel() for p in params), dtype=params[0].dtype, device=params[0].device)
+        return [torch.ones_like(p) for p in params]
+
+    def precondition_(self, i, u):
+        h = self.state[i]
+        r = self._tmp[: h.numel()].view(h.shape)
+        torch.rsqrt(h, out=r)
+        return u.mul_(r)
+
+    def _ema(self, h, m, i):
+        out = h if self._staged is None else h.clone()
+        return out.mul_(self.beta).add_(m.diag().view(h.shape).add_(self.eps), alpha=1.0 - self.beta)
+
+    def diagonal(self, i):
+        return self.state[i]
+
+
+class LayerScalar(Curvature):
+    """One curvature value per parameter tensor (block-constant H)."""
+
+    kind = "layer_scalar"
+    learned = True
+
+    def _init_state(self, params):
+        return [torch.ones((), dtype=params[0].dtype, device=params[0].device) for _ in params]
+
+    def precondition_(self, i, u):
+        return u.mul_(torch.rsqrt(self.state[i]))
+
+    def _ema(self, h, m, i):
+        return h * self.beta + (m.diag().mean() + self.eps) * (1.0 - self.beta)
+
+    def diagonal(self, i):
+        return self.state[i].expand(self.shapes[i])
+
+
+class BlockDiagonal(Curvature):
+    """Dense b x b blocks over consecutive entries of each tensor: EMA of Delta Delta^T restricted to blocks.
+
+    H^{-1/2} per block by eigendecomposition after every update; state 2 * d * b floats (H and H^{-1/2}).
+    """
+
+    kind = "block_diagonal"
+    learned = True
+
+    def __init__(self, block_size: int = 8, **kw):
+        super().__init__(**kw)
+        if block_size < 1:
+            raise ValueError(f"curvature.block_size must be >= 1, got {block_size}")
+        self.b = int(block_size)
+
+    def _init_state(self, params):
+        eye = torch.eye(self.b, dtype=params[0].dtype, device=params[0].device)
+        states = [eye.repeat(math.ceil(p.numel() / self.b), 1, 1) for p in params]
+        self._inv_sqrt = [s.clone() for s in states]
+        return states
+
+    def precondition_(self, i, u):
+        n = u.numel()
+        v = _pad_blocks(u.reshape(-1), self.b)  # [nb, b]
+        z = torch.bmm(self._inv_sqrt[i], v.unsqueeze(2)).reshape(-1)[:n]
+        return u.copy_(z.view(u.shape))
+
+    def _ema(self, h, m, i):
+        eye = torch.eye(self.b, dtype=h.dtype, device=h.device)
+        return h * self.beta + (m.blocks(self.b) + self.eps * eye) * (1.0 - self.beta)
+
+    def _after_update(self):
+        self._inv_sqrt = []
+        for i, h in enumerate(self.state):
+            lam, vec = torch.linalg.eigh(h)
+            if bool((lam <= 0).any()) or not bool(torch.isfinite(lam).all()):
+                raise CurvatureError(f"block_diagonal curvature of tensor {i} is not positive definite "
+                                     f"(min eigenvalue {float(lam.min()):.3g})")
+            self._inv_sqrt.append((vec * lam.rsqrt().unsqueeze(1)) @ vec.transpose(1, 2))
+
+    def diagonal(self, i):
+        d = torch.diagonal(self.state[i], dim1=1, dim2=2).reshape(-1)
+        return d[: math.prod(self.shapes[i])].view(self.shapes[i])
+
+
+class Oracle(Curvature):
+    """A given curvature (synthetic problems): a diagonal per tensor, or one dense matrix for a single tensor."""
+
+    kind = "oracle"
+
+    def __init__(self, hessian: list[torch.Tensor] | torch.Tensor, **kw):
+        super().__init__(**kw)
+        self.hessian = hessian
+
+    def _init_state(self, params):
+        if isinstance(self.hessian, torch.Tensor):  # dense matrix for a single flat tensor
+            if len(params) != 1 or self.hessian.shape != (params[0].numel(),) * 2:
+                raise ValueError("a dense oracle Hessian needs exactly one parameter tensor of matching size")
+            lam, vec = torch.linalg.eigh(self.hessian.to(torch.float64))
+            if bool((lam <= 0).any()):
+                raise CurvatureError(f"oracle Hessian is not positive definite (min eigenvalue {float(lam.min()):.3g})")
+            self._dense = ((vec * lam.rsqrt()) @ vec.T).to(params[0].dtype)
+            return [self.hessian.diagonal().clone()]
+        self._dense = None
+        states = [h.to(p).reshape(p.shape).clone() for h, p in zip(self.hessian, params, strict=True)]
+        for i, s in enumerate(states):
+            self._check(i, s)
+        self._rsqrt = [s.rsqrt() for s in states]
+        return states
+
+    def precondition_(self, i, u):
+        if self._dense is not None:
+            return u.copy_((self._dense @ u.reshape(-1)).view(u.shape))
+        return u.mul_(self._rsqrt[i])
+
+    def diagonal(self, i):
+        return self.state[i]
+
+
+KINDS = {c.kind: c for c in (Identity, Diagonal, LayerScalar, BlockDiagonal, Oracle)}

@@ -1,0 +1,319 @@
+"""Server, clients and the round loop of scalar-only federated ZO (HISO.md section 2).
+
+One round r:
+  1. the server samples m of M clients and draws tau seeds (both from (run seed, r): no hidden RNG state);
+  2. each sampled client downloads a RoundStart (seeds + every record it missed) and catches up by replaying;
+  3. it runs tau local ZO steps along z = H^{-1/2} u and uploads tau x P scalars;
+  4. the server validates each upload (rejects malformed, non-finite or absurd ones with a logged reason),
+     aggregates (mean / median / trimmed mean), appends the record to the log and replays it on its model.
+
+Clients are stateless between rounds: the simulator keeps one working copy of the model, loaded with the
+caught-up state of whichever client is computing, so memory does not grow with the number of clients.
+With verify_replay=True every client instead keeps its own replica and really replays the bytes it
+downloaded; the replica must then equal the server model (max |diff| <= 1e-6) and curvature (bitwise).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.stats
+import torch
+
+from .curvature import Curvature
+from .estimators import estimate
+from .perturb import Scratch, StepDirections, step_
+from .protocol import ProtocolError, RoundRecord, RoundStart, Upload
+
+log = logging.getLogger("hiso.federation")
+
+AGGREGATORS = ("mean", "median", "trimmed_mean")
+
+
+class ReplayMismatch(AssertionError):
+    """A caught-up client disagrees with the server: the scalar-only protocol is broken."""
+
+
+def round_rng(seed: int, r: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(seed), 1, int(r)]))
+
+
+def batch_rng(seed: int, r: int, client: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(seed), 2, int(r), int(client)]))
+
+
+@torch.no_grad()
+def apply_record(params: list[torch.Tensor], curvature: Curvature, rec: RoundRecord, lr: float,
+                 scratch: Scratch) -> None:
+    """Replay one round of the log: the model update of every local step, then the curvature update.
+
+    x <- x - lr * sum_k (1/P) sum_j gbar_{k,j} z_{k,j}, with every z drawn under the round's H; no forward pass.
+    The server and every catching-up client call exactly this function.
+    """
+    if rec.n_accepted == 0:
+        return
+    tau, num = rec.scalars.shape
+    curvature.begin_round()
+    fed = 0
+    for k in range(tau):
+        observe = None
+        if curvature.feeds(k, tau):
+            observe = (lambda i, delta, zs, idx=fed: curvature.observe(i, delta, zs, rec.extra, idx))
+            fed += 1
+        dirs = StepDirections(int(rec.seeds[k]), num, params, curvature, scratch)
+        step_(params, dirs, rec.scalars[k] / np.float32(num), lr, observe, curvature.needs_directions)
+    curvature.end_round()
+
+
+@dataclass
+class Wire:
+    """Measured bytes of one round, summed over the sampled clients."""
+
+    up: int = 0
+    up_scalars: int = 0
+    down: int = 0
+    down_seeds: int = 0
+    down_catchup: int = 0
+
+    def add_down(self, msg: RoundStart, data: bytes) -> None:
+        sizes = msg.sizes()
+        self.down += len(data)
+        self.down_seeds += sizes["seeds"]
+        self.down_catchup += sizes["catch_up"]
+
+    def add_up(self, up: Upload, data: bytes) -> None:
+        self.up += len(data)
+        self.up_scalars += 4 * (up.scalars.size + up.extra.size)
+
+
+@dataclass
+class Server:
+    """Holds the global model, its curvature and the round log; validates and aggregates uploads."""
+
+    params: list[torch.Tensor]
+    curvature: Curvature
+    lr: float
+    local_steps: int
+    perturbations: int
+    aggregator: str = "mean"
+    trim_fraction: float = 0.1
+    max_abs_scalar: float = 1e6
+    log: list[RoundRecord] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.aggregator not in AGGREGATORS:
+            raise ValueError(f"unknown aggregator {self.aggregator!r}; choose one of {AGGREGATORS}")
+        self.scratch = Scratch(self.params)
+        self._round = None
+
+    def open_round(self, r: int, seeds: np.ndarray, sampled: list[int]) -> None:
+        if r != len(self.log):
+            raise ProtocolError(f"round {r} opened but the log holds {len(self.log)} rounds")
+        self._round, self._seeds, self._sampled = r, seeds, set(sampled)
+        self._uploads: dict[int, Upload] = {}
+        self.rejected: list[tuple[int, str]] = []
+
+    def round_start(self, synced: int) -> RoundStart:
+        """The downlink message for a client that has replayed the first `synced` records of the log."""
+        return RoundStart(self._round, self._seeds, self.log[synced:])
+
+    def receive(self, data: bytes, sender: int) -> bool:
+        """Validate one upload; keep it, or reject it with a logged reason (never averaged silently)."""
+        reason = None
+        try:
+            up = Upload.decode(data)
+        except ProtocolError as e:
+            reason = f"malformed: {e}"
+        else:
+            if up.client != sender or up.client not in self._sampled:
+                reason = f"client id {up.client} was not sampled this round (sent by {sender})"
+            elif up.round != self._round:
+                reason = f"upload for round {up.round}, expected {self._round}"
+            elif up.scalars.shape != (self.local_steps, self.perturbations) or up.extra.size != 0:
+                reason = (f"{up.scalars.shape[0]}x{up.scalars.shape[1]}+{up.extra.size} scalars, "
+                          f"expected {self.local_steps}x{self.perturbations}")
+            elif not np.isfinite(up.scalars).all():
+                reason = "non-finite scalar"
+            elif np.abs(up.scalars).max(initial=0.0) > self.max_abs_scalar:
+                reason = f"scalar of magnitude {np.abs(up.scalars).max():.3g} > max_abs_scalar {self.max_abs_scalar:g}"
+            elif up.client in self._uploads:
+                reason = "duplicate upload"
+        if reason is not None:
+            log.warning("round %d: rejected upload from client %d: %s", self._round, sender, reason)
+            self.rejected.append((sender, reason))
+            return False
+        self._uploads[up.client] = up
+        return True
+
+    def aggregate(self, stacked: np.ndarray) -> np.ndarray:
+        """[clients, tau, P] -> [tau, P] float32."""
+        if self.aggregator == "mean":
+            agg = stacked.astype(np.float64).mean(0)
+        elif self.aggregator == "median":
+            agg = np.median(stacked.astype(np.float64), axis=0)
+        else:
+            agg = scipy.stats.trim_mean(stacked.astype(np.float64), self.trim_fraction, axis=0)
+        return agg.astype(np.float32)
+
+    def close_round(self) -> RoundRecord:
+        """Aggregate the accepted uploads, append the record to the log and apply it to the global model."""
+        tau, num = self.local_steps, self.perturbations
+        if self._uploads:
+            stacked = np.stack([self._uploads[c].scalars for c in sorted(self._uploads)])
+            rec = RoundRecord(self._round, self._seeds.copy(), self.aggregate(stacked),
+                              self.curvature.extra_scalars(stacked), len(stacked))
+        else:
+            log.error("round %d: every upload was rejected; the round makes no update", self._round)
+            rec = RoundRecord(self._round, self._seeds.copy(), np.zeros((tau, num), np.float32),
+                              np.zeros(0, np.float32), 0)
+        apply_record(self.params, self.curvature, rec, self.lr, self.scratch)
+        self.log.append(rec)
+        self._round = None
+        return rec
+
+
+@dataclass
+class ClientState:
+    """What a simulated client keeps between rounds: its log position (and, when verifying, a replica)."""
+
+    id: int
+    synced: int = 0
+    params: list[torch.Tensor] | None = None
+    curvature: Curvature | None = None
+
+
+class Federation:
+    """The round loop over a task.  `task.params()` is the one working model every client computes on."""
+
+    def __init__(self, task, curvature_factory, *, num_clients: int, clients_per_round: int, local_steps: int,
+                 perturbations: int, mu: float, lr: float, difference: str = "forward", aggregator: str = "mean",
+                 trim_fraction: float = 0.1, max_abs_scalar: float = 1e6, batch_size: int = 32, seed: int = 0,
+                 verify_replay: bool = False, cache_directions: bool = False):
+        if not 1 <= clients_per_round <= num_clients:
+            raise ValueError(f"clients_per_round must be in [1, num_clients={num_clients}], got {clients_per_round}")
+        self.task, self.seed = task, int(seed)
+        self.M, self.m, self.tau, self.P = num_clients, clients_per_round, local_steps, perturbations
+        self.mu, self.lr, self.difference, self.batch_size = mu, lr, difference, batch_size
+        self.verify, self.cache = verify_replay, cache_directions
+        self.work = task.params()
+        self.scratch = Scratch(self.work)
+        self.make_curvature = curvature_factory
+        server_params = [p.detach().clone() for p in self.work]
+        self.server = Server(server_params, curvature_factory(server_params), lr, local_steps, perturbations,
+                             aggregator, trim_fraction, max_abs_scalar)
+        self.clients = [ClientState(i) for i in range(num_clients)]
+        if verify_replay:
+            for c in self.clients:
+                c.params = [p.clone() for p in server_params]
+                c.curvature = curvature_factory(c.params)
+
+    @property
+    def rounds_done(self) -> int:
+        return len(self.server.log)
+
+    @torch.no_grad()
+    def load_server_model(self) -> None:
+        """Copy the global model into the working model (for evaluation)."""
+        for w, s in zip(self.work, self.server.params):
+            w.copy_(s)
+
+    @torch.no_grad()
+    def _catch_up(self, c: ClientState, data: bytes) -> tuple[Curvature, float]:
+        """Bring client c to the server's state; returns the curvature to compute with and the replay error."""
+        if not self.verify:
+            self.load_server_model()
+            c.synced = len(self.server.log)
+            return self.server.curvature, 0.0
+        msg = RoundStart.decode(data)
+        scratch = Scratch(c.params)
+        for rec in msg.catch_up:
+            if rec.round != c.synced:
+                raise ReplayMismatch(f"client {c.id} expected record {c.synced}, got {rec.round}")
+            apply_record(c.params, c.curvature, rec, self.lr, scratch)
+            c.synced += 1
+        diff = max(float((a - b).abs().max()) for a, b in zip(c.params, self.server.params))
+        if diff > 1e-6 or not c.curvature.equals(self.server.curvature):
+            raise ReplayMismatch(f"client {c.id} after catch-up: max |x - x_server| = {diff:.3g}, "
+                                 f"curvature equal: {c.curvature.equals(self.server.curvature)}")
+        for w, p in zip(self.work, c.params):
+            w.copy_(p)
+        return c.curvature, diff
+
+    @torch.no_grad()
+    def _local_steps(self, client: int, r: int, seeds: np.ndarray, curvature: Curvature) -> tuple[np.ndarray, float, int]:
+        rng = batch_rng(self.seed, r, client)
+        scalars = np.empty((self.tau, self.P), np.float32)
+        loss0, passes = float("nan"), 0
+        for k in range(self.tau):
+            batch = self.task.batch(client, rng, self.batch_size)
+            dirs = StepDirections(int(seeds[k]), self.P, self.work, curvature, self.scratch, self.cache)
+            est = estimate(self.work, lambda: self.task.loss(batch), dirs, self.mu, self.difference)
+            scalars[k] = est.scalars
+            passes += est.forward_passes
+            if k == 0:
+                loss0 = est.loss
+            if k < self.tau - 1:  # the last local update is discarded with the round: skip it (exact)
+                step_(self.work, dirs, est.scalars / np.float32(self.P), self.lr)
+        return scalars, loss0, passes
+
+    def run_round(self) -> dict:
+        """One federated round; returns its measured row (losses, bytes, forward passes, rejections)."""
+        r = self.rounds_done
+        rng = round_rng(self.seed, r)
+        sampled = sorted(int(c) for c in rng.choice(self.M, self.m, replace=False))
+        seeds = rng.integers(0, 2**32, self.tau, dtype=np.uint32)
+        self.server.open_round(r, seeds, sampled)
+        wire, losses, passes, replay_diff = Wire(), [], 0, 0.0
+        for cid in sampled:
+            c = self.clients[cid]
+            msg = self.server.round_start(c.synced)
+            data = msg.encode()
+            wire.add_down(msg, data)
+            curvature, diff = self._catch_up(c, data)
+            replay_diff = max(replay_diff, diff)
+            scalars, loss0, n = self._local_steps(cid, r, RoundStart.decode(data).seeds, curvature)
+            losses.append(loss0)
+            passes += n
+            up = Upload(r, cid, scalars)
+            payload = self.upload_hook(up)
+            wire.add_up(up, payload)
+            self.server.receive(payload, cid)
+        rec = self.server.close_round()
+        row = {"round": r + 1, "train_loss": float(np.mean(losses)), "bytes_up": wire.up,
+               "bytes_up_scalars": wire.up_scalars, "bytes_down": wire.down, "bytes_down_seeds": wire.down_seeds,
+               "bytes_down_catchup": wire.down_catchup, "forward_passes": passes,
+               "rejected": len(self.server.rejected), "accepted": rec.n_accepted}
+        if self.verify:
+            row["replay_max_abs_diff"] = replay_diff
+        return row
+
+    def upload_hook(self, up: Upload) -> bytes:
+        """Serialise an upload (tests override this to inject faulty clients)."""
+        return up.encode()
+
+    # --- persistence: the log is the training state --------------------------------------------------
+    def state_dict(self) -> dict:
+        sd = {"server_params": [p.clone() for p in self.server.params], "curvature": self.server.curvature.state_dict(),
+              "log": b"".join(r.encode() for r in self.server.log), "synced": [c.synced for c in self.clients]}
+        if self.verify:
+            sd["replicas"] = [([p.clone() for p in c.params], c.curvature.state_dict()) for c in self.clients]
+        return sd
+
+    @torch.no_grad()
+    def load_state_dict(self, sd: dict) -> None:
+        for p, q in zip(self.server.params, sd["server_params"], strict=True):
+            p.copy_(q)
+        self.server.curvature.load_state_dict(sd["curvature"])
+        data, off, recs = sd["log"], 0, []
+        while off < len(data):
+            rec, off = RoundRecord.decode_from(data, off)
+            recs.append(rec)
+        self.server.log = recs
+        for c, s in zip(self.clients, sd["synced"], strict=True):
+            c.synced = s
+        if self.verify:
+            for c, (ps, cs) in zip(self.clients, sd["replicas"], strict=True):
+                for p, q in zip(c.params, ps):
+                    p.copy_(q)
+                c.curvature.load_state_dict(cs)

@@ -1,0 +1,195 @@
+"""One run: a validated config in, per-round metrics (CSV) and provenance (run.json) out.
+
+Outputs in `out_dir`, all written atomically (temp file + rename):
+    metrics.csv     one row per round: round, train_loss, eval metrics when evaluated, bytes_up,
+                    bytes_up_scalars, bytes_down, bytes_down_seeds, bytes_down_catchup, forward_passes,
+                    rejected, accepted, wall_seconds (seconds of that round, evaluation included)
+    run.json        config, config hash, git SHA, package versions, hardware, status, message
+    checkpoint.pt   server model + curvature + round log + client log positions, every N rounds
+
+A run restarted with the same command resumes from its checkpoint and ends with identical metrics (all
+randomness is derived from (seed, round, client), so there is no hidden RNG state to lose).
+Status: "running", "complete", "diverged" (non-finite loss or model) or "failed" (e.g. curvature error).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .config import Config, task_options
+from .curvature import KINDS, CurvatureError
+from .federation import Federation
+
+WALL_COLUMNS = ("wall_seconds",)
+
+
+class RunFailed(RuntimeError):
+    """The run stopped with status diverged or failed; run.json says why."""
+
+    def __init__(self, status: str, message: str):
+        super().__init__(f"{status}: {message}")
+        self.status, self.message = status, message
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write via a temp file in the same folder and rename, so readers never see a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def provenance() -> dict:
+    """Git SHA, package versions and hardware of this process."""
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
+                                  cwd=Path(__file__).parent).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    versions = {}
+    for pkg in ("torch", "numpy", "pandas", "scikit-learn", "transformers", "peft", "datasets"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return {"git_sha": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain")),
+            "python": sys.version.split()[0], "packages": versions,
+            "hardware": {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(),
+                         "torch_threads": torch.get_num_threads(),
+                         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}}
+
+
+def make_curvature_factory(cfg: Config, task):
+    c = cfg.curvature
+    cls = KINDS[c.kind]
+    common = dict(beta=c.beta, eps=c.eps, feed=c.feed, moment=c.moment)
+    if c.kind == "oracle":
+        if not hasattr(task, "hessian"):
+            raise CurvatureError(f"curvature.kind oracle needs a task that knows its Hessian; {cfg.task['name']} does not")
+        hess = task.hessian()
+        return lambda params: cls(hess, **common).bind(params)
+    if c.kind == "block_diagonal":
+        return lambda params: cls(block_size=c.block_size, **common).bind(params)
+    return lambda params: cls(**common).bind(params)
+
+
+def build_federation(cfg: Config) -> tuple[Federation, object]:
+    task_cls, opts = task_options(cfg)
+    f = cfg.federation
+    task = task_cls(opts, num_clients=f.num_clients, seed=cfg.seed)
+    fed = Federation(task, make_curvature_factory(cfg, task), num_clients=f.num_clients,
+                     clients_per_round=f.clients_per_round, local_steps=f.local_steps, perturbations=f.perturbations,
+                     mu=f.mu, lr=f.lr, difference=f.difference, aggregator=f.aggregator, trim_fraction=f.trim_fraction,
+                     max_abs_scalar=f.max_abs_scalar, batch_size=f.batch_size, seed=cfg.seed,
+                     verify_replay=f.verify_replay, cache_directions=f.cache_directions)
+    return fed, task
+
+
+@dataclass
+class RunResult:
+    status: str
+    metrics: pd.DataFrame
+    out_dir: Path | None
+    federation: Federation | None = None
+
+
+def _finite_model(fed: Federation) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in fed.server.params)
+
+
+def run(cfg: Config, out_dir: str | Path | None = None, *, stop_after: int | None = None,
+        federation_hook=None) -> RunResult:
+    """Run (or resume) one configuration.  `stop_after` ends the process-local loop early after that many
+    rounds as if killed (tests); `federation_hook(fed)` lets tests inject faults.  Returns the metrics."""
+    if cfg.run.threads > 0:
+        torch.set_num_threads(cfg.run.threads)
+    out = Path(out_dir) if out_dir is not None else None
+    info = {"name": cfg.name, "config": cfg.to_dict(), "config_hash": cfg.hash(), **provenance()}
+    rows: list[dict] = []
+    fed, task = build_federation(cfg)
+    if federation_hook is not None:
+        federation_hook(fed)
+    if out is not None:
+        prior = out / "run.json"
+        if prior.exists():
+            old = json.loads(prior.read_text())
+            if old.get("config_hash") != info["config_hash"]:
+                raise RuntimeError(f"{out} holds a run of a different config (hash {old.get('config_hash')}, now "
+                                   f"{info['config_hash']}); choose another output folder or delete it")
+            if old.get("status") == "complete" and (out / "metrics.csv").exists():
+                return RunResult("complete", pd.read_csv(out / "metrics.csv"), out)
+            ckpt = out / "checkpoint.pt"
+            if ckpt.exists():
+                state = torch.load(ckpt, weights_only=False)
+                fed.load_state_dict(state["federation"])
+                rows = state["rows"]
+        info["status"] = "running"
+        atomic_write(out / "run.json", json.dumps(info, indent=2))
+
+    def save(status: str, message: str = "", checkpoint: bool = True):
+        if out is None:
+            return
+        if checkpoint:
+            atomic_torch_save({"federation": fed.state_dict(), "rows": rows}, out / "checkpoint.pt")
+        atomic_write(out / "metrics.csv", pd.DataFrame(rows).to_csv(index=False))
+        info.update(status=status, message=message, rounds_done=fed.rounds_done)
+        atomic_write(out / "run.json", json.dumps(info, indent=2))
+
+    total = cfg.federation.rounds
+    bar = None
+    if cfg.run.progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=total, initial=fed.rounds_done, desc=cfg.name, unit="round", leave=False, disable=None)
+    status, message = "complete", ""
+    try:
+        while fed.rounds_done < total:
+            if stop_after is not None and fed.rounds_done >= stop_after:
+                return RunResult("interrupted", pd.DataFrame(rows), out, fed)
+            t0 = time.perf_counter()
+            row = fed.run_round()
+            r = row["round"]
+            if r % cfg.run.eval_every == 0 or r == total:
+                fed.load_server_model()
+                row.update(task.evaluate())
+            row["wall_seconds"] = time.perf_counter() - t0
+            rows.append(row)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{row['train_loss']:.4g}")
+            if not math.isfinite(row["train_loss"]) or not _finite_model(fed):
+                status = "diverged"
+                message = (f"round {r}: training loss {row['train_loss']} / model finite: {_finite_model(fed)}; "
+                           f"the run diverged (lower federation.lr or federation.mu)")
+                break
+            if cfg.run.checkpoint_every and r % cfg.run.checkpoint_every == 0 and r < total:
+                save("running")
+    except CurvatureError as e:
+        status, message = "failed", str(e)
+    finally:
+        if bar is not None:
+            bar.close()
+    save(status, message, checkpoint=True)
+    if status != "complete":
+        raise RunFailed(status, message)
+    return RunResult(status, pd.DataFrame(rows), out, fed)

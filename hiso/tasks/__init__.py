@@ -1,0 +1,24 @@
+"""Task registry: a task supplies the trainable tensors, client batches, the loss and the evaluation.
+
+A task class has an `Options` dataclass (validated from the config's `task:` section) and is built as
+`Task(options, num_clients=M, seed=s)`.  Interface used by the engine:
+
+    params() -> list[Tensor]            the trainable tensors of the working model (fp32)
+    batch(client, rng, size)            a minibatch of that client's private data
+    loss(batch) -> float                the training loss at the current params (no grad)
+    evaluate() -> dict[str, float]      held-out metrics; `metric` names the headline one
+    hessian_diagonal() / hessian()      (synthetic problems) the true curvature, for the Oracle
+"""
+from __future__ import annotations
+
+from .digits import Digits
+from .quadratic import Quadratic
+
+TASKS = {"quadratic": Quadratic, "digits": Digits}
+
+
+def register_task(name: str, cls) -> None:
+    """Make a task class available to configs under `task.name: <name>`."""
+    if name in TASKS and TASKS[name] is not cls:
+        raise ValueError(f"task {name!r} is already registered")
+    TASKS[name] = cls
