@@ -18,6 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set federation.lr=1e-3 (repeatable)")
     r.add_argument("--out", default=None, help="output folder (default results/runs/<name>)")
+    r.add_argument("--replace-different", action="store_true",
+                   help="if --out holds a run of another config, replace it instead of refusing")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -27,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out) if args.out else Path("results/runs") / cfg.name
     try:
-        res = run(cfg, out)
+        res = run(cfg, out, replace_different=args.replace_different)
     except RunFailed as e:
         print(f"run {cfg.name} {e.status}: {e.message} (see {out / 'run.json'})", file=sys.stderr)
         return 3

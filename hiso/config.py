@@ -75,6 +75,7 @@ class RunOptions:
     eval_every: int = 10  # rounds between evaluations (the last round is always evaluated)
     checkpoint_every: int = 50  # rounds between checkpoints (0: only at the end)
     threads: int = 0  # torch threads (0: leave torch's default)
+    diverge_factor: float = 1e4  # status diverged once train loss > factor * first-round loss (0: off)
     progress: bool = True
 
 
@@ -191,6 +192,8 @@ def _check_ranges(cfg: Config) -> None:
         raise ConfigError(f"curvature.beta must be in [0, 1), got {cfg.curvature.beta}")
     if not (cfg.curvature.eps >= 0 and math.isfinite(cfg.curvature.eps)):
         raise ConfigError(f"curvature.eps must be finite and >= 0, got {cfg.curvature.eps}")
+    if cfg.run.diverge_factor < 0:
+        raise ConfigError(f"run.diverge_factor must be >= 0, got {cfg.run.diverge_factor}")
     if cfg.run.checkpoint_every < 0:
         raise ConfigError(f"run.checkpoint_every must be >= 0, got {cfg.run.checkpoint_every}")
     want = METHOD_CURVATURE[cfg.method]

@@ -33,6 +33,7 @@ from .curvature import KINDS, CurvatureError
 from .federation import Federation
 
 WALL_COLUMNS = ("wall_seconds",)
+STALL_ROUNDS = 10  # consecutive rounds in which every upload was rejected -> the run has diverged
 
 
 class RunFailed(RuntimeError):
@@ -118,10 +119,14 @@ def _finite_model(fed: Federation) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in fed.server.params)
 
 
-def run(cfg: Config, out_dir: str | Path | None = None, *, stop_after: int | None = None,
-        federation_hook=None) -> RunResult:
-    """Run (or resume) one configuration.  `stop_after` ends the process-local loop early after that many
-    rounds as if killed (tests); `federation_hook(fed)` lets tests inject faults.  Returns the metrics."""
+def run(cfg: Config, out_dir: str | Path | None = None, *, replace_different: bool = False,
+        stop_after: int | None = None, federation_hook=None) -> RunResult:
+    """Run (or resume) one configuration and return its metrics.
+
+    An `out_dir` holding a run of another config is refused, unless `replace_different` (the workflow's
+    choice when a config changed): then its files are replaced.  `stop_after` ends the loop after that
+    many rounds as if the process were killed (tests); `federation_hook(fed)` lets tests inject faults.
+    """
     if cfg.run.threads > 0:
         torch.set_num_threads(cfg.run.threads)
     out = Path(out_dir) if out_dir is not None else None
@@ -134,13 +139,16 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, stop_after: int | Non
         prior = out / "run.json"
         if prior.exists():
             old = json.loads(prior.read_text())
-            if old.get("config_hash") != info["config_hash"]:
+            if old.get("config_hash") != info["config_hash"] and replace_different:
+                for stale in ("checkpoint.pt", "metrics.csv", "run.json"):
+                    (out / stale).unlink(missing_ok=True)
+            elif old.get("config_hash") != info["config_hash"]:
                 raise RuntimeError(f"{out} holds a run of a different config (hash {old.get('config_hash')}, now "
                                    f"{info['config_hash']}); choose another output folder or delete it")
-            if old.get("status") == "complete" and (out / "metrics.csv").exists():
+            elif old.get("status") == "complete" and (out / "metrics.csv").exists():
                 return RunResult("complete", pd.read_csv(out / "metrics.csv"), out)
             ckpt = out / "checkpoint.pt"
-            if ckpt.exists():
+            if (out / "run.json").exists() and ckpt.exists():
                 state = torch.load(ckpt, weights_only=False)
                 fed.load_state_dict(state["federation"])
                 rows = state["rows"]
@@ -162,6 +170,7 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, stop_after: int | Non
         from tqdm.auto import tqdm
         bar = tqdm(total=total, initial=fed.rounds_done, desc=cfg.name, unit="round", leave=False, disable=None)
     status, message = "complete", ""
+    stalled = 0
     try:
         while fed.rounds_done < total:
             if stop_after is not None and fed.rounds_done >= stop_after:
@@ -181,6 +190,20 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, stop_after: int | Non
                 status = "diverged"
                 message = (f"round {r}: training loss {row['train_loss']} / model finite: {_finite_model(fed)}; "
                            f"the run diverged (lower federation.lr or federation.mu)")
+                break
+            limit = cfg.run.diverge_factor * max(abs(rows[0]["train_loss"]), 1e-12)
+            if cfg.run.diverge_factor and row["train_loss"] > limit:
+                status = "diverged"
+                message = (f"round {r}: training loss {row['train_loss']:.4g} exceeds run.diverge_factor "
+                           f"({cfg.run.diverge_factor:g}) x the first round's {rows[0]['train_loss']:.4g}; "
+                           "the run diverged (lower federation.lr)")
+                break
+            stalled = stalled + 1 if row["accepted"] == 0 else 0
+            if stalled >= STALL_ROUNDS:
+                status = "diverged"
+                message = (f"round {r}: every upload was rejected for {STALL_ROUNDS} consecutive rounds (last reason: "
+                           f"{fed.server.rejected[-1][1] if fed.server.rejected else 'none'}); the model no longer "
+                           "moves (lower federation.lr, or raise federation.max_abs_scalar if the scalars are genuine)")
                 break
             if cfg.run.checkpoint_every and r % cfg.run.checkpoint_every == 0 and r < total:
                 save("running")

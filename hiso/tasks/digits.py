@@ -17,11 +17,11 @@ from .split import dirichlet_split
 class DigitsOptions:
     alpha: float = 1.0  # Dirichlet concentration of the label split; .inf for IID
     test_fraction: float = 0.2
-    channels: int = 8  # first conv layer width (the second has twice as many)
+    channels: int = 4  # first conv layer width (the second has twice as many)
 
 
 class DigitsCNN(torch.nn.Module):
-    def __init__(self, channels: int = 8):
+    def __init__(self, channels: int = 4):
         super().__init__()
         self.conv1 = torch.nn.Conv2d(1, channels, 3, padding=1)
         self.conv2 = torch.nn.Conv2d(channels, 2 * channels, 3, padding=1)

@@ -21,7 +21,7 @@ class QuadraticOptions:
     effective_rank: float = 10.0  # power spectrum: Tr(A) / lambda_max
     sigma: float = 1.5  # lognormal spectrum: log-std of the eigenvalues
     lipschitz: float = 1.0  # lambda_max
-    heterogeneity: float = 1.0  # std of each client's optimum around the shared one
+    heterogeneity: float = 0.3  # std of each client's optimum around the shared one
     rotate: bool = False  # random orthogonal eigenbasis (dense A; needs dim <= 4000)
 
 

@@ -1,0 +1,31 @@
+# The two commands of the README.  Both set up the virtual environment first (once; again when
+# pyproject.toml changes), so they work on a fresh machine.
+#   make run    the main job: the Snakemake workflow on the embedded CPU default (tables + figures)
+#   make test   the test suite (offline)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+CORES  ?= all
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+
+.PHONY: setup run test bench clean-results
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	touch $@
+
+run: setup
+	$(BIN)/snakemake --cores $(CORES)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python bench/rounds_to_target.py
+
+clean-results:
+	rm -rf results

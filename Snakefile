@@ -1,0 +1,17 @@
+# hiso-bench workflow: configs -> runs -> tables -> figures.  `snakemake --cores all` runs the embedded
+# CPU default; `--configfile workflows/config/<tier>.yaml` picks another tier.
+from pathlib import Path
+
+if not config:  # `--configfile` picks a tier; without one, the embedded CPU default
+    configfile: "workflows/config/default.yaml"
+
+include: "workflows/rules/common.smk"
+include: "workflows/rules/run.smk"
+include: "workflows/rules/tables.smk"
+include: "workflows/rules/figures.smk"
+
+
+rule all:
+    input:
+        all_tables(),
+        all_figures(),

@@ -1,0 +1,110 @@
+"""Rounds (and bytes) to a fixed target: DeComFL vs HiSo (vs HiSo with the oracle H on the quadratic).
+
+Each method gets its best step size from a small log grid (chosen by median rounds-to-target over seeds,
+ties broken by the final metric), so no method is compared at another's tuned step size.
+The full grid is printed too, because learning-rate robustness is part of the comparison.
+
+    python bench/rounds_to_target.py               # both problems, 3 seeds (a few minutes on 2 cores)
+    python bench/rounds_to_target.py --quick       # 1 seed, shorter grids
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from hiso.config import load_config  # noqa: E402
+from hiso.run import build_federation  # noqa: E402
+
+PROBLEMS = {
+    "quadratic (d=1000, kappa=10)": dict(
+        task={"name": "quadratic", "dim": 1000, "spectrum": "power", "effective_rank": 10.0},
+        federation={"rounds": 3000}, metric="rel_suboptimality", target=0.1, eval_every=10,
+        methods={"decomfl": {"method": "decomfl"}, "hiso": {"method": "hiso"},
+                 "hiso-oracle": {"method": "hiso", "curvature": {"kind": "oracle"}}},
+        grid=[10 ** e for e in np.arange(-4.0, 0.01, 0.5)]),
+    "digits CNN (Dirichlet 1.0)": dict(
+        task={"name": "digits", "alpha": 1.0},
+        federation={"rounds": 2000}, metric="accuracy", target=0.5, eval_every=25,
+        methods={"decomfl": {"method": "decomfl"}, "hiso": {"method": "hiso"}},
+        grid=[3e-3, 1e-2, 3e-2]),
+}
+
+
+def rounds_to_target(spec: dict, overrides: dict, lr: float, seed: int) -> dict:
+    fed_cfg = {**spec["federation"], "lr": lr}
+    cfg = load_config(data={**overrides, "seed": seed, "task": spec["task"], "federation": fed_cfg,
+                            "run": {"progress": False, "eval_every": spec["eval_every"]}})
+    fed, task = build_federation(cfg)
+    higher = task.higher_is_better
+    reached = lambda v: v >= spec["target"] if higher else v <= spec["target"]  # noqa: E731
+    total_bytes, value, t0 = 0, float("nan"), time.perf_counter()
+    for r in range(1, cfg.federation.rounds + 1):
+        row = fed.run_round()
+        total_bytes += row["bytes_up"] + row["bytes_down"]
+        if not math.isfinite(row["train_loss"]):
+            return {"rounds": math.inf, "bytes": math.inf, "final": float("nan"), "seconds": time.perf_counter() - t0}
+        if r % spec["eval_every"] == 0:
+            fed.load_server_model()
+            value = task.evaluate()[spec["metric"]]
+            if reached(value):
+                return {"rounds": r, "bytes": total_bytes, "final": value, "seconds": time.perf_counter() - t0}
+    return {"rounds": math.inf, "bytes": math.inf, "final": value, "seconds": time.perf_counter() - t0}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="one seed, fewer grid points")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--out", default=None, help="also write the full grid as CSV")
+    args = ap.parse_args()
+    logging.disable(logging.WARNING)  # rejected uploads of diverging step sizes are expected in a sweep
+    seeds = range(1 if args.quick else args.seeds)
+    rows = []
+    for pname, spec in PROBLEMS.items():
+        grid = spec["grid"][::2] if args.quick else spec["grid"]
+        for mname, overrides in spec["methods"].items():
+            for lr in grid:
+                for s in seeds:
+                    res = rounds_to_target(spec, overrides, float(lr), s)
+                    rows.append({"problem": pname, "method": mname, "lr": float(lr), "seed": s, **res})
+                    print(f"{pname:30s} {mname:12s} lr={lr:<8.3g} seed={s} rounds={res['rounds']} "
+                          f"final={res['final']:.4g} ({res['seconds']:.1f}s)", flush=True)
+    df = pd.DataFrame(rows)
+    if args.out:
+        df.to_csv(args.out, index=False)
+    grid = df.groupby(["problem", "method", "lr"]).agg(rounds=("rounds", "median"), bytes=("bytes", "median"),
+                                                       final=("final", "median")).reset_index()
+    print("\n## Median rounds to target over seeds, every step size (inf: not reached)\n")
+    print(grid.pivot_table(index=["problem", "lr"], columns="method", values="rounds").to_string())
+    best = grid.sort_values(["rounds", "final"]).groupby(["problem", "method"]).head(1)
+    print("\n## Each method at its best step size\n")
+    out = []
+    for pname, spec in PROBLEMS.items():
+        sub = best[best.problem == pname].set_index("method")
+        ref = sub.loc["decomfl", "rounds"] if "decomfl" in sub.index else math.nan
+        for m, r in sub.iterrows():
+            per_seed = df[(df.problem == pname) & (df.method == m) & (df.lr == r.lr)]["rounds"].tolist()
+            out.append({"problem": pname, "method": m, "target": f"{spec['metric']} {'>=' if spec['metric'] == 'accuracy' else '<='} {spec['target']}",
+                        "best lr": f"{r.lr:.3g}", "rounds (median)": r.rounds, "rounds per seed": per_seed,
+                        "bytes to target": r.bytes, "speed-up vs DeComFL": ref / r.rounds if math.isfinite(r.rounds) else math.nan})
+    print(pd.DataFrame(out).to_markdown(index=False) if _has_tabulate() else pd.DataFrame(out).to_string(index=False))
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+if __name__ == "__main__":
+    main()

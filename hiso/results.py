@@ -1,0 +1,69 @@
+"""Reading finished runs back: one long DataFrame, cumulative bytes, rounds-to-target, summaries.
+
+Layout read: <root>/<method>/seed<k>/metrics.csv (what the workflow writes).  Tables and figures use only
+these functions, so every number they show comes from the runs' own metrics.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HIGHER_IS_BETTER = {"accuracy": True, "f1": True, "rel_suboptimality": False, "suboptimality": False,
+                    "test_loss": False}
+
+
+def load_runs(root: str | Path) -> pd.DataFrame:
+    """All metrics.csv under root as one frame with `method`, `seed` and cumulative columns added."""
+    frames = []
+    for path in sorted(Path(root).glob("*/seed*/metrics.csv")):
+        df = pd.read_csv(path)
+        df["method"] = path.parent.parent.name
+        df["seed"] = int(path.parent.name.removeprefix("seed"))
+        df["bytes_total"] = df["bytes_up"] + df["bytes_down"]
+        for col in ("bytes_total", "bytes_up", "bytes_down", "forward_passes", "wall_seconds"):
+            df[f"cum_{col}"] = df[col].cumsum()
+        frames.append(df)
+    if not frames:
+        raise FileNotFoundError(f"no runs found under {root} (expected <method>/seed<k>/metrics.csv)")
+    return pd.concat(frames, ignore_index=True)
+
+
+def reached(values: pd.Series, metric: str, target: float) -> pd.Series:
+    return values >= target if HIGHER_IS_BETTER.get(metric, True) else values <= target
+
+
+def to_target(run: pd.DataFrame, metric: str, target: float) -> dict:
+    """First evaluated round at which `metric` reaches `target`, with the cumulative cost at that round
+    (inf when never reached)."""
+    ev = run.dropna(subset=[metric])
+    hit = ev[reached(ev[metric], metric, target)]
+    if hit.empty:
+        return {"rounds": math.inf, "bytes": math.inf, "forward_passes": math.inf, "seconds": math.inf}
+    row = hit.iloc[0]
+    return {"rounds": int(row["round"]), "bytes": int(row["cum_bytes_total"]),
+            "forward_passes": int(row["cum_forward_passes"]), "seconds": float(row["cum_wall_seconds"])}
+
+
+def summarise(runs: pd.DataFrame, metric: str, target: float) -> pd.DataFrame:
+    """One row per method: final metric mean/std over seeds and median cost to the target."""
+    rows = []
+    for method, grp in runs.groupby("method", sort=False):
+        finals, costs = [], []
+        for _, run in grp.groupby("seed"):
+            run = run.sort_values("round")
+            finals.append(run[metric].dropna().iloc[-1])
+            costs.append(to_target(run, metric, target))
+        c = pd.DataFrame(costs)
+        last = grp[grp["round"] == grp["round"].max()]
+        rows.append({"method": method, "seeds": len(finals), f"final {metric} mean": float(np.mean(finals)),
+                     f"final {metric} std": float(np.std(finals, ddof=1)) if len(finals) > 1 else math.nan,
+                     "seeds reaching target": int(np.isfinite(c["rounds"]).sum()),
+                     "rounds to target (median)": float(c["rounds"].median()),
+                     "bytes to target (median)": float(c["bytes"].median()),
+                     "forward passes to target (median)": float(c["forward_passes"].median()),
+                     "bytes per round (mean)": float(grp["bytes_total"].mean()),
+                     "rounds": int(last["round"].iloc[0])})
+    return pd.DataFrame(rows)

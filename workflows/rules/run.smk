@@ -1,0 +1,18 @@
+# One federated run per (experiment, method, seed), through the same CLI a user would type.
+rule run:
+    input:
+        base=lambda w: config["experiments"][w.exp]["base"],
+    output:
+        f"{OUT}/runs/{{exp}}/{{method}}/seed{{seed}}/metrics.csv",
+    log:
+        f"{OUT}/logs/{{exp}}/{{method}}/seed{{seed}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/{{exp}}/{{method}}/seed{{seed}}.tsv"
+    threads: 1
+    params:
+        sets=lambda w: set_args(w.exp, w.method),
+        out=lambda w: f"{OUT}/runs/{w.exp}/{w.method}/seed{w.seed}",
+    shell:
+        "{PY} -m hiso run --config {input.base} {params.sets} --set seed={wildcards.seed} "
+        "--set name={wildcards.exp}-{wildcards.method}-s{wildcards.seed} --set run.threads={threads} "
+        "--set run.progress=false --out {params.out} --replace-different > {log} 2>&1"
