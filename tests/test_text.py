@@ -1,0 +1,131 @@
+"""Language-model tasks on tiny random models: real prompts, real tokenizer, real datasets code path
+(hub data replaced by fixtures in the real schema)."""
+import numpy as np
+import pytest
+import torch
+
+from hiso.config import load_config
+from hiso.models import ModelUnavailable, load_model
+from hiso.run import build_federation, run
+from hiso.tasks import text
+
+FIXTURES = {
+    "sst2": lambda i, y: {"sentence": f"a {'wonderful' if y else 'dreadful'} film number {i}", "label": y, "idx": i},
+    "qqp": lambda i, y: {"question1": f"how do I cook rice {i}?", "question2": f"what is the way to cook rice {i}?",
+                         "label": y, "idx": i},
+    "rte": lambda i, y: {"premise": f"The cat {i} sat on the mat.", "hypothesis": "A cat sat.", "label": y, "idx": i},
+    "cb": lambda i, y: {"premise": f"It rained on day {i}.", "hypothesis": "The ground is wet.", "label": y % 3,
+                        "idx": i},
+    "boolq": lambda i, y: {"question": f"is {i} even", "passage": f"{i} is a number.", "label": y, "idx": i},
+    "wic": lambda i, y: {"word": "bank", "sentence1": f"I sat by the bank {i}.", "sentence2": "The bank lends money.",
+                         "start1": 9, "start2": 4, "end1": 13, "end2": 8, "label": y, "idx": i},
+    "wsc": lambda i, y: {"text": f"Mark told Pete {i} lies because he was jealous.", "span1_index": 0,
+                         "span2_index": 6, "span1_text": "Mark", "span2_text": "He", "label": y, "idx": i},
+    "multirc": lambda i, y: {"paragraph": f"Paris {i} is the capital of France.", "question": "What is Paris?",
+                             "answer": "the capital", "label": y,
+                             "idx": {"paragraph": i, "question": 0, "answer": 0}},
+}
+PROMPT_FIELDS = {"qqp": ["question1", "question2"], "rte": ["premise", "hypothesis"], "wic": ["sentence1", "sentence2"],
+                 "multirc": ["paragraph", "question", "answer"], "boolq": ["passage", "question"], "sst2": ["sentence"]}
+
+
+@pytest.fixture
+def hub_fixtures(monkeypatch):
+    calls = []
+
+    def fake(path, name, split):
+        calls.append((path, name, split))
+        task = {"sst2": "sst2", "qqp": "qqp"}.get(name, name.split(".")[0])
+        n = 60 if split == "train" else 30
+        return [FIXTURES[task](i, i % (3 if task == "cb" else 2)) for i in range(n)]
+    monkeypatch.setattr(text, "load_hub", fake)
+    return calls
+
+
+def small(name, **kw):
+    return load_config(data={"task": {"name": name, "model": "tiny-llama", "train_size": 40, "dev_size": 10,
+                                      "test_size": 20, "max_length": 48, **kw},
+                             "federation": {"rounds": 3, "batch_size": 8, "lr": 1e-3, "perturbations": 2},
+                             "run": {"progress": False, "eval_every": 3}})
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURES))
+def test_hub_task_fixture_runs_the_real_path(hub_fixtures, name):
+    fed, task = build_federation(small(name))
+    assert {split for _, _, split in hub_fixtures} == {"train", "validation"}
+    assert len(task.label_ids) == len(text.TASKS[name].verbalizer) and len(set(task.label_ids.tolist())) == len(task.label_ids)
+    example = task.test[0]
+    prompt = text.TASKS[name].prompt(example)
+    for field in PROMPT_FIELDS.get(name, []):
+        assert str(example[field]) in prompt
+    b = task.batch(0, np.random.default_rng(0), 8)
+    assert b["input_ids"].shape[0] == 8 and np.isfinite(task.loss(b))
+    row = fed.run_round()
+    assert np.isfinite(row["train_loss"])
+    ev = task.evaluate()
+    assert 0.0 <= ev["accuracy"] <= 1.0 and np.isfinite(ev["test_loss"])
+
+
+def test_qqp_prompt_has_both_questions():
+    p = text.TASKS["qqp"].prompt({"question1": "alpha?", "question2": "beta?"})
+    assert "alpha?" in p and "beta?" in p
+
+
+@pytest.mark.parametrize("model", ["tiny-llama", "tiny-opt"])
+def test_left_padding_does_not_change_the_label_logits(model):
+    """The verbalizer is read at the last position: a padded row must score as it does alone."""
+    cfg = small("rotten_tomatoes", model=model)
+    _, task = build_federation(cfg)
+    lengths = [len(x) for x in task._enc["test"][0]]
+    short, long = int(np.argmin(lengths)), int(np.argmax(lengths))
+    assert lengths[short] < lengths[long]
+    together = task.label_logits(task._collate("test", [short, long]))
+    alone = task.label_logits(task._collate("test", [short]))
+    torch.testing.assert_close(together[0], alone[0], rtol=1e-4, atol=1e-5)
+
+
+def test_offline_tasks_load_real_text():
+    for name, k in (("rotten_tomatoes", 2), ("tweets", 3)):
+        train, test = text.TASKS[name].load(0)
+        assert len(train) > 5000 and len(test) > 1000
+        assert set(r["label"] for r in train) == set(range(k))
+
+
+def test_lora_trains_only_adapters_and_replays_exactly():
+    cfg = load_config(data={"task": {"name": "rotten_tomatoes", "model": "tiny-llama", "trainable": "lora",
+                                     "lora_rank": 2, "train_size": 40, "dev_size": 10, "test_size": 20},
+                            "federation": {"rounds": 5, "batch_size": 8, "lr": 1e-2, "perturbations": 2,
+                                           "local_steps": 2, "verify_replay": True},
+                            "run": {"progress": False}})
+    fed, task = build_federation(cfg)
+    n_lora = sum(p.numel() for p in task.params())
+    n_all = sum(p.numel() for p in task.model.parameters())
+    assert 0 < n_lora < n_all / 50
+    base = [p.clone() for n, p in task.model.named_parameters() if "lora" not in n]
+    for _ in range(5):
+        assert fed.run_round()["replay_max_abs_diff"] <= 1e-6
+    fed.load_server_model()
+    assert all(torch.equal(a, p) for a, (n, p) in zip(base, [(n, p) for n, p in task.model.named_parameters()
+                                                             if "lora" not in n]))
+
+
+@pytest.mark.parametrize("model", ["tiny-llama", "tiny-opt"])
+def test_end_to_end_federated_run_on_tiny_lm(model):
+    res = run(small("rotten_tomatoes", model=model))
+    assert res.status == "complete" and len(res.metrics) == 3
+    assert res.metrics["accuracy"].notna().sum() == 1
+
+
+def test_missing_model_says_how_to_get_it(monkeypatch):
+    with pytest.raises(ModelUnavailable, match="unknown model"):
+        load_model("gpt-5")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelUnavailable, match="needs the Hugging Face hub once"):
+        load_model("opt-125m")
+
+
+def test_missing_hub_data_says_how_to_get_it(monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(text.DataUnavailable, match="offline, use the tasks rotten_tomatoes or tweets"):
+        text.load_hub("nyu-mll/glue", "sst2", "train")
