@@ -113,6 +113,7 @@ class RunResult:
     metrics: pd.DataFrame
     out_dir: Path | None
     federation: Federation | None = None
+    initial_eval: dict | None = None
 
 
 def _finite_model(fed: Federation) -> bool:
@@ -135,6 +136,7 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, replace_different: bo
     fed, task = build_federation(cfg)
     if federation_hook is not None:
         federation_hook(fed)
+    old: dict = {}
     if out is not None:
         prior = out / "run.json"
         if prior.exists():
@@ -146,13 +148,19 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, replace_different: bo
                 raise RuntimeError(f"{out} holds a run of a different config (hash {old.get('config_hash')}, now "
                                    f"{info['config_hash']}); choose another output folder or delete it")
             elif old.get("status") == "complete" and (out / "metrics.csv").exists():
-                return RunResult("complete", pd.read_csv(out / "metrics.csv"), out)
+                return RunResult("complete", pd.read_csv(out / "metrics.csv"), out, None, old.get("initial_eval"))
             ckpt = out / "checkpoint.pt"
             if (out / "run.json").exists() and ckpt.exists():
                 state = torch.load(ckpt, weights_only=False)
                 fed.load_state_dict(state["federation"])
                 rows = state["rows"]
         info["status"] = "running"
+    if not rows:  # the starting point (zero-shot for a pretrained LM): what every curve is compared against
+        fed.load_server_model()
+        info["initial_eval"] = task.evaluate()
+    else:  # resumed: measured by the first process
+        info["initial_eval"] = old.get("initial_eval")
+    if out is not None:
         atomic_write(out / "run.json", json.dumps(info, indent=2))
 
     def save(status: str, message: str = "", checkpoint: bool = True):
@@ -215,4 +223,4 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, replace_different: bo
     save(status, message, checkpoint=True)
     if status != "complete":
         raise RunFailed(status, message)
-    return RunResult(status, pd.DataFrame(rows), out, fed)
+    return RunResult(status, pd.DataFrame(rows), out, fed, info.get("initial_eval"))
