@@ -62,12 +62,13 @@ class FederationConfig:
 
 @dataclass
 class CurvatureConfig:
-    kind: Optional[Literal["identity", "diagonal", "layer_scalar", "block_diagonal", "oracle"]] = None
+    kind: Optional[Literal["identity", "diagonal", "layer_scalar", "block_diagonal", "oracle", "rmsprop"]] = None
     beta: float = 0.95  # weight on the old H
     eps: float = 1e-8
     feed: Literal["last", "every"] = "last"
     moment: Literal["square_of_mean", "mean_of_squares"] = "square_of_mean"
     block_size: int = 8
+    rmsprop_power: float = 0.5  # kind rmsprop: applied update H^-power * Delta x
 
 
 @dataclass
@@ -83,7 +84,8 @@ class RunOptions:
 class Config:
     name: str = "run"
     seed: int = 0
-    method: Literal["hiso", "decomfl"] = "hiso"
+    method: str = "hiso"  # a registered method (hiso.methods.METHODS)
+    method_options: dict = field(default_factory=dict)  # validated by the method's Options
     task: dict = field(default_factory=lambda: {"name": "quadratic"})
     federation: FederationConfig = field(default_factory=FederationConfig)
     curvature: CurvatureConfig = field(default_factory=CurvatureConfig)
@@ -97,9 +99,6 @@ class Config:
         d = self.to_dict()
         d["run"].pop("progress")
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-METHOD_CURVATURE = {"hiso": "diagonal", "decomfl": "identity"}
 
 
 def _type_name(tp) -> str:
@@ -174,6 +173,21 @@ def task_options(cfg: Config):
     return TASKS[name], build(TASKS[name].Options, data, "task")
 
 
+def method_options(cfg: Config):
+    """The method's spec and its validated options (None when the method takes none)."""
+    from .methods import METHODS, load_baselines
+
+    load_baselines()
+    if cfg.method not in METHODS:
+        raise ConfigError(f"method: {cfg.method!r} is not a registered method (known: {', '.join(sorted(METHODS))})")
+    spec = METHODS[cfg.method]
+    if spec.Options is None:
+        if cfg.method_options:
+            raise ConfigError(f"method_options: method {cfg.method} takes no options, got {sorted(cfg.method_options)}")
+        return spec, None
+    return spec, build(spec.Options, cfg.method_options, "method_options")
+
+
 def _check_ranges(cfg: Config) -> None:
     f = cfg.federation
     positive = {"federation.num_clients": f.num_clients, "federation.rounds": f.rounds,
@@ -196,12 +210,12 @@ def _check_ranges(cfg: Config) -> None:
         raise ConfigError(f"run.diverge_factor must be >= 0, got {cfg.run.diverge_factor}")
     if cfg.run.checkpoint_every < 0:
         raise ConfigError(f"run.checkpoint_every must be >= 0, got {cfg.run.checkpoint_every}")
-    want = METHOD_CURVATURE[cfg.method]
+    spec, _ = method_options(cfg)
     if cfg.curvature.kind is None:
-        cfg.curvature.kind = want
-    elif cfg.method == "decomfl" and cfg.curvature.kind != "identity":
-        raise ConfigError(f"method decomfl is HiSo with identity curvature; curvature.kind={cfg.curvature.kind!r} "
-                          "contradicts it (use method: hiso to choose a curvature)")
+        cfg.curvature.kind = spec.default_curvature or "identity"
+    elif spec.fixed_curvature and cfg.curvature.kind != spec.default_curvature:
+        raise ConfigError(f"method {cfg.method} is HiSo with {spec.default_curvature} curvature; curvature.kind="
+                          f"{cfg.curvature.kind!r} contradicts it (use method: hiso to choose a curvature)")
 
 
 def set_dotted(data: dict, assignment: str) -> None:
@@ -234,6 +248,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), data:
     task_cls, opts = task_options(cfg)
     cfg.task = {"name": cfg.task["name"], **dataclasses.asdict(opts)}  # resolved: defaults are part of the hash
     _check_ranges(cfg)
+    _, mopts = method_options(cfg)
+    if mopts is not None:
+        cfg.method_options = dataclasses.asdict(mopts)
     return cfg
 
 

@@ -108,6 +108,10 @@ class Curvature:
         """z = H_i^{-1/2} u for tensor i (in place where possible); returns z."""
         raise NotImplementedError
 
+    def scale_update(self, i: int, delta: torch.Tensor) -> torch.Tensor:
+        """The update actually applied for tensor i (identity: x <- x - lr * delta)."""
+        return delta
+
     # --- update from the log ------------------------------------------------------------------------
     def feeds(self, k: int, tau: int) -> bool:
         """Does local step k (of tau) feed the curvature EMA?"""
@@ -321,4 +325,23 @@ class Oracle(Curvature):
         return self.state[i]
 
 
-KINDS = {c.kind: c for c in (Identity, Diagonal, LayerScalar, BlockDiagonal, Oracle)}
+class RMSProp(Diagonal):
+    """The RMSProp-ZO control: isotropic directions u (no whitening), the same diagonal H learned from the
+    log, and the applied update rescaled afterwards: x <- x - lr * H^{-power} Delta x.
+    power = 0.5 is RMSProp; power = 1 gives the same expected update as HiSo (H^{-1} grad f) with isotropic
+    sampling, isolating what the anisotropic sampling itself contributes."""
+
+    kind = "rmsprop"
+
+    def __init__(self, power: float = 0.5, **kw):
+        super().__init__(**kw)
+        self.power = float(power)
+
+    def precondition_(self, i, u):
+        return u
+
+    def scale_update(self, i, delta):
+        return delta * self.state[i].pow(-self.power)
+
+
+KINDS = {c.kind: c for c in (Identity, Diagonal, LayerScalar, BlockDiagonal, Oracle, RMSProp)}

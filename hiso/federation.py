@@ -212,6 +212,12 @@ class Federation:
     def rounds_done(self) -> int:
         return len(self.server.log)
 
+    def global_params(self) -> list[torch.Tensor]:
+        return self.server.params
+
+    def last_rejection(self) -> str:
+        return self.server.rejected[-1][1] if self.server.rejected else "none"
+
     @torch.no_grad()
     def load_server_model(self) -> None:
         """Copy the global model into the working model (for evaluation)."""

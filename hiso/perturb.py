@@ -82,7 +82,9 @@ def step_(params: list[torch.Tensor], dirs: StepDirections, coeffs, lr: float,
           observe: Observer | None = None, keep_directions: bool = False) -> None:
     """x <- x - lr * delta with delta = sum_j coeffs[j] * z_j, tensor-major (all P generators advance together).
 
-    With coeffs = g / P, delta is the paper's Delta x.  `observe(i, delta_i, zs_i)` (optional) sees each
+    With coeffs = g / P, delta is the paper's Delta x.  The curvature may rescale the applied update
+    (`scale_update`: the RMSProp-ZO control; identity for every other kind) but the curvature EMA always
+    sees the unscaled delta.  `observe(i, delta_i, zs_i)` (optional) sees each
     tensor's delta (and, with keep_directions, copies of its P directions) before the next tensor reuses the
     scratch space; the curvature update of the round log hooks in here.
     """
@@ -97,6 +99,7 @@ def step_(params: list[torch.Tensor], dirs: StepDirections, coeffs, lr: float,
             delta.add_(z, alpha=c)
             if kept is not None:
                 kept.append(z.clone())
-        p.sub_(delta, alpha=lr)
+        if lr:  # lr = 0: only observe (optimizers that keep their own state)
+            p.sub_(dirs.curvature.scale_update(i, delta), alpha=lr)
         if observe is not None:
             observe(i, delta, kept)

@@ -7,6 +7,7 @@ len(bytes), never computed by formula.  Layout (little-endian):
     RoundStart 'HSDN' | round u32 | tau u16 | n_records u32 | seeds u32[tau] | records...
     Record     round u32 | tau u16 | P u16 | n_extra u16 | n_accepted u16 | seeds u32[tau]
                | f32[tau*P] aggregated scalars | f32[n_extra]
+    Vector     'HSVC' | round u32 | client u32 | n u64 | f32[n]      (model / delta of vector methods)
 
 Seeds are 4 bytes, scalars fp32 (4 bytes).  A record of a round in which every upload was rejected has
 n_accepted = 0 and is replayed as a no-op.
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 UP_HEAD = struct.Struct("<4sIIHHH")
+VEC_HEAD = struct.Struct("<4sIIQ")
 DOWN_HEAD = struct.Struct("<4sIHI")
 REC_HEAD = struct.Struct("<IHHHH")
 
@@ -126,3 +128,30 @@ class RoundStart:
         """Bytes by kind: this round's seeds, catch-up (records), header."""
         return {"seeds": 4 * self.seeds.size, "catch_up": sum(len(r.encode()) for r in self.catch_up),
                 "header": DOWN_HEAD.size}
+
+
+@dataclass(frozen=True)
+class VectorMessage:
+    """A full fp32 vector (model broadcast or model delta) of the vector-communicating baselines."""
+
+    round: int
+    client: int
+    values: np.ndarray  # float32 [n]
+
+    def encode(self) -> bytes:
+        return VEC_HEAD.pack(b"HSVC", self.round, self.client, self.values.size) + \
+            np.ascontiguousarray(self.values, "<f4").tobytes()
+
+    @staticmethod
+    def decode(data: bytes) -> "VectorMessage":
+        if len(data) < VEC_HEAD.size:
+            raise ProtocolError("truncated vector header")
+        magic, rnd, client, n = VEC_HEAD.unpack_from(data)
+        if magic != b"HSVC" or len(data) != VEC_HEAD.size + 4 * n:
+            raise ProtocolError(f"vector message declares {n} floats but has {len(data) - VEC_HEAD.size} bytes")
+        return VectorMessage(rnd, client, np.frombuffer(data, "<f4", n, VEC_HEAD.size).astype(np.float32))
+
+    @staticmethod
+    def wire_size(n: int) -> int:
+        """len(encode()) for an n-float vector, without materialising a model-sized bytes object."""
+        return VEC_HEAD.size + 4 * n

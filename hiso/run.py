@@ -92,19 +92,19 @@ def make_curvature_factory(cfg: Config, task):
         return lambda params: cls(hess, **common).bind(params)
     if c.kind == "block_diagonal":
         return lambda params: cls(block_size=c.block_size, **common).bind(params)
+    if c.kind == "rmsprop":
+        return lambda params: cls(power=c.rmsprop_power, **common).bind(params)
     return lambda params: cls(**common).bind(params)
 
 
-def build_federation(cfg: Config) -> tuple[Federation, object]:
+def build_federation(cfg: Config):
+    """(method object, task) for a validated config: the task is built first, then the registered method."""
+    from .config import method_options
+
     task_cls, opts = task_options(cfg)
-    f = cfg.federation
-    task = task_cls(opts, num_clients=f.num_clients, seed=cfg.seed)
-    fed = Federation(task, make_curvature_factory(cfg, task), num_clients=f.num_clients,
-                     clients_per_round=f.clients_per_round, local_steps=f.local_steps, perturbations=f.perturbations,
-                     mu=f.mu, lr=f.lr, difference=f.difference, aggregator=f.aggregator, trim_fraction=f.trim_fraction,
-                     max_abs_scalar=f.max_abs_scalar, batch_size=f.batch_size, seed=cfg.seed,
-                     verify_replay=f.verify_replay, cache_directions=f.cache_directions)
-    return fed, task
+    task = task_cls(opts, num_clients=cfg.federation.num_clients, seed=cfg.seed)
+    spec, mopts = method_options(cfg)
+    return spec.build(cfg, task, mopts), task
 
 
 @dataclass
@@ -116,8 +116,8 @@ class RunResult:
     initial_eval: dict | None = None
 
 
-def _finite_model(fed: Federation) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in fed.server.params)
+def _finite_model(fed) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in fed.global_params())
 
 
 def run(cfg: Config, out_dir: str | Path | None = None, *, replace_different: bool = False,
@@ -206,11 +206,11 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, replace_different: bo
                            f"({cfg.run.diverge_factor:g}) x the first round's {rows[0]['train_loss']:.4g}; "
                            "the run diverged (lower federation.lr)")
                 break
-            stalled = stalled + 1 if row["accepted"] == 0 else 0
+            stalled = stalled + 1 if row.get("accepted", 1) == 0 else 0
             if stalled >= STALL_ROUNDS:
                 status = "diverged"
                 message = (f"round {r}: every upload was rejected for {STALL_ROUNDS} consecutive rounds (last reason: "
-                           f"{fed.server.rejected[-1][1] if fed.server.rejected else 'none'}); the model no longer "
+                           f"{fed.last_rejection()}); the model no longer "
                            "moves (lower federation.lr, or raise federation.max_abs_scalar if the scalars are genuine)")
                 break
             if cfg.run.checkpoint_every and r % cfg.run.checkpoint_every == 0 and r < total:

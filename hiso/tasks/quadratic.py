@@ -95,6 +95,13 @@ class Quadratic:
             y = y @ self._q_t
         return float(0.5 * (y * y * self._lam_t).sum())
 
+    def grad_loss(self, client: int) -> torch.Tensor:
+        """Differentiable loss (first-order baselines)."""
+        y = self.x - self._c_t[client]
+        if self._q_t is not None:
+            y = y @ self._q_t
+        return 0.5 * (y * y * self._lam_t).sum()
+
     def evaluate(self) -> dict[str, float]:
         sub = self._f64(self.x.detach().double().numpy()) - self.f_star
         return {"suboptimality": sub, "rel_suboptimality": sub / (self.f_0 - self.f_star)}

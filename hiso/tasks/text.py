@@ -203,6 +203,13 @@ class TextClassification:
     def loss(self, batch: dict) -> float:
         return float(F.cross_entropy(self.label_logits(batch), batch["labels"]))
 
+    def grad_loss(self, batch: dict) -> torch.Tensor:
+        """Differentiable loss (first-order baselines): the same logits, with autograd on."""
+        with torch.enable_grad():
+            out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                             position_ids=batch["position_ids"], logits_to_keep=1)
+            return F.cross_entropy(out.logits[:, -1, self.label_ids].float(), batch["labels"])
+
     def evaluate(self, split: str = "test") -> dict[str, float]:
         n = len(self._enc[split][1])
         correct, total_loss = 0, 0.0

@@ -1,0 +1,69 @@
+"""Method registry: every method is the same loop (rounds of a `Method` object), built by name.
+
+A method object runs one round at a time and reports a metrics row; the runner handles evaluation,
+checkpoints, divergence and outputs.  Interface:
+
+    rounds_done: int
+    run_round() -> dict           must include round, train_loss, bytes_up, bytes_down, forward_passes
+    load_server_model() -> None   put the global model into the task's working model (for evaluation)
+    global_params() -> list[Tensor]
+    state_dict() / load_state_dict(sd)   everything needed to resume exactly
+
+Register with `register_method(name, build, Options)`: `build(cfg, task, options)` returns the method object;
+`Options` (a dataclass, optional) validates the config's `method_options:` section.  HiSo and DeComFL are the
+scalar-only federation with learned / identity curvature; baselines live in `baselines/`.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    build: Callable[[Any, Any, Any], Any]
+    Options: type | None = None
+    default_curvature: str | None = None  # scalar-only methods: the curvature kind they stand for
+    fixed_curvature: bool = False  # the method *is* that curvature (decomfl = identity)
+    doc: str = ""
+
+
+METHODS: dict[str, MethodSpec] = {}
+
+
+def register_method(name: str, build, Options: type | None = None, default_curvature: str | None = None,
+                    fixed_curvature: bool = False, doc: str = "") -> None:
+    """Make a method available as `method: <name>` in configs."""
+    if name in METHODS and METHODS[name].build is not build:
+        raise ValueError(f"method {name!r} is already registered")
+    METHODS[name] = MethodSpec(build, Options, default_curvature, fixed_curvature, doc)
+
+
+def _scalar_only(cfg, task, options):
+    from .federation import Federation
+    from .run import make_curvature_factory
+    f = cfg.federation
+    return Federation(task, make_curvature_factory(cfg, task), num_clients=f.num_clients,
+                      clients_per_round=f.clients_per_round, local_steps=f.local_steps, perturbations=f.perturbations,
+                      mu=f.mu, lr=f.lr, difference=f.difference, aggregator=f.aggregator, trim_fraction=f.trim_fraction,
+                      max_abs_scalar=f.max_abs_scalar, batch_size=f.batch_size, seed=cfg.seed,
+                      verify_replay=f.verify_replay, cache_directions=f.cache_directions)
+
+
+register_method("hiso", _scalar_only, default_curvature="diagonal",
+                doc="scalar-only federated ZO with a curvature learned from the round log (HiSo)")
+register_method("decomfl", _scalar_only, default_curvature="identity", fixed_curvature=True,
+                doc="scalar-only federated ZO-SGD (DeComFL): HiSo with identity curvature")
+register_method("rmsprop_zo", _scalar_only, default_curvature="rmsprop", fixed_curvature=True,
+                doc="control: isotropic directions, update rescaled by the same learned diagonal (scalar-only)")
+
+
+def load_baselines() -> None:
+    """Import the baselines package so that its modules register themselves (idempotent)."""
+    import importlib
+    try:
+        importlib.import_module("baselines")
+    except ModuleNotFoundError as e:
+        if e.name != "baselines":
+            raise
