@@ -3,4 +3,4 @@
 Adding a baseline = one new module here + its name in the import line below (or `register_method` from
 anywhere: see README, "Adding a baseline").
 """
-from . import fedavg, fedzo, mezo  # noqa: F401
+from . import fedavg, fedkseed, fedzo, mezo  # noqa: F401

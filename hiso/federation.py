@@ -186,6 +186,8 @@ class ClientState:
 class Federation:
     """The round loop over a task.  `task.params()` is the one working model every client computes on."""
 
+    replay_tolerance = 1e-6  # max |x_client - x_server| after catch-up (replay is in fact bit-exact)
+
     def __init__(self, task, curvature_factory, *, num_clients: int, clients_per_round: int, local_steps: int,
                  perturbations: int, mu: float, lr: float, difference: str = "forward", aggregator: str = "mean",
                  trim_fraction: float = 0.1, max_abs_scalar: float = 1e6, batch_size: int = 32, seed: int = 0,
@@ -229,16 +231,11 @@ class Federation:
         """Bring client c to the server's state; returns the curvature to compute with and the replay error."""
         if not self.verify:  # replay is proven equal to the server state (verify mode, tests): copy it
             self.load_server_model()
-            c.synced += len(msg.catch_up)
+            c.synced = len(self.server.log)
             return self.server.curvature, 0.0
-        scratch = Scratch(c.params)
-        for rec in msg.catch_up:
-            if rec.round != c.synced:
-                raise ReplayMismatch(f"client {c.id} expected record {c.synced}, got {rec.round}")
-            apply_record(c.params, c.curvature, rec, self.lr, scratch)
-            c.synced += 1
+        self.replay(c, msg, Scratch(c.params))
         diff = max(float((a - b).abs().max()) for a, b in zip(c.params, self.server.params))
-        if diff > 1e-6 or not c.curvature.equals(self.server.curvature):
+        if diff > self.replay_tolerance or not c.curvature.equals(self.server.curvature):
             raise ReplayMismatch(f"client {c.id} after catch-up: max |x - x_server| = {diff:.3g}, "
                                  f"curvature equal: {c.curvature.equals(self.server.curvature)}")
         for w, p in zip(self.work, c.params):
@@ -267,15 +264,15 @@ class Federation:
         r = self.rounds_done
         rng = round_rng(self.seed, r)
         sampled = sorted(int(c) for c in rng.choice(self.M, self.m, replace=False))
-        seeds = rng.integers(0, 2**32, self.tau, dtype=np.uint32)
+        seeds = self.draw_seeds(rng)
         self.server.open_round(r, seeds, sampled)
         wire, losses, passes, replay_diff = Wire(), [], 0, 0.0
         for cid in sampled:
             c = self.clients[cid]
-            msg = self.server.round_start(c.synced)
+            msg = self.downlink(c)
             data = msg.encode()
             wire.add_down(msg, data)
-            received = RoundStart.decode(data)  # the client acts on what came over the wire
+            received = type(msg).decode(data)  # the client acts on what came over the wire
             curvature, diff = self._catch_up(c, received)
             replay_diff = max(replay_diff, diff)
             scalars, loss0, n = self._local_steps(cid, r, received.seeds, curvature)
@@ -293,6 +290,22 @@ class Federation:
         if self.verify:
             row["replay_max_abs_diff"] = replay_diff
         return row
+
+    def draw_seeds(self, rng: np.random.Generator) -> np.ndarray:
+        """This round's tau shared seeds (uint32)."""
+        return rng.integers(0, 2**32, self.tau, dtype=np.uint32)
+
+    def downlink(self, c: ClientState):
+        """The message a sampled client receives at the start of the round."""
+        return self.server.round_start(c.synced)
+
+    def replay(self, c: ClientState, msg, scratch: Scratch) -> None:
+        """Apply what the client missed (from the decoded downlink) to its replica."""
+        for rec in msg.catch_up:
+            if rec.round != c.synced:
+                raise ReplayMismatch(f"client {c.id} expected record {c.synced}, got {rec.round}")
+            apply_record(c.params, c.curvature, rec, self.lr, scratch)
+            c.synced += 1
 
     def upload_hook(self, up: Upload) -> bytes:
         """Serialise an upload (tests override this to inject faulty clients)."""

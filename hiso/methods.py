@@ -40,22 +40,23 @@ def register_method(name: str, build, Options: type | None = None, default_curva
     METHODS[name] = MethodSpec(build, Options, default_curvature, fixed_curvature, doc)
 
 
-def _scalar_only(cfg, task, options):
+def scalar_only(cfg, task, options, cls=None, **extra):
+    """Build the scalar-only federation (or a subclass `cls`, with its `extra` keyword arguments)."""
     from .federation import Federation
     from .run import make_curvature_factory
     f = cfg.federation
-    return Federation(task, make_curvature_factory(cfg, task), num_clients=f.num_clients,
+    return (cls or Federation)(task, make_curvature_factory(cfg, task), num_clients=f.num_clients,
                       clients_per_round=f.clients_per_round, local_steps=f.local_steps, perturbations=f.perturbations,
                       mu=f.mu, lr=f.lr, difference=f.difference, aggregator=f.aggregator, trim_fraction=f.trim_fraction,
                       max_abs_scalar=f.max_abs_scalar, batch_size=f.batch_size, seed=cfg.seed,
-                      verify_replay=f.verify_replay, cache_directions=f.cache_directions)
+                      verify_replay=f.verify_replay, cache_directions=f.cache_directions, **extra)
 
 
-register_method("hiso", _scalar_only, default_curvature="diagonal",
+register_method("hiso", scalar_only, default_curvature="diagonal",
                 doc="scalar-only federated ZO with a curvature learned from the round log (HiSo)")
-register_method("decomfl", _scalar_only, default_curvature="identity", fixed_curvature=True,
+register_method("decomfl", scalar_only, default_curvature="identity", fixed_curvature=True,
                 doc="scalar-only federated ZO-SGD (DeComFL): HiSo with identity curvature")
-register_method("rmsprop_zo", _scalar_only, default_curvature="rmsprop", fixed_curvature=True,
+register_method("rmsprop_zo", scalar_only, default_curvature="rmsprop", fixed_curvature=True,
                 doc="control: isotropic directions, update rescaled by the same learned diagonal (scalar-only)")
 
 

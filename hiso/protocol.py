@@ -8,6 +8,7 @@ len(bytes), never computed by formula.  Layout (little-endian):
     Record     round u32 | tau u16 | P u16 | n_extra u16 | n_accepted u16 | seeds u32[tau]
                | f32[tau*P] aggregated scalars | f32[n_extra]
     Vector     'HSVC' | round u32 | client u32 | n u64 | f32[n]      (model / delta of vector methods)
+    PoolStart  'HSKP' | round u32 | tau u16 | K u32 | P u16 | seeds u32[tau] | f32[K*P]   (FedKSeed catch-up)
 
 Seeds are 4 bytes, scalars fp32 (4 bytes).  A record of a round in which every upload was rejected has
 n_accepted = 0 and is replayed as a no-op.
@@ -21,6 +22,7 @@ import numpy as np
 
 UP_HEAD = struct.Struct("<4sIIHHH")
 VEC_HEAD = struct.Struct("<4sIIQ")
+POOL_HEAD = struct.Struct("<4sIHIH")
 DOWN_HEAD = struct.Struct("<4sIHI")
 REC_HEAD = struct.Struct("<IHHHH")
 
@@ -155,3 +157,35 @@ class VectorMessage:
     def wire_size(n: int) -> int:
         """len(encode()) for an n-float vector, without materialising a model-sized bytes object."""
         return VEC_HEAD.size + 4 * n
+
+
+@dataclass(frozen=True)
+class PoolRoundStart:
+    """FedKSeed downlink: this round's seeds plus, for a client that missed rounds, the per-pool-seed sums of
+    the scalars it missed (K x P floats, O(K) however many rounds were missed); `coeffs` is None when the
+    client missed nothing."""
+
+    round: int
+    seeds: np.ndarray  # uint32 [tau]
+    coeffs: np.ndarray | None  # float32 [K, P]
+
+    def encode(self) -> bytes:
+        k, p = self.coeffs.shape if self.coeffs is not None else (0, 0)
+        head = POOL_HEAD.pack(b"HSKP", self.round, self.seeds.size, k, p)
+        body = b"" if self.coeffs is None else np.ascontiguousarray(self.coeffs, "<f4").tobytes()
+        return head + np.ascontiguousarray(self.seeds, "<u4").tobytes() + body
+
+    @staticmethod
+    def decode(data: bytes) -> "PoolRoundStart":
+        if len(data) < POOL_HEAD.size:
+            raise ProtocolError("truncated pool round-start header")
+        magic, rnd, tau, k, p = POOL_HEAD.unpack_from(data)
+        if magic != b"HSKP" or len(data) != POOL_HEAD.size + 4 * tau + 4 * k * p:
+            raise ProtocolError("malformed pool round start")
+        seeds = np.frombuffer(data, "<u4", tau, POOL_HEAD.size).astype(np.uint32)
+        coeffs = np.frombuffer(data, "<f4", k * p, POOL_HEAD.size + 4 * tau).astype(np.float32).reshape(k, p) if k else None
+        return PoolRoundStart(rnd, seeds, coeffs)
+
+    def sizes(self) -> dict[str, int]:
+        return {"seeds": 4 * self.seeds.size, "catch_up": 0 if self.coeffs is None else 4 * self.coeffs.size,
+                "header": POOL_HEAD.size}

@@ -14,7 +14,7 @@ from hiso.run import run
 QUAD = {"name": "quadratic", "dim": 50, "effective_rank": 5}
 LR = {"fedavg": 0.3, "fedadam": 0.02, "fedyogi": 0.02, "fedadagrad": 0.05, "fedzo": 0.02, "mezo": 0.02,
       "mezo_momentum": 0.005, "zo_adam": 0.02, "hizoo": 0.02, "fo": 0.3, "rmsprop_zo": 0.005, "hiso": 0.01,
-      "decomfl": 0.02}
+      "decomfl": 0.02, "fedkseed": 0.02}
 VECTOR = {"fedavg", "fedadam", "fedyogi", "fedadagrad", "fedzo"}
 SINGLE = {"mezo", "mezo_momentum", "zo_adam", "hizoo", "fo"}
 
@@ -137,3 +137,18 @@ def test_a_baseline_registered_from_outside_runs_through_the_runner(tmp_path):
         assert (tmp_path / "metrics.csv").exists()
     finally:
         METHODS.pop("toy_sign")
+
+
+def test_fedkseed_catch_up_is_o_of_k_and_replays_to_rounding():
+    from hiso.run import build_federation
+    c = load_config(data={"method": "fedkseed", "method_options": {"pool_size": 16}, "task": QUAD,
+                          "federation": {"rounds": 200, "lr": 0.02, "verify_replay": True, "perturbations": 5},
+                          "run": {"progress": False}})
+    fed, _ = build_federation(c)
+    rows = [fed.run_round() for _ in range(200)]
+    assert max(r["replay_max_abs_diff"] for r in rows) <= 1e-5
+    assert all(set(int(s) for s in rec.seeds) <= set(int(s) for s in fed.pool) for rec in fed.server.log)
+    # every downlink with a catch-up carries exactly K x P floats, however many rounds were missed
+    catchups = {r["bytes_down_catchup"] for r in rows}
+    assert catchups <= {0, 16 * 5 * 4, 2 * 16 * 5 * 4}
+    assert 2 * 16 * 5 * 4 in catchups
