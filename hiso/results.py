@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-HIGHER_IS_BETTER = {"accuracy": True, "f1": True, "rel_suboptimality": False, "suboptimality": False,
+HIGHER_IS_BETTER = {"accuracy": True, "f1": True, "exact_match": True, "rel_suboptimality": False, "suboptimality": False,
                     "test_loss": False}
 
 

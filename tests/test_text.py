@@ -129,3 +129,47 @@ def test_missing_hub_data_says_how_to_get_it(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(text.DataUnavailable, match="offline, use the tasks rotten_tomatoes or tweets"):
         text.load_hub("nyu-mll/glue", "sst2", "train")
+
+
+def squad_rows(n):
+    return [{"id": str(i), "title": "Paris", "context": f"Paris is the capital of France. Item {i} is red.",
+             "question": f"What colour is item {i}?", "answers": {"text": ["red", "Red"], "answer_start": [40, 40]}}
+            for i in range(n)]
+
+
+def test_squad_generation_path_on_a_fixture(monkeypatch):
+    monkeypatch.setattr(text, "load_hub", lambda path, name, split: squad_rows(40 if split == "train" else 12))
+    cfg = load_config(data={"task": {"name": "squad", "model": "tiny-llama", "train_size": 30, "dev_size": 5,
+                                     "test_size": 12, "max_length": 96, "eval_batch_size": 6},
+                            "federation": {"rounds": 2, "batch_size": 4, "lr": 1e-3, "perturbations": 2},
+                            "run": {"progress": False, "eval_every": 2}})
+    res = run(cfg)
+    assert res.status == "complete" and np.isfinite(res.metrics["train_loss"]).all()
+    last = res.metrics.iloc[-1]
+    assert 0.0 <= last["f1"] <= 1.0 and 0.0 <= last["exact_match"] <= last["f1"] + 1e-9
+
+
+def test_squad_loss_scores_only_the_answer_tokens(monkeypatch):
+    monkeypatch.setattr(text, "load_hub", lambda path, name, split: squad_rows(40))
+    cfg = load_config(data={"task": {"name": "squad", "model": "tiny-llama", "train_size": 20, "dev_size": 2,
+                                     "test_size": 4, "max_length": 96}, "run": {"progress": False}})
+    _, task = build_federation(cfg)
+    b = task._collate("train", [0, 1])
+    n = int(b["n_answer"][0])
+    assert task.tok.decode(b["input_ids"][0, -n:]).strip() == "red"
+    # the same loss recomputed from full logits, scoring only each row's answer tokens
+    manual = []
+    with torch.no_grad():
+        out = task.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], position_ids=b["position_ids"])
+        for row in range(2):
+            k = int(b["n_answer"][row])
+            logits = out.logits[row, -k - 1:-1]
+            manual.append(torch.nn.functional.cross_entropy(logits, b["input_ids"][row, -k:], reduction="sum"))
+    total = sum(int(x) for x in b["n_answer"])
+    assert task.loss(b) == pytest.approx(float(sum(manual)) / total, rel=1e-4)
+
+
+@pytest.mark.parametrize("pred,gold,f1", [("the cat sat", "Cat sat.", 1.0), ("cat", "dog", 0.0),
+                                          ("x b c", "b c d", 2 / 3), ("a b c", "b c d", 0.8), ("", "", 1.0)])
+def test_squad_token_f1(pred, gold, f1):
+    assert text.token_f1(pred, gold) == pytest.approx(f1)

@@ -16,7 +16,7 @@ from .quadratic import Quadratic
 from .text import TASKS as TEXT_TASKS
 from .text import text_task
 
-TASKS = {"quadratic": Quadratic, "digits": Digits, **{name: text_task(name) for name in TEXT_TASKS}}
+TASKS = {"quadratic": Quadratic, "digits": Digits, **{name: text_task(name) for name in [*TEXT_TASKS, "squad"]}}
 
 
 def register_task(name: str, cls) -> None:

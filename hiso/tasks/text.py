@@ -154,11 +154,14 @@ class TextClassification:
         model, self.tok = load_model(opts.model, seed)
         self.model, self._params = make_trainable(model, opts.trainable, opts.lora_rank, opts.lora_alpha,
                                                   opts.lora_targets, opts.frozen_dtype)
-        self.label_ids = torch.tensor(self._label_ids(d.verbalizer))
+        self.label_ids = torch.tensor(self._label_ids(d.verbalizer)) if d.verbalizer else None
         self._enc = {name: self._encode(rows) for name, rows in
                      (("train", self.train), ("dev", self.dev), ("test", self.test))}
-        labels = self._enc["train"][1].numpy()
-        self.shards = dirichlet_split(labels, num_clients, opts.alpha, rng)
+        self.shards = dirichlet_split(self.split_labels(), num_clients, opts.alpha, rng)
+
+    def split_labels(self) -> np.ndarray:
+        """What the Dirichlet split skews over (the class label)."""
+        return self._enc["train"][1].numpy()
 
     def _label_ids(self, words) -> list[int]:
         ids = []
@@ -221,5 +224,99 @@ class TextClassification:
         return {"accuracy": correct / n, "test_loss": total_loss / n}
 
 
+# --- SQuAD: extractive QA as generation, scored by token F1 -------------------------------------------
+
+def normalize_answer(s: str) -> str:
+    """SQuAD's official normalisation: lower case, no punctuation, no articles, single spaces."""
+    import re
+    import string
+    s = "".join(ch for ch in s.lower() if ch not in set(string.punctuation))
+    s = re.sub(r"\b(a|an|the)\b", " ", s)
+    return " ".join(s.split())
+
+
+def token_f1(prediction: str, gold: str) -> float:
+    """SQuAD token-overlap F1 between one prediction and one gold answer."""
+    from collections import Counter
+    p, g = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    if not p or not g:
+        return float(p == g)
+    common = sum((Counter(p) & Counter(g)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(p), common / len(g)
+    return 2 * precision * recall / (precision + recall)
+
+
+class Squad(TextClassification):
+    """SQuAD v1.1: loss = cross-entropy over the gold answer's tokens (teacher forcing; only those positions'
+    logits are computed); metric = token F1 (max over gold answers) of a greedy answer, plus exact match."""
+
+    metric = "f1"
+    definition = TaskDef(_hub("rajpurkar/squad", None),
+                         lambda e: f"Title: {e['title']}\nContext: {e['context']}\nQuestion: {e['question']}\nAnswer:",
+                         ())
+    max_new_tokens = 16
+
+    def split_labels(self) -> np.ndarray:
+        return np.zeros(len(self.train), dtype=np.int64)  # no classes: alpha has nothing to skew (IID)
+
+    def _encode(self, rows):
+        prompts = self.tok([self.definition.prompt(r) for r in rows]).input_ids
+        answers = self.tok([" " + r["answers"]["text"][0] for r in rows], add_special_tokens=False).input_ids
+        ids, n_answer = [], []
+        for p, a in zip(prompts, answers):
+            a = a[: self.max_new_tokens]
+            keep = max(self.opts.max_length - len(a), 1)
+            ids.append(p[-keep:] + a)
+            n_answer.append(len(a))
+        return ids, torch.tensor(n_answer)
+
+    def _collate(self, split, idx):
+        b = super()._collate(split, idx)
+        b["n_answer"] = b.pop("labels")
+        return b
+
+    def _answer_loss(self, b, grad: bool):
+        width = int(b["n_answer"].max())
+        with torch.set_grad_enabled(grad):
+            out = self.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                             position_ids=b["position_ids"], logits_to_keep=width + 1)
+            logits = out.logits[:, :-1].float()  # position t predicts token t+1: the last `width` tokens
+            target = b["input_ids"][:, -width:].clone()
+            for row, n in enumerate(b["n_answer"].tolist()):
+                target[row, : width - n] = -100  # prompt tokens inside the window are not scored
+            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100)
+
+    def loss(self, batch):
+        return float(self._answer_loss(batch, grad=False))
+
+    def grad_loss(self, batch):
+        return self._answer_loss(batch, grad=True)
+
+    @torch.no_grad()
+    def evaluate(self, split: str = "test") -> dict[str, float]:
+        rows = {"train": self.train, "dev": self.dev, "test": self.test}[split]
+        ids, n_answer = self._enc[split]
+        f1s, ems = [], []
+        for start in range(0, len(rows), self.opts.eval_batch_size):
+            idx = range(start, min(len(rows), start + self.opts.eval_batch_size))
+            prompts = [ids[i][: len(ids[i]) - int(n_answer[i])] for i in idx]
+            width = max(len(p) for p in prompts)
+            pad = self.tok.pad_token_id
+            input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+            out = self.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=self.max_new_tokens,
+                                      do_sample=False, pad_token_id=pad)
+            for i, seq in zip(idx, out[:, width:]):
+                text = self.tok.decode(seq, skip_special_tokens=True).split("\n")[0]
+                golds = rows[i]["answers"]["text"]
+                f1s.append(max(token_f1(text, g) for g in golds))
+                ems.append(float(max(normalize_answer(text) == normalize_answer(g) for g in golds)))
+        return {"f1": float(np.mean(f1s)), "exact_match": float(np.mean(ems))}
+
+
 def text_task(name: str) -> type[TextClassification]:
+    if name == "squad":
+        return Squad
     return type(f"Text_{name}", (TextClassification,), {"definition": TASKS[name], "__doc__": f"text task {name}"})
