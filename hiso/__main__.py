@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", default=None, help="output folder (default results/runs/<name>)")
     r.add_argument("--replace-different", action="store_true",
                    help="if --out holds a run of another config, replace it instead of refusing")
+    r.add_argument("--allow-diverged", action="store_true",
+                   help="exit 0 when the run diverges (its metrics and run.json record it): a diverged run is a "
+                        "result of a sweep, not a failure of the workflow")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -32,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         res = run(cfg, out, replace_different=args.replace_different)
     except RunFailed as e:
         print(f"run {cfg.name} {e.status}: {e.message} (see {out / 'run.json'})", file=sys.stderr)
-        return 3
+        return 0 if (e.status == "diverged" and args.allow_diverged) else 3
     last = res.metrics.iloc[-1].to_dict()
     print(f"run {cfg.name}: {res.status}, {len(res.metrics)} rounds -> {out}")
     print("  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in last.items()))

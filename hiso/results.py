@@ -5,6 +5,7 @@ these functions, so every number they show comes from the runs' own metrics.
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -22,6 +23,8 @@ def load_runs(root: str | Path) -> pd.DataFrame:
         df = pd.read_csv(path)
         df["method"] = path.parent.parent.name
         df["seed"] = int(path.parent.name.removeprefix("seed"))
+        info = path.parent / "run.json"
+        df["status"] = json.loads(info.read_text()).get("status", "unknown") if info.exists() else "unknown"
         df["bytes_total"] = df["bytes_up"] + df["bytes_down"]
         for col in ("bytes_total", "bytes_up", "bytes_down", "forward_passes", "wall_seconds"):
             df[f"cum_{col}"] = df[col].cumsum()
@@ -52,14 +55,21 @@ def summarise(runs: pd.DataFrame, metric: str, target: float) -> pd.DataFrame:
     rows = []
     for method, grp in runs.groupby("method", sort=False):
         finals, costs = [], []
+        diverged = 0
         for _, run in grp.groupby("seed"):
             run = run.sort_values("round")
-            finals.append(run[metric].dropna().iloc[-1])
+            if run["status"].iloc[0] == "diverged":
+                diverged += 1
+                finals.append(math.nan)  # no final model: the run stopped
+            else:
+                finals.append(run[metric].dropna().iloc[-1])
             costs.append(to_target(run, metric, target))
         c = pd.DataFrame(costs)
         last = grp[grp["round"] == grp["round"].max()]
-        rows.append({"method": method, "seeds": len(finals), f"final {metric} mean": float(np.mean(finals)),
-                     f"final {metric} std": float(np.std(finals, ddof=1)) if len(finals) > 1 else math.nan,
+        ok = [f for f in finals if not math.isnan(f)]
+        rows.append({"method": method, "seeds": len(finals), "seeds diverged": diverged,
+                     f"final {metric} mean": float(np.mean(ok)) if ok else math.nan,
+                     f"final {metric} std": float(np.std(ok, ddof=1)) if len(ok) > 1 else math.nan,
                      "seeds reaching target": int(np.isfinite(c["rounds"]).sum()),
                      "rounds to target (median)": float(c["rounds"].median()),
                      "bytes to target (median)": float(c["bytes"].median()),

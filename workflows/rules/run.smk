@@ -15,4 +15,4 @@ rule run:
     shell:
         "{PY} -m hiso run --config {input.base} {params.sets} --set seed={wildcards.seed} "
         "--set name={wildcards.exp}-{wildcards.method}-s{wildcards.seed} --set run.threads={threads} "
-        "--set run.progress=false --out {params.out} --replace-different > {log} 2>&1"
+        "--set run.progress=false --out {params.out} --replace-different --allow-diverged > {log} 2>&1"
