@@ -1,12 +1,15 @@
 """hiso: scalar-only federated zeroth-order optimisation (HiSo, DeComFL) and its benchmark.
 
 Where things live:
-    protocol.py    wire messages (seeds + scalars) and the round log
+    protocol.py    wire messages (seeds + scalars; vectors for the baselines) and the round log record
     perturb.py     seeded in-place perturbation streams (no d-sized buffer)
     estimators.py  forward / central ZO directional derivatives
-    curvature.py   Identity (DeComFL), Diagonal (HiSo), LayerScalar, BlockDiagonal, Oracle
+    curvature.py   Identity (DeComFL), Diagonal (HiSo), LayerScalar, BlockDiagonal, Oracle, RMSProp control
     federation.py  server, clients, catch-up replay, aggregation, the round loop
+    methods.py     the method registry (baselines/ registers FedAvg, FedZO, MeZO, FedKSeed, ...)
+    models.py      model registry (hub, packaged SmolLM2, tiny random) and LoRA
+    tasks/         quadratic (synthetic spectrum), digits (federated CNN), text (LM classification, SQuAD)
     run.py         one config -> metrics.csv + run.json (resumable); CLI in __main__.py
-    tasks/         quadratic (synthetic spectrum), digits (federated CNN)
+    results.py     reading runs back for tables and figures
 """
 __version__ = "0.1.0"
