@@ -47,7 +47,7 @@ class FedKSeed(Federation):
                 if rec.n_accepted:
                     for k, s in enumerate(rec.seeds):
                         coeffs[self.index[int(s)]] += rec.scalars[k] / np.float32(self.P)
-        return PoolRoundStart(self.server._round, self.server._seeds, coeffs)
+        return PoolRoundStart(self.server.current_round, self.server.current_seeds, coeffs)
 
     @torch.no_grad()
     def replay(self, c, msg, scratch):

@@ -114,6 +114,14 @@ class Server:
         self._uploads: dict[int, Upload] = {}
         self.rejected: list[tuple[int, str]] = []
 
+    @property
+    def current_round(self) -> int:
+        return self._round
+
+    @property
+    def current_seeds(self) -> np.ndarray:
+        return self._seeds
+
     def round_start(self, synced: int) -> RoundStart:
         """The downlink message for a client that has replayed the first `synced` records of the log."""
         return RoundStart(self._round, self._seeds, self.log[synced:])
