@@ -1,7 +1,8 @@
 """One run: a validated config in, per-round metrics (CSV) and provenance (run.json) out.
 
 Outputs in `out_dir`, all written atomically (temp file + rename):
-    metrics.csv     one row per round: round, train_loss, eval metrics when evaluated, bytes_up,
+    metrics.csv     (when the run has ended; metrics.partial.csv meanwhile, at each checkpoint)
+                    one row per round: round, train_loss, eval metrics when evaluated, bytes_up,
                     bytes_up_scalars, bytes_down, bytes_down_seeds, bytes_down_catchup, forward_passes,
                     rejected, accepted, wall_seconds (seconds of that round, evaluation included)
     run.json        config, config hash, git SHA, package versions, hardware, status, message
@@ -142,7 +143,7 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, replace_different: bo
         if prior.exists():
             old = json.loads(prior.read_text())
             if old.get("config_hash") != info["config_hash"] and replace_different:
-                for stale in ("checkpoint.pt", "metrics.csv", "run.json"):
+                for stale in ("checkpoint.pt", "metrics.csv", "metrics.partial.csv", "run.json"):
                     (out / stale).unlink(missing_ok=True)
             elif old.get("config_hash") != info["config_hash"]:
                 raise RuntimeError(f"{out} holds a run of a different config (hash {old.get('config_hash')}, now "
@@ -168,7 +169,12 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, replace_different: bo
             return
         if checkpoint:
             atomic_torch_save({"federation": fed.state_dict(), "rows": rows}, out / "checkpoint.pt")
-        atomic_write(out / "metrics.csv", pd.DataFrame(rows).to_csv(index=False))
+        # metrics.csv appears only when the run has ended (the workflow's output); metrics.partial.csv
+        # shows progress meanwhile
+        final = status != "running"
+        atomic_write(out / ("metrics.csv" if final else "metrics.partial.csv"), pd.DataFrame(rows).to_csv(index=False))
+        if final:
+            (out / "metrics.partial.csv").unlink(missing_ok=True)
         info.update(status=status, message=message, rounds_done=fed.rounds_done)
         atomic_write(out / "run.json", json.dumps(info, indent=2))
 

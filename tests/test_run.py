@@ -64,8 +64,12 @@ def test_resume_after_interruption_gives_identical_metrics(cfg_factory, tmp_path
     assert part.status == "interrupted"
     status = json.loads((tmp_path / "resumed" / "run.json").read_text())
     assert status["status"] == "running" and status["rounds_done"] == 10
+    # an unfinished run never shows a metrics.csv (the workflow's output): only its partial metrics
+    assert not (tmp_path / "resumed" / "metrics.csv").exists()
+    assert len(pd.read_csv(tmp_path / "resumed" / "metrics.partial.csv")) == 10
     resumed = run(cfg, tmp_path / "resumed").metrics
     pd.testing.assert_frame_equal(no_wall(full), no_wall(resumed), check_exact=True)
+    assert not (tmp_path / "resumed" / "metrics.partial.csv").exists()
     again = run(cfg, tmp_path / "resumed")  # complete: nothing recomputed
     pd.testing.assert_frame_equal(again.metrics, pd.read_csv(tmp_path / "resumed" / "metrics.csv"))
 
