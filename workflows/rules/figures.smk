@@ -9,9 +9,10 @@ rule convergence_figure:
     log:
         f"{OUT}/logs/figures/convergence_{{exp}}.log",
     params:
+        py=PY,
         metric=lambda w: config["experiments"][w.exp]["metric"],
         root=lambda w: f"{OUT}/runs/{w.exp}",
         title=lambda w: config["experiments"][w.exp].get("title", w.exp),
     shell:
-        "{PY} {input.script} --root {params.root} --metric {params.metric} --title {params.title:q} "
+        "{params.py} {input.script} --root {params.root} --metric {params.metric} --title {params.title:q} "
         "--png {output.png} --pdf {output.pdf} > {log} 2>&1"

@@ -10,9 +10,10 @@ rule run:
         f"{OUT}/benchmarks/{{exp}}/{{method}}/seed{{seed}}.tsv"
     threads: 1
     params:
+        py=PY,
         sets=lambda w: set_args(w.exp, w.method),
         out=lambda w: f"{OUT}/runs/{w.exp}/{w.method}/seed{w.seed}",
     shell:
-        "{PY} -m hiso run --config {input.base} {params.sets} --set seed={wildcards.seed} "
+        "{params.py} -m hiso run --config {input.base} {params.sets} --set seed={wildcards.seed} "
         "--set name={wildcards.exp}-{wildcards.method}-s{wildcards.seed} --set run.threads={threads} "
         "--set run.progress=false --out {params.out} --replace-different --allow-diverged > {log} 2>&1"

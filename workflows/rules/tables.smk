@@ -9,9 +9,10 @@ rule table:
     log:
         f"{OUT}/logs/tables/{{exp}}.log",
     params:
+        py=PY,
         target=lambda w: config["experiments"][w.exp]["target"],
         metric=lambda w: config["experiments"][w.exp]["metric"],
         root=lambda w: f"{OUT}/runs/{w.exp}",
     shell:
-        "{PY} {input.script} --root {params.root} --metric {params.metric} --target {params.target} "
+        "{params.py} {input.script} --root {params.root} --metric {params.metric} --target {params.target} "
         "--csv {output.csv} --md {output.md} > {log} 2>&1"
