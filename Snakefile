@@ -5,6 +5,9 @@ from pathlib import Path
 if not config:  # `--configfile` picks a tier; without one, the embedded CPU default
     configfile: "workflows/config/default.yaml"
 
+report: "workflows/report/workflow.rst"
+
+
 include: "workflows/rules/common.smk"
 include: "workflows/rules/run.smk"
 include: "workflows/rules/tables.smk"

@@ -4,7 +4,8 @@ rule convergence_figure:
         metrics=lambda w: metrics_of(w.exp),
         script="figures/convergence.py",
     output:
-        png=f"{OUT}/figures/convergence_{{exp}}.png",
+        png=report(f"{OUT}/figures/convergence_{{exp}}.png", caption="../report/convergence.rst",
+                   category="Convergence"),
         pdf=f"{OUT}/figures/convergence_{{exp}}.pdf",
     log:
         f"{OUT}/logs/figures/convergence_{{exp}}.log",

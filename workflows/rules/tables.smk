@@ -4,7 +4,7 @@ rule table:
         metrics=lambda w: metrics_of(w.exp),
         script="workflows/scripts/summarise.py",
     output:
-        csv=f"{OUT}/tables/{{exp}}.csv",
+        csv=report(f"{OUT}/tables/{{exp}}.csv", caption="../report/table.rst", category="Tables"),
         md=f"{OUT}/tables/{{exp}}.md",
     log:
         f"{OUT}/logs/tables/{{exp}}.log",
