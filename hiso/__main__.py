@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 from .config import ConfigError, load_config
+from .models import ModelUnavailable
 from .run import RunFailed, run
+from .tasks.text import DataUnavailable
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else Path("results/runs") / cfg.name
     try:
         res = run(cfg, out, replace_different=args.replace_different)
+    except (ModelUnavailable, DataUnavailable) as e:
+        print(f"run {cfg.name}: {e}", file=sys.stderr)
+        return 4
     except RunFailed as e:
         print(f"run {cfg.name} {e.status}: {e.message} (see {out / 'run.json'})", file=sys.stderr)
         return 0 if (e.status == "diverged" and args.allow_diverged) else 3

@@ -211,6 +211,11 @@ def _check_ranges(cfg: Config) -> None:
     if cfg.run.checkpoint_every < 0:
         raise ConfigError(f"run.checkpoint_every must be >= 0, got {cfg.run.checkpoint_every}")
     spec, _ = method_options(cfg)
+    if cfg.curvature.kind == "oracle":
+        task_cls, _ = task_options(cfg)
+        if not hasattr(task_cls, "hessian"):
+            raise ConfigError(f"curvature.kind: oracle needs a task that knows its Hessian (quadratic); "
+                              f"task {cfg.task['name']!r} does not")
     if cfg.curvature.kind is None:
         cfg.curvature.kind = spec.default_curvature or "identity"
     elif spec.fixed_curvature and cfg.curvature.kind != spec.default_curvature:

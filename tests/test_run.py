@@ -125,6 +125,7 @@ def test_unknown_key_is_named():
     ({"curvature": {"beta": 1.0}}, r"curvature\.beta must be in \[0, 1\)"),
     ({"task": {"name": "mnist"}}, r"task\.name: 'mnist' is not a registered task"),
     ({"method": "decomfl", "curvature": {"kind": "diagonal"}}, "contradicts"),
+    ({"task": {"name": "digits"}, "curvature": {"kind": "oracle"}}, "oracle needs a task that knows its Hessian"),
 ])
 def test_wrong_types_and_values(data, match):
     with pytest.raises(ConfigError, match=match):

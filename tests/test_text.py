@@ -173,3 +173,17 @@ def test_squad_loss_scores_only_the_answer_tokens(monkeypatch):
                                           ("x b c", "b c d", 2 / 3), ("a b c", "b c d", 0.8), ("", "", 1.0)])
 def test_squad_token_f1(pred, gold, f1):
     assert text.token_f1(pred, gold) == pytest.approx(f1)
+
+
+def test_cli_says_how_to_get_missing_data(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    conf = tmp_path / "c.yaml"
+    conf.write_text("task: {name: sst2, model: tiny-llama}\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(root)}
+    p = subprocess.run([sys.executable, "-m", "hiso", "run", "--config", str(conf), "--out", str(tmp_path / "o")],
+                       cwd=root, env=env, capture_output=True, text=True)
+    assert p.returncode == 4 and "offline, use the tasks rotten_tomatoes or tweets" in p.stderr
