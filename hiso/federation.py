@@ -208,7 +208,6 @@ class Federation:
         self.verify, self.cache = verify_replay, cache_directions
         self.work = task.params()
         self.scratch = Scratch(self.work)
-        self.make_curvature = curvature_factory
         server_params = [p.detach().clone() for p in self.work]
         self.server = Server(server_params, curvature_factory(server_params), lr, local_steps, perturbations,
                              aggregator, trim_fraction, max_abs_scalar)

@@ -33,7 +33,6 @@ from .config import Config, task_options
 from .curvature import KINDS, CurvatureError
 from .federation import Federation
 
-WALL_COLUMNS = ("wall_seconds",)
 STALL_ROUNDS = 10  # consecutive rounds in which every upload was rejected -> the run has diverged
 
 
