@@ -345,3 +345,17 @@ class RMSProp(Diagonal):
 
 
 KINDS = {c.kind: c for c in (Identity, Diagonal, LayerScalar, BlockDiagonal, Oracle, RMSProp)}
+
+
+def make_factory(c, task):
+    """params -> bound curvature object, from the config's `curvature:` section (a CurvatureConfig)."""
+    cls = KINDS[c.kind]
+    common = dict(beta=c.beta, eps=c.eps, feed=c.feed, moment=c.moment)
+    if c.kind == "oracle":
+        hess = task.hessian()
+        return lambda params: cls(hess, **common).bind(params)
+    if c.kind == "block_diagonal":
+        return lambda params: cls(block_size=c.block_size, **common).bind(params)
+    if c.kind == "rmsprop":
+        return lambda params: cls(power=c.rmsprop_power, **common).bind(params)
+    return lambda params: cls(**common).bind(params)

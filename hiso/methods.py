@@ -42,10 +42,10 @@ def register_method(name: str, build, Options: type | None = None, default_curva
 
 def scalar_only(cfg, task, options, cls=None, **extra):
     """Build the scalar-only federation (or a subclass `cls`, with its `extra` keyword arguments)."""
+    from .curvature import make_factory
     from .federation import Federation
-    from .run import make_curvature_factory
     f = cfg.federation
-    return (cls or Federation)(task, make_curvature_factory(cfg, task), num_clients=f.num_clients,
+    return (cls or Federation)(task, make_factory(cfg.curvature, task), num_clients=f.num_clients,
                       clients_per_round=f.clients_per_round, local_steps=f.local_steps, perturbations=f.perturbations,
                       mu=f.mu, lr=f.lr, difference=f.difference, aggregator=f.aggregator, trim_fraction=f.trim_fraction,
                       max_abs_scalar=f.max_abs_scalar, batch_size=f.batch_size, seed=cfg.seed,

@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 from .config import Config, task_options
-from .curvature import KINDS, CurvatureError
+from .curvature import CurvatureError
 from .federation import Federation
 
 STALL_ROUNDS = 10  # consecutive rounds in which every upload was rejected -> the run has diverged
@@ -79,22 +79,6 @@ def provenance() -> dict:
             "hardware": {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(),
                          "torch_threads": torch.get_num_threads(),
                          "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}}
-
-
-def make_curvature_factory(cfg: Config, task):
-    c = cfg.curvature
-    cls = KINDS[c.kind]
-    common = dict(beta=c.beta, eps=c.eps, feed=c.feed, moment=c.moment)
-    if c.kind == "oracle":
-        if not hasattr(task, "hessian"):
-            raise CurvatureError(f"curvature.kind oracle needs a task that knows its Hessian; {cfg.task['name']} does not")
-        hess = task.hessian()
-        return lambda params: cls(hess, **common).bind(params)
-    if c.kind == "block_diagonal":
-        return lambda params: cls(block_size=c.block_size, **common).bind(params)
-    if c.kind == "rmsprop":
-        return lambda params: cls(power=c.rmsprop_power, **common).bind(params)
-    return lambda params: cls(**common).bind(params)
 
 
 def build_federation(cfg: Config):
