@@ -187,3 +187,19 @@ def test_cli_says_how_to_get_missing_data(tmp_path):
     p = subprocess.run([sys.executable, "-m", "hiso", "run", "--config", str(conf), "--out", str(tmp_path / "o")],
                        cwd=root, env=env, capture_output=True, text=True)
     assert p.returncode == 4 and "offline, use the tasks rotten_tomatoes or tweets" in p.stderr
+
+
+def test_lora_with_bf16_frozen_base_keeps_fp32_adapters():
+    cfg = load_config(data={"task": {"name": "rotten_tomatoes", "model": "tiny-llama", "trainable": "lora",
+                                     "frozen_dtype": "bfloat16", "train_size": 40, "dev_size": 10, "test_size": 20},
+                            "federation": {"rounds": 2, "batch_size": 8, "lr": 1e-2, "perturbations": 2},
+                            "run": {"progress": False, "eval_every": 2}})
+    res = run(cfg)
+    fed = res.federation
+    assert all(p.dtype == torch.float32 for p in fed.global_params())
+    frozen = [p for n, p in fed.task.model.named_parameters() if "lora" not in n]
+    assert all(p.dtype == torch.bfloat16 for p in frozen)
+    assert np.isfinite(res.metrics["train_loss"]).all() and 0 <= res.metrics["accuracy"].iloc[-1] <= 1
+    with pytest.raises(ValueError, match="frozen_dtype applies to LoRA only"):
+        build_federation(load_config(data={"task": {"name": "rotten_tomatoes", "model": "tiny-llama",
+                                                    "frozen_dtype": "bfloat16"}}))
