@@ -22,7 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hiso.config import load_config  # noqa: E402
-from hiso.run import build_federation  # noqa: E402
+from hiso.results import reached  # noqa: E402
+from hiso.run import build_federation, exploded  # noqa: E402
 
 PROBLEMS = {
     "quadratic (d=1000, kappa=10)": dict(
@@ -44,20 +45,18 @@ def rounds_to_target(spec: dict, overrides: dict, lr: float, seed: int) -> dict:
     cfg = load_config(data={**overrides, "seed": seed, "task": spec["task"], "federation": fed_cfg,
                             "run": {"progress": False, "eval_every": spec["eval_every"]}})
     fed, task = build_federation(cfg)
-    higher = task.higher_is_better
-    reached = lambda v: v >= spec["target"] if higher else v <= spec["target"]  # noqa: E731
     total_bytes, value, t0, first = 0, float("nan"), time.perf_counter(), None
     for r in range(1, cfg.federation.rounds + 1):
         row = fed.run_round()
         total_bytes += row["bytes_up"] + row["bytes_down"]
         first = row["train_loss"] if first is None else first
         # the runner's divergence rule: non-finite, or beyond diverge_factor x the first round's loss
-        if not math.isfinite(row["train_loss"]) or row["train_loss"] > cfg.run.diverge_factor * max(abs(first), 1e-12):
+        if not math.isfinite(row["train_loss"]) or exploded(row["train_loss"], first, cfg.run.diverge_factor):
             return {"rounds": math.inf, "bytes": math.inf, "final": float("nan"), "seconds": time.perf_counter() - t0}
         if r % spec["eval_every"] == 0:
             fed.load_server_model()
             value = task.evaluate()[spec["metric"]]
-            if reached(value):
+            if reached(value, spec["metric"], spec["target"]):
                 return {"rounds": r, "bytes": total_bytes, "final": value, "seconds": time.perf_counter() - t0}
     return {"rounds": math.inf, "bytes": math.inf, "final": value, "seconds": time.perf_counter() - t0}
 

@@ -34,7 +34,8 @@ def load_runs(root: str | Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def reached(values: pd.Series, metric: str, target: float) -> pd.Series:
+def reached(values, metric: str, target: float):
+    """Whether each value (a Series or one number) has reached the target, in the metric's direction."""
     return values >= target if HIGHER_IS_BETTER.get(metric, True) else values <= target
 
 

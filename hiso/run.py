@@ -100,6 +100,11 @@ class RunResult:
     initial_eval: dict | None = None
 
 
+def exploded(loss: float, first_loss: float, factor: float) -> bool:
+    """The divergence rule for a finite loss: above `factor` x the first round's loss (factor 0: off)."""
+    return bool(factor) and loss > factor * max(abs(first_loss), 1e-12)
+
+
 def _finite_model(fed) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in fed.global_params())
 
@@ -188,8 +193,7 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, replace_different: bo
                 message = (f"round {r}: training loss {row['train_loss']} / model finite: {_finite_model(fed)}; "
                            f"the run diverged (lower federation.lr or federation.mu)")
                 break
-            limit = cfg.run.diverge_factor * max(abs(rows[0]["train_loss"]), 1e-12)
-            if cfg.run.diverge_factor and row["train_loss"] > limit:
+            if exploded(row["train_loss"], rows[0]["train_loss"], cfg.run.diverge_factor):
                 status = "diverged"
                 message = (f"round {r}: training loss {row['train_loss']:.4g} exceeds run.diverge_factor "
                            f"({cfg.run.diverge_factor:g}) x the first round's {rows[0]['train_loss']:.4g}; "
