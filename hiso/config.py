@@ -58,17 +58,21 @@ class FederationConfig:
     batch_size: int = 32
     verify_replay: bool = False  # every client keeps a replica and really replays (memory grows with M)
     cache_directions: bool = False  # keep the P directions of a step (P x d floats) instead of regenerating
+    mu_scale: Literal["none", "rms"] = "none"  # rms: mu / RMS(H^-1/2), the perturbation norm of isotropic u
 
 
 @dataclass
 class CurvatureConfig:
-    kind: Optional[Literal["identity", "diagonal", "layer_scalar", "block_diagonal", "oracle", "rmsprop"]] = None
+    kind: Optional[Literal["identity", "diagonal", "layer_scalar", "block_diagonal", "oracle", "rmsprop",
+                           "global_scalar", "second_difference", "stein", "damped_oracle"]] = None
     beta: float = 0.95  # weight on the old H
     eps: float = 1e-8
     feed: Literal["last", "every"] = "last"
     moment: Literal["square_of_mean", "mean_of_squares"] = "square_of_mean"
     block_size: int = 8
     rmsprop_power: float = 0.5  # kind rmsprop: applied update H^-power * Delta x
+    floor: float = 1e-3  # kind stein: H = max(M, floor * RMS(M))
+    damping: float = 0.1  # kind damped_oracle: H = diag(A) + damping * lambda_max
 
 
 @dataclass
@@ -211,11 +215,22 @@ def _check_ranges(cfg: Config) -> None:
     if cfg.run.checkpoint_every < 0:
         raise ConfigError(f"run.checkpoint_every must be >= 0, got {cfg.run.checkpoint_every}")
     spec, _ = method_options(cfg)
-    if cfg.curvature.kind == "oracle":
+    if cfg.curvature.kind in ("oracle", "damped_oracle"):
         task_cls, _ = task_options(cfg)
         if not hasattr(task_cls, "hessian"):
-            raise ConfigError(f"curvature.kind: oracle needs a task that knows its Hessian (quadratic); "
-                              f"task {cfg.task['name']!r} does not")
+            raise ConfigError(f"curvature.kind: {cfg.curvature.kind} needs a task that knows its Hessian "
+                              f"(quadratic); task {cfg.task['name']!r} does not")
+    if cfg.curvature.kind in ("second_difference", "stein"):
+        if f.difference != "central":
+            raise ConfigError(f"curvature.kind: {cfg.curvature.kind} uploads second differences, which need "
+                              f"f(x + mu z) and f(x - mu z): set federation.difference: central (2P + 1 passes)")
+        if cfg.curvature.moment != "square_of_mean":
+            raise ConfigError(f"curvature.moment: {cfg.curvature.kind} learns from second differences, "
+                              f"not from the update's moment; leave moment at square_of_mean")
+    if not cfg.curvature.floor > 0:
+        raise ConfigError(f"curvature.floor must be > 0, got {cfg.curvature.floor}")
+    if not cfg.curvature.damping >= 0:
+        raise ConfigError(f"curvature.damping must be >= 0, got {cfg.curvature.damping}")
     if cfg.curvature.kind is None:
         cfg.curvature.kind = spec.default_curvature or "identity"
     elif spec.fixed_curvature and cfg.curvature.kind != spec.default_curvature:

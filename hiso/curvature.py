@@ -48,8 +48,10 @@ def gram_full(upper: np.ndarray, num: int) -> torch.Tensor:
 class Moment:
     """The second moment of one tensor's update that feeds the EMA: delta delta^T, or sum G_jk z_j z_k^T / P^2."""
 
-    def __init__(self, delta: torch.Tensor, zs: list[torch.Tensor] | None = None, gram: torch.Tensor | None = None):
-        self.delta, self.zs, self.gram = delta, zs, gram
+    def __init__(self, delta: torch.Tensor, zs: list[torch.Tensor] | None = None, gram: torch.Tensor | None = None,
+                 second: torch.Tensor | None = None):
+        # second: the P aggregated second differences of the step (second-difference curvatures), float64
+        self.delta, self.zs, self.gram, self.second = delta, zs, gram, second
 
     def _stack(self) -> torch.Tensor:
         return torch.stack([z.reshape(-1) for z in self.zs])  # [P, n]
@@ -84,6 +86,9 @@ class Curvature:
 
     kind: ClassVar[str] = "base"
     learned: ClassVar[bool] = False
+    # True: every client also uploads P second differences per local step (2P + 1 forward passes per step),
+    # the server averages them into the log record, and every party updates H from them.
+    second_differences: ClassVar[bool] = False
 
     def __init__(self, beta: float = 0.95, eps: float = 1e-8, feed: str = "last", moment: str = "square_of_mean"):
         if not 0.0 <= beta < 1.0:
@@ -119,15 +124,39 @@ class Curvature:
 
     @property
     def needs_directions(self) -> bool:
-        return self.learned and self.moment == "mean_of_squares"
+        return self.learned and (self.moment == "mean_of_squares" or self.second_differences)
 
-    def extra_scalars(self, per_client: np.ndarray) -> np.ndarray:
-        """Scalars the server adds to the log record from the clients' uploads [clients, tau, P] (float32)."""
+    def upload_extra(self, tau: int, num: int) -> int:
+        """Scalars a client uploads beside its tau x P directional derivatives (never depends on d)."""
+        return tau * num if self.second_differences else 0
+
+    def record_extra(self, tau: int, num: int) -> int:
+        """Scalars the server adds to each log record."""
+        feeding = sum(self.feeds(k, tau) for k in range(tau))
+        if self.second_differences:
+            return feeding * num
+        return feeding * num * (num + 1) // 2 if self.needs_directions else 0
+
+    def extra_scalars(self, per_client: np.ndarray, per_client_extra: np.ndarray | None = None) -> np.ndarray:
+        """Scalars the server adds to the log record from the clients' uploads: [clients, tau, P] scalars and
+        [clients, upload_extra] extras -> float32 [record_extra]."""
+        tau, num = per_client.shape[1], per_client.shape[2]
+        steps = [k for k in range(tau) if self.feeds(k, tau)]
+        if self.second_differences:  # the clients' mean second difference of each feeding step
+            s = per_client_extra.reshape(-1, tau, num)[:, steps, :].astype(np.float64).mean(0)
+            return s.astype(np.float32).reshape(-1)
         if not self.needs_directions:
             return np.zeros(0, dtype=np.float32)
-        tau = per_client.shape[1]
-        steps = [k for k in range(tau) if self.feeds(k, tau)]
         return gram_upper(per_client[:, steps, :]).reshape(-1)
+
+    def rms_inv_sqrt(self) -> float:
+        """sqrt(mean_i 1 / H_ii): the RMS of the whitening H^{-1/2} (mu scaling keeps |mu z| ~ mu |u|)."""
+        total, n = 0.0, 0
+        for i in range(len(self.shapes)):
+            h = self.diagonal(i).double()
+            total += float(h.reciprocal().sum())
+            n += h.numel()
+        return math.sqrt(total / n)
 
     def begin_round(self) -> None:
         # feed="every": EMA steps go to a staged copy so that the round's later steps still use H_r
@@ -135,12 +164,17 @@ class Curvature:
 
     def observe(self, i: int, delta: torch.Tensor, zs, extra: np.ndarray | None, step_index: int) -> None:
         """Feed tensor i's update of one feeding step (step_index counts feeding steps of this round)."""
-        gram = None
-        if self.needs_directions:
+        gram = second = None
+        if self.second_differences:
+            num = len(zs)
+            second = torch.from_numpy(extra[step_index * num:(step_index + 1) * num].astype(np.float64))
+        elif self.needs_directions:
             num = len(zs)
             tri = num * (num + 1) // 2
             gram = gram_full(extra[step_index * tri:(step_index + 1) * tri], num)
-        m = Moment(delta, zs, gram)
+        self._feed(i, Moment(delta, zs, gram, second), step_index)
+
+    def _feed(self, i: int, m: Moment, step_index: int) -> None:
         if self._staged is None:
             self.state[i] = self._ema(self.state[i], m, i)
             self._check(i, self.state[i])
@@ -344,7 +378,143 @@ class RMSProp(Diagonal):
         return delta * self.state[i].pow(-self.power)
 
 
-KINDS = {c.kind: c for c in (Identity, Diagonal, LayerScalar, BlockDiagonal, Oracle, RMSProp)}
+class GlobalScalar(Curvature):
+    """One number for every coordinate, learned by HiSo's EMA on the mean of Delta x^2 over all d entries.
+
+    The control that separates "a learned step size" from "a learned shape": H = h I only rescales the
+    directions, so any gain of Diagonal over GlobalScalar is what the diagonal's shape buys."""
+
+    kind = "global_scalar"
+    learned = True
+
+    def _init_state(self, params):
+        self._acc: dict[int, list[float]] = {}
+        return [torch.ones((), dtype=params[0].dtype, device=params[0].device)]
+
+    def precondition_(self, i, u):
+        return u.mul_(torch.rsqrt(self.state[0]))
+
+    def _feed(self, i, m, step_index):  # sum over tensors first; the EMA step happens at the end of the round
+        acc = self._acc.setdefault(step_index, [0.0, 0])
+        acc[0] += float(m.diag().double().sum())
+        acc[1] += m.delta.numel()
+
+    def begin_round(self):
+        self._acc = {}
+
+    def end_round(self):
+        h = self.state[0]
+        for k in sorted(self._acc):
+            total, n = self._acc[k]
+            h = h * self.beta + (total / n + self.eps) * (1.0 - self.beta)
+        self._acc = {}
+        self.state = [h]
+        self._check(0, h)
+
+    def diagonal(self, i):
+        return self.state[0].expand(self.shapes[i])
+
+
+class SecondDifference(Diagonal):
+    """HiZOO's rule on the federated log: clients upload s_j = [f(x+mu z_j) + f(x-mu z_j) - 2 f(x)] / (2 mu^2)
+    (central differences, 2P + 1 forward passes, P more scalars per step), the server averages them, and
+    every party updates
+
+        H <- beta H + (1 - beta) (H * mean_j |sbar_j| u_j^2 + eps),   u_j = H^{1/2} z_j the raw draws,
+
+    i.e. HiZOO's Sigma^{-1} update with alpha = 1 - beta."""
+
+    kind = "second_difference"
+    second_differences = True
+
+    def _ema(self, h, m, i):
+        hr = self.state[i]  # the round's H: the directions were drawn with it
+        acc = torch.zeros_like(h)
+        for s, z in zip(m.second.tolist(), m.zs):
+            acc.add_(z.square().mul_(hr), alpha=abs(s) / len(m.zs))
+        acc.mul_(hr).add_(self.eps)  # before h (possibly hr itself) changes
+        out = h if self._staged is None else h.clone()
+        return out.mul_(self.beta).add_(acc, alpha=1.0 - self.beta)
+
+
+class Stein(Diagonal):
+    """An unbiased diagonal estimate from the same second-difference scalars (Stein's identity).
+
+    In whitened coordinates s = (1/2) u^T A~ u with A~ = H^{-1/2} A H^{-1/2}, and E[s (u*u - 1)] = diag(A~) for
+    u ~ N(0, I); mapped back, diag(A) = H * diag(A~).  The state M is the EMA of these unbiased (possibly
+    negative) samples, M_0 = 1; the directions use H = max(M, floor * RMS(M)), the floor stated in the config
+    (an explicit clamp, counted in `clamped_fraction`), because a single sample is not positive."""
+
+    kind = "stein"
+    second_differences = True
+
+    def __init__(self, floor: float = 1e-3, **kw):
+        super().__init__(**kw)
+        if not floor > 0:
+            raise ValueError(f"curvature.floor must be > 0, got {floor}")
+        self.floor = float(floor)
+        self.floor_value = 0.0
+        self.clamped_fraction = 0.0
+
+    def _init_state(self, params):
+        states = super()._init_state(params)
+        self._after_states(states)
+        return states
+
+    def used(self, i: int) -> torch.Tensor:
+        return self.state[i].clamp(min=self.floor_value)
+
+    def precondition_(self, i, u):
+        h = self.state[i]
+        r = self._tmp[: h.numel()].view(h.shape)
+        torch.clamp(h, min=self.floor_value, out=r)
+        return u.mul_(r.rsqrt_())
+
+    def _ema(self, h, m, i):
+        hr = self.used(i)
+        sample = torch.zeros_like(h)
+        for s, z in zip(m.second.tolist(), m.zs):  # u^2 - 1 = H z^2 - 1
+            sample.add_(z.square().mul_(hr).sub_(1.0), alpha=s / len(m.zs))
+        sample.mul_(hr)
+        out = h if self._staged is None else h.clone()
+        return out.mul_(self.beta).add_(sample, alpha=1.0 - self.beta)
+
+    def _check(self, i, h):
+        if not bool(torch.isfinite(h).all()):
+            raise CurvatureError(f"stein curvature of tensor {i} has non-finite entries; lower federation.lr/mu")
+
+    def _after_update(self):
+        self._after_states(self.state)
+
+    def _after_states(self, states):
+        sq = sum(float(s.double().square().sum()) for s in states)
+        n = sum(s.numel() for s in states)
+        self.floor_value = self.floor * math.sqrt(sq / n)
+        self.clamped_fraction = sum(int((s < self.floor_value).sum()) for s in states) / n
+
+    def diagonal(self, i):
+        return self.used(i)
+
+
+class DampedOracle(Oracle):
+    """The true Hessian diagonal plus delta * lambda_max (synthetic problems): exact whitening can hurt when
+    the effective rank is low, damping interpolates towards DeComFL's isotropic directions."""
+
+    kind = "damped_oracle"
+
+    def __init__(self, diagonal: list[torch.Tensor], lambda_max: float, damping: float = 0.1, **kw):
+        if not damping >= 0:
+            raise ValueError(f"curvature.damping must be >= 0, got {damping}")
+        self.damping, self.lambda_max = float(damping), float(lambda_max)
+        super().__init__([d + self.damping * self.lambda_max for d in diagonal], **kw)
+
+
+KINDS = {c.kind: c for c in (Identity, Diagonal, LayerScalar, BlockDiagonal, Oracle, RMSProp, GlobalScalar,
+                             SecondDifference, Stein, DampedOracle)}
+
+# extra forward passes per local step beyond the chosen difference, and extra uploaded scalars per step
+COSTS = {"second_difference": "central differences + f(x): 2P + 1 passes, P more scalars up and in the log",
+         "stein": "central differences + f(x): 2P + 1 passes, P more scalars up and in the log"}
 
 
 def make_factory(c, task):
@@ -358,4 +528,9 @@ def make_factory(c, task):
         return lambda params: cls(block_size=c.block_size, **common).bind(params)
     if c.kind == "rmsprop":
         return lambda params: cls(power=c.rmsprop_power, **common).bind(params)
+    if c.kind == "stein":
+        return lambda params: cls(floor=c.floor, **common).bind(params)
+    if c.kind == "damped_oracle":
+        diag, lmax = task.hessian_diagonal(), task.lambda_max()
+        return lambda params: cls(diag, lmax, damping=c.damping, **common).bind(params)
     return lambda params: cls(**common).bind(params)

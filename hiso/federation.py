@@ -138,13 +138,16 @@ class Server:
                 reason = f"client id {up.client} was not sampled this round (sent by {sender})"
             elif up.round != self._round:
                 reason = f"upload for round {up.round}, expected {self._round}"
-            elif up.scalars.shape != (self.local_steps, self.perturbations) or up.extra.size != 0:
-                reason = (f"{up.scalars.shape[0]}x{up.scalars.shape[1]}+{up.extra.size} scalars, "
-                          f"expected {self.local_steps}x{self.perturbations}")
-            elif not np.isfinite(up.scalars).all():
+            elif (up.scalars.shape != (self.local_steps, self.perturbations)
+                  or up.extra.size != self.curvature.upload_extra(self.local_steps, self.perturbations)):
+                reason = (f"{up.scalars.shape[0]}x{up.scalars.shape[1]}+{up.extra.size} scalars, expected "
+                          f"{self.local_steps}x{self.perturbations}+"
+                          f"{self.curvature.upload_extra(self.local_steps, self.perturbations)}")
+            elif not (np.isfinite(up.scalars).all() and np.isfinite(up.extra).all()):
                 reason = "non-finite scalar"
-            elif np.abs(up.scalars).max(initial=0.0) > self.max_abs_scalar:
-                reason = f"scalar of magnitude {np.abs(up.scalars).max():.3g} > max_abs_scalar {self.max_abs_scalar:g}"
+            elif max(np.abs(up.scalars).max(initial=0.0), np.abs(up.extra).max(initial=0.0)) > self.max_abs_scalar:
+                reason = (f"scalar of magnitude {max(np.abs(up.scalars).max(), np.abs(up.extra).max(initial=0)):.3g}"
+                          f" > max_abs_scalar {self.max_abs_scalar:g}")
             elif up.client in self._uploads:
                 reason = "duplicate upload"
         if reason is not None:
@@ -169,12 +172,13 @@ class Server:
         tau, num = self.local_steps, self.perturbations
         if self._uploads:
             stacked = np.stack([self._uploads[c].scalars for c in sorted(self._uploads)])
+            extras = np.stack([self._uploads[c].extra for c in sorted(self._uploads)])
             rec = RoundRecord(self._round, self._seeds.copy(), self.aggregate(stacked),
-                              self.curvature.extra_scalars(stacked), len(stacked))
+                              self.curvature.extra_scalars(stacked, extras), len(stacked))
         else:
             log.error("round %d: every upload was rejected; the round makes no update", self._round)
             rec = RoundRecord(self._round, self._seeds.copy(), np.zeros((tau, num), np.float32),
-                              np.zeros(0, np.float32), 0)
+                              np.zeros(self.curvature.record_extra(tau, num), np.float32), 0)
         apply_record(self.params, self.curvature, rec, self.lr, self.scratch)
         self.log.append(rec)
         self._round = None
@@ -199,13 +203,16 @@ class Federation:
     def __init__(self, task, curvature_factory, *, num_clients: int, clients_per_round: int, local_steps: int,
                  perturbations: int, mu: float, lr: float, difference: str = "forward", aggregator: str = "mean",
                  trim_fraction: float = 0.1, max_abs_scalar: float = 1e6, batch_size: int = 32, seed: int = 0,
-                 verify_replay: bool = False, cache_directions: bool = False):
+                 verify_replay: bool = False, cache_directions: bool = False, mu_scale: str = "none"):
         if not 1 <= clients_per_round <= num_clients:
             raise ValueError(f"clients_per_round must be in [1, num_clients={num_clients}], got {clients_per_round}")
         self.task, self.seed = task, int(seed)
         self.M, self.m, self.tau, self.P = num_clients, clients_per_round, local_steps, perturbations
         self.mu, self.lr, self.difference, self.batch_size = mu, lr, difference, batch_size
         self.verify, self.cache = verify_replay, cache_directions
+        if mu_scale not in ("none", "rms"):
+            raise ValueError(f"unknown mu_scale {mu_scale!r}; choose none or rms")
+        self.mu_scale = mu_scale
         self.work = task.params()
         self.scratch = Scratch(self.work)
         server_params = [p.detach().clone() for p in self.work]
@@ -250,21 +257,34 @@ class Federation:
         return c.curvature, diff
 
     @torch.no_grad()
-    def _local_steps(self, client: int, r: int, seeds: np.ndarray, curvature: Curvature) -> tuple[np.ndarray, float, int]:
+    def _local_steps(self, client: int, r: int, seeds: np.ndarray, curvature: Curvature, mu: float
+                     ) -> tuple[np.ndarray, np.ndarray, float, int]:
         rng = batch_rng(self.seed, r, client)
         scalars = np.empty((self.tau, self.P), np.float32)
+        second = np.empty((self.tau, self.P), np.float32) if curvature.second_differences else None
         loss0, passes = float("nan"), 0
         for k in range(self.tau):
             batch = self.task.batch(client, rng, self.batch_size)
             dirs = StepDirections(int(seeds[k]), self.P, self.work, curvature, self.scratch, self.cache)
-            est = estimate(self.work, lambda: self.task.loss(batch), dirs, self.mu, self.difference)
+            est = estimate(self.work, lambda: self.task.loss(batch), dirs, mu, self.difference,
+                           second=second is not None)
             scalars[k] = est.scalars
+            if second is not None:
+                second[k] = est.second
             passes += est.forward_passes
             if k == 0:
                 loss0 = est.loss
             if k < self.tau - 1:  # the last local update is discarded with the round: skip it (exact)
                 step_(self.work, dirs, est.scalars / np.float32(self.P), self.lr)
-        return scalars, loss0, passes
+        extra = np.zeros(0, np.float32) if second is None else second.reshape(-1)
+        return scalars, extra, loss0, passes
+
+    def step_mu(self) -> float:
+        """This round's perturbation radius: mu, or (mu_scale="rms") mu / RMS(H^{-1/2}) so that |mu z| stays
+        ~ mu |u| however H rescales the directions.  A function of H, hence of the log: every party agrees."""
+        if self.mu_scale == "rms":
+            return self.mu / self.server.curvature.rms_inv_sqrt()
+        return self.mu
 
     def run_round(self) -> dict:
         """One federated round; returns its measured row (losses, bytes, forward passes, rejections)."""
@@ -274,6 +294,7 @@ class Federation:
         seeds = self.draw_seeds(rng)
         self.server.open_round(r, seeds, sampled)
         wire, losses, passes, replay_diff = Wire(), [], 0, 0.0
+        mu = self.step_mu()
         for cid in sampled:
             c = self.clients[cid]
             msg = self.downlink(c)
@@ -282,10 +303,10 @@ class Federation:
             received = type(msg).decode(data)  # the client acts on what came over the wire
             curvature, diff = self._catch_up(c, received)
             replay_diff = max(replay_diff, diff)
-            scalars, loss0, n = self._local_steps(cid, r, received.seeds, curvature)
+            scalars, extra, loss0, n = self._local_steps(cid, r, received.seeds, curvature, mu)
             losses.append(loss0)
             passes += n
-            up = Upload(r, cid, scalars)
+            up = Upload(r, cid, scalars, extra)
             payload = self.upload_hook(up)
             wire.add_up(up, payload)
             self.server.receive(payload, cid)
@@ -296,6 +317,8 @@ class Federation:
                "rejected": len(self.server.rejected), "accepted": rec.n_accepted}
         if self.verify:
             row["replay_max_abs_diff"] = replay_diff
+        if self.mu_scale != "none":
+            row["mu"] = mu
         return row
 
     def draw_seeds(self, rng: np.random.Generator) -> np.ndarray:

@@ -49,7 +49,8 @@ def scalar_only(cfg, task, options, cls=None, **extra):
                       clients_per_round=f.clients_per_round, local_steps=f.local_steps, perturbations=f.perturbations,
                       mu=f.mu, lr=f.lr, difference=f.difference, aggregator=f.aggregator, trim_fraction=f.trim_fraction,
                       max_abs_scalar=f.max_abs_scalar, batch_size=f.batch_size, seed=cfg.seed,
-                      verify_replay=f.verify_replay, cache_directions=f.cache_directions, **extra)
+                      verify_replay=f.verify_replay, cache_directions=f.cache_directions,
+                      mu_scale=f.mu_scale, **extra)
 
 
 register_method("hiso", scalar_only, default_curvature="diagonal",

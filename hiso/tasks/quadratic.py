@@ -113,6 +113,9 @@ class Quadratic:
         diag = (self.q ** 2) @ self.lam if self.q is not None else self.lam
         return [torch.tensor(diag, dtype=torch.float32)]
 
+    def lambda_max(self) -> float:
+        return float(self.lam.max())
+
     def hessian(self) -> torch.Tensor | list[torch.Tensor]:
         """The oracle curvature: dense when rotated, else the (exact) diagonal."""
         if self.q is not None:
