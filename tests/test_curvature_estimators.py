@@ -178,3 +178,32 @@ def test_bad_estimator_configs_fail_clearly(cfg_factory, curv, fed, msg):
 def test_damped_oracle_needs_a_known_hessian(cfg_factory):
     with pytest.raises(ConfigError, match="knows its Hessian"):
         cfg_factory(task={"name": "digits"}, curvature={"kind": "damped_oracle"})
+
+
+def test_hutchinson_diagonal_matches_exact_hessian_on_digits():
+    from hiso.diagnostics import true_diagonal
+    from hiso.tasks.digits import Digits, DigitsOptions
+    task = Digits(DigitsOptions(channels=2), num_clients=2, seed=0)
+    batch = task.batch(0, np.random.default_rng(0), 64)
+    params = task.params()
+    fc = params[-2]  # the last linear layer's weight: exact diagonal by autograd, entry by entry (small)
+    est = true_diagonal(task, samples=400, batch=batch)
+    offset = sum(p.numel() for p in params[:-2])
+    with torch.enable_grad():
+        g = torch.autograd.grad(task.grad_loss(batch), fc, create_graph=True)[0].reshape(-1)
+        exact = torch.stack([torch.autograd.grad(g[k], fc, retain_graph=True)[0].reshape(-1)[k] for k in range(20)])
+    got = est[offset:offset + 20]
+    # Hutchinson on the last layer: v_k^2 = 1, off-diagonal terms average out (block is near diagonal)
+    torch.testing.assert_close(got, exact.double(), rtol=0.25, atol=2e-3)
+
+
+def test_agreement_and_zeta_on_known_vectors():
+    from hiso.diagnostics import agreement, zeta
+    true = torch.tensor([1.0, 2.0, 4.0, 8.0])
+    a = agreement(3 * true, true)
+    assert a["spearman"] == pytest.approx(1.0) and a["log10_scale"] == pytest.approx(np.log10(3))
+    assert a["log10_spread"] == pytest.approx(0.0, abs=1e-12)
+    assert agreement(true.flip(0), true)["spearman"] == pytest.approx(-1.0)
+    z = zeta(true, true)  # exact whitening: every coordinate counts once
+    assert z["zeta"] == pytest.approx(4.0) and z["eff_rank_whitened"] == pytest.approx(4.0)
+    assert zeta(torch.ones(4), true)["zeta"] == pytest.approx(15.0)  # H = I: the trace

@@ -18,6 +18,7 @@ class DigitsOptions:
     alpha: float = 1.0  # Dirichlet concentration of the label split; .inf for IID
     test_fraction: float = 0.2
     channels: int = 4  # first conv layer width (the second has twice as many)
+    dev_fraction: float = 0.0  # share of the training split held out as a dev split (step-size tuning)
 
 
 class DigitsCNN(torch.nn.Module):
@@ -44,6 +45,13 @@ class Digits:
         y = torch.tensor(data.target, dtype=torch.long)
         idx_train, idx_test = train_test_split(np.arange(len(y)), test_size=opts.test_fraction,
                                                stratify=data.target, random_state=seed)
+        if not 0.0 <= opts.dev_fraction < 1.0:
+            raise ValueError(f"task.dev_fraction must be in [0, 1), got {opts.dev_fraction}")
+        self.x_dev = self.y_dev = None
+        if opts.dev_fraction > 0:
+            idx_train, idx_dev = train_test_split(idx_train, test_size=opts.dev_fraction,
+                                                  stratify=data.target[idx_train], random_state=seed)
+            self.x_dev, self.y_dev = x[idx_dev], y[idx_dev]
         self.x_train, self.y_train = x[idx_train], y[idx_train]
         self.x_test, self.y_test = x[idx_test], y[idx_test]
         rng = np.random.default_rng(np.random.SeedSequence([seed, 202]))
@@ -71,7 +79,11 @@ class Digits:
         return F.cross_entropy(self.model(x), y)
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        logits = self.model(self.x_test)
-        return {"accuracy": float((logits.argmax(1) == self.y_test).float().mean()),
-                "test_loss": float(F.cross_entropy(logits, self.y_test))}
+    def evaluate(self, split: str = "test") -> dict[str, float]:
+        """Accuracy and loss on the test split, or on the dev split (needs dev_fraction > 0)."""
+        if split == "dev" and self.x_dev is None:
+            raise ValueError("digits has no dev split: set task.dev_fraction > 0")
+        x, y = (self.x_dev, self.y_dev) if split == "dev" else (self.x_test, self.y_test)
+        logits = self.model(x)
+        return {"accuracy": float((logits.argmax(1) == y).float().mean()),
+                "test_loss": float(F.cross_entropy(logits, y))}

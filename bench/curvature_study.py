@@ -1,0 +1,196 @@
+"""What HiSo's curvature buys: every scalar-only curvature estimator, each with its own tuned step size.
+
+Protocol (issue 6), used for every problem:
+  1. tuning: each method's step size is picked from a log grid on a *validation* run, never on the test
+     metric: the quadratic uses a separate problem instance (seed 100: other spectrum draw, optima and
+     directions), digits its dev split (held out of the training split).  Criterion: fewest rounds to the
+     target, ties (e.g. never reached) broken by the final validation metric.  The grid is scanned from
+     large to small and stops once a step size needs more than twice the best rounds so far (every tried
+     point is in <out>_tuning.csv).
+  2. evaluation: 3 seeds at the tuned step size, on the test metric: rounds, forward passes and bytes to the
+     target (so methods that spend 2P + 1 passes or 2P scalars per step are not flattered), final metric,
+     and the agreement of the learned diagonal with the true Hessian diagonal (Spearman, log10 scale and
+     spread; exact on quadratics, Hutchinson on digits) and zeta = sum_i A_ii / H_i.
+  3. equal step size: every method at DeComFL's tuned step size (HiSo's advantage may be robustness).
+
+    python bench/curvature_study.py --out bench/results/curvature_study      # all problems (long)
+    python bench/curvature_study.py --only "d=100 " --quick                   # a smoke check
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from hiso.config import load_config  # noqa: E402
+from hiso.diagnostics import agreement, true_diagonal, zeta  # noqa: E402
+from hiso.results import reached  # noqa: E402
+from hiso.run import build_federation, exploded  # noqa: E402
+
+CENTRAL = {"federation": {"difference": "central"}}
+METHODS = {
+    "identity (DeComFL)": {"curvature": {"kind": "identity"}},
+    "global_scalar": {"curvature": {"kind": "global_scalar"}},
+    "diagonal (HiSo)": {"curvature": {"kind": "diagonal"}},
+    "second_difference": {"curvature": {"kind": "second_difference"}, **CENTRAL},
+    "stein": {"curvature": {"kind": "stein", "beta": 0.99, "floor": 0.1}, **CENTRAL},
+    "oracle": {"curvature": {"kind": "oracle"}},
+    "damped_oracle": {"curvature": {"kind": "damped_oracle", "damping": 0.1}},
+}
+QUAD_GRID = [10 ** e for e in np.arange(-3.5, 0.01, 0.5)]
+
+
+def quad(dim, **kw):
+    return {"name": "quadratic", "dim": dim, **kw}
+
+
+PROBLEMS = {
+    "lognormal d=100 ": dict(task=quad(100, spectrum="lognormal", sigma=1.5), rounds=3000, target=0.1,
+                             metric="rel_suboptimality", eval_every=10, grid=QUAD_GRID),
+    "lognormal d=1000": dict(task=quad(1000, spectrum="lognormal", sigma=1.5), rounds=4000, target=0.1,
+                             metric="rel_suboptimality", eval_every=10, grid=QUAD_GRID),
+    "low rank k=10 d=1000": dict(task=quad(1000, spectrum="power", effective_rank=10.0), rounds=4000, target=0.1,
+                                 metric="rel_suboptimality", eval_every=10, grid=QUAD_GRID),
+    "digits CNN": dict(task={"name": "digits", "alpha": 1.0, "dev_fraction": 0.15}, rounds=1500, target=0.5,
+                       metric="accuracy", eval_every=25, grid=[3e-3, 1e-2, 3e-2, 1e-1],
+                       skip=("oracle", "damped_oracle")),
+}
+
+
+def run_one(spec: dict, method: dict, lr: float, seed: int, split: str, track: bool = False) -> dict:
+    fed_cfg = {"rounds": spec["rounds"], "lr": lr, **method.get("federation", {})}
+    cfg = load_config(data={"method": "hiso", "seed": seed, "task": spec["task"], "federation": fed_cfg,
+                            "curvature": method["curvature"], "run": {"progress": False}})
+    fed, task = build_federation(cfg)
+    res = {"rounds": math.inf, "forward_passes": math.inf, "bytes": math.inf, "final": float("nan")}
+    passes = total_bytes = 0
+    first, t0, trace = None, time.perf_counter(), []
+    evaluate = (lambda: task.evaluate("dev")) if split == "dev" and spec["task"]["name"] != "quadratic" else task.evaluate
+    for r in range(1, spec["rounds"] + 1):
+        try:
+            row = fed.run_round()
+        except Exception as e:  # a curvature error is a failed step size, recorded as such
+            res["error"] = type(e).__name__
+            break
+        passes += row["forward_passes"]
+        total_bytes += row["bytes_up"] + row["bytes_down"]
+        first = row["train_loss"] if first is None else first
+        if not math.isfinite(row["train_loss"]) or exploded(row["train_loss"], first, 1e4):
+            res["error"] = "diverged"
+            break
+        if r % spec["eval_every"] == 0 or r == spec["rounds"]:
+            fed.load_server_model()
+            value = evaluate()[spec["metric"]]
+            res["final"] = value
+            if track and task.__class__.__name__ == "Quadratic" and r % (10 * spec["eval_every"]) == 0:
+                trace.append({"round": r, **agreement(fed.server.curvature.flat(), true_diagonal(task))})
+            if math.isinf(res["rounds"]) and reached(value, spec["metric"], spec["target"]):
+                res.update(rounds=r, forward_passes=passes, bytes=total_bytes)
+                break
+    res["seconds"] = time.perf_counter() - t0
+    if track and "error" not in res:
+        fed.load_server_model()
+        true = true_diagonal(task, samples=64)
+        learned = fed.server.curvature.flat()
+        res.update({f"H_{k}": v for k, v in agreement(learned, true).items()})
+        res.update({f"H_{k}": v for k, v in zeta(learned, true).items()})
+        res["trace"] = trace
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", default=None, help="problems whose name contains this text")
+    ap.add_argument("--methods", default=None, help="comma-separated subset of methods")
+    ap.add_argument("--quick", action="store_true", help="every other grid point, 1 evaluation seed")
+    ap.add_argument("--out", default=None, help="write <out>_{tuning,eval}.csv and <out>.md")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    logging.disable(logging.WARNING)
+    eval_seeds = [0] if args.quick else [0, 1, 2]
+    tuning_rows, eval_rows = [], []
+    for pname, spec in PROBLEMS.items():
+        if args.only and args.only not in pname:
+            continue
+        methods = {m: v for m, v in METHODS.items() if m.split(" ")[0] not in spec.get("skip", ())
+                   and (args.methods is None or m.split(" ")[0] in args.methods.split(","))}
+        grid = spec["grid"][::2] if args.quick else spec["grid"]
+        chosen = {}
+        for mname, method in methods.items():
+            tried = []
+            for lr in sorted(grid, reverse=True):  # large to small: diverging step sizes fail fast
+                if tried and min(tried)[0] < math.inf and tried[-1][0] > 2 * min(tried)[0]:
+                    break  # past the optimum: smaller step sizes only get slower (printed grid stops here)
+                r = run_one(spec, method, float(lr), seed=100, split="dev")
+                tried.append((r["rounds"], _badness(r["final"], spec["metric"]), float(lr)))
+                tuning_rows.append({"problem": pname, "method": mname, "lr": float(lr), **r})
+                print(f"tune {pname} {mname:20s} lr={lr:<9.3g} rounds={r['rounds']} final={r['final']:.4g} "
+                      f"{r.get('error', '')} ({r['seconds']:.1f}s)", flush=True)
+            chosen[mname] = min(tried)[2]
+        ref_lr = chosen.get("identity (DeComFL)")
+        for mname, method in methods.items():
+            for protocol, lr in (("tuned", chosen[mname]), ("equal lr", ref_lr)):
+                if lr is None or (protocol == "equal lr" and mname == "identity (DeComFL)"):
+                    continue
+                for s in eval_seeds:
+                    r = run_one(spec, method, lr, seed=s, split="test", track=protocol == "tuned")
+                    trace = r.pop("trace", [])
+                    eval_rows.append({"problem": pname, "method": mname, "protocol": protocol, "lr": lr,
+                                      "seed": s, **r, "trace": json.dumps(trace)})
+                    print(f"eval {pname} {mname:20s} {protocol:8s} lr={lr:<9.3g} seed={s} rounds={r['rounds']} "
+                          f"final={r['final']:.4g} spearman={r.get('H_spearman', float('nan')):.3f} "
+                          f"{r.get('error', '')} ({r['seconds']:.1f}s)", flush=True)
+    tune, ev = pd.DataFrame(tuning_rows), pd.DataFrame(eval_rows)
+    report = summarise(ev)
+    print(report)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        tune.to_csv(f"{args.out}_tuning.csv", index=False)
+        ev.to_csv(f"{args.out}_eval.csv", index=False)
+        Path(f"{args.out}.md").write_text(report)
+
+
+def _badness(final: float, metric: str) -> float:
+    if not math.isfinite(final):
+        return math.inf
+    return -final if metric == "accuracy" else final
+
+
+def summarise(ev: pd.DataFrame) -> str:
+    out = []
+    for protocol in ("tuned", "equal lr"):
+        sub = ev[ev.protocol == protocol]
+        if sub.empty:
+            continue
+        agg = {"lr": ("lr", "first"), "rounds": ("rounds", "median"), "rounds_per_seed": ("rounds", list),
+               "forward_passes": ("forward_passes", "median"), "bytes": ("bytes", "median"),
+               "final_median": ("final", "median")}
+        if protocol == "tuned":
+            agg.update(spearman=("H_spearman", "median"), log10_scale=("H_log10_scale", "median"),
+                       log10_spread=("H_log10_spread", "median"), zeta=("H_zeta", "median"),
+                       eff_rank_whitened=("H_eff_rank_whitened", "median"))
+        t = sub.groupby(["problem", "method"], sort=False).agg(**agg).reset_index()
+        if protocol == "tuned":  # share of the oracle's round reduction over DeComFL that each method recovers
+            for p in t.problem.unique():
+                m = t.problem == p
+                base = t[m & (t.method == "identity (DeComFL)")].rounds
+                orc = t[m & (t.method == "oracle")].rounds
+                if len(base) and len(orc) and math.isfinite(base.iloc[0]) and base.iloc[0] > orc.iloc[0]:
+                    t.loc[m, "oracle_gain_recovered"] = (base.iloc[0] - t[m].rounds) / (base.iloc[0] - orc.iloc[0])
+        out.append(f"## {protocol}: median over seeds (rounds, forward passes, bytes to target)\n")
+        out.append(t.to_markdown(index=False, floatfmt=".3g"))
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    main()
