@@ -68,8 +68,9 @@ PROBLEMS = {
 
 def run_one(spec: dict, method: dict, lr: float, seed: int, split: str, track: bool = False) -> dict:
     fed_cfg = {"rounds": spec["rounds"], "lr": lr, **method.get("federation", {})}
-    cfg = load_config(data={"method": "hiso", "seed": seed, "task": spec["task"], "federation": fed_cfg,
-                            "curvature": method["curvature"], "run": {"progress": False}})
+    cfg = load_config(data={"method": method.get("method", "hiso"), "seed": seed, "task": spec["task"],
+                            "federation": fed_cfg, "curvature": method.get("curvature", {}),
+                            "run": {"progress": False}})
     fed, task = build_federation(cfg)
     res = {"rounds": math.inf, "forward_passes": math.inf, "bytes": math.inf, "final": float("nan")}
     passes = total_bytes = 0

@@ -51,14 +51,31 @@ def to_target(run: pd.DataFrame, metric: str, target: float) -> dict:
             "forward_passes": int(row["cum_forward_passes"]), "seconds": float(row["cum_wall_seconds"])}
 
 
-def summarise(runs: pd.DataFrame, metric: str, target: float) -> pd.DataFrame:
-    """One row per method: final metric mean/std over seeds and median cost to the target."""
+def best_of(run: pd.DataFrame, metric: str) -> float:
+    """The best evaluated value of one run (max accuracy / min suboptimality)."""
+    ev = run[metric].dropna()
+    if ev.empty:
+        return math.nan
+    return float(ev.max() if HIGHER_IS_BETTER.get(metric, True) else ev.min())
+
+
+def summarise(runs: pd.DataFrame, metric: str, target: float, reference: str = "decomfl") -> pd.DataFrame:
+    """One row per method: final metric mean/std over seeds and median cost to the target; with a reference
+    method (DeComFL) present, also the paper's Table 2 metric: rounds / bytes for the method to reach the
+    reference's best value of the same seed.  Methods named "<family>@<lr>" (a step-size grid) get their
+    family and lr, and `best lr` marks the family's best (fewest median rounds to target, then final)."""
+    refs = {}
+    ref_name = next((m for m in runs["method"].unique() if m.split("@")[0] == reference), None)
+    if ref_name is not None:
+        refs = {s: best_of(r.sort_values("round"), metric) for s, r in runs[runs.method == ref_name].groupby("seed")}
     rows = []
     for method, grp in runs.groupby("method", sort=False):
-        finals, costs = [], []
+        finals, costs, to_ref = [], [], []
         diverged = 0
-        for _, run in grp.groupby("seed"):
+        for seed, run in grp.groupby("seed"):
             run = run.sort_values("round")
+            if seed in refs and not math.isnan(refs[seed]):
+                to_ref.append(to_target(run, metric, refs[seed]))
             if run["status"].iloc[0] == "diverged":
                 diverged += 1
                 finals.append(math.nan)  # no final model: the run stopped
@@ -77,4 +94,18 @@ def summarise(runs: pd.DataFrame, metric: str, target: float) -> pd.DataFrame:
                      "forward passes to target (median)": float(c["forward_passes"].median()),
                      "bytes per round (mean)": float(grp["bytes_total"].mean()),
                      "rounds": int(last["round"].iloc[0])})
-    return pd.DataFrame(rows)
+        if refs:
+            r = pd.DataFrame(to_ref) if to_ref else pd.DataFrame({"rounds": [math.inf], "bytes": [math.inf]})
+            rows[-1][f"rounds to {ref_name}'s best (median)"] = float(r["rounds"].median())
+            rows[-1][f"bytes to {ref_name}'s best (median)"] = float(r["bytes"].median())
+    out = pd.DataFrame(rows)
+    fam = out["method"].str.split("@").str[0]
+    if (fam != out["method"]).any():
+        out.insert(1, "family", fam)
+        out.insert(2, "lr", pd.to_numeric(out["method"].str.split("@").str[1], errors="coerce"))
+        sign = -1 if HIGHER_IS_BETTER.get(metric, True) else 1
+        order = pd.DataFrame({"fam": fam, "r": out["rounds to target (median)"].fillna(math.inf),
+                              "f": (sign * out[f"final {metric} mean"]).fillna(math.inf)}).sort_values(["r", "f"])
+        out["best lr"] = False
+        out.loc[order.groupby("fam").head(1).index, "best lr"] = True
+    return out

@@ -203,3 +203,14 @@ def test_lora_with_bf16_frozen_base_keeps_fp32_adapters():
     with pytest.raises(ValueError, match="frozen_dtype applies to LoRA only"):
         build_federation(load_config(data={"task": {"name": "rotten_tomatoes", "model": "tiny-llama",
                                                     "frozen_dtype": "bfloat16"}}))
+
+
+def test_device_option_cpu_runs_and_cuda_without_a_gpu_says_so(monkeypatch):
+    from hiso.tasks.text import resolve_device
+    assert resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        resolve_device("cuda")
+    res = run(small("rotten_tomatoes", model="tiny-opt", device="auto"))
+    assert res.status == "complete"

@@ -1,5 +1,6 @@
 """The Snakemake workflow end to end on the smoke tier: every table and figure is produced and non-empty,
 and a second invocation has nothing to do."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+DEFAULT_RUNS = 21
 
 
 def test_smoke_dag_end_to_end(tmp_path):
@@ -20,15 +22,74 @@ def test_smoke_dag_end_to_end(tmp_path):
         assert (out / "tables" / f"{exp}.md").stat().st_size > 0
         for ext in ("png", "pdf"):
             assert (out / "figures" / f"convergence_{exp}.{ext}").stat().st_size > 1000
+    for fig in ("curvature_histogram_digits", "zeta"):
+        for ext in ("png", "pdf"):
+            assert (out / "figures" / f"{fig}.{ext}").stat().st_size > 1000
+    zeta = pd.read_csv(out / "tables" / "zeta.csv")
+    assert zeta["value"].gt(0).all() and len(zeta) == 6
     dry = subprocess.run(cmd + ["-n"], cwd=ROOT, check=True, capture_output=True, text=True)
     assert "Nothing to be done" in dry.stdout + dry.stderr
+    # editing one figure script reruns only that figure
+    script = ROOT / "figures" / "curvature_histogram.py"
+    script.touch()
+    dry = subprocess.run(cmd[:-1] + ["-n"], cwd=ROOT, check=True, capture_output=True, text=True)
+    jobs = job_counts(dry.stdout)
+    assert set(jobs) - {"all", "total"} == {"curvature_histogram"}, jobs
+
+
+def job_counts(stdout: str) -> dict:
+    return {line.split()[0]: int(line.split()[1]) for line in stdout.splitlines()
+            if len(line.split()) == 2 and line.split()[1].isdigit()}
 
 
 def test_every_tier_plans_offline(tmp_path):
     """Each tier's config validates and its DAG plans (dry run) without touching the network."""
-    for tier, runs in (("default", 21), ("smoke", 10), ("lm", 2)):
+    for tier, runs in (("default", DEFAULT_RUNS), ("smoke", 10), ("lm", 2), ("ablations", 522), ("paper", 492)):
         p = subprocess.run([SNAKEMAKE, "-n", "--configfile", f"workflows/config/{tier}.yaml", "--config",
-                            f"results={tmp_path / tier}"], cwd=ROOT, capture_output=True, text=True, check=True)
-        counts = dict(line.split()[:2] for line in p.stdout.splitlines()
-                      if len(line.split()) == 2 and line.split()[1].isdigit())
-        assert int(counts["run"]) == runs, (tier, p.stdout[-500:])
+                            f"results={tmp_path / tier}"], cwd=ROOT, capture_output=True, text=True, check=True,
+                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        assert job_counts(p.stdout)["run"] == runs, (tier, p.stdout[-500:])
+
+
+def test_paper_tier_plans_the_grid_on_gpus(tmp_path):
+    p = subprocess.run([SNAKEMAKE, "-n", "--configfile", "workflows/config/paper.yaml", "--config",
+                        f"results={tmp_path}", "--profile", "workflows/profiles/local"], cwd=ROOT,
+                       capture_output=True, text=True, check=True)
+    for exp in ("hiso-opt-2.7b-squad", "hiso-opt-125m-qqp", "decomfl-opt-125m-wsc.fixed", "llama-llama-3.2-1b-sst2"):
+        assert f"runs/{exp}/hiso/seed2/metrics.csv" in p.stdout
+    assert "gpu=1" in p.stdout and "paper_side_by_side" in p.stdout
+
+
+def test_config_schema_rejects_unknown_keys_and_wrong_types(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    for text, msg in (("seeds: [0]\nexperimentz: {}\n", "experimentz"),
+                      ("seeds: zero\nexperiments: {}\n", "seeds"),
+                      ("seeds: [0]\nexperiments: {q: {base: b.yaml, metric: m, target: x, methods: {a: {}}}}\n",
+                       "target")):
+        bad.write_text(text)
+        p = subprocess.run([SNAKEMAKE, "-n", "--configfile", str(bad)], cwd=ROOT, capture_output=True, text=True)
+        assert p.returncode != 0 and msg in p.stdout + p.stderr, p.stdout + p.stderr
+
+
+def test_lint_is_clean():
+    for tier in ("default", "ablations", "paper"):
+        p = subprocess.run([SNAKEMAKE, "--lint", "--configfile", f"workflows/config/{tier}.yaml"], cwd=ROOT,
+                           capture_output=True, text=True)
+        assert p.returncode == 0 and "Congratulations" in p.stdout + p.stderr, p.stdout[-2000:] + p.stderr[-2000:]
+
+
+def test_paper_side_by_side_fills_only_what_ran(tmp_path):
+    """The comparison script puts regenerated numbers beside reported ones and leaves unrun cells empty."""
+    table = tmp_path / "t.csv"
+    pd.DataFrame([{"method": "hiso", "seeds": 3, "final accuracy mean": 0.8, "final accuracy std": 0.01,
+                   "bytes per round (mean)": 100.0, "rounds": 10, "rounds to decomfl's best (median)": 5.0}]
+                 ).to_csv(table, index=False)
+    out = tmp_path / "side.csv"
+    subprocess.run([sys.executable, "workflows/scripts/compare_paper.py", "--reported", "paper_results/reported.csv",
+                    "--tables", str(table), "--keys", "opt-125m:sst2", "--csv", str(out), "--md", str(tmp_path / "s.md")],
+                   cwd=ROOT, check=True, capture_output=True)
+    df = pd.read_csv(out)
+    hit = df[(df.model == "opt-125m") & (df.task == "sst2") & (df.method == "hiso") & (df.source == "HiSo Table 3")]
+    assert hit["regenerated"].tolist() == [0.8] and hit["regenerated bytes"].tolist() == [1000.0]
+    assert hit["value"].tolist() == [0.8555]
+    assert df["regenerated"].notna().sum() == 1  # nothing else was run

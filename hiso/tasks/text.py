@@ -43,6 +43,7 @@ class TextOptions:
     test_size: int = 500
     alpha: float = math.inf  # Dirichlet label skew over clients; inf = IID
     eval_batch_size: int = 64
+    device: Literal["cpu", "cuda", "auto"] = "cpu"  # auto: cuda when available (the GPU tier), else cpu
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,16 @@ def _sample(rows: list[dict], n: int, rng: np.random.Generator) -> list[dict]:
     return [rows[i] for i in idx]
 
 
+def resolve_device(name: str) -> torch.device:
+    """cpu, cuda (an error when there is none) or auto."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("task.device: cuda was asked for but torch sees no CUDA device "
+                           "(use task.device: cpu, or auto to fall back)")
+    return torch.device(name)
+
+
 class TextClassification:
     """A prompt-based classification task on a causal LM (subclassed once per registered task)."""
 
@@ -151,10 +162,13 @@ class TextClassification:
         self.train = train_dev[: len(train_dev) - min(opts.dev_size, len(train_dev) // 5)]
         self.dev = train_dev[len(self.train):]
         self.test = _sample(test_pool, opts.test_size, rng)
+        self.device = resolve_device(opts.device)
         model, self.tok = load_model(opts.model, seed)
         self.model, self._params = make_trainable(model, opts.trainable, opts.lora_rank, opts.lora_alpha,
                                                   opts.lora_targets, opts.frozen_dtype)
-        self.label_ids = torch.tensor(self._label_ids(d.verbalizer)) if d.verbalizer else None
+        self.model.to(self.device)  # moves the parameters in place: self._params stay the trainable tensors
+        self.label_ids = (torch.tensor(self._label_ids(d.verbalizer), device=self.device)
+                          if d.verbalizer else None)
         self._enc = {name: self._encode(rows) for name, rows in
                      (("train", self.train), ("dev", self.dev), ("test", self.test))}
         self.shards = dirichlet_split(self.split_labels(), num_clients, opts.alpha, rng)
@@ -186,8 +200,9 @@ class TextClassification:
         pad = self.tok.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs])
         mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs])
-        return {"input_ids": input_ids, "attention_mask": mask, "position_ids": (mask.cumsum(1) - 1).clamp(min=0),
-                "labels": labels[list(idx)]}
+        b = {"input_ids": input_ids, "attention_mask": mask, "position_ids": (mask.cumsum(1) - 1).clamp(min=0),
+             "labels": labels[list(idx)]}
+        return {k: v.to(self.device) for k, v in b.items()}
 
     def params(self) -> list[torch.Tensor]:
         return self._params
@@ -306,7 +321,8 @@ class Squad(TextClassification):
             pad = self.tok.pad_token_id
             input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
             mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-            out = self.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=self.max_new_tokens,
+            out = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
+                                      max_new_tokens=self.max_new_tokens,
                                       do_sample=False, pad_token_id=pad)
             for i, seq in zip(idx, out[:, width:]):
                 text = self.tok.decode(seq, skip_special_tokens=True).split("\n")[0]

@@ -7,13 +7,82 @@ rule convergence_figure:
         png=report(f"{OUT}/figures/convergence_{{exp}}.png", caption="../report/convergence.rst",
                    category="Convergence"),
         pdf=f"{OUT}/figures/convergence_{{exp}}.pdf",
+    conda:
+        "../envs/hiso.yaml"
     log:
         f"{OUT}/logs/figures/convergence_{{exp}}.log",
     params:
         py=PY,
-        metric=lambda w: config["experiments"][w.exp]["metric"],
+        metric=lambda w: EXPERIMENTS[w.exp]["metric"],
         root=lambda w: f"{OUT}/runs/{w.exp}",
-        title=lambda w: config["experiments"][w.exp].get("title", w.exp),
+        title=lambda w: EXPERIMENTS[w.exp].get("title", w.exp),
     shell:
         "{params.py} {input.script} --root {params.root} --metric {params.metric} --title {params.title:q} "
         "--png {output.png} --pdf {output.pdf} > {log} 2>&1"
+
+
+# An ablation sweep: the tables of the experiments it names, one x value each.
+rule sweep_figure:
+    input:
+        tables=lambda w: [f"{OUT}/tables/{e}.csv" for e in config["sweeps"][w.sweep]["points"]],
+        script="figures/sweep.py",
+    output:
+        png=report(f"{OUT}/figures/sweep_{{sweep}}.png", caption="../report/sweep.rst", category="Ablations"),
+        pdf=f"{OUT}/figures/sweep_{{sweep}}.pdf",
+    conda:
+        "../envs/hiso.yaml"
+    log:
+        f"{OUT}/logs/figures/sweep_{{sweep}}.log",
+    params:
+        py=PY,
+        x=lambda w: " ".join(str(v) for v in config["sweeps"][w.sweep]["points"].values()),
+        xlabel=lambda w: config["sweeps"][w.sweep]["xlabel"],
+        xscale=lambda w: config["sweeps"][w.sweep].get("xscale", "linear"),
+        title=lambda w: config["sweeps"][w.sweep]["title"],
+    shell:
+        "{params.py} {input.script} --tables {input.tables} --x {params.x} --xlabel {params.xlabel:q} "
+        "--xscale {params.xscale} --title {params.title:q} --png {output.png} --pdf {output.pdf} > {log} 2>&1"
+
+
+# Paper Fig. 5 (right): histogram of the learned diagonal H of finished runs (read from their checkpoints;
+# the metrics.csv input guarantees the run ended, and a run's checkpoint.pt is its final state).
+rule curvature_histogram:
+    input:
+        metrics=lambda w: [f"{OUT}/runs/{w.exp}/{m}/seed0/metrics.csv" for m in config["histograms"][w.exp]],
+        script="figures/curvature_histogram.py",
+    output:
+        png=report(f"{OUT}/figures/curvature_histogram_{{exp}}.png", caption="../report/histogram.rst",
+                   category="Curvature"),
+        pdf=f"{OUT}/figures/curvature_histogram_{{exp}}.pdf",
+    conda:
+        "../envs/hiso.yaml"
+    log:
+        f"{OUT}/logs/figures/curvature_histogram_{{exp}}.log",
+    params:
+        py=PY,
+        checkpoints=lambda w: [f"{OUT}/runs/{w.exp}/{m}/seed0/checkpoint.pt" for m in config["histograms"][w.exp]],
+        labels=lambda w: config["histograms"][w.exp],
+        title=lambda w: f"learned H, {EXPERIMENTS[w.exp].get('title', w.exp)}",
+    shell:
+        "{params.py} {input.script} --checkpoints {params.checkpoints} --labels {params.labels} "
+        "--title {params.title:q} --png {output.png} --pdf {output.pdf} > {log} 2>&1"
+
+
+# Paper Fig. 4 with measurements: zeta of several H (incl. HiSo's learned one) at matched smoothness.
+rule zeta_figure:
+    input:
+        script="figures/zeta.py",
+    output:
+        png=report(f"{OUT}/figures/zeta.png", caption="../report/zeta.rst", category="Curvature"),
+        pdf=f"{OUT}/figures/zeta.pdf",
+        csv=f"{OUT}/tables/zeta.csv",
+    conda:
+        "../envs/hiso.yaml"
+    log:
+        f"{OUT}/logs/figures/zeta.log",
+    params:
+        py=PY,
+        rounds=config.get("zeta_rounds", 2000),
+    shell:
+        "{params.py} {input.script} --rounds {params.rounds} --csv {output.csv} --png {output.png} "
+        "--pdf {output.pdf} > {log} 2>&1"

@@ -1,14 +1,18 @@
 # One federated run per (experiment, method, seed), through the same CLI a user would type.
 rule run:
     input:
-        base=lambda w: config["experiments"][w.exp]["base"],
+        base=lambda w: EXPERIMENTS[w.exp]["base"],
     output:
         f"{OUT}/runs/{{exp}}/{{method}}/seed{{seed}}/metrics.csv",
+    conda:
+        "../envs/hiso.yaml"
     log:
         f"{OUT}/logs/{{exp}}/{{method}}/seed{{seed}}.log",
     benchmark:
         f"{OUT}/benchmarks/{{exp}}/{{method}}/seed{{seed}}.tsv"
-    threads: 1
+    threads: lambda w: EXPERIMENTS[w.exp].get("threads", 1)
+    resources:
+        gpu=lambda w: EXPERIMENTS[w.exp].get("gpu", 0),
     params:
         py=PY,
         sets=lambda w: set_args(w.exp, w.method),

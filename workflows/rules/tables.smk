@@ -6,13 +6,36 @@ rule table:
     output:
         csv=report(f"{OUT}/tables/{{exp}}.csv", caption="../report/table.rst", category="Tables"),
         md=f"{OUT}/tables/{{exp}}.md",
+    conda:
+        "../envs/hiso.yaml"
     log:
         f"{OUT}/logs/tables/{{exp}}.log",
     params:
         py=PY,
-        target=lambda w: config["experiments"][w.exp]["target"],
-        metric=lambda w: config["experiments"][w.exp]["metric"],
+        target=lambda w: EXPERIMENTS[w.exp]["target"],
+        metric=lambda w: EXPERIMENTS[w.exp]["metric"],
         root=lambda w: f"{OUT}/runs/{w.exp}",
     shell:
         "{params.py} {input.script} --root {params.root} --metric {params.metric} --target {params.target} "
+        "--csv {output.csv} --md {output.md} > {log} 2>&1"
+
+
+# Every reported number of the paper beside the regenerated one (tiers with `paper_results:`).
+rule paper_side_by_side:
+    input:
+        reported=config.get("paper_results", []),
+        tables=[f"{OUT}/tables/{e}.csv" for e, s in EXPERIMENTS.items() if "paper" in s],
+        script="workflows/scripts/compare_paper.py",
+    output:
+        csv=report(f"{OUT}/paper_results/side_by_side.csv", caption="../report/paper.rst", category="Tables"),
+        md=f"{OUT}/paper_results/side_by_side.md",
+    conda:
+        "../envs/hiso.yaml"
+    log:
+        f"{OUT}/logs/tables/paper_side_by_side.log",
+    params:
+        py=PY,
+        cells=" ".join(f"{s['paper']['model']}:{s['paper']['task']}" for e, s in EXPERIMENTS.items() if "paper" in s),
+    shell:
+        "{params.py} {input.script} --reported {input.reported} --tables {input.tables} --keys {params.cells} "
         "--csv {output.csv} --md {output.md} > {log} 2>&1"

@@ -1,0 +1,38 @@
+"""Paper Fig. 5 (right): histogram of the learned diagonal H, read from the runs' final checkpoints
+(checkpoint.pt holds the server's curvature state, which every party rebuilt from the log)."""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from figures.style import color, save  # noqa: E402
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--checkpoints", nargs="+", required=True, help="<run>/checkpoint.pt of learned-H runs")
+ap.add_argument("--labels", nargs="+", required=True)
+ap.add_argument("--title", default="")
+ap.add_argument("--png", required=True)
+ap.add_argument("--pdf", required=True)
+a = ap.parse_args()
+
+fig, ax = plt.subplots(figsize=(4.5, 3.2))
+for i, (path, label) in enumerate(zip(a.checkpoints, a.labels)):
+    sd = torch.load(path, map_location="cpu", weights_only=False)["federation"]["curvature"]
+    h = torch.cat([s.reshape(-1) for s in sd["state"]]).double().numpy()
+    h = h[h > 0]
+    bins = np.logspace(np.log10(h.min()), np.log10(h.max()), 60)
+    ax.hist(h, bins=bins, histtype="step", lw=1.3, color=color(label, i),
+            label=f"{label} (d={h.size}, max/median {h.max() / np.median(h):.3g})")
+    q = np.quantile(h, [0.5, 0.99])
+    print(f"{label}: {sd['kind']} d={h.size} min={h.min():.3g} median={q[0]:.3g} p99={q[1]:.3g} max={h.max():.3g}")
+ax.set_xscale("log")
+ax.set_yscale("log")
+ax.set_xlabel("learned H entry")
+ax.set_ylabel("count")
+ax.legend(fontsize=7)
+ax.set_title(a.title)
+save(fig, a.png, a.pdf)

@@ -1,0 +1,54 @@
+"""An ablation sweep: experiments that differ in one value (x), each method's rounds to target and final
+metric vs x (medians / mean +- std over seeds, read from the experiments' tables)."""
+import argparse
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from figures.style import color, save  # noqa: E402
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--tables", nargs="+", required=True, help="experiment tables (CSV), one per x")
+ap.add_argument("--x", nargs="+", type=float, required=True)
+ap.add_argument("--xlabel", default="x")
+ap.add_argument("--xscale", default="linear")
+ap.add_argument("--title", default="")
+ap.add_argument("--png", required=True)
+ap.add_argument("--pdf", required=True)
+a = ap.parse_args()
+if len(a.tables) != len(a.x):
+    sys.exit("--tables and --x must have the same length")
+
+frames = []
+for path, x in zip(a.tables, a.x):
+    t = pd.read_csv(path)
+    t["x"] = x
+    frames.append(t)
+df = pd.concat(frames, ignore_index=True).sort_values("x")
+if "best lr" in df.columns:  # step-size grids: each method at its best step size of that point
+    df = df[df["best lr"].astype(bool)].assign(method=lambda d: d["family"])
+final_mean = next(c for c in df.columns if c.startswith("final ") and c.endswith(" mean"))
+final_std = final_mean.replace(" mean", " std")
+metric = final_mean.removeprefix("final ").removesuffix(" mean")
+
+fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+for i, (method, g) in enumerate(df.groupby("method", sort=False)):
+    c = color(method, i)
+    rounds = g["rounds to target (median)"].where(g["rounds to target (median)"].apply(math.isfinite))
+    axes[0].plot(g["x"], rounds, "o-", color=c, label=method, lw=1.4, ms=4)
+    axes[1].errorbar(g["x"], g[final_mean], yerr=g[final_std].fillna(0), fmt="o-", color=c, lw=1.4, ms=4,
+                     capsize=2)
+axes[0].set_ylabel("rounds to target (median; gap = not reached)")
+axes[1].set_ylabel(f"final {metric} (mean ± std)")
+for ax in axes:
+    ax.set_xlabel(a.xlabel)
+    ax.set_xscale(a.xscale)
+axes[0].legend(fontsize=7)
+fig.suptitle(a.title)
+fig.tight_layout()
+save(fig, a.png, a.pdf)
+print(df[["x", "method", "rounds to target (median)", final_mean]].to_string(index=False))
