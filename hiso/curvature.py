@@ -86,6 +86,7 @@ class Curvature:
 
     kind: ClassVar[str] = "base"
     learned: ClassVar[bool] = False
+    _tmp_key = None  # cache key of a precomputed H^{-1/2} (Diagonal); reset whenever the state is replaced
     # True: every client also uploads P second differences per local step (2P + 1 forward passes per step),
     # the server averages them into the log record, and every party updates H from them.
     second_differences: ClassVar[bool] = False
@@ -183,6 +184,7 @@ class Curvature:
             self._staged[i] = self._ema(cur, m, i)
 
     def end_round(self) -> None:
+        self._tmp_key = None
         if self._staged:
             for i, s in self._staged.items():
                 self.state[i] = s
@@ -211,6 +213,7 @@ class Curvature:
         if sd["kind"] != self.kind:
             raise ValueError(f"checkpoint holds {sd['kind']} curvature, config asks for {self.kind}")
         self.state = [s.clone() for s in sd["state"]]
+        self._tmp_key = None
         for i, s in enumerate(self.state):
             self._check(i, s)
         self._after_update()
@@ -245,16 +248,26 @@ class Diagonal(Curvature):
 
     def _init_state(self, params):
         self._tmp = torch.empty(max(p.numel() for p in params), dtype=params[0].dtype, device=params[0].device)
+        self._tmp_key = None
         return [torch.ones_like(p) for p in params]
 
     def precondition_(self, i, u):
+        # H^{-1/2} of tensor i is kept in one scratch buffer (as large as the largest tensor, not d) and
+        # recomputed only when tensor i or its H changed: a replayed or local update draws the P directions
+        # of a tensor back to back, so this is one rsqrt per tensor and step instead of P.
         h = self.state[i]
         r = self._tmp[: h.numel()].view(h.shape)
-        torch.rsqrt(h, out=r)
+        key = (i, id(h), h._version)
+        if self._tmp_key != key:
+            torch.rsqrt(h, out=r)
+            self._tmp_key = key
         return u.mul_(r)
 
     def _ema(self, h, m, i):
         out = h if self._staged is None else h.clone()
+        if m.zs is None:  # square of the mean: H <- beta H + (1 - beta) (delta^2 + eps), without a temporary
+            d = m.delta.view(h.shape)
+            return out.mul_(self.beta).addcmul_(d, d, value=1.0 - self.beta).add_((1.0 - self.beta) * self.eps)
         return out.mul_(self.beta).add_(m.diag().view(h.shape).add_(self.eps), alpha=1.0 - self.beta)
 
     def diagonal(self, i):
@@ -467,8 +480,11 @@ class Stein(Diagonal):
     def precondition_(self, i, u):
         h = self.state[i]
         r = self._tmp[: h.numel()].view(h.shape)
-        torch.clamp(h, min=self.floor_value, out=r)
-        return u.mul_(r.rsqrt_())
+        key = (i, id(h), h._version, self.floor_value)
+        if self._tmp_key != key:
+            torch.clamp(h, min=self.floor_value, out=r).rsqrt_()
+            self._tmp_key = key
+        return u.mul_(r)
 
     def _ema(self, h, m, i):
         hr = self.used(i)

@@ -1,0 +1,231 @@
+"""Performance against physical limits (issue 5).  Every number is a ratio measured side by side in one
+process (median of --repeats), because these machines are noisy.
+
+  step      client step time / ((P+1) * T_fwd), HiSo and DeComFL, P = 1 and 5, forward difference, with and
+            without cached directions; T_fwd measured on the same batch in the same process.
+  memory    peak RSS above the loaded model during HiSo / DeComFL steps, in units of the fp32 trainable
+            bytes (each configuration in a fresh subprocess: ru_maxrss is a process-wide high-water mark).
+  clients   peak RSS and seconds per round with 2, 10, 100 clients (2 sampled), tiny LM full-parameter.
+  replay    seconds per replayed round (apply_record: P directions regenerated, no forward pass) over the time
+            to regenerate P directions of size d.
+  bytes     measured bytes per round per method over the minimum (scalar-only: tau*P*4 up + 4*tau seeds
+            down; vector methods: 4*d each way).
+
+    python bench/perf.py --models tiny-llama,smollm2-lora,smollm2-full --out bench/results/perf
+    python bench/perf.py --only bytes,replay      # quick
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from hiso.config import load_config  # noqa: E402
+from hiso.curvature import Diagonal, Identity  # noqa: E402
+from hiso.estimators import estimate  # noqa: E402
+from hiso.federation import apply_record  # noqa: E402
+from hiso.perturb import Scratch, StepDirections, directions, step_  # noqa: E402
+from hiso.protocol import RoundRecord  # noqa: E402
+from hiso.run import build_federation  # noqa: E402
+
+MODELS = {
+    "tiny-llama": {"model": "tiny-llama", "trainable": "full"},
+    "smollm2-lora": {"model": "smollm2-135m-instruct", "trainable": "lora"},
+    "smollm2-full": {"model": "smollm2-135m-instruct", "trainable": "full"},
+}
+
+
+def lm_task(name: str, clients: int = 6):
+    cfg = load_config(data={"task": {"name": "rotten_tomatoes", "train_size": 200, "dev_size": 20, "test_size": 20,
+                                     "max_length": 64, **MODELS[name]},
+                            "federation": {"num_clients": clients, "batch_size": 16},
+                            "run": {"progress": False}})
+    fed, task = build_federation(cfg)
+    return fed, task
+
+
+def median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench_step(models: list[str], repeats: int) -> list[dict]:
+    rows = []
+    for name in models:
+        _, task = lm_task(name)
+        params = task.params()
+        batch = task.batch(0, np.random.default_rng(0), 16)
+        d = sum(p.numel() for p in params)
+        t_fwd = median_time(lambda: task.loss(batch), repeats)
+        scratch = Scratch(params)
+        for kind, cls in (("decomfl", Identity), ("hiso", Diagonal)):
+            curv = cls().bind(params)
+            for P in (1, 5):
+                for cache in (False, True):
+                    def client_step():
+                        dirs = StepDirections(1234, P, params, curv, scratch, cache)
+                        est = estimate(params, lambda: task.loss(batch), dirs, 1e-3, "forward")
+                        step_(params, dirs, est.scalars / np.float32(P), 0.0)  # lr 0: timing without drift
+                    client_step()  # warm-up
+                    t = median_time(client_step, repeats)
+                    rows.append({"model": name, "d": d, "method": kind, "P": P, "cache_directions": cache,
+                                 "step_s": t, "fwd_s": t_fwd, "ratio": t / ((P + 1) * t_fwd)})
+                    print(rows[-1], flush=True)
+    return rows
+
+
+def _memory_child(name: str, method: str, steps: int, cache: bool) -> dict:
+    torch.set_num_threads(1)
+    cfg = load_config(data={"method": method, "task": {"name": "rotten_tomatoes", "train_size": 200, "dev_size": 20,
+                                                      "test_size": 20, "max_length": 64, **MODELS[name]},
+                            "federation": {"batch_size": 16, "perturbations": 5, "lr": 1e-6,
+                                           "cache_directions": cache},
+                            "run": {"progress": False}})
+    from hiso.config import task_options
+    task_cls, opts = task_options(cfg)
+    task = task_cls(opts, num_clients=6, seed=0)
+    batch = task.batch(0, np.random.default_rng(0), 16)
+    task.loss(batch)  # activations of one forward pass are part of the baseline
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    from hiso.config import method_options
+    spec, mopts = method_options(cfg)
+    fed = spec.build(cfg, task, mopts)
+    for _ in range(steps):
+        fed.run_round()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    trainable = sum(p.numel() for p in task.params()) * 4
+    return {"model": name, "method": method, "cache_directions": cache, "trainable_MB": trainable / 2**20,
+            "peak_above_model_MB": (peak - base) / 1024, "ratio_to_trainable": (peak - base) * 1024 / trainable}
+
+
+def bench_memory(models: list[str], steps: int) -> list[dict]:
+    rows = []
+    for name in models:
+        for method in ("decomfl", "hiso"):
+            for cache in (False, True):
+                out = subprocess.run([sys.executable, __file__, "--child-memory", json.dumps([name, method, steps, cache])],
+                                     capture_output=True, text=True, check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                print(rows[-1], flush=True)
+    return rows
+
+
+def _clients_child(clients: int, rounds: int) -> dict:
+    torch.set_num_threads(1)
+    fed, task = lm_task("tiny-llama", clients)
+    fed.run_round()
+    t0 = time.perf_counter()
+    for _ in range(rounds):
+        fed.run_round()
+    return {"clients": clients, "sampled": 2, "s_per_round": (time.perf_counter() - t0) / rounds,
+            "peak_rss_MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def bench_clients(rounds: int) -> list[dict]:
+    rows = []
+    for m in (2, 10, 100):
+        out = subprocess.run([sys.executable, __file__, "--child-clients", json.dumps([m, rounds])],
+                             capture_output=True, text=True, check=True)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(rows[-1], flush=True)
+    base = rows[0]
+    for r in rows:
+        r["rss_vs_2_clients"] = r["peak_rss_MB"] / base["peak_rss_MB"]
+    return rows
+
+
+def bench_replay(repeats: int, dims=(10**6, 10**7)) -> list[dict]:
+    rows = []
+    for d in dims:
+        shapes = [(d // 4,)] * 4
+        params = [torch.zeros(s) for s in shapes]
+        scratch = Scratch(params)
+        for kind, cls in (("decomfl", Identity), ("hiso", Diagonal)):
+            curv = cls().bind(params)
+            P = 5
+            rec = RoundRecord(0, np.array([7], np.uint32), np.ones((1, P), np.float32), np.zeros(0, np.float32), 2)
+
+            def regenerate():
+                for j in range(P):
+                    for z in directions(7, j, params, Identity().bind(params), scratch):
+                        pass
+
+            t_gen = median_time(regenerate, repeats)
+            t_rep = median_time(lambda: apply_record(params, curv, rec, 1e-9, scratch), repeats)
+            rows.append({"d": d, "method": kind, "P": P, "replay_s": t_rep, "regen_s": t_gen, "ratio": t_rep / t_gen})
+            print(rows[-1], flush=True)
+    return rows
+
+
+def bench_bytes() -> list[dict]:
+    rows = []
+    d, P, tau = 10_000, 5, 1
+    for method in ("decomfl", "hiso", "fedkseed", "fedzo", "fedavg", "fedadam"):
+        cfg = load_config(data={"method": method, "task": {"name": "quadratic", "dim": d},
+                                "federation": {"perturbations": P, "local_steps": tau, "lr": 1e-3},
+                                "run": {"progress": False}})
+        fed, _ = build_federation(cfg)
+        fed.run_round()  # round 1: nobody has anything to catch up on
+        row = fed.run_round()
+        m = cfg.federation.clients_per_round
+        scalar_only = method in ("decomfl", "hiso", "fedkseed")
+        min_up = m * (tau * P * 4 if scalar_only else 4 * d)
+        min_down = m * (4 * tau if scalar_only else 4 * d)
+        rows.append({"method": method, "d": d, "bytes_up": row["bytes_up"], "min_up": min_up,
+                     "up_ratio": row["bytes_up"] / min_up, "bytes_down": row["bytes_down"], "min_down": min_down,
+                     "down_ratio": row["bytes_down"] / min_down})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", default="step,memory,clients,replay,bytes")
+    ap.add_argument("--models", default="tiny-llama,smollm2-lora")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default=None, help="write <out>_<part>.csv")
+    ap.add_argument("--child-memory", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--child-clients", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    if args.child_memory:
+        print(json.dumps(_memory_child(*json.loads(args.child_memory))))
+        return
+    if args.child_clients:
+        print(json.dumps(_clients_child(*json.loads(args.child_clients))))
+        return
+    import logging
+    logging.disable(logging.WARNING)
+    models = args.models.split(",")
+    parts = {"step": lambda: bench_step(models, args.repeats), "memory": lambda: bench_memory(models, 2),
+             "clients": lambda: bench_clients(5), "replay": lambda: bench_replay(args.repeats),
+             "bytes": bench_bytes}
+    for part in args.only.split(","):
+        df = pd.DataFrame(parts[part]())
+        print(f"\n## {part}\n")
+        print(df.to_markdown(index=False, floatfmt=".3g"))
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            df.to_csv(f"{args.out}_{part}.csv", index=False)
+
+
+if __name__ == "__main__":
+    main()
