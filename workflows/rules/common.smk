@@ -43,7 +43,7 @@ EXPERIMENTS = config["experiments"]
 
 def runs_of(exp):
     spec = EXPERIMENTS[exp]
-    return [(m, s) for m in spec["methods"] for s in config["seeds"]]
+    return [(m, s) for m in spec["methods"] for s in spec.get("seeds", config["seeds"])]
 
 
 def metrics_of(exp):
