@@ -100,17 +100,9 @@ class SingleParty:
 
     @torch.no_grad()
     def _hizoo_step(self, dirs, loss) -> tuple[float, int]:
-        from hiso.perturb import perturb_
-        f0 = loss()
-        g, s = np.empty(self.P, np.float32), np.empty(self.P, np.float32)
-        for j in range(self.P):
-            perturb_(self.params, dirs(j), self.mu)
-            fp = loss()
-            perturb_(self.params, dirs(j), -2 * self.mu)
-            fm = loss()
-            perturb_(self.params, dirs(j), self.mu)
-            g[j] = (fp - fm) / (2 * self.mu)
-            s[j] = abs(fp + fm - 2 * f0) / (2 * self.mu ** 2)
+        from hiso.estimators import estimate
+        est = estimate(self.params, loss, dirs, self.mu, "central", second=True)
+        g, s, f0 = est.scalars, np.abs(est.second), est.loss
         step_(self.params, dirs, g / np.float32(self.P), self.lr)
         # h <- (1 - alpha) h + alpha h * mean_j(s_j u_j^2), with the raw draws u^2 = z^2 h (h not yet changed)
         acc = [torch.zeros_like(h) for h in self.curv.state]

@@ -68,13 +68,14 @@ def median_time(fn, repeats: int) -> float:
 
 
 def bench_step(models: list[str], repeats: int) -> list[dict]:
+    """Forward passes and client steps are timed alternately (fwd, step, fwd, step, ...) so that a change in
+    machine load hits both; the ratio is median(step) / ((P+1) * median(fwd))."""
     rows = []
     for name in models:
         _, task = lm_task(name)
         params = task.params()
         batch = task.batch(0, np.random.default_rng(0), 16)
         d = sum(p.numel() for p in params)
-        t_fwd = median_time(lambda: task.loss(batch), repeats)
         scratch = Scratch(params)
         for kind, cls in (("decomfl", Identity), ("hiso", Diagonal)):
             curv = cls().bind(params)
@@ -85,7 +86,11 @@ def bench_step(models: list[str], repeats: int) -> list[dict]:
                         est = estimate(params, lambda: task.loss(batch), dirs, 1e-3, "forward")
                         step_(params, dirs, est.scalars / np.float32(P), 0.0)  # lr 0: timing without drift
                     client_step()  # warm-up
-                    t = median_time(client_step, repeats)
+                    fwd, step = [], []
+                    for _ in range(repeats):
+                        fwd.append(median_time(lambda: task.loss(batch), 1))
+                        step.append(median_time(client_step, 1))
+                    t, t_fwd = statistics.median(step), statistics.median(fwd)
                     rows.append({"model": name, "d": d, "method": kind, "P": P, "cache_directions": cache,
                                  "step_s": t, "fwd_s": t_fwd, "ratio": t / ((P + 1) * t_fwd)})
                     print(rows[-1], flush=True)

@@ -43,20 +43,8 @@ def estimate(params: list[torch.Tensor], loss: Callable[[], float], dirs: StepDi
     with second=True (central differences only) also the second differences s_j."""
     num = dirs.num
     g = np.empty(num, dtype=np.float64)
-    if second:
-        if difference != "central":
-            raise ValueError("second differences need difference='central' (f(x + mu z) and f(x - mu z))")
-        f0 = loss()
-        s = np.empty(num, dtype=np.float64)
-        for j in range(num):
-            perturb_(params, dirs(j), mu)
-            fp = loss()
-            perturb_(params, dirs(j), -2.0 * mu)
-            fm = loss()
-            perturb_(params, dirs(j), mu)
-            g[j] = (fp - fm) / (2.0 * mu)
-            s[j] = (fp + fm - 2.0 * f0) / (2.0 * mu * mu)
-        return Estimate(g.astype(np.float32), float(f0), 2 * num + 1, s.astype(np.float32))
+    if second and difference != "central":
+        raise ValueError("second differences need difference='central' (f(x + mu z) and f(x - mu z))")
     if difference == "forward":
         f0 = loss()
         for j in range(num):
@@ -66,6 +54,8 @@ def estimate(params: list[torch.Tensor], loss: Callable[[], float], dirs: StepDi
             g[j] = (fj - f0) / mu
         return Estimate(g.astype(np.float32), float(f0), num + 1)
     if difference == "central":
+        f0 = loss() if second else None
+        s = np.empty(num, dtype=np.float64)
         mean = 0.0
         for j in range(num):
             perturb_(params, dirs(j), mu)
@@ -75,5 +65,9 @@ def estimate(params: list[torch.Tensor], loss: Callable[[], float], dirs: StepDi
             perturb_(params, dirs(j), mu)
             g[j] = (fp - fm) / (2.0 * mu)
             mean += 0.5 * (fp + fm) / num
+            if second:
+                s[j] = (fp + fm - 2.0 * f0) / (2.0 * mu * mu)
+        if second:
+            return Estimate(g.astype(np.float32), float(f0), 2 * num + 1, s.astype(np.float32))
         return Estimate(g.astype(np.float32), float(mean), 2 * num)
     raise ValueError(f"unknown difference {difference!r}; choose one of {DIFFERENCES}")
