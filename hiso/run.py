@@ -100,6 +100,18 @@ class RunResult:
     initial_eval: dict | None = None
 
 
+def extends(old: dict, new: dict) -> bool:
+    """Is config `new` config `old` with more rounds (name and progress display aside)?"""
+    def strip(c):
+        c = json.loads(json.dumps(c))
+        c.pop("name", None)
+        c.get("run", {}).pop("progress", None)
+        rounds = c.get("federation", {}).pop("rounds", None)
+        return c, rounds
+    (a, ra), (b, rb) = strip(old), strip(new)
+    return a == b and ra is not None and rb is not None and rb > ra
+
+
 def exploded(loss: float, first_loss: float, factor: float) -> bool:
     """The divergence rule for a finite loss: above `factor` x the first round's loss (factor 0: off)."""
     return bool(factor) and loss > factor * max(abs(first_loss), 1e-12)
@@ -130,6 +142,11 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, replace_different: bo
         prior = out / "run.json"
         if prior.exists():
             old = json.loads(prior.read_text())
+            if old.get("config_hash") != info["config_hash"] and extends(old.get("config", {}), info["config"]):
+                # the same run with a larger round budget: every round is a function of (seed, round) and the
+                # log, so continuing from the checkpoint is exactly the longer run
+                (out / "metrics.csv").unlink(missing_ok=True)
+                old["config_hash"], old["status"] = info["config_hash"], "running"
             if old.get("config_hash") != info["config_hash"] and replace_different:
                 for stale in ("checkpoint.pt", "metrics.csv", "metrics.partial.csv", "run.json"):
                     (out / stale).unlink(missing_ok=True)

@@ -98,6 +98,22 @@ def test_cli_killed_run_resumes_with_same_command(tmp_path):
     pd.testing.assert_frame_equal(no_wall(a), no_wall(b), check_exact=True)
 
 
+def test_a_finished_run_extends_to_more_rounds_exactly(cfg_factory, tmp_path):
+    """Re-running a complete run with a larger round budget continues it from its checkpoint, and the result
+    equals the run that had the larger budget from the start."""
+    def cfg(rounds):
+        return cfg_factory(task=DIGITS["task"], federation={**DIGITS["federation"], "rounds": rounds},
+                           run={"eval_every": 4, "checkpoint_every": 0, "progress": False})
+    short = run(cfg(12), tmp_path / "ext")
+    assert short.status == "complete" and len(short.metrics) == 12
+    extended = run(cfg(20), tmp_path / "ext").metrics
+    fresh = run(cfg(20), tmp_path / "fresh").metrics
+    pd.testing.assert_frame_equal(no_wall(extended), no_wall(fresh), check_exact=True)
+    assert json.loads((tmp_path / "ext" / "run.json").read_text())["status"] == "complete"
+    with pytest.raises(RuntimeError, match="different config"):  # fewer rounds is another run, not a prefix
+        run(cfg(8), tmp_path / "ext")
+
+
 def test_other_config_in_same_folder_is_refused(cfg_factory, tmp_path):
     run(cfg_factory(**DIGITS), tmp_path)
     with pytest.raises(RuntimeError, match="different config"):
