@@ -528,10 +528,6 @@ class DampedOracle(Oracle):
 KINDS = {c.kind: c for c in (Identity, Diagonal, LayerScalar, BlockDiagonal, Oracle, RMSProp, GlobalScalar,
                              SecondDifference, Stein, DampedOracle)}
 
-# extra forward passes per local step beyond the chosen difference, and extra uploaded scalars per step
-COSTS = {"second_difference": "central differences + f(x): 2P + 1 passes, P more scalars up and in the log",
-         "stein": "central differences + f(x): 2P + 1 passes, P more scalars up and in the log"}
-
 
 def make_factory(c, task):
     """params -> bound curvature object, from the config's `curvature:` section (a CurvatureConfig)."""
