@@ -259,9 +259,12 @@ class Diagonal(Curvature):
         r = self._tmp[: h.numel()].view(h.shape)
         key = (i, id(h), h._version)
         if self._tmp_key != key:
-            torch.rsqrt(h, out=r)
+            self._fill_inv_sqrt(h, r)
             self._tmp_key = key
         return u.mul_(r)
+
+    def _fill_inv_sqrt(self, h: torch.Tensor, out: torch.Tensor) -> None:
+        torch.rsqrt(h, out=out)
 
     def _ema(self, h, m, i):
         out = h if self._staged is None else h.clone()
@@ -477,14 +480,8 @@ class Stein(Diagonal):
     def used(self, i: int) -> torch.Tensor:
         return self.state[i].clamp(min=self.floor_value)
 
-    def precondition_(self, i, u):
-        h = self.state[i]
-        r = self._tmp[: h.numel()].view(h.shape)
-        key = (i, id(h), h._version, self.floor_value)
-        if self._tmp_key != key:
-            torch.clamp(h, min=self.floor_value, out=r).rsqrt_()
-            self._tmp_key = key
-        return u.mul_(r)
+    def _fill_inv_sqrt(self, h, out):  # floor_value changes only with the state (end_round / load): cache-safe
+        torch.clamp(h, min=self.floor_value, out=out).rsqrt_()
 
     def _ema(self, h, m, i):
         hr = self.used(i)
