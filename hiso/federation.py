@@ -129,6 +129,7 @@ class Server:
     def receive(self, data: bytes, sender: int) -> bool:
         """Validate one upload; keep it, or reject it with a logged reason (never averaged silently)."""
         reason = None
+        n_extra = self.curvature.upload_extra(self.local_steps, self.perturbations)
         try:
             up = Upload.decode(data)
         except ProtocolError as e:
@@ -139,15 +140,14 @@ class Server:
             elif up.round != self._round:
                 reason = f"upload for round {up.round}, expected {self._round}"
             elif (up.scalars.shape != (self.local_steps, self.perturbations)
-                  or up.extra.size != self.curvature.upload_extra(self.local_steps, self.perturbations)):
+                  or up.extra.size != n_extra):
                 reason = (f"{up.scalars.shape[0]}x{up.scalars.shape[1]}+{up.extra.size} scalars, expected "
-                          f"{self.local_steps}x{self.perturbations}+"
-                          f"{self.curvature.upload_extra(self.local_steps, self.perturbations)}")
+                          f"{self.local_steps}x{self.perturbations}+{n_extra}")
             elif not (np.isfinite(up.scalars).all() and np.isfinite(up.extra).all()):
                 reason = "non-finite scalar"
-            elif max(np.abs(up.scalars).max(initial=0.0), np.abs(up.extra).max(initial=0.0)) > self.max_abs_scalar:
-                reason = (f"scalar of magnitude {max(np.abs(up.scalars).max(), np.abs(up.extra).max(initial=0)):.3g}"
-                          f" > max_abs_scalar {self.max_abs_scalar:g}")
+            elif (biggest := max(np.abs(up.scalars).max(initial=0.0), np.abs(up.extra).max(initial=0.0))
+                  ) > self.max_abs_scalar:
+                reason = f"scalar of magnitude {biggest:.3g} > max_abs_scalar {self.max_abs_scalar:g}"
             elif up.client in self._uploads:
                 reason = "duplicate upload"
         if reason is not None:
