@@ -69,18 +69,27 @@ class SingleParty:
         pass
 
     @torch.no_grad()
-    def _apply(self, i: int, p: torch.Tensor, g: torch.Tensor) -> None:
-        """Optimizer step on tensor i given its gradient (estimate) g."""
+    def _apply(self, i: int, p: torch.Tensor, g: torch.Tensor, start: int = 0) -> None:
+        """Optimizer step on entries [start, start + g.numel()) of tensor i (flat when a piece; p and its
+        optimizer state are sliced alike) given its gradient (estimate) g."""
         o, st = self.opts, self.state
+        sl = slice(start, start + g.numel())
+
+        def part(t: torch.Tensor) -> torch.Tensor:
+            return t.view(-1)[sl].view(g.shape) if g.shape != t.shape else t
+
+        p = part(p)
         if self.rule == "mezo_momentum":
-            st["m"][i].mul_(o.momentum).add_(g)
-            p.sub_(st["m"][i], alpha=self.lr)
+            m = part(st["m"][i])
+            m.mul_(o.momentum).add_(g)
+            p.sub_(m, alpha=self.lr)
         elif self.rule == "zo_adam" or (self.rule == "fo" and o.optimizer == "adam"):
             t = st["step"]
-            st["m"][i].mul_(o.beta1).add_(g, alpha=1 - o.beta1)
-            st["v"][i].mul_(o.beta2).addcmul_(g, g, value=1 - o.beta2)
-            mhat = st["m"][i] / (1 - o.beta1 ** t)
-            vhat = st["v"][i] / (1 - o.beta2 ** t)
+            m, v = part(st["m"][i]), part(st["v"][i])
+            m.mul_(o.beta1).add_(g, alpha=1 - o.beta1)
+            v.mul_(o.beta2).addcmul_(g, g, value=1 - o.beta2)
+            mhat = m / (1 - o.beta1 ** t)
+            vhat = v / (1 - o.beta2 ** t)
             p.sub_(self.lr * mhat / (vhat.sqrt() + o.adam_eps))
         else:
             p.sub_(g, alpha=self.lr)
@@ -95,7 +104,7 @@ class SingleParty:
         if self.rule == "mezo":
             step_(self.params, dirs, coeffs, self.lr)
         else:
-            step_(self.params, dirs, coeffs, 0.0, observe=lambda i, d, _: self._apply(i, self.params[i], d))
+            step_(self.params, dirs, coeffs, 0.0, observe=lambda i, start, d, _: self._apply(i, self.params[i], d, start))
         return est.loss, est.forward_passes
 
     @torch.no_grad()
@@ -107,8 +116,9 @@ class SingleParty:
         # h <- (1 - alpha) h + alpha h * mean_j(s_j u_j^2), with the raw draws u^2 = z^2 h (h not yet changed)
         acc = [torch.zeros_like(h) for h in self.curv.state]
         for j in range(self.P):
-            for i, z in enumerate(dirs(j)):
-                acc[i].add_(z.square() * self.curv.state[i], alpha=float(s[j]) / self.P)
+            for i, start, z in dirs(j):
+                sl = slice(start, start + z.numel())
+                acc[i].view(-1)[sl].add_(z.square() * self.curv.state[i].view(-1)[sl], alpha=float(s[j]) / self.P)
         a = self.opts.hessian_smooth
         for i, (h, u2s) in enumerate(zip(self.curv.state, acc)):
             h.mul_(1 - a + a * u2s)

@@ -87,6 +87,9 @@ class Curvature:
     kind: ClassVar[str] = "base"
     learned: ClassVar[bool] = False
     _tmp_key = None  # cache key of a precomputed H^{-1/2} (Diagonal); reset whenever the state is replaced
+    # True: precondition_, scale_update and the EMA act entry by entry, so directions may be drawn and applied
+    # in pieces of a few MiB (perturb.CHUNK) instead of whole tensors (the scratch memory stays that small).
+    elementwise: ClassVar[bool] = True
     # True: every client also uploads P second differences per local step (2P + 1 forward passes per step),
     # the server averages them into the log record, and every party updates H from them.
     second_differences: ClassVar[bool] = False
@@ -110,12 +113,13 @@ class Curvature:
         return []
 
     # --- use ----------------------------------------------------------------------------------------
-    def precondition_(self, i: int, u: torch.Tensor) -> torch.Tensor:
-        """z = H_i^{-1/2} u for tensor i (in place where possible); returns z."""
+    def precondition_(self, i: int, u: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """z = H^{-1/2} u for the flat entries [start, start + u.numel()) of tensor i (in place where possible;
+        a whole tensor, start 0, unless `elementwise`); returns z."""
         raise NotImplementedError
 
-    def scale_update(self, i: int, delta: torch.Tensor) -> torch.Tensor:
-        """The update actually applied for tensor i (identity: x <- x - lr * delta)."""
+    def scale_update(self, i: int, delta: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """The update actually applied to those entries of tensor i (identity: x <- x - lr * delta)."""
         return delta
 
     # --- update from the log ------------------------------------------------------------------------
@@ -163,8 +167,10 @@ class Curvature:
         # feed="every": EMA steps go to a staged copy so that the round's later steps still use H_r
         self._staged = {} if (self.learned and self.feed == "every") else None
 
-    def observe(self, i: int, delta: torch.Tensor, zs, extra: np.ndarray | None, step_index: int) -> None:
-        """Feed tensor i's update of one feeding step (step_index counts feeding steps of this round)."""
+    def observe(self, i: int, delta: torch.Tensor, zs, extra: np.ndarray | None, step_index: int,
+                start: int = 0) -> None:
+        """Feed the update of flat entries [start, start + delta.numel()) of tensor i in one feeding step
+        (step_index counts feeding steps of this round)."""
         gram = second = None
         if self.second_differences:
             num = len(zs)
@@ -173,10 +179,16 @@ class Curvature:
             num = len(zs)
             tri = num * (num + 1) // 2
             gram = gram_full(extra[step_index * tri:(step_index + 1) * tri], num)
-        self._feed(i, Moment(delta, zs, gram, second), step_index)
+        self._feed(i, Moment(delta, zs, gram, second), step_index, start)
 
-    def _feed(self, i: int, m: Moment, step_index: int) -> None:
-        if self._staged is None:
+    def _feed(self, i: int, m: Moment, step_index: int, start: int) -> None:
+        if self.elementwise:  # in place on the piece; feed="every" works on a staged copy of the round's H
+            target = self.state[i] if self._staged is None else self._staged.setdefault(i, self.state[i].clone())
+            piece = target.view(-1)[start:start + m.delta.numel()]
+            self._ema_(piece, m, i, start)
+            if self._staged is None:
+                self._check(i, piece)
+        elif self._staged is None:
             self.state[i] = self._ema(self.state[i], m, i)
             self._check(i, self.state[i])
         else:
@@ -193,7 +205,17 @@ class Curvature:
         self._after_update()
 
     def _ema(self, h: torch.Tensor, m: Moment, i: int) -> torch.Tensor:
+        """Whole-tensor EMA step (kinds that are not elementwise): returns the new state of tensor i."""
         raise NotImplementedError
+
+    def _ema_(self, h: torch.Tensor, m: Moment, i: int, start: int) -> None:
+        """Elementwise EMA step in place on h, the flat entries [start, start + h.numel()) of the state of
+        tensor i (of the staged copy under feed="every"; self.state still holds the round's H)."""
+        raise NotImplementedError
+
+    def _round_h(self, i: int, start: int, n: int) -> torch.Tensor:
+        """Flat entries [start, start + n) of the round's H of tensor i (the directions were drawn with it)."""
+        return self.state[i].view(-1)[start:start + n]
 
     def _after_update(self) -> None:
         pass
@@ -236,7 +258,7 @@ class Identity(Curvature):
 
     kind = "identity"
 
-    def precondition_(self, i, u):
+    def precondition_(self, i, u, start=0):
         return u
 
 
@@ -247,31 +269,35 @@ class Diagonal(Curvature):
     learned = True
 
     def _init_state(self, params):
-        self._tmp = torch.empty(max(p.numel() for p in params), dtype=params[0].dtype, device=params[0].device)
+        self._tmp = torch.empty(0, dtype=params[0].dtype, device=params[0].device)
         self._tmp_key = None
         return [torch.ones_like(p) for p in params]
 
-    def precondition_(self, i, u):
-        # H^{-1/2} of tensor i is kept in one scratch buffer (as large as the largest tensor, not d) and
-        # recomputed only when tensor i or its H changed: a replayed or local update draws the P directions
-        # of a tensor back to back, so this is one rsqrt per tensor and step instead of P.
+    def precondition_(self, i, u, start=0):
+        # H^{-1/2} of the piece is kept in one scratch buffer (one piece, never d) and recomputed only when
+        # the piece or its H changed: a replayed or local update draws the P directions of a piece back to
+        # back, so this is one rsqrt per piece and step instead of P.
+        n = u.numel()
         h = self.state[i]
-        r = self._tmp[: h.numel()].view(h.shape)
-        key = (i, id(h), h._version)
+        if self._tmp.numel() < n:
+            self._tmp = torch.empty(n, dtype=h.dtype, device=h.device)
+            self._tmp_key = None
+        r = self._tmp[:n]
+        key = (i, start, n, id(h), h._version)
         if self._tmp_key != key:
-            self._fill_inv_sqrt(h, r)
+            self._fill_inv_sqrt(h.view(-1)[start:start + n], r)
             self._tmp_key = key
-        return u.mul_(r)
+        return u.mul_(r.view(u.shape))
 
     def _fill_inv_sqrt(self, h: torch.Tensor, out: torch.Tensor) -> None:
         torch.rsqrt(h, out=out)
 
-    def _ema(self, h, m, i):
-        out = h if self._staged is None else h.clone()
+    def _ema_(self, h, m, i, start):
         if m.zs is None:  # square of the mean: H <- beta H + (1 - beta) (delta^2 + eps), without a temporary
             d = m.delta.view(h.shape)
-            return out.mul_(self.beta).addcmul_(d, d, value=1.0 - self.beta).add_((1.0 - self.beta) * self.eps)
-        return out.mul_(self.beta).add_(m.diag().view(h.shape).add_(self.eps), alpha=1.0 - self.beta)
+            h.mul_(self.beta).addcmul_(d, d, value=1.0 - self.beta).add_((1.0 - self.beta) * self.eps)
+        else:
+            h.mul_(self.beta).add_(m.diag().view(h.shape).add_(self.eps), alpha=1.0 - self.beta)
 
     def diagonal(self, i):
         return self.state[i]
@@ -282,11 +308,12 @@ class LayerScalar(Curvature):
 
     kind = "layer_scalar"
     learned = True
+    elementwise = False  # the EMA needs the mean over the whole tensor
 
     def _init_state(self, params):
         return [torch.ones((), dtype=params[0].dtype, device=params[0].device) for _ in params]
 
-    def precondition_(self, i, u):
+    def precondition_(self, i, u, start=0):
         return u.mul_(torch.rsqrt(self.state[i]))
 
     def _ema(self, h, m, i):
@@ -304,6 +331,7 @@ class BlockDiagonal(Curvature):
 
     kind = "block_diagonal"
     learned = True
+    elementwise = False
 
     def __init__(self, block_size: int = 8, **kw):
         super().__init__(**kw)
@@ -317,7 +345,7 @@ class BlockDiagonal(Curvature):
         self._inv_sqrt = [s.clone() for s in states]
         return states
 
-    def precondition_(self, i, u):
+    def precondition_(self, i, u, start=0):
         n = u.numel()
         v = _pad_blocks(u.reshape(-1), self.b)  # [nb, b]
         z = torch.bmm(self._inv_sqrt[i], v.unsqueeze(2)).reshape(-1)[:n]
@@ -358,6 +386,7 @@ class Oracle(Curvature):
             if bool((lam <= 0).any()):
                 raise CurvatureError(f"oracle Hessian is not positive definite (min eigenvalue {float(lam.min()):.3g})")
             self._dense = ((vec * lam.rsqrt()) @ vec.T).to(params[0].dtype)
+            self.elementwise = False
             return [self.hessian.diagonal().clone()]
         self._dense = None
         states = [h.to(p).reshape(p.shape).clone() for h, p in zip(self.hessian, params, strict=True)]
@@ -366,10 +395,10 @@ class Oracle(Curvature):
         self._rsqrt = [s.rsqrt() for s in states]
         return states
 
-    def precondition_(self, i, u):
+    def precondition_(self, i, u, start=0):
         if self._dense is not None:
             return u.copy_((self._dense @ u.reshape(-1)).view(u.shape))
-        return u.mul_(self._rsqrt[i])
+        return u.mul_(self._rsqrt[i].view(-1)[start:start + u.numel()].view(u.shape))
 
     def diagonal(self, i):
         return self.state[i]
@@ -387,11 +416,11 @@ class RMSProp(Diagonal):
         super().__init__(**kw)
         self.power = float(power)
 
-    def precondition_(self, i, u):
+    def precondition_(self, i, u, start=0):
         return u
 
-    def scale_update(self, i, delta):
-        return delta * self.state[i].pow(-self.power)
+    def scale_update(self, i, delta, start=0):
+        return delta * self._round_h(i, start, delta.numel()).view(delta.shape).pow(-self.power)
 
 
 class GlobalScalar(Curvature):
@@ -407,10 +436,10 @@ class GlobalScalar(Curvature):
         self._acc: dict[int, list[float]] = {}
         return [torch.ones((), dtype=params[0].dtype, device=params[0].device)]
 
-    def precondition_(self, i, u):
+    def precondition_(self, i, u, start=0):
         return u.mul_(torch.rsqrt(self.state[0]))
 
-    def _feed(self, i, m, step_index):  # sum over tensors first; the EMA step happens at the end of the round
+    def _feed(self, i, m, step_index, start):  # sum over pieces first; the EMA step happens at the end of the round
         acc = self._acc.setdefault(step_index, [0.0, 0])
         acc[0] += float(m.diag().double().sum())
         acc[1] += m.delta.numel()
@@ -443,14 +472,13 @@ class SecondDifference(Diagonal):
     kind = "second_difference"
     second_differences = True
 
-    def _ema(self, h, m, i):
-        hr = self.state[i]  # the round's H: the directions were drawn with it
+    def _ema_(self, h, m, i, start):
+        hr = self._round_h(i, start, h.numel())  # the round's H: the directions were drawn with it
         acc = torch.zeros_like(h)
         for s, z in zip(m.second.tolist(), m.zs):
-            acc.add_(z.square().mul_(hr), alpha=abs(s) / len(m.zs))
+            acc.add_(z.view(h.shape).square().mul_(hr), alpha=abs(s) / len(m.zs))
         acc.mul_(hr).add_(self.eps)  # before h (possibly hr itself) changes
-        out = h if self._staged is None else h.clone()
-        return out.mul_(self.beta).add_(acc, alpha=1.0 - self.beta)
+        h.mul_(self.beta).add_(acc, alpha=1.0 - self.beta)
 
 
 class Stein(Diagonal):
@@ -483,14 +511,13 @@ class Stein(Diagonal):
     def _fill_inv_sqrt(self, h, out):  # floor_value changes only with the state (end_round / load): cache-safe
         torch.clamp(h, min=self.floor_value, out=out).rsqrt_()
 
-    def _ema(self, h, m, i):
-        hr = self.used(i)
+    def _ema_(self, h, m, i, start):
+        hr = self._round_h(i, start, h.numel()).clamp(min=self.floor_value)  # the H the directions used
         sample = torch.zeros_like(h)
         for s, z in zip(m.second.tolist(), m.zs):  # u^2 - 1 = H z^2 - 1
-            sample.add_(z.square().mul_(hr).sub_(1.0), alpha=s / len(m.zs))
+            sample.add_(z.view(h.shape).square().mul_(hr).sub_(1.0), alpha=s / len(m.zs))
         sample.mul_(hr)
-        out = h if self._staged is None else h.clone()
-        return out.mul_(self.beta).add_(sample, alpha=1.0 - self.beta)
+        h.mul_(self.beta).add_(sample, alpha=1.0 - self.beta)
 
     def _check(self, i, h):
         if not bool(torch.isfinite(h).all()):

@@ -59,7 +59,7 @@ def apply_record(params: list[torch.Tensor], curvature: Curvature, rec: RoundRec
     for k in range(tau):
         observe = None
         if curvature.feeds(k, tau):
-            observe = (lambda i, delta, zs, idx=fed: curvature.observe(i, delta, zs, rec.extra, idx))
+            observe = (lambda i, start, delta, zs, idx=fed: curvature.observe(i, delta, zs, rec.extra, idx, start))
             fed += 1
         dirs = StepDirections(int(rec.seeds[k]), num, params, curvature, scratch)
         step_(params, dirs, rec.scalars[k] / np.float32(num), lr, observe, curvature.needs_directions)

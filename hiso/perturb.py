@@ -1,16 +1,26 @@
 """Seeded perturbation streams over a list of parameter tensors.
 
-A direction u ~ N(0, I_d) is never materialised as one d-sized vector: it is drawn tensor by tensor from a
-generator seeded by (step seed, perturbation index j) into a reusable scratch buffer and applied in place
-(the MeZO trick).  Every party that knows the seed regenerates the same u, provided it uses the same device
-type and dtype.  The curvature object maps u to z = H^{-1/2} u one tensor at a time.
+A direction u ~ N(0, I_d) is never materialised as one d-sized vector: it is drawn in pieces from a generator
+seeded by (step seed, perturbation index j) into a small reusable scratch buffer and applied in place (the
+MeZO trick).  A piece is a contiguous run of at most `chunk` entries of one tensor (flattened); curvatures
+that are not elementwise (`Curvature.elementwise` False: block or per-tensor statistics) get whole tensors.
+Every party that knows the seed regenerates the same u, provided it uses the same device type and dtype.
+
+On CPU the chunk size does not change a single bit: torch draws normals in blocks of 16 and the pieces are
+cut at multiples of 16 with no tail shorter than 16, so a chunked draw equals the whole-tensor draw (tested).
+The curvature maps u to z = H^{-1/2} u piece by piece.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import numpy as np
 import torch
+
+# 2^18 float32 entries = 1 MiB per scratch buffer: at most three such buffers (direction, update sum, H^-1/2)
+# whatever the model; large enough that per-piece overhead is negligible (bench/perf.py --only chunk).
+CHUNK = 1 << 18
 
 
 def stream_seed(seed: int, j: int) -> int:
@@ -22,30 +32,72 @@ def stream_seed(seed: int, j: int) -> int:
     return int(state >> np.uint64(1))
 
 
+class Piece(NamedTuple):
+    """Entries [start, start + z.numel()) of tensor i (flattened), as a view into scratch space."""
+
+    i: int
+    start: int
+    z: torch.Tensor
+
+
+def pieces(n: int, chunk: int | None) -> Iterator[tuple[int, int]]:
+    """(start, stop) of the pieces of a tensor of n entries: multiples of 16, no tail shorter than 16."""
+    if chunk is None or n <= chunk:
+        yield 0, n
+        return
+    start = 0
+    while start < n:
+        stop = start + chunk
+        if n - stop < 16:
+            stop = n
+        yield start, stop
+        start = stop
+
+
+def flat(p: torch.Tensor) -> torch.Tensor:
+    """The flat view of a parameter tensor (pieces address it); parameters must be contiguous."""
+    if not p.is_contiguous():
+        raise ValueError("perturbation needs contiguous parameter tensors (call .contiguous() when building the model)")
+    return p.view(-1)
+
+
 class Scratch:
-    """Two buffers as large as the largest parameter tensor (never d-sized), reused for every direction.
+    """Two buffers of one piece each (at most chunk + 15 entries, or the largest tensor for curvatures that need
+    whole tensors), reused for every direction: never d-sized.  Allocation is expensive (page faults on a fresh
+    tensor), so the buffers are allocated once and grown only if a larger piece is asked for."""
 
-    Allocation is expensive (page faults on a fresh tensor), so directions and update sums live here.
-    """
+    def __init__(self, params: list[torch.Tensor], chunk: int | None = None):
+        chunk = CHUNK if chunk is None else chunk
+        if chunk < 16 or chunk % 16:
+            raise ValueError(f"chunk must be a positive multiple of 16, got {chunk}")
+        self.chunk = int(chunk)
+        self.kw = dict(dtype=params[0].dtype, device=params[0].device)
+        self.u = torch.empty(0, **self.kw)
+        self.acc = torch.empty(0, **self.kw)
 
-    def __init__(self, params: list[torch.Tensor]):
-        biggest = max(p.numel() for p in params)
-        kw = dict(dtype=params[0].dtype, device=params[0].device)
-        self.u = torch.empty(biggest, **kw)
-        self.acc = torch.empty(biggest, **kw)
+    def chunk_for(self, curvature) -> int | None:
+        return self.chunk if curvature.elementwise else None
+
+    def buffers(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.u.numel() < n:
+            self.u = torch.empty(n, **self.kw)
+            self.acc = torch.empty(n, **self.kw)
+        return self.u[:n], self.acc[:n]
 
 
-def directions(seed: int, j: int, params: list[torch.Tensor], curvature, scratch: Scratch) -> Iterator[torch.Tensor]:
-    """Yield z_j = H^{-1/2} u_j tensor by tensor, as views into scratch space: consume each before the next.
+def directions(seed: int, j: int, params: list[torch.Tensor], curvature, scratch: Scratch) -> Iterator[Piece]:
+    """Yield z_j = H^{-1/2} u_j piece by piece, as views into scratch space: consume each before the next.
 
     Calling it again with the same arguments yields the same values (the generator is reseeded).
     """
-    gen = torch.Generator(device=scratch.u.device)
+    gen = torch.Generator(device=scratch.kw["device"])
     gen.manual_seed(stream_seed(seed, j))
+    chunk = scratch.chunk_for(curvature)
     for i, p in enumerate(params):
-        u = scratch.u[: p.numel()].view(p.shape)
-        u.normal_(generator=gen)
-        yield curvature.precondition_(i, u)
+        for start, stop in pieces(p.numel(), chunk):
+            u = scratch.buffers(stop - start)[0]
+            u.normal_(generator=gen)
+            yield Piece(i, start, curvature.precondition_(i, u, start))
 
 
 class StepDirections:
@@ -57,49 +109,55 @@ class StepDirections:
     def __init__(self, seed: int, num: int, params: list[torch.Tensor], curvature, scratch: Scratch,
                  cache: bool = False):
         self.seed, self.num, self.params, self.curvature, self.scratch = int(seed), int(num), params, curvature, scratch
-        self._cache: dict[int, list[torch.Tensor]] | None = {} if cache else None
+        self._cache: dict[int, list[Piece]] | None = {} if cache else None
 
-    def __call__(self, j: int) -> Iterator[torch.Tensor]:
+    def __call__(self, j: int) -> Iterator[Piece]:
         if self._cache is None:
             return directions(self.seed, j, self.params, self.curvature, self.scratch)
         if j not in self._cache:
-            self._cache[j] = [z.clone() for z in directions(self.seed, j, self.params, self.curvature, self.scratch)]
+            self._cache[j] = [Piece(q.i, q.start, q.z.clone())
+                              for q in directions(self.seed, j, self.params, self.curvature, self.scratch)]
         return iter(self._cache[j])
 
 
 @torch.no_grad()
-def perturb_(params: list[torch.Tensor], zs: Iterator[torch.Tensor], scale: float) -> None:
-    """x <- x + scale * z, in place, tensor by tensor."""
-    for p, z in zip(params, zs, strict=True):
-        p.add_(z, alpha=scale)
+def perturb_(params: list[torch.Tensor], zs: Iterator[Piece], scale: float) -> None:
+    """x <- x + scale * z, in place, piece by piece."""
+    for i, start, z in zs:
+        flat(params[i])[start:start + z.numel()].add_(z, alpha=scale)
 
 
-Observer = Callable[[int, torch.Tensor, list[torch.Tensor] | None], None]
+# observe(i, start, delta, zs): entries [start, start + delta.numel()) of tensor i (flat views)
+Observer = Callable[[int, int, torch.Tensor, list[torch.Tensor] | None], None]
 
 
 @torch.no_grad()
 def step_(params: list[torch.Tensor], dirs: StepDirections, coeffs, lr: float,
           observe: Observer | None = None, keep_directions: bool = False) -> None:
-    """x <- x - lr * delta with delta = sum_j coeffs[j] * z_j, tensor-major (all P generators advance together).
+    """x <- x - lr * delta with delta = sum_j coeffs[j] * z_j, piece-major (all P generators advance together).
 
     With coeffs = g / P, delta is the paper's Delta x.  The curvature may rescale the applied update
     (`scale_update`: the RMSProp-ZO control; identity for every other kind) but the curvature EMA always
-    sees the unscaled delta.  `observe(i, delta_i, zs_i)` (optional) sees each
-    tensor's delta (and, with keep_directions, copies of its P directions) before the next tensor reuses the
-    scratch space; the curvature update of the round log hooks in here.
+    sees the unscaled delta.  `observe(i, start, delta, zs)` (optional) sees each piece's delta (and, with
+    keep_directions, copies of its P directions) before the next piece reuses the scratch space; the
+    curvature update of the round log hooks in here.
     """
     streams = [dirs(j) for j in range(dirs.num)]
     coeffs = [float(c) for c in coeffs]
+    chunk = dirs.scratch.chunk_for(dirs.curvature)
     for i, p in enumerate(params):
-        delta = dirs.scratch.acc[: p.numel()].view(p.shape)
-        delta.zero_()
-        kept = [] if keep_directions else None
-        for c, it in zip(coeffs, streams):
-            z = next(it)
-            delta.add_(z, alpha=c)
-            if kept is not None:
-                kept.append(z.clone())
-        if lr:  # lr = 0: only observe (optimizers that keep their own state)
-            p.sub_(dirs.curvature.scale_update(i, delta), alpha=lr)
-        if observe is not None:
-            observe(i, delta, kept)
+        x = flat(p)
+        for start, stop in pieces(p.numel(), chunk):
+            delta = dirs.scratch.buffers(stop - start)[1]
+            delta.zero_()
+            kept = [] if keep_directions else None
+            for c, it in zip(coeffs, streams):
+                q = next(it)
+                assert q.i == i and q.start == start, "direction streams out of step"
+                delta.add_(q.z, alpha=c)
+                if kept is not None:
+                    kept.append(q.z.clone())
+            if lr:  # lr = 0: only observe (optimizers that keep their own state)
+                x[start:stop].sub_(dirs.curvature.scale_update(i, delta, start), alpha=lr)
+            if observe is not None:
+                observe(i, start, delta, kept)

@@ -72,7 +72,7 @@ def test_second_difference_is_the_analytic_directional_curvature():
     est = estimate(params, lambda: task.loss(0), dirs, mu=0.5, difference="central", second=True)
     a = torch.tensor(task.hessian_matrix(), dtype=torch.float64)
     for j in range(4):
-        z = next(iter(dirs(j))).double()
+        z = next(iter(dirs(j))).z.double()
         assert est.second[j] == pytest.approx(float(z @ a @ z) / 2, rel=1e-4)
     assert est.forward_passes == 9
 
@@ -83,10 +83,10 @@ def test_second_difference_update_is_hizoo_rule():
     h0 = torch.tensor([1.0, 2.0, 0.5, 4.0, 1.5])
     cur.state[0].copy_(h0)
     dirs = StepDirections(5, 2, params, cur, Scratch(params))
-    zs = [next(iter(dirs(j))).clone() for j in range(2)]
+    zs = [next(iter(dirs(j))).z.clone() for j in range(2)]
     s = np.array([0.3, -0.7], np.float32)
     cur.begin_round()
-    step_(params, dirs, [0.0, 0.0], 0.0, lambda i, d, z: cur.observe(i, d, z, s, 0), keep_directions=True)
+    step_(params, dirs, [0.0, 0.0], 0.0, lambda i, start, d, z: cur.observe(i, d, z, s, 0, start), keep_directions=True)
     cur.end_round()
     u2 = [z.square() * h0 for z in zs]  # the raw draws
     want = 0.9 * h0 + 0.1 * h0 * (abs(0.3) * u2[0] + abs(-0.7) * u2[1]) / 2
@@ -107,7 +107,7 @@ def test_stein_estimate_is_unbiased_on_a_fixed_quadratic():
         dirs = StepDirections(seed, 1, params, cur, Scratch(params))
         est = estimate(params, lambda: task.loss(0), dirs, mu=1.0, difference="central", second=True)
         cur.begin_round()
-        step_(params, dirs, [0.0], 0.0, lambda i, d, z: cur.observe(i, d, z, est.second, 0), keep_directions=True)
+        step_(params, dirs, [0.0], 0.0, lambda i, start, d, z: cur.observe(i, d, z, est.second, 0, start), keep_directions=True)
         cur.end_round()
         samples.append(cur.state[0].double().clone())
         seconds.append(float(est.second[0]))
