@@ -9,6 +9,13 @@ process (median of --repeats), because these machines are noisy.
   clients   peak RSS and seconds per round with 2, 10, 100 clients (2 sampled), tiny LM full-parameter.
   replay    seconds per replayed round (apply_record: P directions regenerated, no forward pass) over the time
             to regenerate P directions of size d.
+  bound     what bounds a client step: T_fwd, T_draw (one N(0, I_d) draw over all trainable tensors, in
+            pieces) and T_axpy (one x += a z pass), interleaved; the floor ratio of a forward-difference step,
+            ((P+1) T_fwd + k P (T_draw + T_axpy)) / ((P+1) T_fwd), for k = 1 (each direction drawn once: the
+            least any Gaussian ZO step can do) and k = 2 (perturb + regenerate-to-restore, a tau = 1 client).
+  chunk     seconds of one HiSo replay (apply_record) and of one forward-difference perturb/restore pass on a
+            10M-entry tensor with directions drawn in pieces of 2^14 .. 2^22 entries, over whole-tensor draws
+            (the piece size bounds the scratch memory; it must not cost time).
   bytes     measured bytes per round per method over the minimum (scalar-only: tau*P*4 up + 4*tau seeds
             down; vector methods: 4*d each way).
 
@@ -83,17 +90,25 @@ def bench_step(models: list[str], repeats: int) -> list[dict]:
             for P in (1, 5):
                 for cache in (False, True):
                     def client_step():
+                        t0 = time.perf_counter()
                         dirs = StepDirections(1234, P, params, curv, scratch, cache)
                         est = estimate(params, lambda: task.loss(batch), dirs, 1e-3, "forward")
+                        t1 = time.perf_counter()
                         step_(params, dirs, est.scalars / np.float32(P), 0.0)  # lr 0: timing without drift
+                        return t1 - t0, time.perf_counter() - t0
                     client_step()  # warm-up
-                    fwd, step = [], []
+                    fwd, est_t, step = [], [], []
                     for _ in range(repeats):
                         fwd.append(median_time(lambda: task.loss(batch), 1))
-                        step.append(median_time(client_step, 1))
-                    t, t_fwd = statistics.median(step), statistics.median(fwd)
+                        a, b = client_step()
+                        est_t.append(a)
+                        step.append(b)
+                    t, te, t_fwd = statistics.median(step), statistics.median(est_t), statistics.median(fwd)
+                    # tau = 1: a client only estimates (its update is discarded with the round; the server's
+                    # replay applies the aggregate); tau > 1: every local step but the last also updates
                     rows.append({"model": name, "d": d, "method": kind, "P": P, "cache_directions": cache,
-                                 "step_s": t, "fwd_s": t_fwd, "ratio": t / ((P + 1) * t_fwd)})
+                                 "fwd_s": t_fwd, "estimate_s": te, "step_s": t,
+                                 "ratio_tau1": te / ((P + 1) * t_fwd), "ratio": t / ((P + 1) * t_fwd)})
                     print(rows[-1], flush=True)
     return rows
 
@@ -178,13 +193,68 @@ def bench_replay(repeats: int, dims=(10**6, 10**7)) -> list[dict]:
 
             def regenerate():
                 for j in range(P):
-                    for z in directions(7, j, params, Identity().bind(params), scratch):
+                    for _ in directions(7, j, params, Identity().bind(params), scratch):
                         pass
 
             t_gen = median_time(regenerate, repeats)
             t_rep = median_time(lambda: apply_record(params, curv, rec, 1e-9, scratch), repeats)
             rows.append({"d": d, "method": kind, "P": P, "replay_s": t_rep, "regen_s": t_gen, "ratio": t_rep / t_gen})
             print(rows[-1], flush=True)
+    return rows
+
+
+def bench_bound(models: list[str], repeats: int) -> list[dict]:
+    from hiso.perturb import perturb_
+    rows = []
+    for name in models:
+        _, task = lm_task(name)
+        params = task.params()
+        batch = task.batch(0, np.random.default_rng(0), 16)
+        d = sum(p.numel() for p in params)
+        curv, scratch = Identity().bind(params), Scratch(params)
+        fwd, draw, axpy = [], [], []
+        for r in range(repeats):
+            fwd.append(median_time(lambda: task.loss(batch), 1))
+            draw.append(median_time(lambda: [None for _ in directions(r, 0, params, curv, scratch)], 1))
+            zs = StepDirections(r, 1, params, curv, scratch, cache=True)
+            list(zs(0))  # cached pieces: the timed pass below is the axpy alone
+            axpy.append(median_time(lambda: perturb_(params, zs(0), 0.0), 1))
+        t_fwd, t_draw, t_axpy = (statistics.median(x) for x in (fwd, draw, axpy))
+        row = {"model": name, "d": d, "fwd_s": t_fwd, "draw_s": t_draw, "axpy_s": t_axpy,
+               "normals_per_s": d / t_draw}
+        for P in (1, 5):
+            for k in (1, 2):
+                row[f"floor_P{P}_k{k}"] = 1 + k * P * (t_draw + t_axpy) / ((P + 1) * t_fwd)
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
+def bench_chunk(repeats: int, d: int = 10**7) -> list[dict]:
+    """Piece size vs whole-tensor draws, interleaved (whole, 2^14, ..., whole, 2^14, ...) so load hits all."""
+    from hiso.perturb import perturb_
+    params = [torch.zeros(d)]
+    curv = Diagonal().bind(params)
+    curv.state[0].uniform_(0.5, 2.0)
+    P = 5
+    rec = RoundRecord(0, np.array([7], np.uint32), np.ones((1, P), np.float32), np.zeros(0, np.float32), 2)
+    sizes = {"whole": 16 * (d // 16 + 1), **{f"2^{k}": 2**k for k in (14, 16, 18, 20, 22)}}
+    times = {name: {"replay": [], "perturb": []} for name in sizes}
+    for _ in range(repeats):
+        for name, chunk in sizes.items():
+            scratch = Scratch(params, chunk=chunk)
+            dirs = StepDirections(3, P, params, curv, scratch)
+            times[name]["perturb"].append(median_time(lambda: (perturb_(params, dirs(0), 1e-3),
+                                                               perturb_(params, dirs(0), -1e-3)), 1))
+            times[name]["replay"].append(median_time(lambda: apply_record(params, curv, rec, 1e-9, scratch), 1))
+    rows = []
+    base = {k: statistics.median(v) for k, v in times["whole"].items()}
+    for name, chunk in sizes.items():
+        t = {k: statistics.median(v) for k, v in times[name].items()}
+        rows.append({"d": d, "piece": name, "scratch_MB": 2 * min(chunk, d) * 4 / 2**20,
+                     "replay_s": t["replay"], "replay_vs_whole": t["replay"] / base["replay"],
+                     "perturb_restore_s": t["perturb"], "perturb_vs_whole": t["perturb"] / base["perturb"]})
+        print(rows[-1], flush=True)
     return rows
 
 
@@ -211,7 +281,7 @@ def bench_bytes() -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", default="step,memory,clients,replay,bytes")
+    ap.add_argument("--only", default="step,bound,memory,clients,replay,chunk,bytes")
     ap.add_argument("--models", default="tiny-llama,smollm2-lora")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=None, help="write <out>_<part>.csv")
@@ -230,6 +300,7 @@ def main() -> None:
     models = args.models.split(",")
     parts = {"step": lambda: bench_step(models, args.repeats), "memory": lambda: bench_memory(models, 2),
              "clients": lambda: bench_clients(5), "replay": lambda: bench_replay(args.repeats),
+             "chunk": lambda: bench_chunk(args.repeats), "bound": lambda: bench_bound(models, args.repeats),
              "bytes": bench_bytes}
     for part in args.only.split(","):
         df = pd.DataFrame(parts[part]())
