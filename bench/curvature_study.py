@@ -58,6 +58,8 @@ PROBLEMS = {
                              metric="rel_suboptimality", eval_every=10, grid=QUAD_GRID),
     "lognormal d=1000": dict(task=quad(1000, spectrum="lognormal", sigma=1.5), rounds=4000, target=0.1,
                              metric="rel_suboptimality", eval_every=10, grid=QUAD_GRID),
+    "lognormal d=10000": dict(task=quad(10000, spectrum="lognormal", sigma=1.5), rounds=30000, target=0.1,
+                              metric="rel_suboptimality", eval_every=100, grid=QUAD_GRID),
     "low rank k=10 d=1000": dict(task=quad(1000, spectrum="power", effective_rank=10.0), rounds=4000, target=0.1,
                                  metric="rel_suboptimality", eval_every=10, grid=QUAD_GRID),
     "digits CNN": dict(task={"name": "digits", "alpha": 1.0, "dev_fraction": 0.15}, rounds=1500, target=0.5,

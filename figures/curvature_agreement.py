@@ -1,0 +1,49 @@
+"""Learned vs true curvature over rounds (issue 6): Spearman correlation between each estimator's learned
+diagonal and the true Hessian diagonal, every 100 rounds of the tuned evaluation runs of
+bench/curvature_study.py (one line per seed, until the run reached its target), one panel per quadratic.
+
+    python figures/curvature_agreement.py --eval bench/results/curvature_study_eval.csv \
+        --png bench/results/curvature_agreement.png --pdf bench/results/curvature_agreement.pdf
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from figures.style import save  # noqa: E402
+
+LEARNED = ["diagonal (HiSo)", "second_difference", "stein"]  # identity / global scalar have no shape (nan)
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--eval", required=True, help="<out>_eval.csv of bench/curvature_study.py")
+ap.add_argument("--png", required=True)
+ap.add_argument("--pdf", required=True)
+a = ap.parse_args()
+
+ev = pd.read_csv(a.eval)
+ev = ev[(ev.protocol == "tuned") & ev.method.isin(LEARNED)]
+rows = [{"problem": r.problem.strip(), "method": r.method, "seed": r.seed, **t}
+        for r in ev.itertuples() for t in json.loads(r.trace or "[]")]
+tr = pd.DataFrame(rows)
+if tr.empty:
+    raise SystemExit(f"{a.eval} holds no agreement traces (tuned quadratic runs record one every 100 rounds)")
+problems = list(dict.fromkeys(tr.problem))
+fig, axes = plt.subplots(1, len(problems), figsize=(3.6 * len(problems), 3.0), squeeze=False, sharey=True)
+for ax, prob in zip(axes[0], problems):
+    sub = tr[tr.problem == prob]
+    for k, m in enumerate(LEARNED):
+        for j, (seed, g) in enumerate(sub[sub.method == m].groupby("seed")):
+            ax.plot(g["round"], g["spearman"], color=f"C{k}", alpha=0.8, lw=1.2, marker=".",
+                    label=m if j == 0 else None)
+    ax.axhline(0.0, color="k", lw=0.6)
+    ax.set_title(prob, fontsize=9)
+    ax.set_xlabel("round")
+axes[0][0].set_ylabel("Spearman(learned H, true diag)")
+axes[0][0].set_ylim(-0.3, 1.0)
+axes[0][-1].legend(fontsize=7)
+fig.suptitle("learned curvature vs the true Hessian diagonal (tuned runs, one line per seed)", fontsize=9)
+save(fig, a.png, a.pdf)
