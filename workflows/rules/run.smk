@@ -11,6 +11,7 @@ rule run:
     benchmark:
         f"{OUT}/benchmarks/{{exp}}/{{method}}/seed{{seed}}.tsv"
     threads: lambda w: EXPERIMENTS[w.exp].get("threads", 1)
+    priority: lambda w: EXPERIMENTS[w.exp].get("priority", 0)
     resources:
         gpu=lambda w: EXPERIMENTS[w.exp].get("gpu", 0),
     params:
