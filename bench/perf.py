@@ -3,9 +3,9 @@ process (median of --repeats), because these machines are noisy.
 
   step      client step time / ((P+1) * T_fwd), HiSo and DeComFL, P = 1 and 5, forward difference, with and
             without cached directions; T_fwd measured on the same batch in the same process.
-  memory    one client's peak RSS above the loaded model (after one forward pass) during HiSo / DeComFL local
-            steps and catch-up replay, in units of the fp32 trainable bytes (each configuration in a fresh
-            subprocess: ru_maxrss is a process-wide high-water mark).
+  memory    one client's peak RSS during HiSo / DeComFL local steps and catch-up replay minus the peak of one
+            plain forward pass (both above the loaded model, from a reset of the kernel's peak-RSS counter),
+            in units of the fp32 trainable bytes; each configuration in a fresh subprocess.
   clients   peak RSS and seconds per round with 2, 10, 100 clients (2 sampled), tiny LM full-parameter.
   replay    seconds per replayed round (apply_record: P directions regenerated, no forward pass) over the time
             to regenerate P directions of size d.
@@ -25,6 +25,7 @@ process (median of --repeats), because these machines are noisy.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -66,6 +67,13 @@ def lm_task(name: str, clients: int = 6):
     return fed, task
 
 
+def lm_setup(name: str):
+    """The task of model `name`, its trainable tensors, one batch of 16 and d."""
+    _, task = lm_task(name)
+    params = task.params()
+    return task, params, task.batch(0, np.random.default_rng(0), 16), sum(p.numel() for p in params)
+
+
 def median_time(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -80,10 +88,7 @@ def bench_step(models: list[str], repeats: int) -> list[dict]:
     machine load hits both; the ratio is median(step) / ((P+1) * median(fwd))."""
     rows = []
     for name in models:
-        _, task = lm_task(name)
-        params = task.params()
-        batch = task.batch(0, np.random.default_rng(0), 16)
-        d = sum(p.numel() for p in params)
+        task, params, batch, d = lm_setup(name)
         scratch = Scratch(params)
         for kind, cls in (("decomfl", Identity), ("hiso", Diagonal)):
             curv = cls().bind(params)
@@ -113,9 +118,26 @@ def bench_step(models: list[str], repeats: int) -> list[dict]:
     return rows
 
 
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak() -> int:
+    """Reset the peak RSS (VmHWM) to the current RSS (Linux >= 4.0: write 5 to /proc/self/clear_refs) and
+    return the current RSS in kB; the next VmHWM read is the peak since this call."""
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_kb("VmRSS")
+
+
 def _memory_child(name: str, method: str, steps: int, cache: bool) -> dict:
-    """One client's memory: the task's model (baseline, after one forward pass) plus what a client adds to
-    run local steps and replay the log: curvature state, scratch buffers, (cached) directions."""
+    """One client's memory above the loaded model.  Two windows, each from a reset of the peak RSS:
+    (a) one plain forward pass (the activations), (b) `steps` local steps + catch-up replays (curvature
+    state, scratch pieces, cached directions, and the forward passes' activations again).  What the method
+    adds is (b) - (a); reported in units of the fp32 trainable bytes."""
     torch.set_num_threads(1)
     cfg = load_config(data={"task": {"name": "rotten_tomatoes", "train_size": 200, "dev_size": 20,
                                      "test_size": 20, "max_length": 64, **MODELS[name]},
@@ -124,8 +146,11 @@ def _memory_child(name: str, method: str, steps: int, cache: bool) -> dict:
     task_cls, opts = task_options(cfg)
     task = task_cls(opts, num_clients=6, seed=0)
     batch = task.batch(0, np.random.default_rng(0), 16)
-    task.loss(batch)  # activations of one forward pass are part of the baseline
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    task.loss(batch)  # warm-up: allocator pools and lazy buffers
+    base = _reset_peak()
+    task.loss(batch)
+    act = _status_kb("VmHWM") - base
+    base = _reset_peak()
     params = task.params()
     curv = (Diagonal if method == "hiso" else Identity)().bind(params)
     scratch = Scratch(params)
@@ -136,12 +161,12 @@ def _memory_child(name: str, method: str, steps: int, cache: bool) -> dict:
         step_(params, dirs, est.scalars / np.float32(P), 1e-6)
         rec = RoundRecord(k, np.array([200 + k], np.uint32), est.scalars[None, :], np.zeros(0, np.float32), 2)
         apply_record(params, curv, rec, 1e-6, scratch)  # catch-up replay (with the curvature update)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _status_kb("VmHWM") - base
     trainable = sum(p.numel() for p in params) * 4
     largest = max(p.numel() for p in params) * 4
     return {"model": name, "method": method, "cache_directions": cache, "trainable_MB": trainable / 2**20,
-            "largest_tensor_MB": largest / 2**20, "peak_above_model_MB": (peak - base) / 1024,
-            "ratio_to_trainable": (peak - base) * 1024 / trainable}
+            "largest_tensor_MB": largest / 2**20, "forward_peak_MB": act / 1024, "steps_peak_MB": peak / 1024,
+            "added_MB": (peak - act) / 1024, "added_vs_trainable": (peak - act) * 1024 / trainable}
 
 
 def bench_memory(models: list[str], steps: int) -> list[dict]:
@@ -207,10 +232,7 @@ def bench_bound(models: list[str], repeats: int) -> list[dict]:
     from hiso.perturb import perturb_
     rows = []
     for name in models:
-        _, task = lm_task(name)
-        params = task.params()
-        batch = task.batch(0, np.random.default_rng(0), 16)
-        d = sum(p.numel() for p in params)
+        task, params, batch, d = lm_setup(name)
         curv, scratch = Identity().bind(params), Scratch(params)
         fwd, draw, axpy = [], [], []
         for r in range(repeats):
