@@ -13,6 +13,8 @@ process (median of --repeats), because these machines are noisy.
             pieces) and T_axpy (one x += a z pass), interleaved; the floor ratio of a forward-difference step,
             ((P+1) T_fwd + k P (T_draw + T_axpy)) / ((P+1) T_fwd), for k = 1 (each direction drawn once: the
             least any Gaussian ZO step can do) and k = 2 (perturb + regenerate-to-restore, a tau = 1 client).
+  profile   torch.profiler over HiSo and DeComFL catch-up replays (d = 10M, P = 5): CPU time per aten op, i.e.
+            where a replay's time goes beyond regenerating the directions.
   chunk     seconds of one HiSo replay (apply_record) and of one forward-difference perturb/restore pass on a
             10M-entry tensor with directions drawn in pieces of 2^14 .. 2^22 entries, over whole-tensor draws
             (the piece size bounds the scratch memory; it must not cost time).
@@ -252,6 +254,26 @@ def bench_bound(models: list[str], repeats: int) -> list[dict]:
     return rows
 
 
+def bench_profile(repeats: int, d: int = 10**7) -> list[dict]:
+    from torch.profiler import ProfilerActivity, profile
+    params = [torch.zeros(d // 4) for _ in range(4)]
+    scratch, P, rows = Scratch(params), 5, []
+    rec = RoundRecord(0, np.array([7], np.uint32), np.ones((1, P), np.float32), np.zeros(0, np.float32), 2)
+    for kind, cls in (("decomfl", Identity), ("hiso", Diagonal)):
+        curv = cls().bind(params)
+        apply_record(params, curv, rec, 1e-9, scratch)  # warm-up
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(repeats):
+                apply_record(params, curv, rec, 1e-9, scratch)
+        total = sum(e.self_cpu_time_total for e in prof.key_averages())
+        for e in sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:8]:
+            rows.append({"method": kind, "op": e.key, "calls_per_replay": e.count / repeats,
+                         "self_ms_per_replay": e.self_cpu_time_total / 1e3 / repeats,
+                         "share": e.self_cpu_time_total / total})
+            print(rows[-1], flush=True)
+    return rows
+
+
 def bench_chunk(repeats: int, d: int = 10**7) -> list[dict]:
     """Piece size vs whole-tensor draws, interleaved (whole, 2^14, ..., whole, 2^14, ...) so load hits all."""
     from hiso.perturb import perturb_
@@ -303,7 +325,7 @@ def bench_bytes() -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", default="step,bound,memory,clients,replay,chunk,bytes")
+    ap.add_argument("--only", default="step,bound,memory,clients,replay,profile,chunk,bytes")
     ap.add_argument("--models", default="tiny-llama,smollm2-lora")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=None, help="write <out>_<part>.csv")
@@ -322,7 +344,7 @@ def main() -> None:
     models = args.models.split(",")
     parts = {"step": lambda: bench_step(models, args.repeats), "memory": lambda: bench_memory(models, 2),
              "clients": lambda: bench_clients(5), "replay": lambda: bench_replay(args.repeats),
-             "chunk": lambda: bench_chunk(args.repeats), "bound": lambda: bench_bound(models, args.repeats),
+             "chunk": lambda: bench_chunk(args.repeats), "profile": lambda: bench_profile(args.repeats), "bound": lambda: bench_bound(models, args.repeats),
              "bytes": bench_bytes}
     for part in args.only.split(","):
         df = pd.DataFrame(parts[part]())
