@@ -85,7 +85,7 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def bench_step(models: list[str], repeats: int) -> list[dict]:
+def bench_step(models: list[str], repeats: int, perturbations=(1, 5)) -> list[dict]:
     """Forward passes and client steps are timed alternately (fwd, step, fwd, step, ...) so that a change in
     machine load hits both; the ratio is median(step) / ((P+1) * median(fwd))."""
     rows = []
@@ -94,7 +94,7 @@ def bench_step(models: list[str], repeats: int) -> list[dict]:
         scratch = Scratch(params)
         for kind, cls in (("decomfl", Identity), ("hiso", Diagonal)):
             curv = cls().bind(params)
-            for P in (1, 5):
+            for P in perturbations:
                 for cache in (False, True):
                     def client_step():
                         t0 = time.perf_counter()
@@ -328,6 +328,7 @@ def main() -> None:
     ap.add_argument("--only", default="step,bound,memory,clients,replay,profile,chunk,bytes")
     ap.add_argument("--models", default="tiny-llama,smollm2-lora")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--P", default="1,5", help="perturbation counts of the step bench")
     ap.add_argument("--out", default=None, help="write <out>_<part>.csv")
     ap.add_argument("--child-memory", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--child-clients", default=None, help=argparse.SUPPRESS)
@@ -342,7 +343,7 @@ def main() -> None:
     import logging
     logging.disable(logging.WARNING)
     models = args.models.split(",")
-    parts = {"step": lambda: bench_step(models, args.repeats), "memory": lambda: bench_memory(models, 2),
+    parts = {"step": lambda: bench_step(models, args.repeats, [int(p) for p in args.P.split(",")]), "memory": lambda: bench_memory(models, 2),
              "clients": lambda: bench_clients(5), "replay": lambda: bench_replay(args.repeats),
              "chunk": lambda: bench_chunk(args.repeats), "profile": lambda: bench_profile(args.repeats), "bound": lambda: bench_bound(models, args.repeats),
              "bytes": bench_bytes}
