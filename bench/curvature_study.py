@@ -112,7 +112,7 @@ def run_one(spec: dict, method: dict, lr: float, seed: int, split: str, track: b
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", default=None, help="problems whose name contains this text")
+    ap.add_argument("--only", default=None, help="the problem of this exact name, else those whose name contains it")
     ap.add_argument("--methods", default=None, help="comma-separated subset of methods")
     ap.add_argument("--quick", action="store_true", help="every other grid point, 1 evaluation seed")
     ap.add_argument("--out", default=None, help="write <out>_{tuning,eval}.csv and <out>.md")
@@ -121,8 +121,9 @@ def main() -> None:
     logging.disable(logging.WARNING)
     eval_seeds = [0] if args.quick else [0, 1, 2]
     tuning_rows, eval_rows = [], []
-    for pname, spec in PROBLEMS.items():
-        if args.only and args.only not in pname:
+    exact = args.only is not None and any(args.only.strip() == p.strip() for p in PROBLEMS)
+    for pname, spec in PROBLEMS.items():  # --only: an exact problem name, else any name containing the text
+        if args.only and (args.only.strip() != pname.strip() if exact else args.only not in pname):
             continue
         methods = {m: v for m, v in METHODS.items() if m.split(" ")[0] not in spec.get("skip", ())
                    and (args.methods is None or m.split(" ")[0] in args.methods.split(","))}
