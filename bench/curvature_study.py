@@ -19,6 +19,7 @@ Protocol (issue 6), used for every problem:
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import math
@@ -34,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hiso.config import load_config  # noqa: E402
 from hiso.diagnostics import agreement, true_diagonal, zeta  # noqa: E402
 from hiso.results import reached  # noqa: E402
-from hiso.run import build_federation, exploded  # noqa: E402
+from hiso.run import atomic_write, build_federation, exploded  # noqa: E402
 
 CENTRAL = {"federation": {"difference": "central"}}
 METHODS = {
@@ -68,7 +69,10 @@ PROBLEMS = {
 }
 
 
-def run_one(spec: dict, method: dict, lr: float, seed: int, split: str, track: bool = False) -> dict:
+def run_one(spec: dict, method: dict, lr: float, seed: int, split: str, track: bool = False,
+            max_rounds: int | None = None) -> dict:
+    """One run until the target or `max_rounds` (default: the problem's budget); rounds etc. inf if not reached."""
+    rounds = spec["rounds"] if max_rounds is None else min(spec["rounds"], max_rounds)
     fed_cfg = {"rounds": spec["rounds"], "lr": lr, **method.get("federation", {})}
     cfg = load_config(data={"method": method.get("method", "hiso"), "seed": seed, "task": spec["task"],
                             "federation": fed_cfg, "curvature": method.get("curvature", {}),
@@ -78,7 +82,7 @@ def run_one(spec: dict, method: dict, lr: float, seed: int, split: str, track: b
     passes = total_bytes = 0
     first, t0, trace = None, time.perf_counter(), []
     evaluate = (lambda: task.evaluate("dev")) if split == "dev" and spec["task"]["name"] != "quadratic" else task.evaluate
-    for r in range(1, spec["rounds"] + 1):
+    for r in range(1, rounds + 1):
         try:
             row = fed.run_round()
         except Exception as e:  # a curvature error is a failed step size, recorded as such
@@ -90,7 +94,7 @@ def run_one(spec: dict, method: dict, lr: float, seed: int, split: str, track: b
         if not math.isfinite(row["train_loss"]) or exploded(row["train_loss"], first, 1e4):
             res["error"] = "diverged"
             break
-        if r % spec["eval_every"] == 0 or r == spec["rounds"]:
+        if r % spec["eval_every"] == 0 or r == rounds:
             fed.load_server_model()
             value = evaluate()[spec["metric"]]
             res["final"] = value
@@ -115,12 +119,14 @@ def main() -> None:
     ap.add_argument("--only", default=None, help="the problem of this exact name, else those whose name contains it")
     ap.add_argument("--methods", default=None, help="comma-separated subset of methods")
     ap.add_argument("--quick", action="store_true", help="every other grid point, 1 evaluation seed")
-    ap.add_argument("--out", default=None, help="write <out>_{tuning,eval}.csv and <out>.md")
+    ap.add_argument("--no-equal-lr", action="store_true", help="skip the equal-step-size pass")
+    ap.add_argument("--out", default=None, help="write <out>_{tuning,eval}.csv and <out>.md; rows already in "
+                    "them are kept and not rerun (an interrupted study resumes; other problems' rows stay)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     logging.disable(logging.WARNING)
     eval_seeds = [0] if args.quick else [0, 1, 2]
-    tuning_rows, eval_rows = [], []
+    store = Store(args.out)
     exact = args.only is not None and any(args.only.strip() == p.strip() for p in PROBLEMS)
     for pname, spec in PROBLEMS.items():  # --only: an exact problem name, else any name containing the text
         if args.only and (args.only.strip() != pname.strip() if exact else args.only not in pname):
@@ -132,35 +138,80 @@ def main() -> None:
         for mname, method in methods.items():
             tried = []
             for lr in sorted(grid, reverse=True):  # large to small: diverging step sizes fail fast
-                if tried and min(tried)[0] < math.inf and tried[-1][0] > 2 * min(tried)[0]:
+                best = min(tried)[0] if tried else math.inf
+                if tried and best < math.inf and tried[-1][0] > 2 * best:
                     break  # past the optimum: smaller step sizes only get slower (printed grid stops here)
-                r = run_one(spec, method, float(lr), seed=100, split="dev")
+                key = dict(problem=pname, method=mname, lr=float(lr))
+                r = store.get("tuning", key)
+                if r is None:
+                    # a run slower than twice the best so far ends the scan whatever its exact round count:
+                    # stop it there (the runs are deterministic, so the choice is the one of uncapped runs)
+                    cap = None if math.isinf(best) else int(2 * best)
+                    r = run_one(spec, method, float(lr), seed=100, split="dev", max_rounds=cap)
+                    if cap is not None and math.isinf(r["rounds"]):
+                        r["error"] = r.get("error") or f"stopped at {cap} rounds (2x the best)"
+                    store.add("tuning", {**key, **r})
                 tried.append((r["rounds"], _badness(r["final"], spec["metric"]), float(lr)))
-                tuning_rows.append({"problem": pname, "method": mname, "lr": float(lr), **r})
                 print(f"tune {pname} {mname:20s} lr={lr:<9.3g} rounds={r['rounds']} final={r['final']:.4g} "
-                      f"{r.get('error', '')} ({r['seconds']:.1f}s)", flush=True)
+                      f"{r.get('error', '') or ''} ({r['seconds']:.1f}s)", flush=True)
             chosen[mname] = min(tried)[2]
         ref_lr = chosen.get("identity (DeComFL)")
         for mname, method in methods.items():
             for protocol, lr in (("tuned", chosen[mname]), ("equal lr", ref_lr)):
-                if lr is None or (protocol == "equal lr" and mname == "identity (DeComFL)"):
+                if lr is None or (protocol == "equal lr" and (mname == "identity (DeComFL)" or args.no_equal_lr)):
                     continue
                 for s in eval_seeds:
-                    r = run_one(spec, method, lr, seed=s, split="test", track=protocol == "tuned")
-                    trace = r.pop("trace", [])
-                    eval_rows.append({"problem": pname, "method": mname, "protocol": protocol, "lr": lr,
-                                      "seed": s, **r, "trace": json.dumps(trace)})
+                    key = dict(problem=pname, method=mname, protocol=protocol, lr=lr, seed=s)
+                    r = store.get("eval", key)
+                    if r is None:
+                        r = run_one(spec, method, lr, seed=s, split="test", track=protocol == "tuned")
+                        r["trace"] = json.dumps(r.pop("trace", []))
+                        store.add("eval", {**key, **r})
                     print(f"eval {pname} {mname:20s} {protocol:8s} lr={lr:<9.3g} seed={s} rounds={r['rounds']} "
                           f"final={r['final']:.4g} spearman={r.get('H_spearman', float('nan')):.3f} "
-                          f"{r.get('error', '')} ({r['seconds']:.1f}s)", flush=True)
-    tune, ev = pd.DataFrame(tuning_rows), pd.DataFrame(eval_rows)
-    report = summarise(ev)
+                          f"{r.get('error', '') or ''} ({r['seconds']:.1f}s)", flush=True)
+    report = summarise(store.frame("eval"))
     print(report)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        tune.to_csv(f"{args.out}_tuning.csv", index=False)
-        ev.to_csv(f"{args.out}_eval.csv", index=False)
-        Path(f"{args.out}.md").write_text(report)
+        atomic_write(Path(f"{args.out}.md"), report)
+
+
+class Store:
+    """The study's rows, kept in <out>_{tuning,eval}.csv and rewritten atomically after every run."""
+
+    def __init__(self, out: str | None):
+        self.out, self.rows = out, {"tuning": [], "eval": []}
+        for kind in self.rows:
+            path = self.path(kind)
+            if path is not None and path.exists():
+                df = pd.read_csv(path, keep_default_na=False, na_values=[""])
+                self.rows[kind] = [{k: ("" if k in ("error", "trace") and not isinstance(v, str) else v)
+                                    for k, v in row.items()} for row in df.to_dict("records")]
+
+    def path(self, kind: str) -> Path | None:
+        return None if self.out is None else Path(f"{self.out}_{kind}.csv")
+
+    def get(self, kind: str, key: dict) -> dict | None:
+        for row in self.rows[kind]:
+            if all(_same(row.get(k), v) for k, v in key.items()):
+                return row
+        return None
+
+    def add(self, kind: str, row: dict) -> None:
+        self.rows[kind].append(row)
+        if self.out is not None:
+            buf = io.StringIO()
+            self.frame(kind).to_csv(buf, index=False)
+            atomic_write(self.path(kind), buf.getvalue())
+
+    def frame(self, kind: str) -> pd.DataFrame:
+        return pd.DataFrame(self.rows[kind])
+
+
+def _same(a, b) -> bool:
+    if isinstance(b, float):
+        return isinstance(a, (int, float)) and math.isclose(float(a), b, rel_tol=1e-12)
+    return a == b
 
 
 def _badness(final: float, metric: str) -> float:
