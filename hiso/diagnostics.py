@@ -16,6 +16,7 @@ import math
 import numpy as np
 import scipy.stats
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
 def true_diagonal(task, samples: int = 64, batch=None, seed: int = 0) -> torch.Tensor:
@@ -32,8 +33,8 @@ def true_diagonal(task, samples: int = 64, batch=None, seed: int = 0) -> torch.T
         p.requires_grad_(True)
     gen = torch.Generator().manual_seed(seed)
     acc = [torch.zeros_like(p, dtype=torch.float64) for p in params]
-    try:
-        with torch.enable_grad():
+    try:  # the math attention kernel: the fused CPU/GPU ones have no double backward
+        with torch.enable_grad(), sdpa_kernel(SDPBackend.MATH):
             grads = torch.autograd.grad(task.grad_loss(batch), params, create_graph=True)
             for k in range(samples):
                 vs = [torch.randint(0, 2, p.shape, generator=gen).to(p.dtype).mul_(2).sub_(1) for p in params]
