@@ -68,7 +68,9 @@ PROBLEMS = {
                        skip=("oracle", "damped_oracle")),
     # the LM tier: SmolLM2-135M-Instruct + LoRA r8 (q, v: 460,800 trainable) on Rotten Tomatoes, the federation
     # of workflows/config/base/smollm2_rotten_tomatoes_lora.yaml; target: loss <= 0.85 on the 200 test snippets
-    # (zero-shot 1.198), tuning on 100 dev snippets held out of training. No learned-vs-true agreement here:
+    # (zero-shot 1.198), tuning on 100 dev snippets held out of training. The grid stops at 3e-2: DeComFL at
+    # 0.1 ended 30 rounds at dev loss 2.31 (in the tuning CSV), and HiSo's learned H on LoRA falls below 1,
+    # so its effective step is larger than DeComFL's at the same lr. No learned-vs-true agreement here:
     # Hutchinson's diagonal over 460,800 LoRA weights with 16 probes on 32 snippets took 5 CPU-minutes and came
     # out negative in half of its entries (noise; LoRA's B starts at 0, so diag over A is ~0): not a reference.
     "SmolLM2 LoRA RT": dict(task={"name": "rotten_tomatoes", "model": "smollm2-135m-instruct", "trainable": "lora",
@@ -76,7 +78,7 @@ PROBLEMS = {
                                   "dev_size": 100, "test_size": 200, "max_length": 64, "eval_batch_size": 50},
                             federation={"num_clients": 6, "clients_per_round": 2, "perturbations": 5,
                                         "mu": 1e-2, "batch_size": 16},
-                            rounds=30, target=0.85, metric="test_loss", eval_every=3, grid=[3e-3, 1e-2, 3e-2, 1e-1],
+                            rounds=30, target=0.85, metric="test_loss", eval_every=3, grid=[3e-3, 1e-2, 3e-2],
                             skip=("oracle", "damped_oracle"), hutchinson=None),
 }
 

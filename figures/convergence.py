@@ -10,14 +10,18 @@ from figures.style import color, save  # noqa: E402
 from hiso.results import HIGHER_IS_BETTER, load_runs  # noqa: E402
 
 ap = argparse.ArgumentParser()
-ap.add_argument("--root", required=True)
+ap.add_argument("--root", default=None, help="every run under this folder (<method>/seed<k>/metrics.csv)")
+ap.add_argument("--metrics", nargs="+", default=None, help="exactly these runs' metrics.csv (the workflow's)")
 ap.add_argument("--metric", required=True)
 ap.add_argument("--title", default="")
 ap.add_argument("--png", required=True)
 ap.add_argument("--pdf", required=True)
+ap.add_argument("--tuning-seed", type=int, default=None, help="leave out the step-size tuning runs (dev split)")
 a = ap.parse_args()
 
-runs = load_runs(a.root).dropna(subset=[a.metric])
+runs = load_runs(a.root, a.metrics).dropna(subset=[a.metric])
+if a.tuning_seed is not None:
+    runs = runs[runs.seed != a.tuning_seed]
 fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), sharey=True)
 for i, (method, grp) in enumerate(runs.groupby("method", sort=False)):
     stats = grp.groupby("round").agg(m=(a.metric, "mean"), s=(a.metric, "std"), b=("cum_bytes_total", "mean"),
@@ -34,6 +38,6 @@ axes[0].set_ylabel(a.metric)
 if not HIGHER_IS_BETTER.get(a.metric, True):
     axes[0].set_yscale("log")
 axes[0].legend(fontsize=8)
-fig.suptitle(a.title or Path(a.root).name)
+fig.suptitle(a.title or (Path(a.root).name if a.root else ""))
 save(fig, a.png, a.pdf)
 print(f"wrote {a.png} and {a.pdf}")

@@ -78,6 +78,9 @@ class CurvatureConfig:
 @dataclass
 class RunOptions:
     eval_every: int = 10  # rounds between evaluations (the last round is always evaluated)
+    # the split every evaluation reads: test, or dev (a held-out part of the training data) for tuning runs;
+    # the quadratic has no data, so every split is its objective (its validation is another seed's instance)
+    eval_split: Literal["test", "dev"] = "test"
     checkpoint_every: int = 50  # rounds between checkpoints (0: only at the end)
     threads: int = 0  # torch threads (0: leave torch's default)
     diverge_factor: float = 1e4  # status diverged once train loss > factor * first-round loss (0: off)
@@ -99,10 +102,25 @@ class Config:
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
-        """Identity of what is computed (progress display excluded)."""
-        d = self.to_dict()
+        """Identity of what is computed (progress display excluded; keys added later at their defaults too,
+        so existing runs keep their identity)."""
+        d = canonical(self.to_dict())
         d["run"].pop("progress")
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# options added after results existed: at these defaults a config is the one it was before they existed
+LATER_DEFAULTS = {("run", "eval_split"): "test", ("task", "dev_fraction"): 0.0, ("curvature", "damping"): 0.1,
+                  ("curvature", "floor"): 1e-3, ("federation", "mu_scale"): "none"}
+
+
+def canonical(d: dict) -> dict:
+    """A config dict without the later-added options that hold their defaults (a copy)."""
+    d = json.loads(json.dumps(d, default=str))
+    for (section, key), default in LATER_DEFAULTS.items():
+        if d.get(section, {}).get(key, default) == default:
+            d.get(section, {}).pop(key, None)
+    return d
 
 
 def _type_name(tp) -> str:

@@ -16,10 +16,14 @@ HIGHER_IS_BETTER = {"accuracy": True, "f1": True, "exact_match": True, "rel_subo
                     "test_loss": False}
 
 
-def load_runs(root: str | Path) -> pd.DataFrame:
-    """All metrics.csv under root as one frame with `method`, `seed` and cumulative columns added."""
+def load_runs(root: str | Path | None = None, paths=None) -> pd.DataFrame:
+    """The runs' metrics.csv (`paths`, each <method>/seed<k>/metrics.csv; else every one under `root`) as one
+    frame with `method`, `seed` and cumulative columns added."""
+    if root is None and paths is None:
+        raise ValueError("load_runs needs a root folder or a list of metrics.csv paths")
     frames = []
-    for path in sorted(Path(root).glob("*/seed*/metrics.csv")):
+    paths = sorted(Path(root).glob("*/seed*/metrics.csv")) if paths is None else [Path(p) for p in paths]
+    for path in paths:
         df = pd.read_csv(path)
         df["method"] = path.parent.parent.name
         df["seed"] = int(path.parent.name.removeprefix("seed"))
@@ -30,7 +34,7 @@ def load_runs(root: str | Path) -> pd.DataFrame:
             df[f"cum_{col}"] = df[col].cumsum()
         frames.append(df)
     if not frames:
-        raise FileNotFoundError(f"no runs found under {root} (expected <method>/seed<k>/metrics.csv)")
+        raise FileNotFoundError(f"no runs found under {root or paths} (expected <method>/seed<k>/metrics.csv)")
     return pd.concat(frames, ignore_index=True)
 
 
@@ -59,13 +63,28 @@ def best_of(run: pd.DataFrame, metric: str) -> float:
     return float(ev.max() if HIGHER_IS_BETTER.get(metric, True) else ev.min())
 
 
-def summarise(runs: pd.DataFrame, metric: str, target: float, reference: str = "decomfl") -> pd.DataFrame:
+def summarise(runs: pd.DataFrame, metric: str, target: float, reference: str = "decomfl",
+              tuning_seed: int | None = None) -> pd.DataFrame:
     """One row per method: final metric mean/std over seeds and median cost to the target; with a reference
     method (DeComFL) present, also the paper's Table 2 metric: rounds / bytes for the method to reach the
     reference's best value of the same seed.  Methods named "<family>@<lr>" (a step-size grid) get their
-    family and lr, and `best lr` marks the family's best (fewest median rounds to target, then final)."""
+    family and lr, and `best lr` marks the family's best: fewest rounds to target, then best final metric, on
+    the tuning run (seed `tuning_seed`, evaluated on the dev split) when there is one, else (older results)
+    the median over the reported seeds, as `lr chosen on` says.  Tuning runs enter no reported statistic."""
+    tuning = {}
+    if tuning_seed is not None:
+        for method, run in runs[runs.seed == tuning_seed].groupby("method", sort=False):
+            run = run.sort_values("round")
+            final = math.nan if run["status"].iloc[0] == "diverged" else run[metric].dropna().iloc[-1]
+            tuning[method] = {"rounds": to_target(run, metric, target)["rounds"], "final": final}
+        runs = runs[runs.seed != tuning_seed]
     refs = {}
-    ref_name = next((m for m in runs["method"].unique() if m.split("@")[0] == reference), None)
+    candidates = [m for m in runs["method"].unique() if m.split("@")[0] == reference]
+    if tuning and candidates:  # the reference at the step size its tuning run chose
+        sign = -1 if HIGHER_IS_BETTER.get(metric, True) else 1
+        candidates.sort(key=lambda m: (tuning.get(m, {}).get("rounds", math.inf),
+                                       _or_inf(sign * tuning.get(m, {}).get("final", math.nan))))
+    ref_name = candidates[0] if candidates else None
     if ref_name is not None:
         refs = {s: best_of(r.sort_values("round"), metric) for s, r in runs[runs.method == ref_name].groupby("seed")}
     rows = []
@@ -98,14 +117,27 @@ def summarise(runs: pd.DataFrame, metric: str, target: float, reference: str = "
             r = pd.DataFrame(to_ref) if to_ref else pd.DataFrame({"rounds": [math.inf], "bytes": [math.inf]})
             rows[-1][f"rounds to {ref_name}'s best (median)"] = float(r["rounds"].median())
             rows[-1][f"bytes to {ref_name}'s best (median)"] = float(r["bytes"].median())
+        if tuning:
+            rows[-1]["tuning rounds to target"] = tuning.get(method, {}).get("rounds", math.nan)
+            rows[-1][f"tuning final {metric}"] = tuning.get(method, {}).get("final", math.nan)
     out = pd.DataFrame(rows)
     fam = out["method"].str.split("@").str[0]
     if (fam != out["method"]).any():
         out.insert(1, "family", fam)
         out.insert(2, "lr", pd.to_numeric(out["method"].str.split("@").str[1], errors="coerce"))
         sign = -1 if HIGHER_IS_BETTER.get(metric, True) else 1
-        order = pd.DataFrame({"fam": fam, "r": out["rounds to target (median)"].fillna(math.inf),
-                              "f": (sign * out[f"final {metric} mean"]).fillna(math.inf)}).sort_values(["r", "f"])
+        on_tuning = bool(tuning)
+        r_col, f_col = (("tuning rounds to target", f"tuning final {metric}") if on_tuning
+                        else ("rounds to target (median)", f"final {metric} mean"))
+        order = pd.DataFrame({"fam": fam, "r": out[r_col].fillna(math.inf),
+                              "f": (sign * out[f_col]).fillna(math.inf)}).sort_values(["r", "f"], kind="stable")
         out["best lr"] = False
         out.loc[order.groupby("fam").head(1).index, "best lr"] = True
+        gridded = out["method"].str.contains("@", regex=False)
+        out["lr chosen on"] = f"tuning seed {tuning_seed} (dev split)" if on_tuning else "reported seeds"
+        out.loc[~gridded, "lr chosen on"] = "fixed in the config"
     return out
+
+
+def _or_inf(x: float) -> float:
+    return math.inf if math.isnan(x) else x

@@ -29,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .config import Config, task_options
+from .config import Config, canonical, task_options
 from .curvature import CurvatureError
 from .federation import Federation
 
@@ -100,15 +100,18 @@ class RunResult:
     initial_eval: dict | None = None
 
 
+def _identity(c: dict) -> dict:
+    """What a config computes: without its name, the progress display and later options at their defaults."""
+    c = canonical(c)
+    c.pop("name", None)
+    c.get("run", {}).pop("progress", None)
+    return c
+
+
 def extends(old: dict, new: dict) -> bool:
     """Is config `new` config `old` with more rounds (name and progress display aside)?"""
-    def strip(c):
-        c = json.loads(json.dumps(c))
-        c.pop("name", None)
-        c.get("run", {}).pop("progress", None)
-        rounds = c.get("federation", {}).pop("rounds", None)
-        return c, rounds
-    (a, ra), (b, rb) = strip(old), strip(new)
+    a, b = _identity(old), _identity(new)
+    ra, rb = a.get("federation", {}).pop("rounds", None), b.get("federation", {}).pop("rounds", None)
     return a == b and ra is not None and rb is not None and rb > ra
 
 
@@ -142,18 +145,24 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, replace_different: bo
         prior = out / "run.json"
         if prior.exists():
             old = json.loads(prior.read_text())
-            if old.get("config_hash") != info["config_hash"] and extends(old.get("config", {}), info["config"]):
+            # the same computation: equal hashes, or equal configs once options added later at their defaults
+            # are dropped (runs made before an option existed keep their identity)
+            same = (old.get("config_hash") == info["config_hash"]
+                    or _identity(old.get("config", {})) == _identity(info["config"]))
+            if not same and extends(old.get("config", {}), info["config"]):
                 # the same run with a larger round budget: every round is a function of (seed, round) and the
                 # log, so continuing from the checkpoint is exactly the longer run
                 (out / "metrics.csv").unlink(missing_ok=True)
-                old["config_hash"], old["status"] = info["config_hash"], "running"
-            if old.get("config_hash") != info["config_hash"] and replace_different:
+                old["status"], same = "running", True
+            if same:
+                old["config_hash"] = info["config_hash"]
+            elif replace_different:
                 for stale in ("checkpoint.pt", "metrics.csv", "metrics.partial.csv", "run.json"):
                     (out / stale).unlink(missing_ok=True)
-            elif old.get("config_hash") != info["config_hash"]:
+            else:
                 raise RuntimeError(f"{out} holds a run of a different config (hash {old.get('config_hash')}, now "
                                    f"{info['config_hash']}); choose another output folder or delete it")
-            elif old.get("status") == "complete" and (out / "metrics.csv").exists():
+            if same and old.get("status") == "complete" and (out / "metrics.csv").exists():
                 return RunResult("complete", pd.read_csv(out / "metrics.csv"), out, None, old.get("initial_eval"))
             ckpt = out / "checkpoint.pt"
             if (out / "run.json").exists() and ckpt.exists():
@@ -163,7 +172,7 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, replace_different: bo
         info["status"] = "running"
     if not rows:  # the starting point (zero-shot for a pretrained LM): what every curve is compared against
         fed.load_server_model()
-        info["initial_eval"] = task.evaluate()
+        info["initial_eval"] = task.evaluate(cfg.run.eval_split)
     else:  # resumed: measured by the first process
         info["initial_eval"] = old.get("initial_eval")
     if out is not None:
@@ -199,7 +208,7 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, replace_different: bo
             r = row["round"]
             if r % cfg.run.eval_every == 0 or r == total:
                 fed.load_server_model()
-                row.update(task.evaluate())
+                row.update(task.evaluate(cfg.run.eval_split))
             row["wall_seconds"] = time.perf_counter() - t0
             rows.append(row)
             if bar is not None:

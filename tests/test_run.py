@@ -114,6 +114,26 @@ def test_a_finished_run_extends_to_more_rounds_exactly(cfg_factory, tmp_path):
         run(cfg(8), tmp_path / "ext")
 
 
+def test_a_run_made_before_an_option_existed_keeps_its_identity(cfg_factory, tmp_path):
+    """Options added later (at their defaults) do not turn finished runs into "different" ones; a real change does."""
+    cfg = cfg_factory(**{**DIGITS, "federation": {**DIGITS["federation"], "rounds": 6}})
+    first = run(cfg, tmp_path)
+    info = json.loads((tmp_path / "run.json").read_text())
+    info["config"]["run"].pop("eval_split")  # as written before these options existed
+    info["config"]["federation"].pop("mu_scale")
+    info["config"]["task"].pop("dev_fraction")
+    info["config_hash"] = "0123456789abcdef"
+    (tmp_path / "run.json").write_text(json.dumps(info))
+    again = run(cfg, tmp_path)
+    assert again.federation is None and again.status == "complete"  # returned as finished, not recomputed
+    pd.testing.assert_frame_equal(no_wall(again.metrics), no_wall(first.metrics))
+    assert cfg.hash() == cfg_factory(**{**DIGITS, "federation": {**DIGITS["federation"], "rounds": 6}},
+                                     run={"eval_split": "test"}).hash()
+    with pytest.raises(RuntimeError, match="different config"):  # the option at another value is another run
+        run(cfg_factory(**{**DIGITS, "task": {**DIGITS["task"], "dev_fraction": 0.2},
+                           "federation": {**DIGITS["federation"], "rounds": 6}}), tmp_path)
+
+
 def test_other_config_in_same_folder_is_refused(cfg_factory, tmp_path):
     run(cfg_factory(**DIGITS), tmp_path)
     with pytest.raises(RuntimeError, match="different config"):
@@ -239,3 +259,19 @@ def test_exploded_but_finite_loss_is_diverged(cfg_factory, tmp_path):
     off = cfg_factory(method="decomfl", task={"name": "quadratic", "dim": 50}, run={"diverge_factor": 0.0},
                       federation={"rounds": 30, "lr": 50.0, "max_abs_scalar": float("inf")})
     assert run(off).status == "complete"  # the check can be switched off
+
+
+def test_eval_split_dev_evaluates_the_held_out_split_and_trains_the_same(cfg_factory):
+    """Tuning runs read the dev split: same training, other evaluation numbers; a task without one says so."""
+    task = {"name": "digits", "dev_fraction": 0.2}
+    test = run(cfg_factory(task=task, federation={"rounds": 4}, run={"eval_every": 2}))
+    dev = run(cfg_factory(task=task, federation={"rounds": 4}, run={"eval_every": 2, "eval_split": "dev"}))
+    pd.testing.assert_series_equal(test.metrics["train_loss"], dev.metrics["train_loss"])
+    assert not np.allclose(test.metrics["test_loss"].dropna(), dev.metrics["test_loss"].dropna())
+    dev.federation.load_server_model()
+    assert dev.metrics["accuracy"].dropna().iloc[-1] == dev.federation.task.evaluate("dev")["accuracy"]
+    assert dev.initial_eval != test.initial_eval
+    with pytest.raises(ValueError, match="dev_fraction"):
+        run(cfg_factory(task={"name": "digits"}, federation={"rounds": 2}, run={"eval_split": "dev"}))
+    with pytest.raises(ConfigError, match="eval_split"):
+        cfg_factory(run={"eval_split": "validation"})

@@ -1,5 +1,6 @@
 """The Snakemake workflow end to end on the smoke tier: every table and figure is produced and non-empty,
 and a second invocation has nothing to do."""
+import json
 import os
 import subprocess
 import sys
@@ -9,19 +10,34 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
-DEFAULT_RUNS = 47
+DEFAULT_RUNS = 62
 
 
 def test_smoke_dag_end_to_end(tmp_path):
     out = tmp_path / "results"
     cmd = [SNAKEMAKE, "--cores", "2", "--configfile", "workflows/config/smoke.yaml", "--config", f"results={out}", "-q"]
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True)
-    for exp, methods in {"quadratic": 3, "digits": 2}.items():
+    for exp, methods in {"quadratic": 3, "digits": 3}.items():
         table = pd.read_csv(out / "tables" / f"{exp}.csv")
-        assert len(table) == methods and (table["seeds"] == 2).all()
+        assert len(table) == methods and (table["seeds"] == 2).all()  # tuning runs are not reported
         assert (out / "tables" / f"{exp}.md").stat().st_size > 0
         for ext in ("png", "pdf"):
             assert (out / "figures" / f"convergence_{exp}.{ext}").stat().st_size > 1000
+    # digits' DeComFL lr grid: each lr also ran at the tuning seed on the dev split, and that run chose
+    digits = pd.read_csv(out / "tables" / "digits.csv").set_index("method")
+    grid = digits.loc[["decomfl@0.01", "decomfl@0.03"]]
+    assert grid["best lr"].sum() == 1 and (grid["lr chosen on"] == "tuning seed 100 (dev split)").all()
+    for m in grid.index:
+        cfg = json.loads((out / "runs" / "digits" / m / "seed100" / "run.json").read_text())["config"]
+        assert cfg["run"]["eval_split"] == "dev" and cfg["task"]["dev_fraction"] == 0.15 and cfg["seed"] == 100
+        tuned = pd.read_csv(out / "runs" / "digits" / m / "seed100" / "metrics.csv")
+        assert grid.loc[m, "tuning final accuracy"] == tuned["accuracy"].dropna().iloc[-1]
+    best = grid[grid["best lr"]].iloc[0]
+    other = grid[~grid["best lr"]].iloc[0]
+    assert (best["tuning rounds to target"], -best["tuning final accuracy"]) <= \
+        (other["tuning rounds to target"], -other["tuning final accuracy"])
+    cfg0 = json.loads((out / "runs" / "digits" / "decomfl@0.01" / "seed0" / "run.json").read_text())["config"]
+    assert cfg0["run"]["eval_split"] == "test" and cfg0["task"]["dev_fraction"] == 0.0
     for fig in ("curvature_histogram_digits", "zeta"):
         for ext in ("png", "pdf"):
             assert (out / "figures" / f"{fig}.{ext}").stat().st_size > 1000
@@ -56,7 +72,7 @@ def job_counts(stdout: str) -> dict:
 
 def test_every_tier_plans_offline(tmp_path):
     """Each tier's config validates and its DAG plans (dry run) without touching the network."""
-    for tier, runs in (("default", DEFAULT_RUNS), ("smoke", 10), ("lm", 2), ("ablations", 522), ("paper", 492)):
+    for tier, runs in (("default", DEFAULT_RUNS), ("smoke", 14), ("lm", 2), ("ablations", 696), ("paper", 492)):
         p = subprocess.run([SNAKEMAKE, "-n", "--configfile", f"workflows/config/{tier}.yaml", "--config",
                             f"results={tmp_path / tier}"], cwd=ROOT, capture_output=True, text=True, check=True,
                            env={**os.environ, "HF_HUB_OFFLINE": "1"})

@@ -6,7 +6,7 @@ A task class has an `Options` dataclass (validated from the config's `task:` sec
     params() -> list[Tensor]            the trainable tensors of the working model (fp32)
     batch(client, rng, size)            a minibatch of that client's private data
     loss(batch) -> float                the training loss at the current params (no grad)
-    evaluate() -> dict[str, float]      held-out metrics; `metric` names the headline one
+    evaluate(split) -> dict[str, float] metrics on "test" (or "dev"); `metric` names the headline one
     hessian_diagonal() / hessian()      (synthetic problems) the true curvature, for the Oracle
 """
 from __future__ import annotations

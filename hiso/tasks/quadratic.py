@@ -102,7 +102,9 @@ class Quadratic:
             y = y @ self._q_t
         return 0.5 * (y * y * self._lam_t).sum()
 
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self, split: str = "test") -> dict[str, float]:
+        """Suboptimality of the current point; the same for every split (no data: a held-out instance, i.e.
+        another seed, is the quadratic's validation)."""
         sub = self._f64(self.x.detach().double().numpy()) - self.f_star
         return {"suboptimality": sub, "rel_suboptimality": sub / (self.f_0 - self.f_star)}
 

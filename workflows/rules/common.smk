@@ -28,22 +28,34 @@ def expand_grids(cfg):
 
 
 def expand_lr_grids(experiments):
-    """lr_grid: {method: [lr, ...]} -> methods "<method>@<lr>" (tables pick each method's best lr)."""
+    """lr_grid: {method: [lr, ...]} -> methods "<method>@<lr>", listed in spec["tuned"]: each also runs at the
+    tuning seed on the dev split, and the table picks each method's lr from those runs alone."""
     for spec in experiments.values():
         for m, lrs in (spec.pop("lr_grid", None) or {}).items():
             base = spec["methods"].pop(m) or {}
             for lr in lrs:
                 spec["methods"][f"{m}@{lr:g}"] = {**base, "federation.lr": lr}
+                spec.setdefault("tuned", []).append(f"{m}@{lr:g}")
     return experiments
 
 
 config["experiments"] = expand_lr_grids({**(config.get("experiments") or {}), **expand_grids(config)})
 EXPERIMENTS = config["experiments"]
+TUNING_SEED = config.get("tuning_seed", 100)
+for _exp, _spec in EXPERIMENTS.items():
+    if _spec.get("tuned") and TUNING_SEED in _spec.get("seeds", config["seeds"]):
+        raise ValueError(f"experiment {_exp}: tuning_seed {TUNING_SEED} is also a reported seed; "
+                         "choose another tuning_seed (the step size must not be chosen on a reported run)")
 
 
 def runs_of(exp):
     spec = EXPERIMENTS[exp]
-    return [(m, s) for m in spec["methods"] for s in spec.get("seeds", config["seeds"])]
+    runs = [(m, s) for m in spec["methods"] for s in spec.get("seeds", config["seeds"])]
+    return runs + [(m, TUNING_SEED) for m in spec.get("tuned", [])]
+
+
+def is_tuning(exp, method, seed):
+    return int(seed) == TUNING_SEED and method in EXPERIMENTS[exp].get("tuned", [])
 
 
 def metrics_of(exp):
@@ -57,10 +69,13 @@ def yaml_value(v):
     return v
 
 
-def set_args(exp, method):
-    """--set arguments of one method of one experiment (values quoted for the shell)."""
+def set_args(exp, method, seed=None):
+    """--set arguments of one method of one experiment (values quoted for the shell); a tuning run also
+    evaluates on the dev split, with the experiment's tuning_sets."""
     spec = EXPERIMENTS[exp]
     sets = {**config.get("common_sets", {}), **(spec.get("sets") or {}), **(spec["methods"][method] or {})}
+    if seed is not None and is_tuning(exp, method, seed):
+        sets.update({"run.eval_split": "dev", **(spec.get("tuning_sets") or {})})
     return " ".join(f"--set {shlex.quote(f'{k}={yaml_value(v)}')}" for k, v in sets.items())
 
 

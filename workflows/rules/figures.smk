@@ -3,6 +3,7 @@ rule convergence_figure:
     input:
         metrics=lambda w: metrics_of(w.exp),
         script="figures/convergence.py",
+        lib="hiso/results.py",
     output:
         png=report(f"{OUT}/figures/convergence_{{exp}}.png", caption="../report/convergence.rst",
                    category="Convergence"),
@@ -14,10 +15,10 @@ rule convergence_figure:
     params:
         py=PY,
         metric=lambda w: EXPERIMENTS[w.exp]["metric"],
-        root=lambda w: f"{OUT}/runs/{w.exp}",
         title=lambda w: EXPERIMENTS[w.exp].get("title", w.exp),
+        tuning=lambda w: f"--tuning-seed {TUNING_SEED}" if EXPERIMENTS[w.exp].get("tuned") else "",
     shell:
-        "{params.py} {input.script} --root {params.root} --metric {params.metric} --title {params.title:q} "
+        "{params.py} {input.script} --metrics {input.metrics} --metric {params.metric} --title {params.title:q} {params.tuning} "
         "--png {output.png} --pdf {output.pdf} > {log} 2>&1"
 
 

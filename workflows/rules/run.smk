@@ -16,7 +16,7 @@ rule run:
         gpu=lambda w: EXPERIMENTS[w.exp].get("gpu", 0),
     params:
         py=PY,
-        sets=lambda w: set_args(w.exp, w.method),
+        sets=lambda w: set_args(w.exp, w.method, w.seed),
         out=lambda w: f"{OUT}/runs/{w.exp}/{w.method}/seed{w.seed}",
     shell:
         "{params.py} -m hiso run --config {input.base} {params.sets} --set seed={wildcards.seed} "

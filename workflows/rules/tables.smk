@@ -3,6 +3,7 @@ rule table:
     input:
         metrics=lambda w: metrics_of(w.exp),
         script="workflows/scripts/summarise.py",
+        lib="hiso/results.py",
     output:
         csv=report(f"{OUT}/tables/{{exp}}.csv", caption="../report/table.rst", category="Tables"),
         md=f"{OUT}/tables/{{exp}}.md",
@@ -14,10 +15,10 @@ rule table:
         py=PY,
         target=lambda w: EXPERIMENTS[w.exp]["target"],
         metric=lambda w: EXPERIMENTS[w.exp]["metric"],
-        root=lambda w: f"{OUT}/runs/{w.exp}",
+        tuning=lambda w: f"--tuning-seed {TUNING_SEED}" if EXPERIMENTS[w.exp].get("tuned") else "",
     shell:
-        "{params.py} {input.script} --root {params.root} --metric {params.metric} --target {params.target} "
-        "--csv {output.csv} --md {output.md} > {log} 2>&1"
+        "{params.py} {input.script} --metrics {input.metrics} --metric {params.metric} --target {params.target} "
+        "{params.tuning} --csv {output.csv} --md {output.md} > {log} 2>&1"
 
 
 # Every reported number of the paper beside the regenerated one (tiers with `paper_results:`).

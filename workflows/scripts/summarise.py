@@ -8,16 +8,24 @@ from hiso.results import HIGHER_IS_BETTER, load_runs, summarise  # noqa: E402
 from hiso.run import atomic_write  # noqa: E402
 
 ap = argparse.ArgumentParser()
-ap.add_argument("--root", required=True)
+ap.add_argument("--root", default=None, help="every run under this folder (<method>/seed<k>/metrics.csv)")
+ap.add_argument("--metrics", nargs="+", default=None, help="exactly these runs' metrics.csv (the workflow's)")
 ap.add_argument("--metric", required=True)
 ap.add_argument("--target", type=float, required=True)
 ap.add_argument("--csv", required=True)
 ap.add_argument("--md", required=True)
+ap.add_argument("--tuning-seed", type=int, default=None,
+                help="runs of this seed are the lr grid's tuning runs (dev split): they pick each method's lr "
+                     "and are left out of every reported statistic")
 a = ap.parse_args()
-table = summarise(load_runs(a.root), a.metric, a.target)
+table = summarise(load_runs(a.root, a.metrics), a.metric, a.target, tuning_seed=a.tuning_seed)
 atomic_write(Path(a.csv), table.to_csv(index=False))
 op = ">=" if HIGHER_IS_BETTER.get(a.metric, True) else "<="
 header = (f"Target: {a.metric} {op} {a.target}. Rounds, bytes and forward passes to target are medians over "
           "seeds (inf: not reached); bytes are measured wire bytes, up + down.\n\n")
+if a.tuning_seed is not None:
+    header += (f"Step sizes: `best lr` is each method's fewest rounds to the target (ties: final {a.metric}) on "
+               f"its tuning run (seed {a.tuning_seed}, {a.metric} on the dev split; `tuning *` columns), "
+               "not on the reported seeds.\n\n")
 atomic_write(Path(a.md), header + table.to_markdown(index=False, floatfmt=".4g") + "\n")
 print(table.to_string(index=False))

@@ -1,0 +1,78 @@
+"""Tables from runs: the step size of a grid is chosen on the tuning run (dev split), never on reported seeds."""
+import json
+import math
+
+import pandas as pd
+
+from hiso.results import load_runs, summarise
+
+
+def write_run(root, method, seed, accuracy, status="complete"):
+    d = root / method / f"seed{seed}"
+    d.mkdir(parents=True)
+    rows = [{"round": r, "train_loss": 1.0, "bytes_up": 10, "bytes_down": 5, "forward_passes": 12,
+             "wall_seconds": 0.1, "accuracy": a} for r, a in enumerate(accuracy, start=1)]
+    pd.DataFrame(rows).to_csv(d / "metrics.csv", index=False)
+    (d / "run.json").write_text(json.dumps({"status": status}))
+
+
+def grid(tmp_path):
+    # the tuning run (seed 100) prefers lr 0.1 (target at round 2 vs 3); the reported seeds prefer lr 0.01
+    write_run(tmp_path, "hiso@0.01", 100, [0.2, 0.4, 0.6, 0.7])
+    write_run(tmp_path, "hiso@0.1", 100, [0.3, 0.6, 0.6, 0.6])
+    for s in (0, 1):
+        write_run(tmp_path, "hiso@0.01", s, [0.6, 0.7, 0.8, 0.9])
+        write_run(tmp_path, "hiso@0.1", s, [0.2, 0.3, 0.5, 0.55])
+        write_run(tmp_path, "decomfl", s, [0.1, 0.3, 0.5, 0.6])
+    return load_runs(tmp_path)
+
+
+def test_best_lr_comes_from_the_tuning_run_and_tuning_runs_are_not_reported(tmp_path):
+    t = summarise(grid(tmp_path), "accuracy", 0.5, tuning_seed=100).set_index("method")
+    assert t.loc["hiso@0.1", "best lr"] and not t.loc["hiso@0.01", "best lr"]
+    assert t.loc["decomfl", "best lr"]  # a method without a grid is its own choice
+    assert (t["seeds"] == 2).all()  # seed 100 enters no statistic
+    assert t.loc["hiso@0.1", "final accuracy mean"] == 0.55
+    assert t.loc["hiso@0.1", "tuning rounds to target"] == 2 and t.loc["hiso@0.01", "tuning rounds to target"] == 3
+    assert t.loc["hiso@0.01", "tuning final accuracy"] == 0.7
+    assert math.isnan(t.loc["decomfl", "tuning rounds to target"])
+    assert set(t.loc[["hiso@0.01", "hiso@0.1"], "lr chosen on"]) == {"tuning seed 100 (dev split)"}
+    assert t.loc["decomfl", "lr chosen on"] == "fixed in the config"
+
+
+def test_without_a_tuning_seed_the_table_says_it_chose_on_reported_seeds(tmp_path):
+    runs = grid(tmp_path)
+    t = summarise(runs[runs.seed != 100], "accuracy", 0.5).set_index("method")
+    assert t.loc["hiso@0.01", "best lr"] and not t.loc["hiso@0.1", "best lr"]
+    assert set(t.loc[["hiso@0.01", "hiso@0.1"], "lr chosen on"]) == {"reported seeds"}
+
+
+def test_ties_on_the_tuning_run_go_to_the_better_final_metric(tmp_path):
+    write_run(tmp_path, "decomfl@0.1", 100, [0.1, 0.6, 0.6])
+    write_run(tmp_path, "decomfl@0.3", 100, [0.1, 0.6, 0.9])
+    write_run(tmp_path, "decomfl@1", 100, [0.1, 0.2, 0.3], status="diverged")
+    for m in ("decomfl@0.1", "decomfl@0.3", "decomfl@1"):
+        write_run(tmp_path, m, 0, [0.5, 0.5, 0.5])
+    t = summarise(load_runs(tmp_path), "accuracy", 0.5, tuning_seed=100).set_index("method")
+    assert t["best lr"].to_dict() == {"decomfl@0.1": False, "decomfl@0.3": True, "decomfl@1": False}
+    assert math.isnan(t.loc["decomfl@1", "tuning final accuracy"])  # a diverged tuning run has no final model
+
+
+def test_the_listed_runs_are_the_table_not_whatever_lies_in_the_folder(tmp_path):
+    """A method renamed or dropped from a tier leaves its old folder behind: the workflow lists its runs."""
+    runs = grid(tmp_path)
+    write_run(tmp_path, "hiso", 0, [0.9, 0.9, 0.9, 0.9])  # stale: from before hiso got an lr grid
+    listed = [tmp_path / m / f"seed{s}" / "metrics.csv" for m, s in runs[["method", "seed"]].drop_duplicates().values]
+    t = summarise(load_runs(paths=listed), "accuracy", 0.5, tuning_seed=100)
+    assert "hiso" not in set(t.method) and "hiso" in set(load_runs(tmp_path).method)
+
+
+def test_the_reference_of_the_to_best_columns_is_the_tuned_decomfl(tmp_path):
+    write_run(tmp_path, "decomfl@0.01", 100, [0.1, 0.2, 0.6])
+    write_run(tmp_path, "decomfl@0.03", 100, [0.1, 0.6, 0.6])  # chosen: target at round 2
+    write_run(tmp_path, "decomfl@0.01", 0, [0.1, 0.2, 0.3])
+    write_run(tmp_path, "decomfl@0.03", 0, [0.1, 0.9, 0.8])
+    write_run(tmp_path, "hiso", 0, [0.1, 0.5, 0.95])
+    t = summarise(load_runs(tmp_path), "accuracy", 0.5, tuning_seed=100).set_index("method")
+    assert "rounds to decomfl@0.03's best (median)" in t.columns
+    assert t.loc["hiso", "rounds to decomfl@0.03's best (median)"] == 3  # decomfl@0.03's best is 0.9
