@@ -6,7 +6,8 @@ Protocol (issue 6), used for every problem:
      directions), digits its dev split (held out of the training split).  Criterion: fewest rounds to the
      target, ties (e.g. never reached) broken by the final validation metric.  The grid is scanned from
      large to small and stops once a step size needs more than twice the best rounds so far (every tried
-     point is in <out>_tuning.csv).
+     point is in <out>_tuning.csv).  If no grid point reaches the target, the grid is refined once at the
+     geometric midpoints of the points tried (rows marked `refined`).
   2. evaluation: 3 seeds at the tuned step size, on the test metric: rounds, forward passes and bytes to the
      target (so methods that spend 2P + 1 passes or 2P scalars per step are not flattered), final metric,
      and the agreement of the learned diagonal with the true Hessian diagonal (Spearman, log10 scale and
@@ -176,6 +177,24 @@ def main() -> None:
                 tried.append((r["rounds"], _badness(r["final"], spec["metric"]), float(lr)))
                 print(f"tune {pname} {mname:20s} lr={lr:<9.3g} rounds={r['rounds']} final={r['final']:.4g} "
                       f"{r.get('error', '') or ''} ({r['seconds']:.1f}s)", flush=True)
+            if math.isinf(min(tried)[0]) and len(tried) > 1:
+                # no grid point reached the target: the grid is refined once, at the geometric midpoints of the
+                # points tried (same scan and stopping rule); the refinement rows say `refined` in the CSV
+                lrs = sorted((t[2] for t in tried), reverse=True)
+                for lr in [math.sqrt(a * b) for a, b in zip(lrs, lrs[1:])]:
+                    best = min(tried)[0]
+                    if best < math.inf and tried[-1][0] > 2 * best:
+                        break
+                    key = dict(problem=pname, method=mname, lr=float(lr))
+                    r = store.get("tuning", key)
+                    if r is None:
+                        cap = None if math.isinf(best) or 2 * best >= spec["rounds"] else int(2 * best)
+                        r = run_one(spec, method, float(lr), seed=100, split="dev", max_rounds=cap)
+                        r["refined"] = True
+                        store.add("tuning", {**key, **r})
+                    tried.append((r["rounds"], _badness(r["final"], spec["metric"]), float(lr)))
+                    print(f"tune {pname} {mname:20s} lr={lr:<9.3g} rounds={r['rounds']} final={r['final']:.4g} "
+                          f"{r.get('error', '') or ''} (refined grid; {r['seconds']:.1f}s)", flush=True)
             chosen[mname] = min(tried)[2]
         ref_lr = chosen.get("identity (DeComFL)")
         for s in eval_seeds:  # seeds outermost: a study stopped early has every method at the first seeds
