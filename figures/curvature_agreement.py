@@ -44,6 +44,10 @@ for ax, prob in zip(axes[0], problems):
     ax.set_xlabel("round")
 axes[0][0].set_ylabel("Spearman(learned H, true diag)")
 axes[0][0].set_ylim(-0.3, 1.0)
-axes[0][-1].legend(fontsize=7)
+handles = {}  # one legend for every method drawn in any panel
+for ax in axes[0]:
+    for h, lab in zip(*ax.get_legend_handles_labels()):
+        handles.setdefault(lab, h)
+axes[0][-1].legend(handles.values(), handles.keys(), fontsize=7)
 fig.suptitle("learned curvature vs the true Hessian diagonal (tuned runs, one line per seed)", fontsize=9)
 save(fig, a.png, a.pdf)
