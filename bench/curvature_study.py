@@ -159,43 +159,7 @@ def main() -> None:
         grid = spec["grid"][::2] if args.quick else spec["grid"]
         chosen = {}
         for mname, method in methods.items():
-            tried = []
-            for lr in sorted(grid, reverse=True):  # large to small: diverging step sizes fail fast
-                best = min(tried)[0] if tried else math.inf
-                if tried and best < math.inf and tried[-1][0] > 2 * best:
-                    break  # past the optimum: smaller step sizes only get slower (printed grid stops here)
-                key = dict(problem=pname, method=mname, lr=float(lr))
-                r = store.get("tuning", key)
-                if r is None:
-                    # a run slower than twice the best so far ends the scan whatever its exact round count:
-                    # stop it there (the runs are deterministic, so the choice is the one of uncapped runs)
-                    cap = None if math.isinf(best) or 2 * best >= spec["rounds"] else int(2 * best)
-                    r = run_one(spec, method, float(lr), seed=100, split="dev", max_rounds=cap)
-                    if cap is not None and math.isinf(r["rounds"]):
-                        r["error"] = r.get("error") or f"stopped at {cap} rounds (2x the best)"
-                    store.add("tuning", {**key, **r})
-                tried.append((r["rounds"], _badness(r["final"], spec["metric"]), float(lr)))
-                print(f"tune {pname} {mname:20s} lr={lr:<9.3g} rounds={r['rounds']} final={r['final']:.4g} "
-                      f"{r.get('error', '') or ''} ({r['seconds']:.1f}s)", flush=True)
-            if math.isinf(min(tried)[0]) and len(tried) > 1:
-                # no grid point reached the target: the grid is refined once, at the geometric midpoints of the
-                # points tried (same scan and stopping rule); the refinement rows say `refined` in the CSV
-                lrs = sorted((t[2] for t in tried), reverse=True)
-                for lr in [math.sqrt(a * b) for a, b in zip(lrs, lrs[1:])]:
-                    best = min(tried)[0]
-                    if best < math.inf and tried[-1][0] > 2 * best:
-                        break
-                    key = dict(problem=pname, method=mname, lr=float(lr))
-                    r = store.get("tuning", key)
-                    if r is None:
-                        cap = None if math.isinf(best) or 2 * best >= spec["rounds"] else int(2 * best)
-                        r = run_one(spec, method, float(lr), seed=100, split="dev", max_rounds=cap)
-                        r["refined"] = True
-                        store.add("tuning", {**key, **r})
-                    tried.append((r["rounds"], _badness(r["final"], spec["metric"]), float(lr)))
-                    print(f"tune {pname} {mname:20s} lr={lr:<9.3g} rounds={r['rounds']} final={r['final']:.4g} "
-                          f"{r.get('error', '') or ''} (refined grid; {r['seconds']:.1f}s)", flush=True)
-            chosen[mname] = min(tried)[2]
+            chosen[mname] = tune(store, pname, spec, mname, method, grid)
         ref_lr = chosen.get("identity (DeComFL)")
         for s in eval_seeds:  # seeds outermost: a study stopped early has every method at the first seeds
             for mname, method in methods.items():
@@ -215,6 +179,40 @@ def main() -> None:
     print(report)
     if args.out:
         atomic_write(Path(f"{args.out}.md"), report)
+
+
+def tune(store: "Store", pname: str, spec: dict, mname: str, method: dict, grid) -> float:
+    """The step size with the fewest rounds to the target on the tuning instance (ties: final metric)."""
+    tried = []  # (rounds, badness, lr)
+
+    def scan(lrs, refined: bool) -> None:
+        for lr in lrs:
+            best = min(tried)[0] if tried else math.inf
+            if best < math.inf and tried[-1][0] > 2 * best:
+                break  # past the optimum: smaller step sizes only get slower (printed grid stops here)
+            key = dict(problem=pname, method=mname, lr=float(lr))
+            r = store.get("tuning", key)
+            if r is None:
+                # a run slower than twice the best so far ends the scan whatever its exact round count:
+                # stop it there (the runs are deterministic, so the choice is the one of uncapped runs)
+                cap = None if math.isinf(best) or 2 * best >= spec["rounds"] else int(2 * best)
+                r = run_one(spec, method, float(lr), seed=100, split="dev", max_rounds=cap)
+                if cap is not None and math.isinf(r["rounds"]):
+                    r["error"] = r.get("error") or f"stopped at {cap} rounds (2x the best)"
+                if refined:
+                    r["refined"] = True
+                store.add("tuning", {**key, **r})
+            tried.append((r["rounds"], _badness(r["final"], spec["metric"]), float(lr)))
+            print(f"tune {pname} {mname:20s} lr={lr:<9.3g} rounds={r['rounds']} final={r['final']:.4g} "
+                  f"{r.get('error', '') or ''} ({'refined grid; ' if refined else ''}{r['seconds']:.1f}s)", flush=True)
+
+    scan(sorted(grid, reverse=True), refined=False)  # large to small: diverging step sizes fail fast
+    if math.isinf(min(tried)[0]) and len(tried) > 1:
+        # no grid point reached the target: the grid is refined once, at the geometric midpoints of the
+        # points tried (same scan and stopping rule); the refinement rows say `refined` in the CSV
+        lrs = sorted((t[2] for t in tried), reverse=True)
+        scan([math.sqrt(a * b) for a, b in zip(lrs, lrs[1:])], refined=True)
+    return min(tried)[2]
 
 
 class Store:

@@ -71,6 +71,7 @@ def summarise(runs: pd.DataFrame, metric: str, target: float, reference: str = "
     family and lr, and `best lr` marks the family's best: fewest rounds to target, then best final metric, on
     the tuning run (seed `tuning_seed`, evaluated on the dev split) when there is one, else (older results)
     the median over the reported seeds, as `lr chosen on` says.  Tuning runs enter no reported statistic."""
+    sign = -1 if HIGHER_IS_BETTER.get(metric, True) else 1  # sorts the better final value first
     tuning = {}
     if tuning_seed is not None:
         for method, run in runs[runs.seed == tuning_seed].groupby("method", sort=False):
@@ -81,7 +82,6 @@ def summarise(runs: pd.DataFrame, metric: str, target: float, reference: str = "
     refs = {}
     candidates = [m for m in runs["method"].unique() if m.split("@")[0] == reference]
     if tuning and candidates:  # the reference at the step size its tuning run chose
-        sign = -1 if HIGHER_IS_BETTER.get(metric, True) else 1
         candidates.sort(key=lambda m: (tuning.get(m, {}).get("rounds", math.inf),
                                        _or_inf(sign * tuning.get(m, {}).get("final", math.nan))))
     ref_name = candidates[0] if candidates else None
@@ -125,7 +125,6 @@ def summarise(runs: pd.DataFrame, metric: str, target: float, reference: str = "
     if (fam != out["method"]).any():
         out.insert(1, "family", fam)
         out.insert(2, "lr", pd.to_numeric(out["method"].str.split("@").str[1], errors="coerce"))
-        sign = -1 if HIGHER_IS_BETTER.get(metric, True) else 1
         on_tuning = bool(tuning)
         r_col, f_col = (("tuning rounds to target", f"tuning final {metric}") if on_tuning
                         else ("rounds to target (median)", f"final {metric} mean"))

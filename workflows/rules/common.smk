@@ -58,6 +58,11 @@ def is_tuning(exp, method, seed):
     return int(seed) == TUNING_SEED and method in EXPERIMENTS[exp].get("tuned", [])
 
 
+def tuning_arg(exp):
+    """--tuning-seed for the table and figure scripts of an experiment with lr grids."""
+    return f"--tuning-seed {TUNING_SEED}" if EXPERIMENTS[exp].get("tuned") else ""
+
+
 def metrics_of(exp):
     return [f"{OUT}/runs/{exp}/{m}/seed{s}/metrics.csv" for m, s in runs_of(exp)]
 

@@ -16,7 +16,7 @@ rule convergence_figure:
         py=PY,
         metric=lambda w: EXPERIMENTS[w.exp]["metric"],
         title=lambda w: EXPERIMENTS[w.exp].get("title", w.exp),
-        tuning=lambda w: f"--tuning-seed {TUNING_SEED}" if EXPERIMENTS[w.exp].get("tuned") else "",
+        tuning=lambda w: tuning_arg(w.exp),
     shell:
         "{params.py} {input.script} --metrics {input.metrics} --metric {params.metric} --title {params.title:q} {params.tuning} "
         "--png {output.png} --pdf {output.pdf} > {log} 2>&1"

@@ -15,7 +15,7 @@ rule table:
         py=PY,
         target=lambda w: EXPERIMENTS[w.exp]["target"],
         metric=lambda w: EXPERIMENTS[w.exp]["metric"],
-        tuning=lambda w: f"--tuning-seed {TUNING_SEED}" if EXPERIMENTS[w.exp].get("tuned") else "",
+        tuning=lambda w: tuning_arg(w.exp),
     shell:
         "{params.py} {input.script} --metrics {input.metrics} --metric {params.metric} --target {params.target} "
         "{params.tuning} --csv {output.csv} --md {output.md} > {log} 2>&1"
