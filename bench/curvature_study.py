@@ -47,6 +47,7 @@ METHODS = {
     "stein": {"curvature": {"kind": "stein", "beta": 0.99, "floor": 0.1}, **CENTRAL},
     "oracle": {"curvature": {"kind": "oracle"}},
     "damped_oracle": {"curvature": {"kind": "damped_oracle", "damping": 0.1}},
+    "mixed (w=0.5)": {"curvature": {"kind": "mixed", "mix": 0.5}},  # HiSo's diagonal half-way to its mean
 }
 QUAD_GRID = [10 ** e for e in np.arange(-3.5, 0.01, 0.5)]
 

@@ -64,7 +64,7 @@ class FederationConfig:
 @dataclass
 class CurvatureConfig:
     kind: Optional[Literal["identity", "diagonal", "layer_scalar", "block_diagonal", "oracle", "rmsprop",
-                           "global_scalar", "second_difference", "stein", "damped_oracle"]] = None
+                           "global_scalar", "second_difference", "stein", "damped_oracle", "mixed"]] = None
     beta: float = 0.95  # weight on the old H
     eps: float = 1e-8
     feed: Literal["last", "every"] = "last"
@@ -73,6 +73,7 @@ class CurvatureConfig:
     rmsprop_power: float = 0.5  # kind rmsprop: applied update H^-power * Delta x
     floor: float = 1e-3  # kind stein: H = max(M, floor * RMS(M))
     damping: float = 0.1  # kind damped_oracle: H = diag(A) + damping * lambda_max
+    mix: float = 0.5  # kind mixed: H = (1 - mix) * diagonal + mix * its mean (mix 0: HiSo, 1: GlobalScalar-like)
 
 
 @dataclass
@@ -111,7 +112,7 @@ class Config:
 
 # options added after results existed: at these defaults a config is the one it was before they existed
 LATER_DEFAULTS = {("run", "eval_split"): "test", ("task", "dev_fraction"): 0.0, ("curvature", "damping"): 0.1,
-                  ("curvature", "floor"): 1e-3, ("federation", "mu_scale"): "none"}
+                  ("curvature", "floor"): 1e-3, ("federation", "mu_scale"): "none", ("curvature", "mix"): 0.5}
 
 
 def canonical(d: dict) -> dict:
@@ -247,6 +248,8 @@ def _check_ranges(cfg: Config) -> None:
                               f"not from the update's moment; leave moment at square_of_mean")
     if not cfg.curvature.floor > 0:
         raise ConfigError(f"curvature.floor must be > 0, got {cfg.curvature.floor}")
+    if not 0.0 <= cfg.curvature.mix <= 1.0:
+        raise ConfigError(f"curvature.mix must be in [0, 1], got {cfg.curvature.mix}")
     if not cfg.curvature.damping >= 0:
         raise ConfigError(f"curvature.damping must be >= 0, got {cfg.curvature.damping}")
     if cfg.curvature.kind is None:

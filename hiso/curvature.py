@@ -557,8 +557,43 @@ class DampedOracle(Oracle):
         super().__init__([d + self.damping * self.lambda_max for d in diagonal], **kw)
 
 
+class Mixed(Diagonal):
+    """HiSo's diagonal shrunk towards its own mean: H = (1 - w) M + w mean(M), M learned by HiSo's EMA.
+
+    w = 0 is HiSo, w = 1 a single learned number (GlobalScalar's role, from the diagonal's mean): the mixing
+    option between a learned shape and a learned step size. mean(M) is taken over all d entries of the state
+    at the start of the round (after each end_round / load), so every party uses the same value; no extra
+    forward passes or bytes."""
+
+    kind = "mixed"
+
+    def __init__(self, mix: float = 0.5, **kw):
+        super().__init__(**kw)
+        if not 0.0 <= mix <= 1.0:
+            raise ValueError(f"curvature.mix must be in [0, 1], got {mix}")
+        self.mix = float(mix)
+        self.mean_value = 1.0
+
+    def _init_state(self, params):
+        states = super()._init_state(params)
+        self._after_states(states)
+        return states
+
+    def _fill_inv_sqrt(self, h, out):  # mean_value changes only with the state (end_round / load): cache-safe
+        torch.mul(h, 1.0 - self.mix, out=out).add_(self.mix * self.mean_value).rsqrt_()
+
+    def _after_update(self):
+        self._after_states(self.state)
+
+    def _after_states(self, states):
+        self.mean_value = sum(float(s.double().sum()) for s in states) / sum(s.numel() for s in states)
+
+    def diagonal(self, i):
+        return self.state[i] * (1.0 - self.mix) + self.mix * self.mean_value
+
+
 KINDS = {c.kind: c for c in (Identity, Diagonal, LayerScalar, BlockDiagonal, Oracle, RMSProp, GlobalScalar,
-                             SecondDifference, Stein, DampedOracle)}
+                             SecondDifference, Stein, DampedOracle, Mixed)}
 
 
 def make_factory(c, task):
@@ -574,6 +609,8 @@ def make_factory(c, task):
         return lambda params: cls(power=c.rmsprop_power, **common).bind(params)
     if c.kind == "stein":
         return lambda params: cls(floor=c.floor, **common).bind(params)
+    if c.kind == "mixed":
+        return lambda params: cls(mix=c.mix, **common).bind(params)
     if c.kind == "damped_oracle":
         diag, lmax = task.hessian_diagonal(), task.lambda_max()
         return lambda params: cls(diag, lmax, damping=c.damping, **common).bind(params)

@@ -51,6 +51,7 @@ CASES = {
     "second-difference": dict(method="hiso", curvature={"kind": "second_difference"},
                               federation={"difference": "central"}),
     "stein": dict(method="hiso", curvature={"kind": "stein", "floor": 0.1}, federation={"difference": "central"}),
+    "mixed": dict(method="hiso", curvature={"kind": "mixed", "mix": 0.5}),
     "rmsprop-zo": dict(method="rmsprop_zo"),
     "mu-rms": dict(method="hiso", federation={"mu_scale": "rms"}),
     "fedzo-tau2": dict(method="fedzo", federation={"local_steps": 2}),

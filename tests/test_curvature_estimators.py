@@ -28,6 +28,8 @@ def rotated_quadratic(dim=6, seed=3):
     ({"kind": "stein", "feed": "every", "beta": 0.99}, {"difference": "central", "local_steps": 2}),
     ({"kind": "damped_oracle"}, {}),
     ({"kind": "diagonal"}, {"mu_scale": "rms"}),
+    ({"kind": "mixed", "mix": 0.5}, {}),
+    ({"kind": "mixed", "mix": 0.3, "feed": "every"}, {"local_steps": 3}),
 ])
 def test_new_estimators_replay_exactly(cfg_factory, curv, fed):
     fedn, diffs = run_verified(cfg_factory, 120, curvature=curv, federation={"perturbations": 3, **fed})
@@ -169,6 +171,7 @@ def test_mu_scale_rms_keeps_the_perturbation_norm(cfg_factory):
     ({"kind": "second_difference", "moment": "mean_of_squares"}, {"difference": "central"}, "square_of_mean"),
     ({"kind": "stein", "floor": 0.0}, {"difference": "central"}, "curvature.floor"),
     ({"kind": "damped_oracle", "damping": -1.0}, {}, "curvature.damping"),
+    ({"kind": "mixed", "mix": 1.5}, {}, "curvature.mix"),
 ])
 def test_bad_estimator_configs_fail_clearly(cfg_factory, curv, fed, msg):
     with pytest.raises(ConfigError, match=msg):
@@ -207,3 +210,23 @@ def test_agreement_and_zeta_on_known_vectors():
     z = zeta(true, true)  # exact whitening: every coordinate counts once
     assert z["zeta"] == pytest.approx(4.0) and z["eff_rank_whitened"] == pytest.approx(4.0)
     assert zeta(torch.ones(4), true)["zeta"] == pytest.approx(15.0)  # H = I: the trace
+
+
+def test_mixed_spans_hiso_and_one_learned_number(cfg_factory):
+    """mix = 0 is HiSo bit for bit; mix = 1 preconditions with one number, the mean of HiSo's diagonal;
+    in between, H = (1 - w) M + w mean(M) with mean(M) of the state at the round's start."""
+    def fed_of(curv, rounds=40):
+        fedn, _ = build_federation(cfg_factory(task={"name": "quadratic", "dim": 50}, curvature=curv,
+                                               federation={"rounds": rounds, "perturbations": 3}))
+        for _ in range(rounds):
+            fedn.run_round()
+        return fedn
+    hiso, mix0 = fed_of({"kind": "diagonal"}), fed_of({"kind": "mixed", "mix": 0.0})
+    assert torch.equal(hiso.server.params[0], mix0.server.params[0])
+    assert torch.equal(hiso.server.curvature.flat(), mix0.server.curvature.flat())
+    one = fed_of({"kind": "mixed", "mix": 1.0}).server.curvature
+    assert torch.allclose(one.flat(), torch.full_like(one.flat(), one.mean_value))
+    assert not torch.allclose(one.state[0], torch.full_like(one.state[0], one.mean_value))  # M keeps its shape
+    half = fed_of({"kind": "mixed", "mix": 0.25}).server.curvature
+    m = half.state[0].double()
+    torch.testing.assert_close(half.flat().double(), 0.75 * m + 0.25 * m.mean(), rtol=1e-6, atol=0)
