@@ -278,7 +278,16 @@ class Diagonal(Curvature):
     def _init_state(self, params):
         self._tmp = torch.empty(0, dtype=params[0].dtype, device=params[0].device)
         self._tmp_key = None
-        return [torch.ones_like(p) for p in params]
+        states = [torch.ones_like(p) for p in params]
+        self._refresh(states)
+        return states
+
+    def _after_update(self):
+        self._refresh(self.state)
+
+    def _refresh(self, states: list[torch.Tensor]) -> None:
+        """Kinds whose directions also use a statistic of the whole state (Stein's floor, Mixed's mean)
+        recompute it here: at binding and after every end_round / load, so every party holds the same value."""
 
     def precondition_(self, i, u, start=0):
         # H^{-1/2} of the piece is kept in one scratch buffer (one piece, never d) and recomputed only when
@@ -507,11 +516,6 @@ class Stein(Diagonal):
         self.floor_value = 0.0
         self.clamped_fraction = 0.0
 
-    def _init_state(self, params):
-        states = super()._init_state(params)
-        self._after_states(states)
-        return states
-
     def used(self, i: int) -> torch.Tensor:
         return self.state[i].clamp(min=self.floor_value)
 
@@ -531,10 +535,7 @@ class Stein(Diagonal):
         if not (bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))):
             raise CurvatureError(f"stein curvature of tensor {i} has non-finite entries; lower federation.lr/mu")
 
-    def _after_update(self):
-        self._after_states(self.state)
-
-    def _after_states(self, states):
+    def _refresh(self, states):
         sq = sum(float(s.double().square().sum()) for s in states)
         n = sum(s.numel() for s in states)
         self.floor_value = self.floor * math.sqrt(sq / n)
@@ -574,18 +575,10 @@ class Mixed(Diagonal):
         self.mix = float(mix)
         self.mean_value = 1.0
 
-    def _init_state(self, params):
-        states = super()._init_state(params)
-        self._after_states(states)
-        return states
-
     def _fill_inv_sqrt(self, h, out):  # mean_value changes only with the state (end_round / load): cache-safe
         torch.mul(h, 1.0 - self.mix, out=out).add_(self.mix * self.mean_value).rsqrt_()
 
-    def _after_update(self):
-        self._after_states(self.state)
-
-    def _after_states(self, states):
+    def _refresh(self, states):
         self.mean_value = sum(float(s.double().sum()) for s in states) / sum(s.numel() for s in states)
 
     def diagonal(self, i):
