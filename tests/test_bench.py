@@ -32,3 +32,18 @@ def test_curvature_study_quick_pass(tmp_path):
     for m, grp in tuned.groupby("method"):
         t = tune[tune.method == m].assign(r=lambda d: d["rounds"].astype(float)).sort_values(["r", "final"])
         assert grp.lr.iloc[0] == t.lr.iloc[0]
+
+
+def test_curvature_study_oracle_gain_uses_the_best_oracle_variant():
+    sys.path.insert(0, str(ROOT / "bench"))
+    import curvature_study as cs
+
+    rows = [("identity (DeComFL)", 1000.0), ("diagonal (HiSo)", 600.0), ("oracle", float("inf")),
+            ("oracle_central", 200.0), ("oracle_mu_rms", 300.0)]
+    ev = pd.DataFrame([dict(problem="p", method=m, protocol="tuned", lr=0.1, seed=s, rounds=r,
+                            forward_passes=r, bytes=r, final=0.1) for m, r in rows for s in (0, 1, 2)])
+    table = cs.summarise(ev)
+    line = next(ln for ln in table.splitlines() if "diagonal (HiSo)" in ln)
+    # (1000 - 600) / (1000 - 200): measured against the fastest oracle, not the failing forward-difference one
+    assert line.rstrip(" |").endswith("0.5")
+    assert "oracle_gain_recovered" in table
