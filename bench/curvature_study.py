@@ -5,9 +5,10 @@ Protocol (issue 6), used for every problem:
      metric: the quadratic uses a separate problem instance (seed 100: other spectrum draw, optima and
      directions), digits its dev split (held out of the training split).  Criterion: fewest rounds to the
      target, ties (e.g. never reached) broken by the final validation metric.  The grid is scanned from
-     large to small and stops once a step size needs more than twice the best rounds so far (every tried
+     large to small and stops once a step size needs more than twice the best rounds so far, or, while no
+     point has reached the target, once two successive points end worse than an earlier one (every tried
      point is in <out>_tuning.csv).  If no grid point reaches the target, the grid is refined once at the
-     geometric midpoints of the points tried (rows marked `refined`).
+     geometric midpoints between the best point (by final metric) and its neighbours (rows `refined`).
   2. evaluation: 3 seeds at the tuned step size, on the test metric: rounds, forward passes and bytes to the
      target (so methods that spend 2P + 1 passes or 2P scalars per step are not flattered), final metric,
      and the agreement of the learned diagonal with the true Hessian diagonal (Spearman, log10 scale and
@@ -199,10 +200,14 @@ def tune(store: "Store", pname: str, spec: dict, mname: str, method: dict, grid)
     tried = []  # (rounds, badness, lr)
 
     def scan(lrs, refined: bool) -> None:
+        start = len(tried)
         for lr in lrs:
             best = min(tried)[0] if tried else math.inf
             if best < math.inf and tried[-1][0] > 2 * best:
                 break  # past the optimum: smaller step sizes only get slower (printed grid stops here)
+            here = [t[1] for t in tried[start:]]  # final metrics (badness) of this scan's points, in order
+            if best == math.inf and len(here) >= 3 and min(here[:-2]) < min(math.inf, *here[-2:]):
+                break  # nothing reached yet and the last two points ended worse than an earlier one: past it
             key = dict(problem=pname, method=mname, lr=float(lr))
             r = store.get("tuning", key)
             if r is None:
@@ -215,16 +220,19 @@ def tune(store: "Store", pname: str, spec: dict, mname: str, method: dict, grid)
                 if refined:
                     r["refined"] = True
                 store.add("tuning", {**key, **r})
-            tried.append((r["rounds"], _badness(r["final"], spec["metric"]), float(lr)))
+            diverged = str(r.get("error") or "").startswith("diverged")  # its last finite metric ranks nothing
+            tried.append((r["rounds"], math.inf if diverged else _badness(r["final"], spec["metric"]), float(lr)))
             print(f"tune {pname} {mname:20s} lr={lr:<9.3g} rounds={r['rounds']} final={r['final']:.4g} "
                   f"{r.get('error', '') or ''} ({'refined grid; ' if refined else ''}{r['seconds']:.1f}s)", flush=True)
 
     scan(sorted(grid, reverse=True), refined=False)  # large to small: diverging step sizes fail fast
     if math.isinf(min(tried)[0]) and len(tried) > 1:
-        # no grid point reached the target: the grid is refined once, at the geometric midpoints of the
-        # points tried (same scan and stopping rule); the refinement rows say `refined` in the CSV
+        # no grid point reached the target: the grid is refined once, at the geometric midpoints between the
+        # point with the best final metric and its neighbours (same scan and stopping rule); the refinement
+        # rows say `refined` in the CSV
         lrs = sorted((t[2] for t in tried), reverse=True)
-        scan([math.sqrt(a * b) for a, b in zip(lrs, lrs[1:])], refined=True)
+        i = lrs.index(min(tried, key=lambda t: t[1])[2])
+        scan([math.sqrt(lrs[j] * lrs[j + 1]) for j in (i - 1, i) if 0 <= j < len(lrs) - 1], refined=True)
     return min(tried)[2]
 
 

@@ -1,4 +1,5 @@
 """The benchmark scripts stay runnable (their quick parts), and what they print is what they measured."""
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -47,3 +48,26 @@ def test_curvature_study_oracle_gain_uses_the_best_oracle_variant():
     # (1000 - 600) / (1000 - 200): measured against the fastest oracle, not the failing forward-difference one
     assert line.rstrip(" |").endswith("0.5")
     assert "oracle_gain_recovered" in table
+
+
+def test_curvature_study_tuning_scan_stops_past_the_best_and_refines_around_it(monkeypatch):
+    sys.path.insert(0, str(ROOT / "bench"))
+    import curvature_study as cs
+
+    # nothing reaches the target; 1.0 diverges (its last finite value is small but ranks nothing); the final
+    # metric is best at 0.1 and worse below it, so the scan stops after 0.01 and 0.001
+    finals = {1.0: (0.05, "diverged"), 0.1: (0.3, ""), 0.01: (0.5, ""), 0.001: (0.7, ""), 1e-4: (0.9, "")}
+    ran = []
+
+    def fake_run(spec, method, lr, seed, split, track=False, max_rounds=None):
+        ran.append(lr)
+        final, err = finals.get(lr, (0.2 if lr > 0.1 else 0.4, ""))
+        return {"rounds": math.inf, "forward_passes": math.inf, "bytes": math.inf, "final": final,
+                "seconds": 0.0, "error": err}
+
+    monkeypatch.setattr(cs, "run_one", fake_run)
+    spec = {"rounds": 100, "metric": "rel_suboptimality"}
+    lr = cs.tune(cs.Store(None), "p", spec, "m", {}, grid=sorted(finals))
+    assert ran[:4] == [1.0, 0.1, 0.01, 0.001]  # 1e-4 never run
+    assert sorted(ran[4:]) == sorted([math.sqrt(1.0 * 0.1), math.sqrt(0.1 * 0.01)])  # the best's neighbours
+    assert lr == math.sqrt(0.1)  # the refined point above 0.1 ended best (0.2)
