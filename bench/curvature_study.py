@@ -286,6 +286,10 @@ def summarise(ev: pd.DataFrame) -> str:
         sub = ev[ev.protocol == protocol]
         if sub.empty:
             continue
+        mixed = sub.groupby(["problem", "method"]).lr.nunique()
+        if (mixed > 1).any():  # e.g. a re-tuned method whose runs at its old step size are still in the CSV
+            raise ValueError(f"{protocol} runs at more than one lr for {list(mixed[mixed > 1].index)}: "
+                             f"remove the stale rows from the eval CSV")
         agg = {"lr": ("lr", "first"), "rounds": ("rounds", "median"), "rounds_per_seed": ("rounds", list),
                "forward_passes": ("forward_passes", "median"), "bytes": ("bytes", "median"),
                "final_median": ("final", "median")}

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,3 +72,13 @@ def test_curvature_study_tuning_scan_stops_past_the_best_and_refines_around_it(m
     assert ran[:4] == [1.0, 0.1, 0.01, 0.001]  # 1e-4 never run
     assert sorted(ran[4:]) == sorted([math.sqrt(1.0 * 0.1), math.sqrt(0.1 * 0.01)])  # the best's neighbours
     assert lr == math.sqrt(0.1)  # the refined point above 0.1 ended best (0.2)
+
+
+def test_curvature_study_summary_refuses_runs_at_two_step_sizes():
+    sys.path.insert(0, str(ROOT / "bench"))
+    import curvature_study as cs
+
+    ev = pd.DataFrame([dict(problem="p", method="m", protocol="tuned", lr=lr, seed=0, rounds=1.0,
+                            forward_passes=1.0, bytes=1.0, final=0.1) for lr in (0.01, 0.03)])
+    with pytest.raises(ValueError, match="more than one lr"):
+        cs.summarise(ev)
