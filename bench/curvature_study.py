@@ -210,7 +210,7 @@ def tune(store: "Store", pname: str, spec: dict, mname: str, method: dict, grid)
             if best < math.inf and tried[-1][0] > 2 * best:
                 break  # past the optimum: smaller step sizes only get slower (printed grid stops here)
             here = [t[1] for t in tried[start:]]  # final metrics (badness) of this scan's points, in order
-            if best == math.inf and len(here) >= 3 and min(here[:-2]) < min(math.inf, *here[-2:]):
+            if best == math.inf and len(here) >= 3 and min(here[:-2]) < min(here[-2:]):
                 break  # nothing reached yet and the last two points ended worse than an earlier one: past it
             key = dict(problem=pname, method=mname, lr=float(lr))
             r = store.get("tuning", key)
