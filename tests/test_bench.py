@@ -10,6 +10,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture
+def cs(monkeypatch):
+    """bench/curvature_study.py as a module (its unit-testable parts: tune, summarise)."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import curvature_study
+
+    return curvature_study
+
+
 def test_perf_bytes_part_measures_the_wire(tmp_path):
     subprocess.run([sys.executable, "bench/perf.py", "--only", "bytes", "--out", str(tmp_path / "p")], cwd=ROOT,
                    check=True, capture_output=True, text=True)
@@ -36,10 +45,7 @@ def test_curvature_study_quick_pass(tmp_path):
         assert grp.lr.iloc[0] == t.lr.iloc[0]
 
 
-def test_curvature_study_oracle_gain_uses_the_best_oracle_variant():
-    sys.path.insert(0, str(ROOT / "bench"))
-    import curvature_study as cs
-
+def test_curvature_study_oracle_gain_uses_the_best_oracle_variant(cs):
     rows = [("identity (DeComFL)", 1000.0), ("diagonal (HiSo)", 600.0), ("oracle", float("inf")),
             ("oracle_central", 200.0), ("oracle_mu_rms", 300.0)]
     ev = pd.DataFrame([dict(problem="p", method=m, protocol="tuned", lr=0.1, seed=s, rounds=r,
@@ -51,10 +57,7 @@ def test_curvature_study_oracle_gain_uses_the_best_oracle_variant():
     assert "oracle_gain_recovered" in table
 
 
-def test_curvature_study_tuning_scan_stops_past_the_best_and_refines_around_it(monkeypatch):
-    sys.path.insert(0, str(ROOT / "bench"))
-    import curvature_study as cs
-
+def test_curvature_study_tuning_scan_stops_past_the_best_and_refines_around_it(cs, monkeypatch):
     # nothing reaches the target; 1.0 diverges (its last finite value is small but ranks nothing); the final
     # metric is best at 0.1 and worse below it, so the scan stops after 0.01 and 0.001
     finals = {1.0: (0.05, "diverged"), 0.1: (0.3, ""), 0.01: (0.5, ""), 0.001: (0.7, ""), 1e-4: (0.9, "")}
@@ -74,10 +77,7 @@ def test_curvature_study_tuning_scan_stops_past_the_best_and_refines_around_it(m
     assert lr == math.sqrt(0.1)  # the refined point above 0.1 ended best (0.2)
 
 
-def test_curvature_study_summary_refuses_runs_at_two_step_sizes():
-    sys.path.insert(0, str(ROOT / "bench"))
-    import curvature_study as cs
-
+def test_curvature_study_summary_refuses_runs_at_two_step_sizes(cs):
     ev = pd.DataFrame([dict(problem="p", method="m", protocol="tuned", lr=lr, seed=0, rounds=1.0,
                             forward_passes=1.0, bytes=1.0, final=0.1) for lr in (0.01, 0.03)])
     with pytest.raises(ValueError, match="more than one lr"):
