@@ -82,3 +82,25 @@ def test_curvature_study_summary_refuses_runs_at_two_step_sizes(cs):
                             forward_passes=1.0, bytes=1.0, final=0.1) for lr in (0.01, 0.03)])
     with pytest.raises(ValueError, match="more than one lr"):
         cs.summarise(ev)
+
+
+def test_curvature_study_oracle_share_bound_and_tuning_instance_table(cs):
+    inf = float("inf")
+    t = pd.DataFrame(dict(problem="p", method=["identity (DeComFL)", "diagonal (HiSo)", "stein", "oracle_mu_rms"],
+                          rounds=[inf, 600.0, inf, 200.0]))
+    assert cs.oracle_share(t).isna().all()  # DeComFL never reached: no share without a budget
+    bound = cs.oracle_share(t, {"p": 1000})  # DeComFL counted at the budget: (1000 - 600) / (1000 - 200)
+    assert bound[1] == 0.5 and bound[3] == 1.0 and bound[[0, 2]].isna().all()  # never-reached methods: NaN
+    t.loc[0, "rounds"] = 800.0
+    assert cs.oracle_share(t, {"p": 1000}).isna().all()  # a bound only where DeComFL never reached it
+
+    # the tuning-instance table reads each tuned method's row at its chosen lr, not its other grid points
+    ev = pd.DataFrame([dict(problem="p", method=m, protocol="tuned", lr=lr, seed=s, rounds=r, forward_passes=r,
+                            bytes=r, final=0.1) for m, lr, r in (("identity (DeComFL)", 0.1, 900.0),
+                                                                 ("oracle", 0.01, 300.0)) for s in (0, 1, 2)])
+    tuning = pd.DataFrame([dict(problem="p", method=m, lr=lr, rounds=r, final=0.1)
+                           for m, lr, r in (("identity (DeComFL)", 0.1, 1000.0), ("identity (DeComFL)", 0.03, 50.0),
+                                            ("oracle", 0.01, 400.0))])
+    rows = cs.summary_tables(ev, tuning)["tuning instance"].set_index("method")
+    assert rows.rounds.to_dict() == {"identity (DeComFL)": 1000.0, "oracle": 400.0}
+    assert "## tuning instance" in cs.summarise(ev, tuning)
