@@ -9,6 +9,9 @@ Protocol (issue 6), used for every problem:
      point has reached the target, once two successive points end worse than an earlier one (every tried
      point is in <out>_tuning.csv).  If no grid point reaches the target, the grid is refined once at the
      geometric midpoints between the best point (by final metric) and its neighbours (rows `refined`).
+     Before that, a best point at either end of the grid is no optimum: the grid is extended past it one
+     step at a time (the grid's own spacing, at most MAX_EXTENSION steps) until an inner point is best
+     (rows `extended`).
   2. evaluation: 3 seeds at the tuned step size, on the test metric: rounds, forward passes and bytes to the
      target (so methods that spend 2P + 1 passes or 2P scalars per step are not flattered), final metric,
      and the agreement of the learned diagonal with the true Hessian diagonal (Spearman, log10 scale and
@@ -58,6 +61,7 @@ METHODS = {
 }
 ORACLES = ("oracle", "oracle_central", "oracle_mu_rms")  # the oracle's gain: the best of its variants
 QUAD_GRID = [10 ** e for e in np.arange(-3.5, 0.01, 0.5)]
+MAX_EXTENSION = 4  # grid steps tuning may add past an edge of the grid where the best point lies
 
 
 def quad(dim, **kw):
@@ -208,11 +212,11 @@ def tune(store: "Store", pname: str, spec: dict, mname: str, method: dict, grid)
     """The step size with the fewest rounds to the target on the tuning instance (ties: final metric)."""
     tried = []  # (rounds, badness, lr)
 
-    def scan(lrs, refined: bool) -> None:
+    def scan(lrs, note: str | None = None) -> None:
         start = len(tried)
         for lr in lrs:
             best = min(tried)[0] if tried else math.inf
-            if best < math.inf and tried[-1][0] > 2 * best:
+            if best < math.inf and len(tried) > start and tried[-1][0] > 2 * best:
                 break  # past the optimum: smaller step sizes only get slower (printed grid stops here)
             here = [t[1] for t in tried[start:]]  # final metrics (badness) of this scan's points, in order
             if best == math.inf and len(here) >= 3 and min(here[:-2]) < min(here[-2:]):
@@ -226,22 +230,31 @@ def tune(store: "Store", pname: str, spec: dict, mname: str, method: dict, grid)
                 r = run_one(spec, method, float(lr), seed=100, split="dev", max_rounds=cap)
                 if cap is not None and math.isinf(r["rounds"]):
                     r["error"] = r.get("error") or f"stopped at {cap} rounds (2x the best)"
-                if refined:
-                    r["refined"] = True
+                if note:
+                    r[note] = True  # a CSV column: `extended` or `refined`
                 store.add("tuning", {**key, **r})
             diverged = str(r.get("error") or "").startswith("diverged")  # its last finite metric ranks nothing
             tried.append((r["rounds"], math.inf if diverged else _badness(r["final"], spec["metric"]), float(lr)))
             print(f"tune {pname} {mname:20s} lr={lr:<9.3g} rounds={r['rounds']} final={r['final']:.4g} "
-                  f"{r.get('error', '') or ''} ({'refined grid; ' if refined else ''}{r['seconds']:.1f}s)", flush=True)
+                  f"{r.get('error', '') or ''} ({f'{note} grid; ' if note else ''}{r['seconds']:.1f}s)", flush=True)
 
-    scan(sorted(grid, reverse=True), refined=False)  # large to small: diverging step sizes fail fast
+    scan(sorted(grid, reverse=True))  # large to small: diverging step sizes fail fast
+    for direction in (1, -1):  # a best point at the grid's edge is no optimum: extend the grid past it
+        g = sorted(grid)
+        step = (g[-1] / g[-2] if direction > 0 else g[0] / g[1]) if len(g) > 1 else 1.0  # the grid's spacing there
+        for _ in range(MAX_EXTENSION if len(g) > 1 else 0):
+            lrs = sorted(t[2] for t in tried)
+            edge = lrs[-1] if direction > 0 else lrs[0]
+            if min(tried)[2] != edge:
+                break
+            scan([edge * step], note="extended")  # one grid step further out
     if math.isinf(min(tried)[0]) and len(tried) > 1:
         # no grid point reached the target: the grid is refined once, at the geometric midpoints between the
         # point with the best final metric and its neighbours (same scan and stopping rule); the refinement
         # rows say `refined` in the CSV
         lrs = sorted((t[2] for t in tried), reverse=True)
         i = lrs.index(min(tried, key=lambda t: t[1])[2])
-        scan([math.sqrt(lrs[j] * lrs[j + 1]) for j in (i - 1, i) if 0 <= j < len(lrs) - 1], refined=True)
+        scan([math.sqrt(lrs[j] * lrs[j + 1]) for j in (i - 1, i) if 0 <= j < len(lrs) - 1], note="refined")
     return min(tried)[2]
 
 

@@ -104,3 +104,25 @@ def test_curvature_study_oracle_share_bound_and_tuning_instance_table(cs):
     rows = cs.summary_tables(ev, tuning)["tuning instance"].set_index("method")
     assert rows.rounds.to_dict() == {"identity (DeComFL)": 1000.0, "oracle": 400.0}
     assert "## tuning instance" in cs.summarise(ev, tuning)
+
+
+@pytest.mark.parametrize("best", [10 ** 0.5, 10 ** -2.5])
+def test_curvature_study_tuning_extends_the_grid_past_an_edge_where_the_best_lies(cs, monkeypatch, best):
+    # rounds to target grow with the distance (in decades) from `best`, which lies one half-decade outside the
+    # grid [1e-2, 1]: the scan finds the edge best, steps past it (grid spacing) until an inner point wins
+    ran = []
+
+    def fake_run(spec, method, lr, seed, split, track=False, max_rounds=None):
+        ran.append(lr)
+        rounds = 100 * (1 + abs(math.log10(lr / best)))
+        return {"rounds": rounds if max_rounds is None or rounds <= max_rounds else math.inf,
+                "forward_passes": rounds, "bytes": rounds, "final": 0.05, "seconds": 0.0}
+
+    monkeypatch.setattr(cs, "run_one", fake_run)
+    spec = {"rounds": 10_000, "metric": "rel_suboptimality"}
+    grid = [10 ** e for e in (-2, -1.5, -1, -0.5, 0)]
+    store = cs.Store(None)
+    assert math.isclose(cs.tune(store, "p", spec, "m", {}, grid=grid), best)
+    outside = [lr for lr in ran if lr > 1.01 or lr < 0.0099]
+    assert len(outside) == 2 and math.isclose(outside[0], best)  # best, then one step further (worse): stop
+    assert sum(bool(r.get("extended")) for r in store.rows["tuning"]) == 2
