@@ -239,12 +239,11 @@ def tune(store: "Store", pname: str, spec: dict, mname: str, method: dict, grid)
                   f"{r.get('error', '') or ''} ({f'{note} grid; ' if note else ''}{r['seconds']:.1f}s)", flush=True)
 
     scan(sorted(grid, reverse=True))  # large to small: diverging step sizes fail fast
-    for direction in (1, -1):  # a best point at the grid's edge is no optimum: extend the grid past it
-        g = sorted(grid)
-        step = (g[-1] / g[-2] if direction > 0 else g[0] / g[1]) if len(g) > 1 else 1.0  # the grid's spacing there
-        for _ in range(MAX_EXTENSION if len(g) > 1 else 0):
+    g = sorted(grid)  # a best point at the grid's edge is no optimum: extend the grid past it, by its own spacing
+    for top, step in ((True, g[-1] / g[-2]), (False, g[0] / g[1])) if len(g) > 1 else ():
+        for _ in range(MAX_EXTENSION):
             lrs = sorted(t[2] for t in tried)
-            edge = lrs[-1] if direction > 0 else lrs[0]
+            edge = lrs[-1] if top else lrs[0]
             if min(tried)[2] != edge:
                 break
             scan([edge * step], note="extended")  # one grid step further out
@@ -302,7 +301,7 @@ def _badness(final: float, metric: str) -> float:
     return -final if metric == "accuracy" else final
 
 
-def oracle_share(t: pd.DataFrame, budget: float | None = None) -> pd.Series:
+def oracle_share(t: pd.DataFrame, budget: dict[str, float] | None = None) -> pd.Series:
     """Per row of t (problem, method, rounds): the share of the oracle's round reduction over DeComFL it recovers,
     (DeComFL - rounds) / (DeComFL - best oracle variant).  Where DeComFL never reached the target and the round
     budget is given, DeComFL is counted at the budget: a lower bound (the share grows with DeComFL's rounds
