@@ -242,8 +242,7 @@ def tune(store: "Store", pname: str, spec: dict, mname: str, method: dict, grid)
     g = sorted(grid)  # a best point at the grid's edge is no optimum: extend the grid past it, by its own spacing
     for top, step in ((True, g[-1] / g[-2]), (False, g[0] / g[1])) if len(g) > 1 else ():
         for _ in range(MAX_EXTENSION):
-            lrs = sorted(t[2] for t in tried)
-            edge = lrs[-1] if top else lrs[0]
+            edge = (max if top else min)(t[2] for t in tried)
             if min(tried)[2] != edge:
                 break
             scan([edge * step], note="extended")  # one grid step further out
@@ -319,6 +318,11 @@ def oracle_share(t: pd.DataFrame, budget: dict[str, float] | None = None) -> pd.
     return share
 
 
+def with_oracle_shares(t: pd.DataFrame, budgets: dict[str, float]) -> pd.DataFrame:
+    """t with oracle_gain_lower_bound (only where DeComFL never reached the target) and oracle_gain_recovered."""
+    return t.assign(oracle_gain_lower_bound=oracle_share(t, budgets), oracle_gain_recovered=oracle_share(t))
+
+
 def summary_tables(ev: pd.DataFrame, tuning: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """The study's tables: medians over the test seeds per protocol ("tuned", "equal lr") and, given the tuning
     rows, "tuning instance": each tuned method's run on the tuning instance at its chosen lr, where every
@@ -344,14 +348,11 @@ def summary_tables(ev: pd.DataFrame, tuning: pd.DataFrame | None = None) -> dict
                         if c in sub.columns})
         t = sub.groupby(["problem", "method"], sort=False).agg(**agg).reset_index()
         if protocol == "tuned":  # share of the oracle's round reduction over DeComFL that each method recovers
-            t["oracle_gain_lower_bound"] = oracle_share(t, budgets)  # only where DeComFL never reached it
-            t["oracle_gain_recovered"] = oracle_share(t)
+            t = with_oracle_shares(t, budgets)
             if tuning is not None and not tuning.empty:
                 rows = t[["problem", "method", "lr"]].merge(tuning[["problem", "method", "lr", "rounds", "final"]],
                                                            on=["problem", "method", "lr"], how="left")
-                rows["oracle_gain_lower_bound"] = oracle_share(rows, budgets)
-                rows["oracle_gain_recovered"] = oracle_share(rows)
-                tables["tuning instance"] = rows
+                tables["tuning instance"] = with_oracle_shares(rows, budgets)
         tables[protocol] = t
     return tables
 
