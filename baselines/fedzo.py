@@ -30,12 +30,13 @@ class FedZO(VectorFederation):
             seed = int(rng.integers(0, 2**32))  # private directions: never shared, so the delta must travel
             dirs = StepDirections(seed, self.P, self.work, self.identity, self.scratch)
             est = estimate(self.work, lambda: self.task.loss(batch), dirs, self.mu, self.difference)
-            step_(self.work, dirs, est.scalars / np.float32(self.P), self.lr)  # every local step is kept
+            step_(self.work, dirs, est.scalars / np.float32(self.P), self.lr,  # every local step is kept
+                  weight_decay=self.cfg.federation.weight_decay)
             passes += est.forward_passes
             if k == 0:
                 loss0 = est.loss
         return loss0, {"forward_passes": passes}
 
 
-register_method("fedzo", lambda cfg, task, opts: FedZO(cfg, task, opts),
+register_method("fedzo", lambda cfg, task, opts: FedZO(cfg, task, opts), weight_decay=True,
                 doc="FedZO: local ZO-SGD, full model delta up, full model down")

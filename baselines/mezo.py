@@ -102,7 +102,7 @@ class SingleParty:
         est = estimate(self.params, loss, dirs, self.mu, self.difference)
         coeffs = est.scalars / np.float32(self.P)
         if self.rule == "mezo":
-            step_(self.params, dirs, coeffs, self.lr)
+            step_(self.params, dirs, coeffs, self.lr, weight_decay=self.cfg.federation.weight_decay)
         else:
             step_(self.params, dirs, coeffs, 0.0, observe=lambda i, start, d, _: self._apply(i, self.params[i], d, start))
         return est.loss, est.forward_passes
@@ -169,4 +169,4 @@ class SingleParty:
 
 for _rule in ("mezo", "mezo_momentum", "zo_adam", "hizoo", "fo"):
     register_method(_rule, lambda cfg, task, opts, rule=_rule: SingleParty(cfg, task, opts, rule),
-                    SinglePartyOptions, doc=f"single-party {_rule}")
+                    SinglePartyOptions, doc=f"single-party {_rule}", weight_decay=_rule == "mezo")

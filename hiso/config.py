@@ -59,6 +59,7 @@ class FederationConfig:
     verify_replay: bool = False  # every client keeps a replica and really replays (memory grows with M)
     cache_directions: bool = False  # keep the P directions of a step (P x d floats) instead of regenerating
     mu_scale: Literal["none", "rms"] = "none"  # rms: mu / RMS(H^-1/2), the perturbation norm of isotropic u
+    weight_decay: float = 0.0  # SGD weight decay: x <- x - lr * (update + weight_decay * x) (the authors' 5e-4)
 
 
 @dataclass
@@ -112,7 +113,9 @@ class Config:
 
 # options added after results existed: at these defaults a config is the one it was before they existed
 LATER_DEFAULTS = {("run", "eval_split"): "test", ("task", "dev_fraction"): 0.0, ("curvature", "damping"): 0.1,
-                  ("curvature", "floor"): 1e-3, ("federation", "mu_scale"): "none", ("curvature", "mix"): 0.5}
+                  ("curvature", "floor"): 1e-3, ("federation", "mu_scale"): "none", ("curvature", "mix"): 0.5,
+                  ("federation", "weight_decay"): 0.0, ("task", "template"): "suite", ("task", "loss"): "answer",
+                  ("task", "decoding"): "greedy", ("task", "max_new_tokens"): 16, ("task", "sampling"): "random"}
 
 
 def canonical(d: dict) -> dict:
@@ -193,7 +196,14 @@ def task_options(cfg: Config):
     name = data.pop("name", None)
     if name not in TASKS:
         raise ConfigError(f"task.name: {name!r} is not a registered task (known: {', '.join(sorted(TASKS))})")
-    return TASKS[name], build(TASKS[name].Options, data, "task")
+    opts = build(TASKS[name].Options, data, "task")
+    check = getattr(TASKS[name], "check_options", None)
+    if check is not None:
+        try:
+            check(opts)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    return TASKS[name], opts
 
 
 def method_options(cfg: Config):
@@ -252,6 +262,13 @@ def _check_ranges(cfg: Config) -> None:
         raise ConfigError(f"curvature.mix must be in [0, 1], got {cfg.curvature.mix}")
     if not cfg.curvature.damping >= 0:
         raise ConfigError(f"curvature.damping must be >= 0, got {cfg.curvature.damping}")
+    if not (f.weight_decay >= 0 and math.isfinite(f.weight_decay)):
+        raise ConfigError(f"federation.weight_decay must be finite and >= 0, got {f.weight_decay}")
+    if f.weight_decay and not spec.weight_decay:
+        from .methods import METHODS
+        supported = sorted(n for n, m in METHODS.items() if m.weight_decay)
+        raise ConfigError(f"federation.weight_decay: method {cfg.method} does not implement weight decay, got "
+                          f"{f.weight_decay} (methods that do: {', '.join(supported)})")
     if cfg.curvature.kind is None:
         cfg.curvature.kind = spec.default_curvature or "identity"
     elif spec.fixed_curvature and cfg.curvature.kind != spec.default_curvature:

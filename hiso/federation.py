@@ -45,10 +45,11 @@ def batch_rng(seed: int, r: int, client: int) -> np.random.Generator:
 
 @torch.no_grad()
 def apply_record(params: list[torch.Tensor], curvature: Curvature, rec: RoundRecord, lr: float,
-                 scratch: Scratch) -> None:
+                 scratch: Scratch, weight_decay: float = 0.0) -> None:
     """Replay one round of the log: the model update of every local step, then the curvature update.
 
-    x <- x - lr * sum_k (1/P) sum_j gbar_{k,j} z_{k,j}, with every z drawn under the round's H; no forward pass.
+    x <- x - lr * sum_k (1/P) sum_j gbar_{k,j} z_{k,j}, with every z drawn under the round's H; no forward pass
+    (with weight decay, each local step is x <- x - lr * (delta_k + weight_decay * x); H never sees that term).
     The server and every catching-up client call exactly this function.
     """
     if rec.n_accepted == 0:
@@ -62,7 +63,7 @@ def apply_record(params: list[torch.Tensor], curvature: Curvature, rec: RoundRec
             observe = (lambda i, start, delta, zs, idx=fed: curvature.observe(i, delta, zs, rec.extra, idx, start))
             fed += 1
         dirs = StepDirections(int(rec.seeds[k]), num, params, curvature, scratch)
-        step_(params, dirs, rec.scalars[k] / np.float32(num), lr, observe, curvature.needs_directions)
+        step_(params, dirs, rec.scalars[k] / np.float32(num), lr, observe, curvature.needs_directions, weight_decay)
     curvature.end_round()
 
 
@@ -99,6 +100,7 @@ class Server:
     aggregator: str = "mean"
     trim_fraction: float = 0.1
     max_abs_scalar: float = 1e6
+    weight_decay: float = 0.0
     log: list[RoundRecord] = field(default_factory=list)
 
     def __post_init__(self):
@@ -179,7 +181,7 @@ class Server:
             log.error("round %d: every upload was rejected; the round makes no update", self._round)
             rec = RoundRecord(self._round, self._seeds.copy(), np.zeros((tau, num), np.float32),
                               np.zeros(self.curvature.record_extra(tau, num), np.float32), 0)
-        apply_record(self.params, self.curvature, rec, self.lr, self.scratch)
+        apply_record(self.params, self.curvature, rec, self.lr, self.scratch, self.weight_decay)
         self.log.append(rec)
         self._round = None
         return rec
@@ -203,12 +205,14 @@ class Federation:
     def __init__(self, task, curvature_factory, *, num_clients: int, clients_per_round: int, local_steps: int,
                  perturbations: int, mu: float, lr: float, difference: str = "forward", aggregator: str = "mean",
                  trim_fraction: float = 0.1, max_abs_scalar: float = 1e6, batch_size: int = 32, seed: int = 0,
-                 verify_replay: bool = False, cache_directions: bool = False, mu_scale: str = "none"):
+                 verify_replay: bool = False, cache_directions: bool = False, mu_scale: str = "none",
+                 weight_decay: float = 0.0):
         if not 1 <= clients_per_round <= num_clients:
             raise ValueError(f"clients_per_round must be in [1, num_clients={num_clients}], got {clients_per_round}")
         self.task, self.seed = task, int(seed)
         self.M, self.m, self.tau, self.P = num_clients, clients_per_round, local_steps, perturbations
         self.mu, self.lr, self.difference, self.batch_size = mu, lr, difference, batch_size
+        self.weight_decay = weight_decay
         self.verify, self.cache = verify_replay, cache_directions
         if mu_scale not in ("none", "rms"):
             raise ValueError(f"unknown mu_scale {mu_scale!r}; choose none or rms")
@@ -217,7 +221,7 @@ class Federation:
         self.scratch = Scratch(self.work)
         server_params = [p.detach().clone() for p in self.work]
         self.server = Server(server_params, curvature_factory(server_params), lr, local_steps, perturbations,
-                             aggregator, trim_fraction, max_abs_scalar)
+                             aggregator, trim_fraction, max_abs_scalar, weight_decay)
         self.clients = [ClientState(i) for i in range(num_clients)]
         if verify_replay:
             for c in self.clients:
@@ -275,7 +279,7 @@ class Federation:
             if k == 0:
                 loss0 = est.loss
             if k < self.tau - 1:  # the last local update is discarded with the round: skip it (exact)
-                step_(self.work, dirs, est.scalars / np.float32(self.P), self.lr)
+                step_(self.work, dirs, est.scalars / np.float32(self.P), self.lr, weight_decay=self.weight_decay)
         extra = np.zeros(0, np.float32) if second is None else second.reshape(-1)
         return scalars, extra, loss0, passes
 
@@ -334,7 +338,7 @@ class Federation:
         for rec in msg.catch_up:
             if rec.round != c.synced:
                 raise ReplayMismatch(f"client {c.id} expected record {c.synced}, got {rec.round}")
-            apply_record(c.params, c.curvature, rec, self.lr, scratch)
+            apply_record(c.params, c.curvature, rec, self.lr, scratch, self.weight_decay)
             c.synced += 1
 
     def upload_hook(self, up: Upload) -> bytes:

@@ -133,8 +133,10 @@ Observer = Callable[[int, int, torch.Tensor, list[torch.Tensor] | None], None]
 
 @torch.no_grad()
 def step_(params: list[torch.Tensor], dirs: StepDirections, coeffs, lr: float,
-          observe: Observer | None = None, keep_directions: bool = False) -> None:
-    """x <- x - lr * delta with delta = sum_j coeffs[j] * z_j, piece-major (all P generators advance together).
+          observe: Observer | None = None, keep_directions: bool = False, weight_decay: float = 0.0) -> None:
+    """x <- x - lr * (delta + weight_decay * x) with delta = sum_j coeffs[j] * z_j, piece-major (all P generators
+    advance together).  The weight-decay term is SGD's (torch.optim.SGD(weight_decay=...), as in the authors'
+    code): a function of x alone, so every party that replays the log applies it identically.
 
     With coeffs = g / P, delta is the paper's Delta x.  The curvature may rescale the applied update
     (`scale_update`: the RMSProp-ZO control; identity for every other kind) but the curvature EMA always
@@ -158,6 +160,8 @@ def step_(params: list[torch.Tensor], dirs: StepDirections, coeffs, lr: float,
                 if kept is not None:
                     kept.append(q.z.clone())
             if lr:  # lr = 0: only observe (optimizers that keep their own state)
+                if weight_decay:
+                    x[start:stop].mul_(1.0 - lr * weight_decay)
                 x[start:stop].sub_(dirs.curvature.scale_update(i, delta, start), alpha=lr)
             if observe is not None:
                 observe(i, start, delta, kept)

@@ -30,7 +30,7 @@ def final_sync(fedn):
                                            fedn.server.log[c.synced:]).encode())
         scratch = Scratch(c.params)
         for rec in msg.catch_up:
-            apply_record(c.params, c.curvature, rec, fedn.lr, scratch)
+            apply_record(c.params, c.curvature, rec, fedn.lr, scratch, fedn.weight_decay)
         c.synced = len(fedn.server.log)
         worst = max(worst, max(float((a - b).abs().max()) for a, b in zip(c.params, fedn.server.params)))
         assert c.curvature.equals(fedn.server.curvature), f"client {c.id} curvature differs"
@@ -61,6 +61,23 @@ def test_replay_exact_digits_multi_tensor(cfg_factory, curv):
                                federation={"local_steps": 3, "perturbations": 5, "lr": 1e-3, "batch_size": 16})
     assert max(diffs) <= 1e-6
     assert final_sync(fedn) <= 1e-6
+
+
+@pytest.mark.parametrize("kind", ["identity", "diagonal"])
+def test_weight_decay_replays_exactly_and_is_applied(cfg_factory, kind):
+    """SGD weight decay (the authors' 5e-4) is a function of x: every party replays it identically, tau > 1."""
+    fed = {"local_steps": 3, "perturbations": 2, "lr": 1e-2}
+    fedn, diffs = run_verified(cfg_factory, 40, curvature={"kind": kind}, federation={**fed, "weight_decay": 0.5})
+    assert max(diffs) <= 1e-6 and final_sync(fedn) <= 1e-6
+    plain, _ = run_verified(cfg_factory, 40, curvature={"kind": kind}, federation=fed)
+    assert float(fedn.server.params[0].norm()) < float(plain.server.params[0].norm())
+
+
+def test_weight_decay_is_refused_where_a_method_does_not_implement_it(cfg_factory):
+    from hiso.config import ConfigError
+    for method in ("fedavg", "fedkseed", "zo_adam"):
+        with pytest.raises(ConfigError, match=f"federation.weight_decay: method {method} does not implement"):
+            cfg_factory(method=method, task=QUAD, federation={"weight_decay": 5e-4})
 
 
 def test_shared_mode_holds_no_replicas_and_matches_verified(cfg_factory):

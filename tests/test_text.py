@@ -8,6 +8,7 @@ from hiso.config import load_config
 from hiso.models import ModelUnavailable, load_model
 from hiso.run import build_federation, run
 from hiso.tasks import text
+from hiso.tasks.prompts import TEMPLATES
 
 FIXTURES = {
     "sst2": lambda i, y: {"sentence": f"a {'wonderful' if y else 'dreadful'} film number {i}", "label": y, "idx": i},
@@ -49,15 +50,16 @@ def small(name, **kw):
                              "run": {"progress": False, "eval_every": 3}})
 
 
-@pytest.mark.parametrize("name", sorted(FIXTURES))
-def test_hub_task_fixture_runs_the_real_path(hub_fixtures, name):
-    fed, task = build_federation(small(name))
+@pytest.mark.parametrize("name,source", [(n, s) for n in sorted(FIXTURES) for s in TEMPLATES[n]])
+def test_hub_task_fixture_runs_the_real_path(hub_fixtures, name, source):
+    fed, task = build_federation(small(name, template=source))
     assert {split for _, _, split in hub_fixtures} == {"train", "validation"}
-    assert len(task.label_ids) == len(text.TASKS[name].verbalizer) and len(set(task.label_ids.tolist())) == len(task.label_ids)
+    t = TEMPLATES[name][source]
+    assert len(task.label_ids) == len(t.verbalizer) and len(set(task.label_ids.tolist())) == len(task.label_ids)
     example = task.test[0]
-    prompt = text.TASKS[name].prompt(example)
+    prompt = t.prompt(example)
     for field in PROMPT_FIELDS.get(name, []):
-        assert str(example[field]) in prompt
+        assert str(example[field]).lower() in prompt.lower()
     b = task.batch(0, np.random.default_rng(0), 8)
     assert b["input_ids"].shape[0] == 8 and np.isfinite(task.loss(b))
     row = fed.run_round()
@@ -66,8 +68,9 @@ def test_hub_task_fixture_runs_the_real_path(hub_fixtures, name):
     assert 0.0 <= ev["accuracy"] <= 1.0 and np.isfinite(ev["test_loss"])
 
 
-def test_qqp_prompt_has_both_questions():
-    p = text.TASKS["qqp"].prompt({"question1": "alpha?", "question2": "beta?"})
+@pytest.mark.parametrize("source", sorted(TEMPLATES["qqp"]))
+def test_qqp_prompt_has_both_questions(source):
+    p = TEMPLATES["qqp"][source].prompt({"question1": "alpha?", "question2": "beta?"})
     assert "alpha?" in p and "beta?" in p
 
 
@@ -167,6 +170,31 @@ def test_squad_loss_scores_only_the_answer_tokens(monkeypatch):
             manual.append(torch.nn.functional.cross_entropy(logits, b["input_ids"][row, -k:], reduction="sum"))
     total = sum(int(x) for x in b["n_answer"])
     assert task.loss(b) == pytest.approx(float(sum(manual)) / total, rel=1e-4)
+
+
+def test_squad_authors_protocol_full_loss_head_rows_and_seeded_beam_sampling(monkeypatch):
+    """task.loss: full scores every non-pad token; sampling: head takes the first rows; decoding: authors
+    (2 beams, sampled, 5 tokens) is seeded, so an evaluation repeats exactly."""
+    monkeypatch.setattr(text, "load_hub", lambda path, name, split: squad_rows(40 if split == "train" else 20))
+    cfg = load_config(data={"task": {"name": "squad", "model": "tiny-llama", "train_size": 14, "dev_size": 2,
+                                     "test_size": 5, "max_length": 96, "template": "authors", "loss": "full",
+                                     "decoding": "authors", "max_new_tokens": 5, "sampling": "head"},
+                            "run": {"progress": False}})
+    _, task = build_federation(cfg)
+    assert sorted(int(r["id"]) for r in task.test) == [0, 1, 2, 3, 4]  # the first 5 validation rows
+    assert sorted(int(r["id"]) for r in task.train + task.dev) == list(range(16))
+    b = task._collate("train", [0, 1])
+    with torch.no_grad():
+        out = task.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], position_ids=b["position_ids"])
+    target = b["input_ids"][:, 1:].clone()
+    target[b["attention_mask"][:, 1:] == 0] = -100
+    manual = torch.nn.functional.cross_entropy(out.logits[:, :-1].reshape(-1, out.logits.shape[-1]),
+                                               target.reshape(-1), ignore_index=-100)
+    assert task.loss(b) == pytest.approx(float(manual), rel=1e-4)
+    assert task.tok.decode(b["input_ids"][0]).endswith("few words:red")
+    kw = task.generation_kwargs()
+    assert (kw["num_beams"], kw["do_sample"], kw["max_new_tokens"], kw["top_p"]) == (2, True, 5, 0.3)
+    assert task.evaluate() == task.evaluate()
 
 
 @pytest.mark.parametrize("pred,gold,f1", [("the cat sat", "Cat sat.", 1.0), ("cat", "dog", 0.0),

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models import load_model, make_trainable
+from .prompts import template
 from .split import dirichlet_split
 
 
@@ -44,13 +45,17 @@ class TextOptions:
     alpha: float = math.inf  # Dirichlet label skew over clients; inf = IID
     eval_batch_size: int = 64
     device: Literal["cpu", "cuda", "auto"] = "cpu"  # auto: cuda when available (the GPU tier), else cpu
+    template: Literal["suite", "authors", "mezo"] = "suite"  # prompt source (hiso/tasks/prompts.py)
+    # train/dev/test drawn at random from each split, or its first rows (the authors' select(range(n)))
+    sampling: Literal["random", "head"] = "random"
+    loss: Literal["answer", "full"] = "answer"  # SQuAD: CE over the answer's tokens, or the whole sequence
+    decoding: Literal["greedy", "authors"] = "greedy"  # SQuAD: greedy, or 2-beam sampling (top_p 0.3)
+    max_new_tokens: int = 16  # SQuAD: generated answer length
 
 
 @dataclass(frozen=True)
 class TaskDef:
     load: Callable[[int], tuple[list[dict], list[dict]]]  # seed -> (train pool, test pool), dicts with "label"
-    prompt: Callable[[dict], str]
-    verbalizer: tuple[str, ...]  # one word per label, each a single token
 
 
 # --- data sources ----------------------------------------------------------------------------------
@@ -102,35 +107,17 @@ def _hub(path: str, name: str | None, train: str = "train", test: str = "validat
     return lambda seed: (load_hub(path, name, train), load_hub(path, name, test))
 
 
-YES_NO = ("No", "Yes")
-TASKS: dict[str, TaskDef] = {
-    "rotten_tomatoes": TaskDef(_rotten_tomatoes, lambda e: f"{e['text']}\nIt was", (" terrible", " great")),
-    "tweets": TaskDef(_tweets, lambda e: f"{e['text']}\nThe sentiment is", (" negative", " neutral", " positive")),
-    "sst2": TaskDef(_hub("nyu-mll/glue", "sst2"), lambda e: f"{e['sentence']} It was", (" bad", " good")),
-    # both questions (the authors' code repeats question 1)
-    "qqp": TaskDef(_hub("nyu-mll/glue", "qqp"),
-                   lambda e: f"Question 1: {e['question1']}\nQuestion 2: {e['question2']}\n"
-                             "Do these two questions ask the same thing? Yes or No?\n", YES_NO),
-    "rte": TaskDef(_hub("aps/super_glue", "rte"),
-                   lambda e: f"{e['premise']}\nDoes this mean that \"{e['hypothesis']}\" is true? Yes or No?\n",
-                   ("Yes", "No")),  # 0 = entailment
-    "cb": TaskDef(_hub("aps/super_glue", "cb"),
-                  lambda e: f"{e['premise']}\nDoes this mean that \"{e['hypothesis']}\" is true? Yes or No?\n",
-                  ("Yes", "No", "Maybe")),  # entailment, contradiction, neutral
-    "boolq": TaskDef(_hub("aps/super_glue", "boolq"), lambda e: f"{e['passage']} {e['question']}?", (" No", " Yes")),
-    "wic": TaskDef(_hub("aps/super_glue", "wic"),
-                   lambda e: f"Does the word \"{e['word']}\" have the same meaning in these two sentences? Yes, No?\n"
-                             f"{e['sentence1']}\n{e['sentence2']}\n", YES_NO),
-    "wsc": TaskDef(_hub("aps/super_glue", "wsc.fixed"),
-                   lambda e: f"{e['text']}\nIn the previous sentence, does the pronoun \"{e['span2_text'].lower()}\" "
-                             f"refer to {e['span1_text']}? Yes or No?\n", YES_NO),
-    "multirc": TaskDef(_hub("aps/super_glue", "multirc"),
-                       lambda e: f"{e['paragraph']}\nQuestion: {e['question']}\nI found this answer \"{e['answer']}\". "
-                                 "Is that correct? Yes or No?\n", YES_NO),
-}
+HUB = {"sst2": ("nyu-mll/glue", "sst2"), "qqp": ("nyu-mll/glue", "qqp"), "rte": ("aps/super_glue", "rte"),
+       "cb": ("aps/super_glue", "cb"), "boolq": ("aps/super_glue", "boolq"), "wic": ("aps/super_glue", "wic"),
+       "wsc": ("aps/super_glue", "wsc.fixed"), "multirc": ("aps/super_glue", "multirc")}
+TASKS: dict[str, TaskDef] = {"rotten_tomatoes": TaskDef(_rotten_tomatoes), "tweets": TaskDef(_tweets),
+                             **{name: TaskDef(_hub(*src)) for name, src in HUB.items()}}
 
 
-def _sample(rows: list[dict], n: int, rng: np.random.Generator) -> list[dict]:
+def _sample(rows: list[dict], n: int, rng: np.random.Generator, head: bool = False) -> list[dict]:
+    """n rows at random, or (head) the first n rows in a random order."""
+    if head:
+        rows = rows[:n]
     idx = rng.permutation(len(rows))[: min(n, len(rows))]
     return [rows[i] for i in idx]
 
@@ -151,24 +138,36 @@ class TextClassification:
     Options = TextOptions
     metric = "accuracy"
     higher_is_better = True
+    name: str
     definition: TaskDef
 
+    @classmethod
+    def check_options(cls, opts: TextOptions) -> None:
+        """Refuse options this task cannot honour (before any data or model is loaded)."""
+        template(cls.name, opts.template)
+        for key, default in (("loss", "answer"), ("decoding", "greedy")):
+            if getattr(opts, key) != default:
+                raise ValueError(f"task.{key}: {getattr(opts, key)!r} applies to generation tasks (squad) only; "
+                                 f"task {cls.name} is classification")
+
     def __init__(self, opts: TextOptions, num_clients: int, seed: int):
-        self.opts, self.num_clients = opts, num_clients
+        self.opts, self.num_clients, self.seed = opts, num_clients, seed
         d = self.definition
+        self.template = template(self.name, opts.template)
         train_pool, test_pool = d.load(seed)
         rng = np.random.default_rng(np.random.SeedSequence([seed, 303]))
-        train_dev = _sample(train_pool, opts.train_size + opts.dev_size, rng)
+        head = opts.sampling == "head"
+        train_dev = _sample(train_pool, opts.train_size + opts.dev_size, rng, head)
         self.train = train_dev[: len(train_dev) - min(opts.dev_size, len(train_dev) // 5)]
         self.dev = train_dev[len(self.train):]
-        self.test = _sample(test_pool, opts.test_size, rng)
+        self.test = _sample(test_pool, opts.test_size, rng, head)
         self.device = resolve_device(opts.device)
         model, self.tok = load_model(opts.model, seed)
         self.model, self._params = make_trainable(model, opts.trainable, opts.lora_rank, opts.lora_alpha,
                                                   opts.lora_targets, opts.frozen_dtype)
         self.model.to(self.device)  # moves the parameters in place: self._params stay the trainable tensors
-        self.label_ids = (torch.tensor(self._label_ids(d.verbalizer), device=self.device)
-                          if d.verbalizer else None)
+        self.label_ids = (torch.tensor(self._label_ids(self.template.verbalizer), device=self.device)
+                          if self.template.verbalizer else None)
         self._enc = {name: self._encode(rows) for name, rows in
                      (("train", self.train), ("dev", self.dev), ("test", self.test))}
         self.shards = dirichlet_split(self.split_labels(), num_clients, opts.alpha, rng)
@@ -189,7 +188,7 @@ class TextClassification:
         return ids
 
     def _encode(self, rows: list[dict]):
-        texts = [self.definition.prompt(r) for r in rows]
+        texts = [self.template.prompt(r) for r in rows]
         ids = [x[-self.opts.max_length:] for x in self.tok(texts).input_ids]
         return ids, torch.tensor([r["label"] for r in rows], dtype=torch.long)
 
@@ -264,24 +263,33 @@ def token_f1(prediction: str, gold: str) -> float:
 
 
 class Squad(TextClassification):
-    """SQuAD v1.1: loss = cross-entropy over the gold answer's tokens (teacher forcing; only those positions'
-    logits are computed); metric = token F1 (max over gold answers) of a greedy answer, plus exact match."""
+    """SQuAD v1.1 as generation.  Loss (`task.loss`): cross-entropy over the gold answer's tokens (teacher
+    forcing; only those positions' logits are computed), or over every token of prompt + answer (the authors'
+    full-sentence loss; padding excluded).  Metric: token F1 (max over gold answers) and exact match of the
+    decoded answer (`task.decoding`: greedy, or the authors' 2-beam sampling with top_p 0.3, seeded)."""
 
     metric = "f1"
-    definition = TaskDef(_hub("rajpurkar/squad", None),
-                         lambda e: f"Title: {e['title']}\nContext: {e['context']}\nQuestion: {e['question']}\nAnswer:",
-                         ())
-    max_new_tokens = 16
+    name = "squad"
+    definition = TaskDef(_hub("rajpurkar/squad", None))
+
+    @classmethod
+    def check_options(cls, opts: TextOptions) -> None:
+        template(cls.name, opts.template)
+        if opts.max_new_tokens < 1:
+            raise ValueError(f"task.max_new_tokens must be >= 1, got {opts.max_new_tokens}")
 
     def split_labels(self) -> np.ndarray:
         return np.zeros(len(self.train), dtype=np.int64)  # no classes: alpha has nothing to skew (IID)
 
     def _encode(self, rows):
-        prompts = self.tok([self.definition.prompt(r) for r in rows]).input_ids
-        answers = self.tok([" " + r["answers"]["text"][0] for r in rows], add_special_tokens=False).input_ids
+        t = self.template
+        prompts = self.tok([t.prompt(r) for r in rows]).input_ids
+        answers = self.tok([t.answer_prefix + r["answers"]["text"][0] for r in rows],
+                           add_special_tokens=False).input_ids
         ids, n_answer = [], []
         for p, a in zip(prompts, answers):
-            a = a[: self.max_new_tokens]
+            if self.opts.loss == "answer":
+                a = a[: self.opts.max_new_tokens]
             keep = max(self.opts.max_length - len(a), 1)
             ids.append(p[-keep:] + a)
             n_answer.append(len(a))
@@ -293,14 +301,18 @@ class Squad(TextClassification):
         return b
 
     def _answer_loss(self, b, grad: bool):
-        width = int(b["n_answer"].max())
+        full = self.opts.loss == "full"
+        width = b["input_ids"].shape[1] - 1 if full else int(b["n_answer"].max())
         with torch.set_grad_enabled(grad):
             out = self.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
                              position_ids=b["position_ids"], logits_to_keep=width + 1)
             logits = out.logits[:, :-1].float()  # position t predicts token t+1: the last `width` tokens
             target = b["input_ids"][:, -width:].clone()
-            for row, n in enumerate(b["n_answer"].tolist()):
-                target[row, : width - n] = -100  # prompt tokens inside the window are not scored
+            if full:
+                target[b["attention_mask"][:, -width:] == 0] = -100  # left padding is not scored
+            else:
+                for row, n in enumerate(b["n_answer"].tolist()):
+                    target[row, : width - n] = -100  # prompt tokens inside the window are not scored
             return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100)
 
     def loss(self, batch):
@@ -309,30 +321,43 @@ class Squad(TextClassification):
     def grad_loss(self, batch):
         return self._answer_loss(batch, grad=True)
 
+    def generation_kwargs(self) -> dict:
+        """Decoding settings: greedy, or the authors' (prepare_settings.py: BASE_GENERATION_KWARGS + SQuAD's)."""
+        kw = {"max_new_tokens": self.opts.max_new_tokens, "pad_token_id": self.tok.pad_token_id}
+        if self.opts.decoding == "greedy":
+            return {**kw, "do_sample": False}
+        newline = self.tok("\n", add_special_tokens=False).input_ids[-1]
+        return {**kw, "do_sample": True, "temperature": 1.0, "num_beams": 2, "top_k": None, "top_p": 0.3,
+                "length_penalty": 2.0, "early_stopping": True, "eos_token_id": [newline, self.tok.eos_token_id]}
+
     @torch.no_grad()
     def evaluate(self, split: str = "test") -> dict[str, float]:
         rows = {"train": self.train, "dev": self.dev, "test": self.test}[split]
         ids, n_answer = self._enc[split]
         f1s, ems = [], []
-        for start in range(0, len(rows), self.opts.eval_batch_size):
-            idx = range(start, min(len(rows), start + self.opts.eval_batch_size))
-            prompts = [ids[i][: len(ids[i]) - int(n_answer[i])] for i in idx]
-            width = max(len(p) for p in prompts)
-            pad = self.tok.pad_token_id
-            input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
-            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-            out = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
-                                      max_new_tokens=self.max_new_tokens,
-                                      do_sample=False, pad_token_id=pad)
-            for i, seq in zip(idx, out[:, width:]):
-                text = self.tok.decode(seq, skip_special_tokens=True).split("\n")[0]
-                golds = rows[i]["answers"]["text"]
-                f1s.append(max(token_f1(text, g) for g in golds))
-                ems.append(float(max(normalize_answer(text) == normalize_answer(g) for g in golds)))
+        kwargs = self.generation_kwargs()
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # sampled decoding: seeded, and no effect on other draws
+            torch.manual_seed(self.seed)
+            for start in range(0, len(rows), self.opts.eval_batch_size):
+                idx = range(start, min(len(rows), start + self.opts.eval_batch_size))
+                prompts = [ids[i][: len(ids[i]) - int(n_answer[i])] for i in idx]
+                width = max(len(p) for p in prompts)
+                pad = self.tok.pad_token_id
+                input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+                mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+                out = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
+                                          **kwargs)
+                for i, seq in zip(idx, out[:, width:]):
+                    text = self.tok.decode(seq, skip_special_tokens=True).split("\n")[0].strip()
+                    golds = rows[i]["answers"]["text"]
+                    f1s.append(max(token_f1(text, g) for g in golds))
+                    ems.append(float(max(normalize_answer(text) == normalize_answer(g) for g in golds)))
         return {"f1": float(np.mean(f1s)), "exact_match": float(np.mean(ems))}
 
 
 def text_task(name: str) -> type[TextClassification]:
     if name == "squad":
         return Squad
-    return type(f"Text_{name}", (TextClassification,), {"definition": TASKS[name], "__doc__": f"text task {name}"})
+    return type(f"Text_{name}", (TextClassification,),
+                {"name": name, "definition": TASKS[name], "__doc__": f"text task {name}"})
