@@ -1,4 +1,5 @@
-"""Command line: `python -m hiso run --config FILE [--set key=value ...] [--out DIR]`."""
+"""Command line: `python -m hiso run --config FILE [--set key=value ...] [--out DIR]`,
+`python -m hiso choose-lr ...` (the workflow's step-size choice), `python -m hiso fetch ...` (hub downloads)."""
 from __future__ import annotations
 
 import argparse
@@ -19,16 +20,39 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--config", required=True, help="YAML config file")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set federation.lr=1e-3 (repeatable)")
+    r.add_argument("--set-file", action="append", default=[], metavar="FILE",
+                   help="a JSON/YAML file whose 'sets' mapping holds more KEY: VALUE overrides (applied before "
+                        "--set), e.g. the step size a tuning job chose")
     r.add_argument("--out", default=None, help="output folder (default results/runs/<name>)")
     r.add_argument("--replace-different", action="store_true",
                    help="if --out holds a run of another config, replace it instead of refusing")
     r.add_argument("--allow-diverged", action="store_true",
                    help="exit 0 when the run diverges (its metrics and run.json record it): a diverged run is a "
                         "result of a sweep, not a failure of the workflow")
+    r.add_argument("--gpu-slot", action="store_true",
+                   help="claim one free GPU of $HISO_GPUS for this run (hiso/gpu_slot.py); no-op without it")
+    c = sub.add_parser("choose-lr", help="pick a tuned method's step size from its grid's tuning runs")
+    c.add_argument("--metrics", nargs="+", required=True, help="the grid's metrics.csv, one per step size")
+    c.add_argument("--metric", required=True)
+    c.add_argument("--target", type=float, required=True)
+    c.add_argument("--out", required=True, help="JSON file: the choice ('sets') and every grid point")
     args = ap.parse_args(argv)
+    if args.cmd == "choose-lr":
+        from .plan import choose_lr, write_json
+        choice = choose_lr(args.metrics, args.metric, args.target)
+        write_json(Path(args.out), choice)
+        print(f"chose {choice['method']}" + (" (at the grid's edge: widen the grid)" if choice["at_grid_edge"] else ""))
+        return 0
+    if args.gpu_slot:
+        from .gpu_slot import claim
+        try:
+            claim()
+        except RuntimeError as e:
+            print(f"gpu slot: {e}", file=sys.stderr)
+            return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        cfg = load_config(args.config, args.set)
+        cfg = load_config(args.config, [*_file_sets(args.set_file), *args.set])
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
@@ -45,6 +69,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"run {cfg.name}: {res.status}, {len(res.metrics)} rounds -> {out}")
     print("  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in last.items()))
     return 0
+
+
+def _file_sets(paths: list[str]) -> list[str]:
+    """KEY=VALUE assignments from --set-file files (their 'sets' mapping; values as JSON, which YAML reads)."""
+    import json
+
+    from .config import load_yaml
+    out = []
+    for path in paths:
+        try:
+            data = load_yaml(Path(path).read_text())
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"--set-file {path}: {e}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("sets"), dict):
+            raise ConfigError(f"--set-file {path}: expected a mapping with a 'sets' mapping of dotted keys")
+        out += [f"{k}={json.dumps(v)}" for k, v in data["sets"].items()]
+    return out
 
 
 if __name__ == "__main__":

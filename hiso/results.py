@@ -63,6 +63,24 @@ def best_of(run: pd.DataFrame, metric: str) -> float:
     return float(ev.max() if HIGHER_IS_BETTER.get(metric, True) else ev.min())
 
 
+def rounds_to_best(run: pd.DataFrame, metric: str) -> float:
+    """First evaluated round at which a run attains its best evaluated value (its "convergence" round, the
+    reading of the paper's "communication to convergence" this suite uses)."""
+    best = best_of(run, metric)
+    if math.isnan(best):
+        return math.nan
+    ev = run.dropna(subset=[metric])
+    return float(ev.loc[ev[metric] == best, "round"].iloc[0])
+
+
+def payload_per_client_round(run: pd.DataFrame) -> float:
+    """The paper's byte convention for one client and round: its uploaded scalars (or vector) twice, i.e.
+    as many down as up (2 tau P x 4 B for DeComFL / HiSo; 2 d x 4 B for FedAvg / FedZO); headers, seeds and
+    catch-up excluded.  Measured `bytes_up_scalars` over the uploads it counts."""
+    uploads = (run["accepted"] + run["rejected"]).clip(lower=1)
+    return float((2 * run["bytes_up_scalars"] / uploads).mean())
+
+
 def summarise(runs: pd.DataFrame, metric: str, target: float, reference: str = "decomfl",
               tuning_seed: int | None = None) -> pd.DataFrame:
     """One row per method: final metric mean/std over seeds and median cost to the target; with a reference
@@ -89,7 +107,7 @@ def summarise(runs: pd.DataFrame, metric: str, target: float, reference: str = "
         refs = {s: best_of(r.sort_values("round"), metric) for s, r in runs[runs.method == ref_name].groupby("seed")}
     rows = []
     for method, grp in runs.groupby("method", sort=False):
-        finals, costs, to_ref = [], [], []
+        finals, costs, to_ref, to_best = [], [], [], []
         diverged = 0
         for seed, run in grp.groupby("seed"):
             run = run.sort_values("round")
@@ -101,6 +119,7 @@ def summarise(runs: pd.DataFrame, metric: str, target: float, reference: str = "
             else:
                 finals.append(run[metric].dropna().iloc[-1])
             costs.append(to_target(run, metric, target))
+            to_best.append(rounds_to_best(run, metric))
         c = pd.DataFrame(costs)
         last = grp[grp["round"] == grp["round"].max()]
         ok = [f for f in finals if not math.isnan(f)]
@@ -112,7 +131,9 @@ def summarise(runs: pd.DataFrame, metric: str, target: float, reference: str = "
                      "bytes to target (median)": float(c["bytes"].median()),
                      "forward passes to target (median)": float(c["forward_passes"].median()),
                      "bytes per round (mean)": float(grp["bytes_total"].mean()),
-                     "rounds": int(last["round"].iloc[0])})
+                     "rounds": int(last["round"].iloc[0]),
+                     "rounds to best (median)": float(np.nanmedian(to_best)) if ok else math.nan,
+                     "payload bytes per client-round": payload_per_client_round(grp)})
         if refs:
             r = pd.DataFrame(to_ref) if to_ref else pd.DataFrame({"rounds": [math.inf], "bytes": [math.inf]})
             rows[-1][f"rounds to {ref_name}'s best (median)"] = float(r["rounds"].median())

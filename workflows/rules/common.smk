@@ -11,51 +11,20 @@ validate(config, "../schemas/config.schema.yaml")
 OUT = config.get("results", "results")
 
 
-def expand_grids(cfg):
-    """grids: {name: {base, models, tasks: {task: {metric, target, sets}}, methods}} -> experiments."""
-    out = {}
-    for gname, g in (cfg.get("grids") or {}).items():
-        for model in g["models"]:
-            for task, t in g["tasks"].items():
-                name = f"{gname}-{model}-{task}"
-                sets = {"task.name": task, "task.model": model, **(g.get("model_sets", {}).get(model) or {}),
-                        **(t.get("sets") or {})}
-                out[name] = {"title": f"{model} on {task}", "base": g["base"], "metric": t["metric"],
-                             "target": t["target"], "sets": sets, "methods": g["methods"],
-                             "gpu": g.get("gpu", 0), "threads": g.get("threads", 1),
-                             "paper": {"model": model, "task": task}}
-    return out
+from hiso import plan  # noqa: E402  (the installed package: the tier's one source of truth)
 
-
-def expand_lr_grids(experiments):
-    """lr_grid: {method: [lr, ...]} -> methods "<method>@<lr>", listed in spec["tuned"]: each also runs at the
-    tuning seed on the dev split, and the table picks each method's lr from those runs alone."""
-    for spec in experiments.values():
-        for m, lrs in (spec.pop("lr_grid", None) or {}).items():
-            base = spec["methods"].pop(m) or {}
-            for lr in lrs:
-                spec["methods"][f"{m}@{lr:g}"] = {**base, "federation.lr": lr}
-                spec.setdefault("tuned", []).append(f"{m}@{lr:g}")
-    return experiments
-
-
-config["experiments"] = expand_lr_grids({**(config.get("experiments") or {}), **expand_grids(config)})
+plan.check_runs(config, workflow.basedir)  # every run's config, before any job starts
+config["experiments"] = plan.experiments(config)
 EXPERIMENTS = config["experiments"]
 TUNING_SEED = config.get("tuning_seed", 100)
-for _exp, _spec in EXPERIMENTS.items():
-    if _spec.get("tuned") and TUNING_SEED in _spec.get("seeds", config["seeds"]):
-        raise ValueError(f"experiment {_exp}: tuning_seed {TUNING_SEED} is also a reported seed; "
-                         "choose another tuning_seed (the step size must not be chosen on a reported run)")
 
 
 def runs_of(exp):
-    spec = EXPERIMENTS[exp]
-    runs = [(m, s) for m in spec["methods"] for s in spec.get("seeds", config["seeds"])]
-    return runs + [(m, TUNING_SEED) for m in spec.get("tuned", [])]
+    return plan.runs_of(config, EXPERIMENTS[exp])
 
 
 def is_tuning(exp, method, seed):
-    return int(seed) == TUNING_SEED and method in EXPERIMENTS[exp].get("tuned", [])
+    return plan.is_tuning(config, EXPERIMENTS[exp], method, seed)
 
 
 def tuning_arg(exp):
@@ -63,25 +32,30 @@ def tuning_arg(exp):
     return f"--tuning-seed {TUNING_SEED}" if EXPERIMENTS[exp].get("tuned") else ""
 
 
+def choice_file(exp, method, seed):
+    """The step-size choice a reported run of a tuned method reads (none for tuning runs and fixed lrs)."""
+    source = plan.lr_source(EXPERIMENTS[exp], method)
+    if source is None or is_tuning(exp, method, seed):
+        return []
+    return [f"{OUT}/tuning/{exp}/{source}.json"]
+
+
 def metrics_of(exp):
-    return [f"{OUT}/runs/{exp}/{m}/seed{s}/metrics.csv" for m, s in runs_of(exp)]
+    """Every run of the experiment that its table reads (the `tune` grid's runs are read by choose_lr only)."""
+    only = set(EXPERIMENTS[exp].get("tuning_only", []))
+    return [f"{OUT}/runs/{exp}/{m}/seed{s}/metrics.csv" for m, s in runs_of(exp) if m not in only]
 
 
-def yaml_value(v):
-    """A --set value that YAML reads back as the same value (inf is .inf in YAML)."""
-    if isinstance(v, float) and v in (float("inf"), float("-inf")):
-        return ".inf" if v > 0 else "-.inf"
-    return v
+def resource(exp, key, default):
+    """A run's cluster resource (mem_mb, runtime in minutes, ...) from the tier's per-model `resources`."""
+    return EXPERIMENTS[exp].get("resources", {}).get(key, default)
 
 
 def set_args(exp, method, seed=None):
     """--set arguments of one method of one experiment (values quoted for the shell); a tuning run also
     evaluates on the dev split, with the experiment's tuning_sets."""
-    spec = EXPERIMENTS[exp]
-    sets = {**config.get("common_sets", {}), **(spec.get("sets") or {}), **(spec["methods"][method] or {})}
-    if seed is not None and is_tuning(exp, method, seed):
-        sets.update({"run.eval_split": "dev", **(spec.get("tuning_sets") or {})})
-    return " ".join(f"--set {shlex.quote(f'{k}={yaml_value(v)}')}" for k, v in sets.items())
+    sets = plan.run_sets(config, EXPERIMENTS[exp], method, None if seed is None else int(seed))
+    return " ".join(f"--set {shlex.quote(plan.assignment(k, v))}" for k, v in sets.items())
 
 
 def all_tables():

@@ -8,8 +8,6 @@ rule convergence_figure:
         png=report(f"{OUT}/figures/convergence_{{exp}}.png", caption="../report/convergence.rst",
                    category="Convergence"),
         pdf=f"{OUT}/figures/convergence_{{exp}}.pdf",
-    conda:
-        "../envs/hiso.yaml"
     log:
         f"{OUT}/logs/figures/convergence_{{exp}}.log",
     params:
@@ -30,8 +28,6 @@ rule sweep_figure:
     output:
         png=report(f"{OUT}/figures/sweep_{{sweep}}.png", caption="../report/sweep.rst", category="Ablations"),
         pdf=f"{OUT}/figures/sweep_{{sweep}}.pdf",
-    conda:
-        "../envs/hiso.yaml"
     log:
         f"{OUT}/logs/figures/sweep_{{sweep}}.log",
     params:
@@ -55,8 +51,6 @@ rule curvature_histogram:
         png=report(f"{OUT}/figures/curvature_histogram_{{exp}}.png", caption="../report/histogram.rst",
                    category="Curvature"),
         pdf=f"{OUT}/figures/curvature_histogram_{{exp}}.pdf",
-    conda:
-        "../envs/hiso.yaml"
     log:
         f"{OUT}/logs/figures/curvature_histogram_{{exp}}.log",
     params:
@@ -77,8 +71,6 @@ rule zeta_figure:
         png=report(f"{OUT}/figures/zeta.png", caption="../report/zeta.rst", category="Curvature"),
         pdf=f"{OUT}/figures/zeta.pdf",
         csv=f"{OUT}/tables/zeta.csv",
-    conda:
-        "../envs/hiso.yaml"
     log:
         f"{OUT}/logs/figures/zeta.log",
     params:

@@ -1,24 +1,47 @@
-# One federated run per (experiment, method, seed), through the same CLI a user would type.
+# One federated run per (experiment, method, seed), through the same CLI a user would type.  A run resumes
+# from its last checkpoint, so `retries` (tier config) continue a job that the cluster killed.
 rule run:
     input:
         base=lambda w: EXPERIMENTS[w.exp]["base"],
+        choice=lambda w: choice_file(w.exp, w.method, w.seed),
     output:
         f"{OUT}/runs/{{exp}}/{{method}}/seed{{seed}}/metrics.csv",
-    conda:
-        "../envs/hiso.yaml"
     log:
         f"{OUT}/logs/{{exp}}/{{method}}/seed{{seed}}.log",
     benchmark:
         f"{OUT}/benchmarks/{{exp}}/{{method}}/seed{{seed}}.tsv"
     threads: lambda w: EXPERIMENTS[w.exp].get("threads", 1)
     priority: lambda w: EXPERIMENTS[w.exp].get("priority", 0)
+    retries: config.get("retries", 0)
     resources:
         gpu=lambda w: EXPERIMENTS[w.exp].get("gpu", 0),
+        mem_mb=lambda w, attempt: resource(w.exp, "mem_mb", 4000),
+        runtime=lambda w, attempt: resource(w.exp, "runtime", 60),
     params:
         py=PY,
         sets=lambda w: set_args(w.exp, w.method, w.seed),
+        set_file=lambda w, input: f"--set-file {input.choice}" if input.choice else "",
         out=lambda w: f"{OUT}/runs/{w.exp}/{w.method}/seed{w.seed}",
+        gpus=lambda w: "--gpu-slot" if EXPERIMENTS[w.exp].get("gpu", 0) else "",
     shell:
-        "{params.py} -m hiso run --config {input.base} {params.sets} --set seed={wildcards.seed} "
+        "{params.py} -m hiso run --config {input.base} {params.set_file} {params.sets} --set seed={wildcards.seed} "
         "--set name={wildcards.exp}-{wildcards.method}-s{wildcards.seed} --set run.threads={threads} "
-        "--set run.progress=false --out {params.out} --replace-different --allow-diverged > {log} 2>&1"
+        "--set run.progress=false {params.gpus} --out {params.out} --replace-different --allow-diverged > {log} 2>&1"
+
+
+# The step size a tuned method reports with: its grid's best run on the dev split (hiso.plan.choose_lr).
+rule choose_lr:
+    input:
+        metrics=lambda w: [f"{OUT}/runs/{w.exp}/{m}/seed{TUNING_SEED}/metrics.csv"
+                           for m in EXPERIMENTS[w.exp]["choices"][w.method]],
+    output:
+        f"{OUT}/tuning/{{exp}}/{{method}}.json",
+    log:
+        f"{OUT}/logs/tuning/{{exp}}/{{method}}.log",
+    params:
+        py=PY,
+        metric=lambda w: EXPERIMENTS[w.exp]["metric"],
+        target=lambda w: EXPERIMENTS[w.exp]["target"],
+    shell:
+        "{params.py} -m hiso choose-lr --metrics {input.metrics} --metric {params.metric} --target {params.target} "
+        "--out {output} > {log} 2>&1"

@@ -7,8 +7,6 @@ rule table:
     output:
         csv=report(f"{OUT}/tables/{{exp}}.csv", caption="../report/table.rst", category="Tables"),
         md=f"{OUT}/tables/{{exp}}.md",
-    conda:
-        "../envs/hiso.yaml"
     log:
         f"{OUT}/logs/tables/{{exp}}.log",
     params:
@@ -30,8 +28,6 @@ rule paper_side_by_side:
     output:
         csv=report(f"{OUT}/paper_results/side_by_side.csv", caption="../report/paper.rst", category="Tables"),
         md=f"{OUT}/paper_results/side_by_side.md",
-    conda:
-        "../envs/hiso.yaml"
     log:
         f"{OUT}/logs/tables/paper_side_by_side.log",
     params:

@@ -1,0 +1,178 @@
+"""A workflow tier as data: its experiments, every run's `--set` assignments, and the step-size choice.
+
+The Snakemake rules (workflows/rules/*.smk) and the tests read the same functions, so a test can load the
+config of every planned run of every tier without running Snakemake.
+
+Two step-size protocols:
+- ``lr_grid: {method: [lr, ...]}`` (CPU tiers): ``<method>@<lr>`` runs at every reported seed and at the tuning
+  seed on the dev split; the table marks each family's best lr from the tuning run.
+- ``tune: {method: [lr, ...]}`` (GPU tiers): ``<method>@<lr>`` runs only at the tuning seed on the dev split; a
+  ``choose_lr`` job picks the best (`choose_lr` below) into ``tuning/<exp>/<method>.json``, and the method's
+  reported seeds run at that step size.  ``lr_from: <method>`` in a method's sets runs it at another method's
+  chosen step size (the labelled equal-lr rows).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+META_KEYS = ("lr_from",)  # method keys that are not config keys
+
+
+def expand_grids(cfg: dict) -> dict:
+    """grids: {name: {base, models, tasks: {task: {metric, target, sets}}, methods, tune, resources}} ->
+    experiments named <grid>-<model>-<task>."""
+    out = {}
+    for gname, g in (cfg.get("grids") or {}).items():
+        for model in g["models"]:
+            for task, t in g["tasks"].items():
+                name = f"{gname}-{model}-{task}"
+                msets = g.get("model_sets", {}).get(model) or {}
+                sets = {"task.name": task, "task.model": model, **(g.get("sets") or {}), **msets,
+                        **(t.get("sets") or {}), **((g.get("cell_sets") or {}).get(f"{model}:{task}") or {})}
+                spec = {"title": f"{model} on {task}", "base": g["base"], "metric": t["metric"],
+                        "target": t["target"], "sets": sets, "methods": dict(g["methods"]),
+                        "gpu": g.get("gpu", 0), "threads": g.get("threads", 1),
+                        "paper": {"model": model, "task": task},
+                        "resources": (g.get("resources") or {}).get(model, {})}
+                for key in ("tuning_sets", "priority", "seeds"):
+                    if key in g:
+                        spec[key] = g[key]
+                if g.get("tune"):
+                    base_lr = sets.get("federation.lr")
+                    spec["tune"] = {m: [_scaled(f, base_lr) for f in factors] for m, factors in g["tune"].items()}
+                out[name] = spec
+    return out
+
+
+def _scaled(factor: float, base_lr) -> float:
+    """A grid point: factor x the model's federation.lr (3 significant digits, so names stay short)."""
+    if base_lr is None:
+        raise ValueError("grid tune factors need federation.lr in the grid's model_sets (or sets)")
+    return float(f"{factor * base_lr:.3g}")
+
+
+def expand_lr_grids(experiments: dict) -> dict:
+    """lr_grid -> methods "<method>@<lr>" listed in spec["tuned"]; tune -> tuning-only methods listed in
+    spec["tuning_only"], with spec["choices"][method] = its grid's method names."""
+    for spec in experiments.values():
+        for m, lrs in (spec.pop("lr_grid", None) or {}).items():
+            base = spec["methods"].pop(m) or {}
+            for lr in lrs:
+                spec["methods"][f"{m}@{lr:g}"] = {**base, "federation.lr": lr}
+                spec.setdefault("tuned", []).append(f"{m}@{lr:g}")
+        for m, lrs in (spec.pop("tune", None) or {}).items():
+            if m not in spec["methods"]:
+                raise ValueError(f"tune names method {m!r}, which the experiment does not run")
+            base = {k: v for k, v in (spec["methods"][m] or {}).items() if k not in META_KEYS}
+            names = []
+            for lr in lrs:
+                spec["methods"][f"{m}@{lr:g}"] = {**base, "federation.lr": lr}
+                names.append(f"{m}@{lr:g}")
+            spec.setdefault("tuning_only", []).extend(names)
+            spec.setdefault("choices", {})[m] = names
+        for m, sets in spec["methods"].items():
+            src = (sets or {}).get("lr_from")
+            if src is not None and src not in spec.get("choices", {}):
+                raise ValueError(f"method {m}: lr_from {src!r} is not a tuned method of this experiment")
+    return experiments
+
+
+def experiments(config: dict) -> dict:
+    """Every experiment of a tier (explicit ones and expanded grids), lr grids expanded."""
+    explicit = {name: {**spec, "methods": dict(spec["methods"])}  # YAML anchors share dicts: expand copies
+                for name, spec in (config.get("experiments") or {}).items()}
+    exps = expand_lr_grids({**explicit, **expand_grids(config)})
+    tuning_seed = config.get("tuning_seed", 100)
+    for name, spec in exps.items():
+        if (spec.get("tuned") or spec.get("tuning_only")) and tuning_seed in spec.get("seeds", config["seeds"]):
+            raise ValueError(f"experiment {name}: tuning_seed {tuning_seed} is also a reported seed; choose another "
+                             "tuning_seed (the step size must not be chosen on a reported run)")
+    return exps
+
+
+def runs_of(config: dict, spec: dict) -> list[tuple[str, int]]:
+    """(method, seed) of every run of one experiment: reported seeds, then tuning runs."""
+    tuning_seed = config.get("tuning_seed", 100)
+    only = set(spec.get("tuning_only", []))
+    runs = [(m, s) for m in spec["methods"] if m not in only for s in spec.get("seeds", config["seeds"])]
+    return runs + [(m, tuning_seed) for m in [*spec.get("tuned", []), *spec.get("tuning_only", [])]]
+
+
+def is_tuning(config: dict, spec: dict, method: str, seed: int) -> bool:
+    return int(seed) == config.get("tuning_seed", 100) and (
+        method in spec.get("tuned", []) or method in spec.get("tuning_only", []))
+
+
+def lr_source(spec: dict, method: str) -> str | None:
+    """The tuned method whose chosen step size this method runs at (itself, or its lr_from), else None."""
+    if method in spec.get("choices", {}):
+        return method
+    return (spec["methods"][method] or {}).get("lr_from")
+
+
+def run_sets(config: dict, spec: dict, method: str, seed: int | None = None) -> dict:
+    """The dotted config assignments of one run (without the chosen lr, which a file supplies)."""
+    sets = {**config.get("common_sets", {}), **(spec.get("sets") or {}),
+            **{k: v for k, v in (spec["methods"][method] or {}).items() if k not in META_KEYS}}
+    if seed is not None and is_tuning(config, spec, method, seed):
+        sets.update({"run.eval_split": "dev", **(spec.get("tuning_sets") or {})})
+    return sets
+
+
+def assignment(key: str, value) -> str:
+    """One `--set KEY=VALUE` as the run rule passes it: YAML reads the value back as the same value (inf is
+    .inf in YAML)."""
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        value = ".inf" if value > 0 else "-.inf"
+    return f"{key}={value}"
+
+
+def check_runs(config: dict, root: str | Path = ".") -> int:
+    """Load the config of every planned run (as the run rule passes it) so that a bad key, value or task name
+    fails at plan time, naming the run; returns the number of runs checked."""
+    from .config import ConfigError, load_config
+    n = 0
+    for exp, spec in experiments(config).items():
+        for method, seed in runs_of(config, spec):
+            sets = run_sets(config, spec, method, seed)
+            if lr_source(spec, method) and not is_tuning(config, spec, method, seed):
+                sets["federation.lr"] = 1.0  # placeholder for the step size choose_lr will write
+            overrides = [assignment(k, v) for k, v in sets.items()] + [f"seed={seed}"]
+            try:
+                load_config(Path(root) / spec["base"], overrides)
+            except ConfigError as e:
+                raise ValueError(f"experiment {exp}, method {method}, seed {seed}: config error: {e}") from None
+            n += 1
+    return n
+
+
+def choose_lr(metrics: list[str | Path], metric: str, target: float) -> dict:
+    """The grid point to report: fewest rounds to the target on its tuning run (dev split), ties broken by the
+    final metric; a diverged run is never chosen.  Returns {"sets": {"federation.lr": lr}, "method": name,
+    "at_grid_edge": bool, "grid": [one row per grid point]} (`python -m hiso run --set-file` reads "sets")."""
+    from .results import HIGHER_IS_BETTER, load_runs, to_target
+
+    sign = -1 if HIGHER_IS_BETTER.get(metric, True) else 1
+    grid = []
+    for path in metrics:
+        run = load_runs(paths=[path]).sort_values("round")
+        name = run["method"].iloc[0]
+        diverged = run["status"].iloc[0] == "diverged"
+        final = math.nan if diverged else float(run[metric].dropna().iloc[-1])
+        grid.append({"method": name, "lr": float(name.split("@")[1]), "diverged": bool(diverged),
+                     "rounds_to_target": to_target(run, metric, target)["rounds"], f"final_{metric}": final})
+    ok = [g for g in grid if not g["diverged"] and not math.isnan(g[f"final_{metric}"])]
+    if not ok:
+        raise ValueError(f"every grid point diverged: {[g['method'] for g in grid]}; widen the grid downwards")
+    best = min(ok, key=lambda g: (g["rounds_to_target"], sign * g[f"final_{metric}"]))
+    lrs = sorted(g["lr"] for g in grid)
+    edge = best["lr"] in (lrs[0], lrs[-1]) and len(lrs) > 1
+    return {"sets": {"federation.lr": best["lr"]}, "method": best["method"], "at_grid_edge": edge,
+            "grid": [{k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in g.items()} for g in grid]}
+
+
+def write_json(path: Path, data: dict) -> None:
+    from .run import atomic_write
+    atomic_write(Path(path), json.dumps(data, indent=1, sort_keys=True) + "\n")

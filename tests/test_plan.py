@@ -1,0 +1,130 @@
+"""Every planned run of every tier loads as a valid config before any job starts; the paper tier tunes every
+ZO cell and its cluster plan submits only runs, with per-model resources."""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from hiso import plan
+from hiso.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+TIERS = sorted(p.stem for p in (ROOT / "workflows" / "config").glob("*.yaml"))
+ZO = {"decomfl", "hiso", "fedzo", "fedkseed", "mezo"}
+
+
+def tier(name):
+    return yaml.safe_load((ROOT / "workflows" / "config" / f"{name}.yaml").read_text())
+
+
+def planned_configs(name):
+    """(experiment, method, seed, Config) of every run the tier plans, loaded as the run rule would."""
+    cfg = tier(name)
+    for exp, spec in plan.experiments(cfg).items():
+        for method, seed in plan.runs_of(cfg, spec):
+            sets = plan.run_sets(cfg, spec, method, seed)
+            if plan.lr_source(spec, method) and not plan.is_tuning(cfg, spec, method, seed):
+                sets["federation.lr"] = 1e-3  # the value choose_lr writes; any valid one
+            overrides = [plan.assignment(k, v) for k, v in sets.items()] + [f"seed={seed}"]
+            yield exp, method, seed, load_config(ROOT / spec["base"], overrides)
+
+
+def test_every_run_of_every_tier_loads():
+    counts = {t: sum(1 for _ in planned_configs(t)) for t in TIERS}
+    assert counts == {"ablations": 696, "default": 62, "lm": 2, "paper": 1232, "smoke": 14}, counts
+
+
+def test_a_task_the_registry_lacks_fails_at_plan_time(tmp_path):
+    cfg = tier("paper")
+    cfg["grids"]["decomfl"]["tasks"]["wsc.fixed"] = cfg["grids"]["decomfl"]["tasks"].pop("wsc")
+    bad = tmp_path / "paper.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    p = subprocess.run([SNAKEMAKE, "-n", "--configfile", str(bad), "--config", f"results={tmp_path}"], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert p.returncode != 0 and "task.name: 'wsc.fixed' is not a registered task" in p.stdout + p.stderr
+
+
+def test_paper_tier_tunes_every_zo_cell_and_labels_equal_lr_rows():
+    cfg = tier("paper")
+    for exp, spec in plan.experiments(cfg).items():
+        for method, sets in spec["methods"].items():
+            if method in spec.get("tuning_only", []):
+                continue
+            family = (sets or {}).get("method")
+            source = plan.lr_source(spec, method)
+            assert source is not None, f"{exp}/{method} reports at an untuned step size"
+            if method.endswith("-equal-lr"):
+                assert source == "decomfl"
+            else:
+                assert source == method and family in ZO | {"fedavg", "fedadam", "fedyogi", "fedadagrad"}
+                assert len(spec["choices"][method]) >= 4
+
+
+def test_rounds_budgets_cover_every_reported_cell():
+    """Each HiSo/DeComFL communication cell implies rounds = bytes / (8 P B per round); the budget of the
+    experiment that regenerates it is at least that."""
+    rep = pd.read_csv(ROOT / "paper_results" / "reported.csv")
+    exps = plan.experiments(tier("paper"))
+    for _, r in rep[rep["implied rounds"].notna()].iterrows():
+        grid = "hiso" if r.source.startswith("HiSo") else "decomfl"
+        spec = exps[f"{grid}-{r.model}-{r.task}"]
+        cfg = load_config(ROOT / spec["base"], [plan.assignment(k, v) for k, v in
+                                                 plan.run_sets(tier("paper"), spec, r.method).items()])
+        assert cfg.federation.rounds >= r["implied rounds"], (r.source, r.model, r.task, r.method)
+
+
+def test_choose_lr_picks_fewest_rounds_then_best_final_and_never_a_diverged_run(tmp_path):
+    def fake(name, accs, status="complete"):
+        d = tmp_path / name / "seed100"
+        d.mkdir(parents=True)
+        rows = [{"round": 10 * (i + 1), "accuracy": a, "bytes_up": 1, "bytes_down": 1, "forward_passes": 6,
+                 "wall_seconds": 1.0, "train_loss": 1.0} for i, a in enumerate(accs)]
+        pd.DataFrame(rows).to_csv(d / "metrics.csv", index=False)
+        (d / "run.json").write_text(json.dumps({"status": status}))
+        return d / "metrics.csv"
+    paths = [fake("hiso@1e-05", [0.5, 0.6, 0.7]), fake("hiso@3e-05", [0.6, 0.8, 0.81]),
+             fake("hiso@0.0001", [0.7, 0.8, 0.9]), fake("hiso@0.0003", [0.9, 0.95], "diverged")]
+    choice = plan.choose_lr(paths, "accuracy", 0.8)
+    assert choice["sets"] == {"federation.lr": 1e-4} and choice["at_grid_edge"] is False
+    assert len(choice["grid"]) == 4
+
+
+def test_set_file_applies_the_chosen_step_size(tmp_path):
+    from hiso.__main__ import _file_sets
+    f = tmp_path / "choice.json"
+    f.write_text(json.dumps({"sets": {"federation.lr": 3e-06}, "method": "hiso@3e-06"}))
+    cfg = load_config(data={"task": {"name": "quadratic"}}, overrides=_file_sets([str(f)]))
+    assert cfg.federation.lr == 3e-06
+
+
+def test_slurm_profile_plans_only_run_jobs_remotely_with_per_model_resources(tmp_path):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sbatch").write_text("#!/bin/sh\necho sbatch-was-called >&2\nexit 1\n")
+    (fake / "sbatch").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+    p = subprocess.run([SNAKEMAKE, "-n", "--profile", "workflows/profiles/slurm", "--configfile",
+                        "workflows/config/paper.yaml", "--config", f"results={tmp_path / 'r'}"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, check=True)
+    assert "sbatch-was-called" not in p.stdout + p.stderr
+    jobs = re.findall(r"^rule (\w+):\n(?:.*\n)*?\s+wildcards: exp=([^,]+), .*\n\s+resources: (.*)", p.stdout, re.M)
+    runs = [(exp, res) for rule, exp, res in jobs if rule == "run"]
+    assert len(runs) == 1232
+    for exp, res in runs:
+        model = next(m for m in ("opt-125m", "opt-350m", "opt-1.3b", "opt-2.7b", "llama-3.2-1b", "llama-3.2-3b")
+                     if f"-{m}-" in exp)
+        want = tier("paper")["grids"]["hiso"]["resources"][model]
+        assert f"mem_mb={want['mem_mb']}," in res and f"runtime={want['runtime']}," in res, (exp, res)
+        assert "gpu=1" in res and "slurm_partition=gpu" in res
+    # every other rule of the workflow runs where snakemake runs
+    rules = subprocess.run([SNAKEMAKE, "--list-rules", "--configfile", "workflows/config/paper.yaml"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
+    local = re.search(r"^localrules: (.*)$", (ROOT / "Snakefile").read_text(), re.M).group(1)
+    assert set(rules) - {r.strip() for r in local.split(",")} == {"run"}
