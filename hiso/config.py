@@ -38,8 +38,32 @@ _Loader.add_implicit_resolver(
     list("-+0123456789."))
 
 
-def load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)
+def _mapping_without_duplicates(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            mark = key_node.start_mark
+            raise ConfigError(f"duplicate key '{key}' at line {mark.line + 1}, column {mark.column + 1} (a second "
+                              "entry would silently replace the first)")
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def load_yaml(text: str, source: str = "<text>") -> Any:
+    """YAML with floats like 1e-3 read as floats; duplicate keys and syntax errors are ConfigErrors that name
+    the place (file:line:column)."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        raise ConfigError(f"{where}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
 
 
 @dataclass
@@ -231,6 +255,11 @@ def _check_ranges(cfg: Config) -> None:
     for key, v in positive.items():
         if not v > 0:
             raise ConfigError(f"{key} must be > 0, got {v}")
+    for key, v in {"federation.mu": f.mu, "federation.lr": f.lr, "run.diverge_factor": cfg.run.diverge_factor,
+                   "curvature.beta": cfg.curvature.beta, "curvature.damping": cfg.curvature.damping,
+                   "curvature.rmsprop_power": cfg.curvature.rmsprop_power}.items():
+        if not math.isfinite(v):
+            raise ConfigError(f"{key} must be a finite number, got {v}")
     if not 1 <= f.clients_per_round <= f.num_clients:
         raise ConfigError(f"federation.clients_per_round must be in [1, {f.num_clients}], got {f.clients_per_round}")
     if not 0 <= f.trim_fraction < 0.5:
@@ -287,7 +316,7 @@ def set_dotted(data: dict, assignment: str) -> None:
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
             raise ConfigError(f"--set {key}: '{p}' is not a section")
-    node[parts[-1]] = load_yaml(raw)
+    node[parts[-1]] = load_yaml(raw, f"--set {key}")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = (), data: dict | None = None) -> Config:
@@ -297,7 +326,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), data:
         p = Path(path)
         if not p.exists():
             raise ConfigError(f"config file {p} does not exist")
-        raw = load_yaml(p.read_text()) or {}
+        raw = load_yaml(p.read_text(), str(p))
+        if raw is None:
+            raise ConfigError(f"config file {p} is empty (an empty file would silently run every default)")
     if data is not None:
         raw = _merge(raw, data)
     for a in overrides:

@@ -76,7 +76,9 @@ def rounds_to_best(run: pd.DataFrame, metric: str) -> float:
 def payload_per_client_round(run: pd.DataFrame) -> float:
     """The paper's byte convention for one client and round: its uploaded scalars (or vector) twice, i.e.
     as many down as up (2 tau P x 4 B for DeComFL / HiSo; 2 d x 4 B for FedAvg / FedZO); headers, seeds and
-    catch-up excluded.  Measured `bytes_up_scalars` over the uploads it counts."""
+    catch-up excluded.  Measured `bytes_up_scalars` over the uploads it counts (nan for metrics without them)."""
+    if not {"bytes_up_scalars", "accepted", "rejected"} <= set(run.columns):
+        return math.nan
     uploads = (run["accepted"] + run["rejected"]).clip(lower=1)
     return float((2 * run["bytes_up_scalars"] / uploads).mean())
 

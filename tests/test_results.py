@@ -76,3 +76,20 @@ def test_the_reference_of_the_to_best_columns_is_the_tuned_decomfl(tmp_path):
     t = summarise(load_runs(tmp_path), "accuracy", 0.5, tuning_seed=100).set_index("method")
     assert "rounds to decomfl@0.03's best (median)" in t.columns
     assert t.loc["hiso", "rounds to decomfl@0.03's best (median)"] == 3  # decomfl@0.03's best is 0.9
+
+
+def test_rounds_to_best_and_the_papers_byte_convention(tmp_path):
+    """Convergence round = first evaluation at the run's best value; paper bytes = 2 x uploaded scalars per
+    client and round (40 B at P = 5), whatever headers and catch-up the wire carried."""
+    from hiso.results import payload_per_client_round, rounds_to_best
+    d = tmp_path / "hiso" / "seed0"
+    d.mkdir(parents=True)
+    rows = [{"round": r, "train_loss": 1.0, "bytes_up": 76, "bytes_down": 300, "bytes_up_scalars": 40,
+             "accepted": 2, "rejected": 0, "forward_passes": 12, "wall_seconds": 0.1,
+             "accuracy": {2: 0.5, 4: 0.8, 6: 0.8, 8: 0.7}.get(r)} for r in range(1, 9)]
+    pd.DataFrame(rows).to_csv(d / "metrics.csv", index=False)
+    run = load_runs(tmp_path)
+    assert rounds_to_best(run, "accuracy") == 4.0
+    assert payload_per_client_round(run) == 40.0
+    table = summarise(run, "accuracy", 0.6)
+    assert table.loc[0, "rounds to best (median)"] == 4.0 and table.loc[0, "payload bytes per client-round"] == 40.0

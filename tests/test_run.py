@@ -275,3 +275,23 @@ def test_eval_split_dev_evaluates_the_held_out_split_and_trains_the_same(cfg_fac
         run(cfg_factory(task={"name": "digits"}, federation={"rounds": 2}, run={"eval_split": "dev"}))
     with pytest.raises(ConfigError, match="eval_split"):
         cfg_factory(run={"eval_split": "validation"})
+
+
+@pytest.mark.parametrize("text,msg", [
+    ("federation: {lr: 0.1}\nfederation: {rounds: 3}\n", "duplicate key 'federation' at line 2, column 1"),
+    ("federation:\n  lr: 0.1\n  lr: 0.2\n", "duplicate key 'lr' at line 3"),
+    ("", "is empty"),
+    ("federation: {lr: 0.1\n", "invalid YAML"),
+    ("federation: {lr: .inf}\n", "federation.lr must be a finite number"),
+    ("federation: {mu: .inf}\n", "federation.mu must be a finite number"),
+    ("run: {diverge_factor: .nan}\n", "run.diverge_factor must be a finite number"),
+])
+def test_configs_that_would_silently_change_a_run_are_refused(tmp_path, text, msg):
+    from hiso.config import ConfigError, load_config
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=msg):
+        load_config(f)
+    if "invalid YAML" in msg:
+        with pytest.raises(ConfigError, match=rf"{f}:2:1: invalid YAML"):
+            load_config(f)

@@ -4,7 +4,14 @@ import sys
 
 from snakemake.utils import validate
 
-PY = sys.executable  # the interpreter running snakemake (the project venv), not whatever `python` is on PATH
+from snakemake_interface_executor_plugins.settings import DeploymentMethod  # noqa: E402
+
+# The interpreter of every rule: with `--sdm conda` the rule's conda env (workflows/envs/hiso.yaml), whose
+# `python` is first on PATH; otherwise the interpreter running snakemake (the project venv), never whatever
+# `python` happens to be on PATH.
+CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+PY = "python" if CONDA else sys.executable
+ENV = "../envs/hiso.yaml"
 
 validate(config, "../schemas/config.schema.yaml")
 

@@ -8,6 +8,8 @@ rule convergence_figure:
         png=report(f"{OUT}/figures/convergence_{{exp}}.png", caption="../report/convergence.rst",
                    category="Convergence"),
         pdf=f"{OUT}/figures/convergence_{{exp}}.pdf",
+    conda:
+        ENV
     log:
         f"{OUT}/logs/figures/convergence_{{exp}}.log",
     params:
@@ -28,6 +30,8 @@ rule sweep_figure:
     output:
         png=report(f"{OUT}/figures/sweep_{{sweep}}.png", caption="../report/sweep.rst", category="Ablations"),
         pdf=f"{OUT}/figures/sweep_{{sweep}}.pdf",
+    conda:
+        ENV
     log:
         f"{OUT}/logs/figures/sweep_{{sweep}}.log",
     params:
@@ -51,6 +55,8 @@ rule curvature_histogram:
         png=report(f"{OUT}/figures/curvature_histogram_{{exp}}.png", caption="../report/histogram.rst",
                    category="Curvature"),
         pdf=f"{OUT}/figures/curvature_histogram_{{exp}}.pdf",
+    conda:
+        ENV
     log:
         f"{OUT}/logs/figures/curvature_histogram_{{exp}}.log",
     params:
@@ -71,6 +77,8 @@ rule zeta_figure:
         png=report(f"{OUT}/figures/zeta.png", caption="../report/zeta.rst", category="Curvature"),
         pdf=f"{OUT}/figures/zeta.pdf",
         csv=f"{OUT}/tables/zeta.csv",
+    conda:
+        ENV
     log:
         f"{OUT}/logs/figures/zeta.log",
     params:

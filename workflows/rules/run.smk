@@ -6,6 +6,8 @@ rule run:
         choice=lambda w: choice_file(w.exp, w.method, w.seed),
     output:
         f"{OUT}/runs/{{exp}}/{{method}}/seed{{seed}}/metrics.csv",
+    conda:
+        ENV
     log:
         f"{OUT}/logs/{{exp}}/{{method}}/seed{{seed}}.log",
     benchmark:
@@ -36,6 +38,8 @@ rule choose_lr:
                            for m in EXPERIMENTS[w.exp]["choices"][w.method]],
     output:
         f"{OUT}/tuning/{{exp}}/{{method}}.json",
+    conda:
+        ENV
     log:
         f"{OUT}/logs/tuning/{{exp}}/{{method}}.log",
     params:

@@ -7,6 +7,8 @@ rule table:
     output:
         csv=report(f"{OUT}/tables/{{exp}}.csv", caption="../report/table.rst", category="Tables"),
         md=f"{OUT}/tables/{{exp}}.md",
+    conda:
+        ENV
     log:
         f"{OUT}/logs/tables/{{exp}}.log",
     params:
@@ -28,6 +30,8 @@ rule paper_side_by_side:
     output:
         csv=report(f"{OUT}/paper_results/side_by_side.csv", caption="../report/paper.rst", category="Tables"),
         md=f"{OUT}/paper_results/side_by_side.md",
+    conda:
+        ENV
     log:
         f"{OUT}/logs/tables/paper_side_by_side.log",
     params:
