@@ -128,3 +128,11 @@ def test_slurm_profile_plans_only_run_jobs_remotely_with_per_model_resources(tmp
                            capture_output=True, text=True, check=True).stdout.split()
     local = re.search(r"^localrules: (.*)$", (ROOT / "Snakefile").read_text(), re.M).group(1)
     assert set(rules) - {r.strip() for r in local.split(",")} == {"run"}
+
+
+def test_committed_budget_page_is_what_its_script_writes(tmp_path):
+    out = tmp_path / "budget.md"
+    subprocess.run([sys.executable, "workflows/scripts/plan_budget.py", "--configfile", "workflows/config/paper.yaml",
+                    "--md", str(out)], cwd=ROOT, check=True, capture_output=True)
+    assert out.read_text() == (ROOT / "docs" / "paper-budget.md").read_text(), \
+        "docs/paper-budget.md is stale: rerun the command at its top"
