@@ -1,5 +1,5 @@
 """Command line: `python -m hiso run --config FILE [--set key=value ...] [--out DIR]`,
-`python -m hiso choose-lr ...` (the workflow's step-size choice), `python -m hiso fetch ...` (hub downloads)."""
+and `python -m hiso choose-lr ...` (the workflow's step-size choice of a tuned method)."""
 from __future__ import annotations
 
 import argparse

@@ -129,23 +129,31 @@ def assignment(key: str, value) -> str:
     return f"{key}={value}"
 
 
-def check_runs(config: dict, root: str | Path = ".") -> int:
-    """Load the config of every planned run (as the run rule passes it) so that a bad key, value or task name
-    fails at plan time, naming the run; returns the number of runs checked."""
+def run_configs(config: dict, exps: dict, root: str | Path = "."):
+    """(experiment, method, seed, Config) of every planned run, loaded from the assignments the run rule
+    passes; a reported run of a tuned method gets a placeholder lr (the value choose_lr will write).
+    A ConfigError names the run."""
     from .config import ConfigError, load_config
-    n = 0
-    for exp, spec in experiments(config).items():
+    for exp, spec in exps.items():
         for method, seed in runs_of(config, spec):
             sets = run_sets(config, spec, method, seed)
             if lr_source(spec, method) and not is_tuning(config, spec, method, seed):
-                sets["federation.lr"] = 1.0  # placeholder for the step size choose_lr will write
+                sets["federation.lr"] = 1.0
             overrides = [assignment(k, v) for k, v in sets.items()] + [f"seed={seed}"]
             try:
-                load_config(Path(root) / spec["base"], overrides)
+                yield exp, method, seed, load_config(Path(root) / spec["base"], overrides)
             except ConfigError as e:
-                raise ValueError(f"experiment {exp}, method {method}, seed {seed}: config error: {e}") from None
-            n += 1
-    return n
+                raise ConfigError(f"experiment {exp}, method {method}, seed {seed}: {e}") from None
+
+
+def check_runs(config: dict, exps: dict, root: str | Path = ".") -> int:
+    """Load the config of every planned run so that a bad key, value or task name fails at plan time, naming
+    the run (ValueError); returns the number of runs checked."""
+    from .config import ConfigError
+    try:
+        return sum(1 for _ in run_configs(config, exps, root))
+    except ConfigError as e:
+        raise ValueError(f"config error: {e}") from None
 
 
 def choose_lr(metrics: list[str | Path], metric: str, target: float) -> dict:

@@ -27,13 +27,7 @@ def tier(name):
 def planned_configs(name):
     """(experiment, method, seed, Config) of every run the tier plans, loaded as the run rule would."""
     cfg = tier(name)
-    for exp, spec in plan.experiments(cfg).items():
-        for method, seed in plan.runs_of(cfg, spec):
-            sets = plan.run_sets(cfg, spec, method, seed)
-            if plan.lr_source(spec, method) and not plan.is_tuning(cfg, spec, method, seed):
-                sets["federation.lr"] = 1e-3  # the value choose_lr writes; any valid one
-            overrides = [plan.assignment(k, v) for k, v in sets.items()] + [f"seed={seed}"]
-            yield exp, method, seed, load_config(ROOT / spec["base"], overrides)
+    return plan.run_configs(cfg, plan.experiments(cfg), ROOT)
 
 
 def test_every_run_of_every_tier_loads():

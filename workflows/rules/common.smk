@@ -20,9 +20,9 @@ OUT = config.get("results", "results")
 
 from hiso import plan  # noqa: E402  (the installed package: the tier's one source of truth)
 
-plan.check_runs(config, workflow.basedir)  # every run's config, before any job starts
 config["experiments"] = plan.experiments(config)
 EXPERIMENTS = config["experiments"]
+plan.check_runs(config, EXPERIMENTS, workflow.basedir)  # every run's config, before any job starts
 TUNING_SEED = config.get("tuning_seed", 100)
 
 

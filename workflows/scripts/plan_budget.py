@@ -19,7 +19,6 @@ from pathlib import Path
 import yaml
 
 from hiso import plan
-from hiso.config import load_config
 
 # parameters (N) of the planned models, and mean prompt tokens per example of each task (an assumption:
 # OPT tokenizer on the public splits, rounded; SST-2 capped at its max_length of 32)
@@ -62,25 +61,22 @@ def main(argv=None):
     measured = json.loads(Path(a.measured).read_text()) if a.measured else None
     hours = defaultdict(float)
     runs = defaultdict(int)
-    for exp, spec in plan.experiments(config).items():
-        for method, seed in plan.runs_of(config, spec):
-            sets = plan.run_sets(config, spec, method, seed)
-            if plan.lr_source(spec, method) and not plan.is_tuning(config, spec, method, seed):
-                sets["federation.lr"] = 1.0
-            cfg = load_config(root / spec["base"], [plan.assignment(k, v) for k, v in sets.items()])
-            model, task = cfg.task["model"], cfg.task["name"]
-            train, evals = run_cost(cfg)
-            tok = TOKENS.get(task, 64)
-            batch_tokens = cfg.federation.batch_size * tok
-            eval_tokens = cfg.task["eval_batch_size"] * tok
-            if measured and model in measured["models"]:
-                per_token = measured["models"][model]["forward_s"] / (measured["batch"] * measured["seq"])
-            else:
-                per_token = 2 * PARAMS[model] / (a.tflops * 1e12)
-            stage = "tuning" if plan.is_tuning(config, spec, method, seed) else "reported"
-            key = (exp.split("-")[0], model, stage)
-            hours[key] += (train * batch_tokens + evals * eval_tokens) * per_token / 3600
-            runs[key] += 1
+    exps = plan.experiments(config)
+    for exp, method, seed, cfg in plan.run_configs(config, exps, root):
+        spec = exps[exp]
+        model, task = cfg.task["model"], cfg.task["name"]
+        train, evals = run_cost(cfg)
+        tok = TOKENS.get(task, 64)
+        batch_tokens = cfg.federation.batch_size * tok
+        eval_tokens = cfg.task["eval_batch_size"] * tok
+        if measured and model in measured["models"]:
+            per_token = measured["models"][model]["forward_s"] / (measured["batch"] * measured["seq"])
+        else:
+            per_token = 2 * PARAMS[model] / (a.tflops * 1e12)
+        stage = "tuning" if plan.is_tuning(config, spec, method, seed) else "reported"
+        key = (exp.split("-")[0], model, stage)
+        hours[key] += (train * batch_tokens + evals * eval_tokens) * per_token / 3600
+        runs[key] += 1
     lines = ["| grid | model | stage | runs | GPU-hours |", "|---|---|---|---:|---:|"]
     for key in sorted(hours):
         lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {runs[key]} | {hours[key]:.1f} |")
