@@ -1,6 +1,6 @@
 """What HiSo's curvature buys: every scalar-only curvature estimator, each with its own tuned step size.
 
-Protocol (issue 6), used for every problem:
+Protocol, used for every problem:
   1. tuning: each method's step size is picked from a log grid on a *validation* run, never on the test
      metric: the quadratic uses a separate problem instance (seed 100: other spectrum draw, optima and
      directions), digits its dev split (held out of the training split).  Criterion: fewest rounds to the

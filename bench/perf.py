@@ -1,4 +1,4 @@
-"""Performance against physical limits (issue 5).  Every number is a ratio measured side by side in one
+"""Performance against physical limits.  Every number is a ratio measured side by side in one
 process (median of --repeats), because these machines are noisy.
 
   step      client step time / ((P+1) * T_fwd), HiSo and DeComFL, P = 1 and 5, forward difference, with and

@@ -1,4 +1,4 @@
-"""Learned vs true curvature over rounds (issue 6): Spearman correlation between each estimator's learned
+"""Learned vs true curvature over rounds: Spearman correlation between each estimator's learned
 diagonal and the true Hessian diagonal, every 100 rounds of the tuned evaluation runs of
 bench/curvature_study.py (one line per seed, until the run reached its target), one panel per quadratic.
 

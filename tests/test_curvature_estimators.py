@@ -1,4 +1,4 @@
-"""Scalar-only curvature estimators beyond HiSo's EMA (issue 6): GlobalScalar, SecondDifference, Stein,
+"""Scalar-only curvature estimators beyond HiSo's EMA: GlobalScalar, SecondDifference, Stein,
 DampedOracle, the generalised payload (P second differences per step) and mu scaling."""
 import numpy as np
 import pytest
