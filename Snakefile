@@ -14,7 +14,7 @@ include: "workflows/rules/tables.smk"
 include: "workflows/rules/figures.smk"
 
 # Tables, figures and the step-size choice take seconds: on a cluster they run where snakemake runs.
-localrules: all, table, paper_side_by_side, convergence_figure, sweep_figure, curvature_histogram, zeta_figure, choose_lr
+localrules: all, table, paper_side_by_side, convergence_figure, sweep_figure, curvature_histogram, zeta_figure, choose_lr, fixtures
 
 
 rule all:

@@ -1,5 +1,9 @@
-"""Command line: `python -m hiso run --config FILE [--set key=value ...] [--out DIR]`,
-and `python -m hiso choose-lr ...` (the workflow's step-size choice of a tuned method)."""
+"""Command line:
+    python -m hiso run --config FILE [--set key=value ...] [--out DIR] [--hub-mirror DIR]
+    python -m hiso choose-lr ...        the workflow's step-size choice of a tuned method
+    python -m hiso fetch --configfile TIER --to DIR     every planned hub model and data set into a mirror
+    python -m hiso fixtures --to DIR    a mirror of small data sets in the hub's schemas (rehearsals, tests)
+"""
 from __future__ import annotations
 
 import argparse
@@ -31,6 +35,16 @@ def main(argv: list[str] | None = None) -> int:
                         "result of a sweep, not a failure of the workflow")
     r.add_argument("--gpu-slot", action="store_true",
                    help="claim one free GPU of $HISO_GPUS for this run (hiso/gpu_slot.py); no-op without it")
+    r.add_argument("--hub-mirror", default=None, metavar="DIR",
+                   help="load hub models and data sets from this mirror only (hiso/hub.py; default $HISO_HUB_MIRROR)")
+    f = sub.add_parser("fetch", help="download every hub model and data set a workflow tier plans into a mirror")
+    f.add_argument("--configfile", required=True, help="the tier config, e.g. workflows/config/paper.yaml")
+    f.add_argument("--to", required=True, help="the mirror folder to fill")
+    f.add_argument("--lock", default=None, help="a hub-lock.json whose commits to fetch (default: main's head)")
+    f.add_argument("--from", dest="source", default=None, help="copy from another mirror instead of the hub")
+    f.add_argument("--dry-run", action="store_true", help="list what would be fetched")
+    x = sub.add_parser("fixtures", help="write small hub-schema data sets into a mirror (offline rehearsals)")
+    x.add_argument("--to", required=True)
     c = sub.add_parser("choose-lr", help="pick a tuned method's step size from its grid's tuning runs")
     c.add_argument("--metrics", nargs="+", required=True, help="the grid's metrics.csv, one per step size")
     c.add_argument("--metric", required=True)
@@ -43,6 +57,18 @@ def main(argv: list[str] | None = None) -> int:
         write_json(Path(args.out), choice)
         print(f"chose {choice['method']}" + (" (at the grid's edge: widen the grid)" if choice["at_grid_edge"] else ""))
         return 0
+    if args.cmd == "fetch":
+        return _fetch(args)
+    if args.cmd == "fixtures":
+        from .tasks.fixtures import write_mirror
+        paths = write_mirror(Path(args.to))
+        print(f"{len(paths)} fixture data sets in {args.to}")
+        return 0
+    if args.hub_mirror:
+        import os
+
+        from .hub import MIRROR_ENV
+        os.environ[MIRROR_ENV] = str(Path(args.hub_mirror).resolve())
     if args.gpu_slot:
         from .gpu_slot import claim
         try:
@@ -68,6 +94,31 @@ def main(argv: list[str] | None = None) -> int:
     last = res.metrics.iloc[-1].to_dict()
     print(f"run {cfg.name}: {res.status}, {len(res.metrics)} rounds -> {out}")
     print("  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in last.items()))
+    return 0
+
+
+def _fetch(args) -> int:
+    import json
+
+    from .hub import MirrorMissing, fetch, planned_sources
+    try:
+        models, data = planned_sources(args.configfile)
+    except (OSError, ValueError, ConfigError) as e:
+        print(f"fetch: {args.configfile}: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.configfile}: {len(models)} hub models, {len(data)} hub data sets")
+    if args.dry_run:
+        for m in models:
+            print(f"  model {m}")
+        for repo, name in data:
+            print(f"  data {repo}/{name or 'default'}")
+        return 0
+    try:
+        lock = json.loads(Path(args.lock).read_text()) if args.lock else None
+        fetch(models, data, Path(args.to), Path(args.source) if args.source else None, lock)
+    except (MirrorMissing, Exception) as e:  # noqa: BLE001 - the hub clients raise many types offline
+        print(f"fetch: {type(e).__name__}: {e}", file=sys.stderr)
+        return 4
     return 0
 
 

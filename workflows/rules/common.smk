@@ -1,4 +1,5 @@
 # Shared helpers: validate the tier, expand grids into experiments, expand the experiment grid.
+import os
 import shlex
 import sys
 
@@ -24,6 +25,7 @@ config["experiments"] = plan.experiments(config)
 EXPERIMENTS = config["experiments"]
 plan.check_runs(config, EXPERIMENTS, workflow.basedir)  # every run's config, before any job starts
 TUNING_SEED = config.get("tuning_seed", 100)
+HUB_MIRROR = plan.hub_mirror(config, OUT)
 
 
 def runs_of(exp):

@@ -4,6 +4,7 @@ rule run:
     input:
         base=lambda w: EXPERIMENTS[w.exp]["base"],
         choice=lambda w: choice_file(w.exp, w.method, w.seed),
+        fixtures=[f"{OUT}/fixtures/hub-lock.json"] if config.get("rehearsal") else [],
     output:
         f"{OUT}/runs/{{exp}}/{{method}}/seed{{seed}}/metrics.csv",
     conda:
@@ -25,10 +26,11 @@ rule run:
         set_file=lambda w, input: f"--set-file {input.choice}" if input.choice else "",
         out=lambda w: f"{OUT}/runs/{w.exp}/{w.method}/seed{w.seed}",
         gpus=lambda w: "--gpu-slot" if EXPERIMENTS[w.exp].get("gpu", 0) else "",
+        hub=f"--hub-mirror {shlex.quote(HUB_MIRROR)}" if HUB_MIRROR else "",
     shell:
         "{params.py} -m hiso run --config {input.base} {params.set_file} {params.sets} --set seed={wildcards.seed} "
         "--set name={wildcards.exp}-{wildcards.method}-s{wildcards.seed} --set run.threads={threads} "
-        "--set run.progress=false {params.gpus} --out {params.out} --replace-different --allow-diverged > {log} 2>&1"
+        "--set run.progress=false {params.gpus} {params.hub} --out {params.out} --replace-different --allow-diverged > {log} 2>&1"
 
 
 # The step size a tuned method reports with: its grid's best run on the dev split (hiso.plan.choose_lr).
@@ -49,3 +51,19 @@ rule choose_lr:
     shell:
         "{params.py} -m hiso choose-lr --metrics {input.metrics} --metric {params.metric} --target {params.target} "
         "--out {output} > {log} 2>&1"
+
+
+# A rehearsal's hub mirror: random models of each hub model's architecture and small data sets in each hub data
+# set's schema (hiso/tasks/fixtures.py), so the tier's whole DAG runs on CPU without internet.
+rule fixtures:
+    output:
+        f"{OUT}/fixtures/hub-lock.json",
+    conda:
+        ENV
+    log:
+        f"{OUT}/logs/fixtures.log",
+    params:
+        py=PY,
+        out=lambda w, output: os.path.dirname(output[0]),
+    shell:
+        "{params.py} -m hiso fixtures --to {params.out} > {log} 2>&1"
