@@ -3,6 +3,10 @@
     python -m hiso choose-lr ...        the workflow's step-size choice of a tuned method
     python -m hiso fetch --configfile TIER --to DIR     every planned hub model and data set into a mirror
     python -m hiso fixtures --to DIR    a mirror of small data sets in the hub's schemas (rehearsals, tests)
+
+Exit codes of `run`: 0 complete (or diverged with --allow-diverged); 2 refused before compute (a bad config
+key or value, an output folder held by another run, unwritable, or holding another config); 3 diverged or
+failed; 4 a model or data set unavailable; 5 an output could not be written (e.g. a full disk: the run resumes).
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from pathlib import Path
 from .config import ConfigError, load_config
 from .models import ModelUnavailable
 from .run import RunFailed, run
+from .rundir import OutputError, RunDirError
 from .tasks.text import DataUnavailable
 
 
@@ -30,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", default=None, help="output folder (default results/runs/<name>)")
     r.add_argument("--replace-different", action="store_true",
                    help="if --out holds a run of another config, replace it instead of refusing")
+    r.add_argument("--restart", action="store_true",
+                   help="discard the folder's state (checkpoints, metrics, run.json) and start again at round 0")
     r.add_argument("--allow-diverged", action="store_true",
                    help="exit 0 when the run diverges (its metrics and run.json record it): a diverged run is a "
                         "result of a sweep, not a failure of the workflow")
@@ -84,7 +91,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out) if args.out else Path("results/runs") / cfg.name
     try:
-        res = run(cfg, out, replace_different=args.replace_different)
+        res = run(cfg, out, replace_different=args.replace_different, restart=args.restart)
+    except RunDirError as e:
+        print(f"run {cfg.name}: {e}", file=sys.stderr)
+        return 2
+    except OutputError as e:
+        print(f"run {cfg.name}: {e}", file=sys.stderr)
+        return 5
     except (ModelUnavailable, DataUnavailable) as e:
         print(f"run {cfg.name}: {e}", file=sys.stderr)
         return 4

@@ -245,8 +245,28 @@ def method_options(cfg: Config):
     return spec, build(spec.Options, cfg.method_options, "method_options")
 
 
+def require(key: str, value, ok: bool, what: str) -> None:
+    """Refuse `key: value` unless `ok`; `what` says what is accepted (e.g. "a finite number > 0")."""
+    if not ok:
+        raise ConfigError(f"{key} must be {what}, got {value!r}")
+
+
+def finite_positive(key: str, value, allow_inf: bool = False) -> None:
+    ok = value > 0 and (math.isfinite(value) or (allow_inf and value == math.inf))
+    require(key, value, ok, "> 0" + (" (or .inf)" if allow_inf else " and finite"))
+
+
+# Upper bounds: past them a config is a typo, and would try to allocate far more memory than exists.
+LIMITS = {"federation.num_clients": 100_000, "federation.batch_size": 65_536, "federation.perturbations": 10_000,
+          "federation.local_steps": 10_000, "federation.rounds": 100_000_000}
+
+
 def _check_ranges(cfg: Config) -> None:
     f = cfg.federation
+    require("seed", cfg.seed, 0 <= cfg.seed < 2**32, "in [0, 2^32)")
+    for key, limit in LIMITS.items():
+        value = getattr(f, key.split(".")[1])
+        require(key, value, value <= limit, f"<= {limit:,} (a larger value is almost surely a typo)")
     positive = {"federation.num_clients": f.num_clients, "federation.rounds": f.rounds,
                 "federation.local_steps": f.local_steps, "federation.perturbations": f.perturbations,
                 "federation.batch_size": f.batch_size, "federation.mu": f.mu, "federation.lr": f.lr,
@@ -285,6 +305,12 @@ def _check_ranges(cfg: Config) -> None:
         if cfg.curvature.moment != "square_of_mean":
             raise ConfigError(f"curvature.moment: {cfg.curvature.kind} learns from second differences, "
                               f"not from the update's moment; leave moment at square_of_mean")
+    require("curvature.rmsprop_power", cfg.curvature.rmsprop_power, 0 <= cfg.curvature.rmsprop_power <= 1,
+            "in [0, 1] (the applied update is H^-power x the step)")
+    if cfg.task["name"] == "quadratic":
+        dim = cfg.task["dim"]
+        require("curvature.block_size", cfg.curvature.block_size, cfg.curvature.block_size <= dim,
+                f"<= the model's {dim} parameters")
     if not cfg.curvature.floor > 0:
         raise ConfigError(f"curvature.floor must be > 0, got {cfg.curvature.floor}")
     if not 0.0 <= cfg.curvature.mix <= 1.0:

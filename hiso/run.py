@@ -15,12 +15,12 @@ Status: "running", "complete", "diverged" (non-finite loss or model) or "failed"
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -32,6 +32,10 @@ import torch
 from .config import Config, canonical, task_options
 from .curvature import CurvatureError
 from .federation import Federation
+from .rundir import RunDir, RunDirError, atomic_write  # noqa: F401 - atomic_write is imported from here
+
+log = logging.getLogger(__name__)
+FINAL = ("complete", "diverged", "failed")
 
 STALL_ROUNDS = 10  # consecutive rounds in which every upload was rejected -> the run has diverged
 
@@ -42,22 +46,6 @@ class RunFailed(RuntimeError):
     def __init__(self, status: str, message: str):
         super().__init__(f"{status}: {message}")
         self.status, self.message = status, message
-
-
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write via a temp file in the same folder and rename, so readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def provenance() -> dict:
@@ -118,6 +106,14 @@ def extends(old: dict, new: dict) -> bool:
     return a == b and ra is not None and rb is not None and rb > ra
 
 
+def _drop_off_cadence_eval(row: dict, eval_keys, eval_every: int) -> None:
+    """An extended run's last row was evaluated because it was the last round; the longer run evaluates it only
+    on its cadence."""
+    if row["round"] % eval_every:
+        for key in eval_keys:
+            row.pop(key, None)
+
+
 def exploded(loss: float, first_loss: float, factor: float) -> bool:
     """The divergence rule for a finite loss: above `factor` x the first round's loss (factor 0: off)."""
     return bool(factor) and loss > factor * max(abs(first_loss), 1e-12)
@@ -127,65 +123,107 @@ def _finite_model(fed) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in fed.global_params())
 
 
-def run(cfg: Config, out_dir: str | Path | None = None, *, replace_different: bool = False,
+def _segment(old_segments: list, from_round: int) -> list:
+    """run.json's provenance per process that worked on the run; warns when the code changed since the last."""
+    p = provenance()
+    seg = {"git_sha": p["git_sha"], "git_dirty": p["git_dirty"], "packages": p["packages"],
+           "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from_round": from_round}
+    if old_segments:
+        last = old_segments[-1]
+        if (last.get("git_sha"), last.get("packages")) != (seg["git_sha"], seg["packages"]):
+            log.warning("resuming at round %d under other code (git %s -> %s); run.json records both segments",
+                        from_round, str(last.get("git_sha"))[:10], str(seg["git_sha"])[:10])
+    return [*old_segments, seg]
+
+
+def run(cfg: Config, out_dir: str | Path | None = None, *, replace_different: bool = False, restart: bool = False,
         stop_after: int | None = None, federation_hook=None) -> RunResult:
     """Run (or resume) one configuration and return its metrics.
 
-    An `out_dir` holding a run of another config is refused, unless `replace_different` (the workflow's
-    choice when a config changed): then its files are replaced.  `stop_after` ends the loop after that
-    many rounds as if the process were killed (tests); `federation_hook(fed)` lets tests inject faults.
+    The folder's writer lock is taken first (RunDirError: held by another run, or unwritable).  A folder
+    holding a run of another config is refused, unless `replace_different` (the workflow's choice when a config
+    changed): then its files are replaced.  `restart` discards the folder's state and starts at round 0.  A
+    finished run (complete, diverged or failed) is final: rerunning it changes nothing and returns (or
+    raises) its status.  `stop_after` ends the loop after that many rounds as if the process were killed
+    (tests); `federation_hook(fed)` lets tests inject faults.
     """
     if cfg.run.threads > 0:
         torch.set_num_threads(cfg.run.threads)
-    out = Path(out_dir) if out_dir is not None else None
+    rundir = RunDir(out_dir) if out_dir is not None else None
+    if rundir is None:
+        return _run(cfg, None, {}, stop_after, federation_hook)
+    rundir.lock()
+    try:
+        if restart:
+            rundir.clear()
+        old = _prior(cfg, rundir, replace_different)
+        if old.get("status") in FINAL:
+            metrics = pd.read_csv(rundir.path / "metrics.csv")
+            if old["status"] != "complete":
+                raise RunFailed(old["status"], old.get("message", ""))
+            return RunResult("complete", metrics, rundir.path, None, old.get("initial_eval"))
+        return _run(cfg, rundir, old, stop_after, federation_hook)
+    finally:
+        rundir.unlock()
+
+
+def _prior(cfg: Config, rundir: RunDir, replace_different: bool) -> dict:
+    """The folder's earlier run.json when this config continues it ({} for a fresh start)."""
+    old = rundir.read_info()
+    if old is None:
+        return {}
+    new_config, new_hash = cfg.to_dict(), cfg.hash()
+    # the same computation: equal hashes, or equal configs once options added later at their defaults are dropped
+    same = old.get("config_hash") == new_hash or _identity(old.get("config", {})) == _identity(new_config)
+    finished = old.get("status") in FINAL and (rundir.path / "metrics.csv").exists()
+    if same:
+        return old if finished or old.get("status") == "running" else {**old, "status": "running"}
+    if extends(old.get("config", {}), new_config):
+        if finished and old["status"] != "complete":
+            # a longer run diverges (or fails) at the same round: the result stands, under the longer config
+            old.update(config=new_config, config_hash=new_hash)
+            atomic_write(rundir.path / "run.json", json.dumps(old, indent=2))
+            return old
+        # the same run with a larger round budget: every round is a function of (seed, round) and the log, so
+        # continuing from the checkpoint is exactly the longer run
+        (rundir.path / "metrics.csv").unlink(missing_ok=True)
+        return {**old, "status": "running", "extended_from": old.get("config", {}).get("federation", {}).get("rounds")}
+    if replace_different:
+        rundir.clear()
+        return {}
+    raise RunDirError(f"{rundir.path} holds a run of a different config (hash {old.get('config_hash')}, now "
+                      f"{new_hash}); choose another output folder, or pass --replace-different")
+
+
+def _run(cfg: Config, rundir: RunDir | None, old: dict, stop_after, federation_hook) -> RunResult:
+    out = rundir.path if rundir is not None else None
     info = {"name": cfg.name, "config": cfg.to_dict(), "config_hash": cfg.hash(), **provenance()}
     rows: list[dict] = []
     fed, task = build_federation(cfg)
     if federation_hook is not None:
         federation_hook(fed)
-    old: dict = {}
-    if out is not None:
-        prior = out / "run.json"
-        if prior.exists():
-            old = json.loads(prior.read_text())
-            # the same computation: equal hashes, or equal configs once options added later at their defaults
-            # are dropped (runs made before an option existed keep their identity)
-            same = (old.get("config_hash") == info["config_hash"]
-                    or _identity(old.get("config", {})) == _identity(info["config"]))
-            if not same and extends(old.get("config", {}), info["config"]):
-                # the same run with a larger round budget: every round is a function of (seed, round) and the
-                # log, so continuing from the checkpoint is exactly the longer run
-                (out / "metrics.csv").unlink(missing_ok=True)
-                old["status"], same = "running", True
-            if same:
-                old["config_hash"] = info["config_hash"]
-            elif replace_different:
-                for stale in ("checkpoint.pt", "metrics.csv", "metrics.partial.csv", "run.json"):
-                    (out / stale).unlink(missing_ok=True)
-            else:
-                raise RuntimeError(f"{out} holds a run of a different config (hash {old.get('config_hash')}, now "
-                                   f"{info['config_hash']}); choose another output folder or delete it")
-            if same and old.get("status") == "complete" and (out / "metrics.csv").exists():
-                return RunResult("complete", pd.read_csv(out / "metrics.csv"), out, None, old.get("initial_eval"))
-            ckpt = out / "checkpoint.pt"
-            if (out / "run.json").exists() and ckpt.exists():
-                state = torch.load(ckpt, weights_only=False)
-                fed.load_state_dict(state["federation"])
-                rows = state["rows"]
-        info["status"] = "running"
+    if old:
+        state = rundir.load_checkpoint()
+        if state is not None:
+            fed.load_state_dict(state["federation"])
+            rows = state["rows"]
+            if old.get("extended_from") and rows:
+                _drop_off_cadence_eval(rows[-1], old.get("initial_eval") or {}, cfg.run.eval_every)
     if not rows:  # the starting point (zero-shot for a pretrained LM): what every curve is compared against
         fed.load_server_model()
         info["initial_eval"] = task.evaluate(cfg.run.eval_split)
     else:  # resumed: measured by the first process
         info["initial_eval"] = old.get("initial_eval")
     if out is not None:
+        info["segments"] = _segment(old.get("segments", []) if rows else [], fed.rounds_done)
+        info["status"] = "running"
         atomic_write(out / "run.json", json.dumps(info, indent=2))
 
     def save(status: str, message: str = "", checkpoint: bool = True):
         if out is None:
             return
         if checkpoint:
-            atomic_torch_save({"federation": fed.state_dict(), "rows": rows}, out / "checkpoint.pt")
+            rundir.save_checkpoint({"federation": fed.state_dict(), "rows": rows})
         # metrics.csv appears only when the run has ended (the workflow's output); metrics.partial.csv
         # shows progress meanwhile
         final = status != "running"
@@ -194,7 +232,6 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, replace_different: bo
             (out / "metrics.partial.csv").unlink(missing_ok=True)
         info.update(status=status, message=message, rounds_done=fed.rounds_done)
         atomic_write(out / "run.json", json.dumps(info, indent=2))
-
     total = cfg.federation.rounds
     bar = None
     if cfg.run.progress:

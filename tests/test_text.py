@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from hiso.config import load_config
+from hiso.config import ConfigError, load_config
 from hiso.models import ModelUnavailable, load_model
 from hiso.run import build_federation, run
 from hiso.tasks import text
@@ -228,9 +228,8 @@ def test_lora_with_bf16_frozen_base_keeps_fp32_adapters():
     frozen = [p for n, p in fed.task.model.named_parameters() if "lora" not in n]
     assert all(p.dtype == torch.bfloat16 for p in frozen)
     assert np.isfinite(res.metrics["train_loss"]).all() and 0 <= res.metrics["accuracy"].iloc[-1] <= 1
-    with pytest.raises(ValueError, match="frozen_dtype applies to LoRA only"):
-        build_federation(load_config(data={"task": {"name": "rotten_tomatoes", "model": "tiny-llama",
-                                                    "frozen_dtype": "bfloat16"}}))
+    with pytest.raises(ConfigError, match="task.frozen_dtype must be float32 with trainable: full"):
+        load_config(data={"task": {"name": "rotten_tomatoes", "model": "tiny-llama", "frozen_dtype": "bfloat16"}})
 
 
 def test_device_option_cpu_runs_and_cuda_without_a_gpu_says_so(monkeypatch):

@@ -39,6 +39,14 @@ class Digits:
     metric = "accuracy"
     higher_is_better = True
 
+    @classmethod
+    def check_options(cls, o: DigitsOptions) -> None:
+        from ..config import finite_positive, require
+        finite_positive("task.alpha", o.alpha, allow_inf=True)
+        require("task.test_fraction", o.test_fraction, 0 < o.test_fraction < 1, "in (0, 1)")
+        require("task.dev_fraction", o.dev_fraction, 0 <= o.dev_fraction < 1, "in [0, 1)")
+        require("task.channels", o.channels, 1 <= o.channels <= 1024, "in [1, 1024]")
+
     def __init__(self, opts: DigitsOptions, num_clients: int, seed: int):
         data = load_digits()
         x = torch.tensor(data.images / 16.0, dtype=torch.float32).unsqueeze(1)

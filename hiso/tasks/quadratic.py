@@ -8,6 +8,7 @@ asked for) or "lognormal" (lambda = exp(sigma N(0,1)), rescaled so that lambda_m
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,6 +57,17 @@ class Quadratic:
     Options = QuadraticOptions
     metric = "rel_suboptimality"
     higher_is_better = False
+
+    @classmethod
+    def check_options(cls, o: QuadraticOptions) -> None:
+        from ..config import finite_positive, require
+        require("task.dim", o.dim, 1 <= o.dim <= 50_000_000, "in [1, 50,000,000]")
+        require("task.spectrum", o.spectrum, o.spectrum in ("power", "lognormal"), "power or lognormal")
+        require("task.effective_rank", o.effective_rank, 1 <= o.effective_rank <= o.dim, f"in [1, dim={o.dim}]")
+        require("task.sigma", o.sigma, 0 <= o.sigma < math.inf, "finite and >= 0")
+        finite_positive("task.lipschitz", o.lipschitz)
+        require("task.heterogeneity", o.heterogeneity, 0 <= o.heterogeneity < math.inf, "finite and >= 0")
+        require("task.rotate", o.rotate, not o.rotate or o.dim <= 4000, f"false for dim {o.dim} > 4000 (dense A)")
 
     def __init__(self, opts: QuadraticOptions, num_clients: int, seed: int):
         if opts.dim < 1:

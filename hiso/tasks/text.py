@@ -156,9 +156,24 @@ class TextClassification:
     name: str
     definition: TaskDef
 
+    @staticmethod
+    def check_common(o: TextOptions) -> None:
+        from ..config import finite_positive, require
+        from ..models import MODELS
+        require("task.model", o.model, o.model in MODELS, f"a registered model ({', '.join(MODELS)})")
+        require("task.frozen_dtype", o.frozen_dtype, o.trainable == "lora" or o.frozen_dtype == "float32",
+                "float32 with trainable: full (full-parameter ZO in bf16 drifts in the in-place perturb/restore; "
+                "bfloat16 applies to LoRA's frozen base)")
+        finite_positive("task.alpha", o.alpha, allow_inf=True)
+        for key in ("train_size", "test_size", "max_length", "eval_batch_size", "lora_rank"):
+            require(f"task.{key}", getattr(o, key), getattr(o, key) >= 1, ">= 1")
+        require("task.dev_size", o.dev_size, o.dev_size >= 0, ">= 0")
+        finite_positive("task.lora_alpha", o.lora_alpha)
+
     @classmethod
     def check_options(cls, opts: TextOptions) -> None:
         """Refuse options this task cannot honour (before any data or model is loaded)."""
+        cls.check_common(opts)
         template(cls.name, opts.template)
         for key, default in (("loss", "answer"), ("decoding", "greedy")):
             if getattr(opts, key) != default:
@@ -289,6 +304,7 @@ class Squad(TextClassification):
 
     @classmethod
     def check_options(cls, opts: TextOptions) -> None:
+        cls.check_common(opts)
         template(cls.name, opts.template)
         if opts.max_new_tokens < 1:
             raise ValueError(f"task.max_new_tokens must be >= 1, got {opts.max_new_tokens}")

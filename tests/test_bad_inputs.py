@@ -1,0 +1,128 @@
+"""Every bad input of `python -m hiso run` is refused before compute: the message names the key and the value,
+the exit code is 2 (4 for an unavailable model or data set), and nothing is written.  The table in
+docs/bad-inputs.md is rendered from these cases and the messages they really produce:
+
+    HISO_WRITE_DOCS=1 .venv/bin/python -m pytest tests/test_bad_inputs.py   # rewrite the page
+"""
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from hiso.__main__ import main
+from hiso.rundir import RunDir
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = ROOT / "docs" / "bad-inputs.md"
+Q = "task: {name: quadratic, dim: 20}\nfederation: {rounds: 2}\n"
+
+# (what, config file text, extra CLI arguments, expected text in the message, exit code)
+CASES = [
+    ("duplicate YAML key", "federation: {lr: 0.1}\nfederation: {rounds: 3}\n", [],
+     "duplicate key 'federation' at line 2, column 1", 2),
+    ("empty config file", "", [], "is empty", 2),
+    ("YAML syntax error", "federation: {lr: 0.1\n", [], "c.yaml:2:1: invalid YAML", 2),
+    ("unknown key", Q + "run: {eval_evry: 5}\n", [], "unknown config key 'run.eval_evry' (did you mean 'eval_every'?)", 2),
+    ("wrong type", "federation: {rounds: ten}\n", [], "federation.rounds: expected an integer", 2),
+    ("infinite step size", "federation: {lr: .inf}\n", [], "federation.lr must be a finite number, got inf", 2),
+    ("NaN perturbation size", "federation: {mu: .nan}\n", [], "federation.mu must be > 0, got nan", 2),
+    ("NaN divergence factor", "run: {diverge_factor: .nan}\n", [], "run.diverge_factor must be a finite number", 2),
+    ("infinite damping", "curvature: {damping: .inf}\n", [], "curvature.damping must be a finite number", 2),
+    ("RMSProp power out of range", "curvature: {rmsprop_power: -3}\n", [], "curvature.rmsprop_power must be in [0, 1]", 2),
+    ("block larger than the model", Q + "curvature: {block_size: 64}\n", [],
+     "curvature.block_size must be <= the model's 20 parameters, got 64", 2),
+    ("negative seed", "seed: -1\n", [], "seed must be in [0, 2^32), got -1", 2),
+    ("seed >= 2^32", "seed: 4294967296\n", [], "seed must be in [0, 2^32), got 4294967296", 2),
+    ("more clients per round than clients", "federation: {clients_per_round: 9}\n", [],
+     "federation.clients_per_round must be in [1, 6], got 9", 2),
+    ("absurd client count", "federation: {num_clients: 1000000000}\n", [],
+     "federation.num_clients must be <= 100,000", 2),
+    ("absurd batch size", "federation: {batch_size: 1000000000}\n", [], "federation.batch_size must be <= 65,536", 2),
+    ("Dirichlet alpha 0", "task: {name: digits, alpha: 0}\n", [], "task.alpha must be > 0 (or .inf), got 0", 2),
+    ("Dirichlet alpha NaN", "task: {name: digits, alpha: .nan}\n", [], "task.alpha must be > 0 (or .inf), got nan", 2),
+    ("no conv channels", "task: {name: digits, channels: 0}\n", [], "task.channels must be in [1, 1024], got 0", 2),
+    ("test fraction above 1", "task: {name: digits, test_fraction: 1.5}\n", [],
+     "task.test_fraction must be in (0, 1), got 1.5", 2),
+    ("zero Lipschitz constant", "task: {name: quadratic, lipschitz: 0}\n", [], "task.lipschitz must be > 0 and finite, got 0", 2),
+    ("negative Lipschitz constant", "task: {name: quadratic, lipschitz: -1}\n", [], "task.lipschitz must be > 0", 2),
+    ("unregistered task", "task: {name: wsc.fixed}\n", [], "task.name: 'wsc.fixed' is not a registered task", 2),
+    ("unknown model", "task: {name: sst2, model: gpt-5}\n", [], "task.model must be a registered model", 2),
+    ("bf16 full-parameter training", "task: {name: sst2, model: tiny-llama, frozen_dtype: bfloat16}\n", [],
+     "task.frozen_dtype must be float32 with trainable: full", 2),
+    ("weight decay a method cannot replay", "method: fedkseed\nfederation: {weight_decay: 5.0e-4}\n", [],
+     "federation.weight_decay: method fedkseed does not implement weight decay", 2),
+    ("unwritable --out", Q, ["--out", "{tmp}/file/run"], "cannot write there", 2),
+    ("--out held by another run", Q, ["--out", "{tmp}/held"], "is being written by another run (pid", 2),
+    ("--out holds another config", Q, ["--out", "{tmp}/other"], "holds a run of a different config", 2),
+    ("unreadable run.json", Q, ["--out", "{tmp}/corrupt"], "run.json is unreadable", 2),
+]
+
+
+def _prepare(tmp: Path, what: str):
+    (tmp / "file").write_text("a file, not a folder")
+    if what == "--out held by another run":
+        rd = RunDir(tmp / "held")
+        rd.lock()
+        return rd
+    if what == "--out holds another config":
+        other = tmp / "o.yaml"
+        other.write_text(Q.replace("rounds: 2", "rounds: 2, lr: 0.5"))
+        assert main(["run", "--config", str(other), "--out", str(tmp / "other")]) == 0
+    if what == "unreadable run.json":
+        (tmp / "corrupt").mkdir()
+        (tmp / "corrupt" / "run.json").write_text('{"name": "run", "conf')
+    return None
+
+
+def _snapshot(tmp: Path) -> dict:
+    return {p.relative_to(tmp): p.read_bytes() for p in tmp.rglob("*") if p.is_file() and p.name != ".lock"}
+
+
+def refusal(tmp: Path, what, text, args, capsys):
+    conf = tmp / "c.yaml"
+    conf.write_text(text)
+    held = _prepare(tmp, what)
+    capsys.readouterr()
+    before = _snapshot(tmp)
+    argv = ["run", "--config", str(conf), *[a.format(tmp=tmp) for a in args]]
+    if "--out" not in args:
+        argv += ["--out", str(tmp / "out")]
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    if held is not None:
+        held.unlock()
+    after = _snapshot(tmp)
+    assert not (tmp / "out").exists() and after == before, "a refused run wrote something"
+    return rc, err
+
+
+@pytest.mark.parametrize("what,text,args,expected,code", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_refused_before_compute(tmp_path, capsys, what, text, args, expected, code):
+    rc, err = refusal(tmp_path, what, text, args, capsys)
+    assert rc == code and expected in err, err
+    assert "\n" not in err, "one line"
+
+
+def test_the_docs_table_is_what_the_cases_produce(tmp_path_factory, capsys):
+    rows = []
+    for what, text, args, _, _ in CASES:
+        tmp = tmp_path_factory.mktemp("case")
+        rc, err = refusal(tmp, what, text, args, capsys)
+        err = err.replace(str(tmp), "<tmp>").replace("|", "\\|")
+        err = " ".join(err.split())
+        shown = " ".join(a.format(tmp="<tmp>") for a in args)
+        err = re.sub(r"\b[0-9a-f]{16}\b", "<hash>", err)
+        given = f"`{text.strip().replace(chr(10), '; ')}`" if text.strip() else "(empty file)"
+        rows.append(f"| {what} | {given}{f' + `{shown}`' if shown else ''} | {err} | {rc} |")
+    page = ("# Bad input: what `python -m hiso run` refuses\n\n"
+            "Every row is a case of `tests/test_bad_inputs.py`, with the message it really printed (paths shown as\n"
+            "`<tmp>`, pids vary). Each is refused before any model or data set is loaded, and writes nothing.\n"
+            "Exit codes: 2 refused, 3 diverged or failed, 4 model or data unavailable, 5 an output could not be\n"
+            "written (e.g. a full disk; rerun the same command and the run resumes).\n\n"
+            "Regenerate: `HISO_WRITE_DOCS=1 .venv/bin/python -m pytest tests/test_bad_inputs.py`.\n\n"
+            "| bad input | config (and arguments) | message | exit |\n|---|---|---|---|\n" + "\n".join(rows) + "\n")
+    page = page.replace(f"pid {os.getpid()}", "pid <pid>")
+    if os.environ.get("HISO_WRITE_DOCS"):
+        PAGE.write_text(page)
+    assert PAGE.read_text() == page, "docs/bad-inputs.md is stale: HISO_WRITE_DOCS=1 pytest tests/test_bad_inputs.py"

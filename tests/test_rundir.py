@@ -1,0 +1,152 @@
+"""A run folder cannot lie: one writer, final results stay final, extensions equal fresh runs, unreadable
+state names its file, outputs follow the umask, and run.json keeps the provenance of every segment."""
+import json
+import logging
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from hiso.run import RunFailed, run
+from hiso.rundir import OutputError, RunDir, RunDirError, atomic_write
+
+ROOT = Path(__file__).resolve().parents[1]
+QUAD = {"task": {"name": "quadratic", "dim": 50}, "federation": {"rounds": 25, "lr": 0.02}}
+
+
+def no_wall(df):
+    return df.drop(columns=["wall_seconds"])
+
+
+def files(folder: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and p.name != ".lock"}
+
+
+def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path):
+    conf = tmp_path / "c.yaml"
+    conf.write_text(yaml.safe_dump({"name": "slow", "task": {"name": "digits"},
+                                    "federation": {"rounds": 2000, "lr": 2e-3, "perturbations": 5},
+                                    "run": {"checkpoint_every": 0, "eval_every": 1000, "progress": False}}))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "hiso", "run", "--config", str(conf), "--out", str(out), "--replace-different"]
+    first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (out / "run.json").exists():
+            time.sleep(0.05)
+        before = files(out)
+        second = subprocess.run(cmd + ["--set", "seed=7"], cwd=ROOT, capture_output=True, text=True)
+        assert second.returncode == 2, second.stderr
+        assert f"being written by another run (pid {first.pid})" in second.stderr
+        assert files(out) == before  # --replace-different deleted nothing: it needs the lock first
+    finally:
+        first.kill()
+        first.wait()
+    RunDir(out).lock()  # the kernel released the killed writer's lock
+
+
+def test_rerunning_a_diverged_run_changes_nothing(cfg_factory, tmp_path):
+    cfg = cfg_factory(method="decomfl", task={"name": "quadratic", "dim": 50},
+                      federation={"rounds": 60, "lr": 50.0, "max_abs_scalar": float("inf")})
+    with pytest.raises(RunFailed, match="diverged"):
+        run(cfg, tmp_path)
+    before = files(tmp_path)
+    for _ in range(2):
+        with pytest.raises(RunFailed, match="diverged"):
+            run(cfg, tmp_path)
+        assert files(tmp_path) == before
+    longer = cfg_factory(method="decomfl", task={"name": "quadratic", "dim": 50},
+                         federation={"rounds": 90, "lr": 50.0, "max_abs_scalar": float("inf")})
+    with pytest.raises(RunFailed, match="diverged"):  # a longer budget diverges at the same round
+        run(longer, tmp_path)
+    assert files(tmp_path)["metrics.csv"] == before["metrics.csv"]
+    with pytest.raises(RunFailed, match="diverged"):
+        run(longer, tmp_path / "fresh")
+    pd.testing.assert_frame_equal(no_wall(pd.read_csv(tmp_path / "fresh" / "metrics.csv")),
+                                  no_wall(pd.read_csv(tmp_path / "metrics.csv")), check_exact=True)
+
+
+def test_extension_at_a_cadence_that_does_not_line_up_equals_the_fresh_run(cfg_factory, tmp_path):
+    """25 rounds evaluated every 4 end with an evaluation at round 25 (the last round); extended to 40, round 25
+    is not on the cadence, and the longer fresh run has no evaluation there."""
+    def cfg(rounds):
+        return cfg_factory(task=QUAD["task"], federation={**QUAD["federation"], "rounds": rounds},
+                           run={"eval_every": 4, "checkpoint_every": 0, "progress": False})
+    short = run(cfg(25), tmp_path / "ext").metrics
+    assert pd.notna(short.iloc[-1]["rel_suboptimality"])
+    extended = run(cfg(40), tmp_path / "ext").metrics
+    fresh = run(cfg(40), tmp_path / "fresh").metrics
+    pd.testing.assert_frame_equal(no_wall(extended), no_wall(fresh), check_exact=True)
+    assert pd.isna(extended.loc[extended["round"] == 25, "rel_suboptimality"]).all()
+
+
+def test_an_unreadable_checkpoint_falls_back_then_names_the_file(cfg_factory, tmp_path):
+    cfg = cfg_factory(task=QUAD["task"], federation={**QUAD["federation"], "rounds": 30},
+                      run={"eval_every": 5, "checkpoint_every": 10, "progress": False})
+    ref = run(cfg, tmp_path / "ref").metrics
+    out = tmp_path / "run"
+    run(cfg, out, stop_after=25)  # checkpoints at 10 and 20
+    assert (out / "checkpoint.prev.pt").exists()
+    (out / "checkpoint.pt").write_bytes((out / "checkpoint.pt").read_bytes()[:100])  # truncated
+    resumed = run(cfg, out).metrics  # resumes from round 10's checkpoint
+    pd.testing.assert_frame_equal(no_wall(resumed), no_wall(ref), check_exact=True)
+    run(cfg, out / "again", stop_after=15)
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+        if (out / "again" / name).exists():
+            (out / "again" / name).write_bytes(b"garbage")
+    with pytest.raises(RunDirError, match=r"checkpoint.pt .*--restart"):
+        run(cfg, out / "again")
+    assert run(cfg, out / "again", restart=True).status == "complete"
+
+
+def test_an_unreadable_run_json_names_the_file_and_restart_recovers(cfg_factory, tmp_path):
+    cfg = cfg_factory(task=QUAD["task"], federation={**QUAD["federation"], "rounds": 5})
+    run(cfg, tmp_path)
+    (tmp_path / "run.json").write_text('{"name": "run", "conf')
+    with pytest.raises(RunDirError, match=r"run.json is unreadable .*--restart"):
+        run(cfg, tmp_path)
+    assert run(cfg, tmp_path, restart=True).status == "complete"
+
+
+def test_outputs_follow_the_umask_and_failed_writes_leave_no_temp_files(tmp_path, monkeypatch):
+    old = os.umask(0o002)
+    try:
+        atomic_write(tmp_path / "a.txt", "x")
+        assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o664
+    finally:
+        os.umask(old)
+
+    def full(*_a, **_k):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(OutputError, match=f"cannot write b.txt in {tmp_path}: No space left on device"):
+        atomic_write(tmp_path / "b.txt", "y")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+
+
+def test_run_json_keeps_a_segment_per_process_and_warns_when_code_changed(cfg_factory, tmp_path, caplog):
+    cfg = cfg_factory(task=QUAD["task"], federation={**QUAD["federation"], "rounds": 20},
+                      run={"eval_every": 5, "checkpoint_every": 5, "progress": False})
+    run(cfg, tmp_path, stop_after=12)
+    info = json.loads((tmp_path / "run.json").read_text())
+    assert [s["from_round"] for s in info["segments"]] == [0]
+    info["segments"][0]["git_sha"] = "0" * 40  # as if the first segment ran under other code
+    (tmp_path / "run.json").write_text(json.dumps(info))
+    with caplog.at_level(logging.WARNING, logger="hiso.run"):
+        run(cfg, tmp_path)
+    assert "resuming at round 10 under other code" in caplog.text
+    segs = json.loads((tmp_path / "run.json").read_text())["segments"]
+    assert [s["from_round"] for s in segs] == [0, 10] and segs[0]["git_sha"] == "0" * 40
+
+
+def test_an_unwritable_out_is_refused_before_compute(tmp_path, cfg_factory):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(RunDirError, match="cannot write there"):
+        run(cfg_factory(**QUAD), blocker / "run")
