@@ -42,6 +42,23 @@ for i, (method, g) in enumerate(df.groupby("method", sort=False)):
     axes[0].plot(g["x"], rounds, "o-", color=c, label=method, lw=1.4, ms=4)
     axes[1].errorbar(g["x"], g[final_mean], yerr=g[final_std].fillna(0), fmt="o-", color=c, lw=1.4, ms=4,
                      capsize=2)
+# points where every seed diverged have no final metric: an x on the top edge says so
+import matplotlib.transforms as mtransforms  # noqa: E402
+edge = mtransforms.blended_transform_factory(axes[1].transData, axes[1].transAxes)
+for i, (method, g) in enumerate(df.groupby("method", sort=False)):
+    lost = g[g[final_mean].isna() & (g.get("seeds diverged", 0) > 0)]
+    if len(lost):
+        axes[1].plot(lost["x"], [0.97] * len(lost), "x", color=color(method, i), ms=8, mew=2, transform=edge,
+                     clip_on=False, label=f"{method}: every seed diverged")
+    some = g[g[final_mean].notna() & (g.get("seeds diverged", 0) > 0)]
+    for _, row in some.iterrows():  # the mean is over the seeds that did not diverge: say how many did
+        axes[1].annotate(f"{int(row['seeds diverged'])}/{int(row['seeds'])} diverged", (row["x"], row[final_mean]),
+                         textcoords="offset points", xytext=(4, 4), fontsize=7, color=color(method, i))
+if any(line.get_label().endswith("diverged") for line in axes[1].lines):
+    axes[1].legend(fontsize=7)
+finals = df[final_mean].dropna()
+if len(finals) and (finals > 0).all() and finals.max() > 100 * finals.min():
+    axes[1].set_yscale("log")  # values over orders of magnitude (e.g. a robust aggregator that broke)
 axes[0].set_ylabel("rounds to target (median; gap = not reached)")
 axes[1].set_ylabel(f"final {metric} (mean ± std)")
 for ax in axes:

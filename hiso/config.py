@@ -76,14 +76,18 @@ class FederationConfig:
     mu: float = 1e-3
     lr: float = 1e-4
     difference: Literal["forward", "central"] = "forward"
-    aggregator: Literal["mean", "median", "trimmed_mean"] = "mean"
+    aggregator: Literal["mean", "median", "trimmed_mean", "clipped_mean"] = "mean"  # hiso/aggregators.py
     trim_fraction: float = 0.1
+    clip_factor: float = 3.0  # clipped_mean: each upload's norm <= clip_factor x the round's smallest
     max_abs_scalar: float = 1e6  # uploads with a larger |scalar| are rejected
     batch_size: int = 32
     verify_replay: bool = False  # every client keeps a replica and really replays (memory grows with M)
     cache_directions: bool = False  # keep the P directions of a step (P x d floats) instead of regenerating
     mu_scale: Literal["none", "rms"] = "none"  # rms: mu / RMS(H^-1/2), the perturbation norm of isotropic u
     weight_decay: float = 0.0  # SGD weight decay: x <- x - lr * (update + weight_decay * x) (the authors' 5e-4)
+    faulty_clients: int = 0  # clients (chosen by the seed) that corrupt every upload (hiso/faults.py)
+    fault: Literal["nan", "huge", "random_scale", "sign_flip", "stale"] = "random_scale"
+    fault_scale: float = 1.0e5
 
 
 @dataclass
@@ -139,7 +143,9 @@ class Config:
 LATER_DEFAULTS = {("run", "eval_split"): "test", ("task", "dev_fraction"): 0.0, ("curvature", "damping"): 0.1,
                   ("curvature", "floor"): 1e-3, ("federation", "mu_scale"): "none", ("curvature", "mix"): 0.5,
                   ("federation", "weight_decay"): 0.0, ("task", "template"): "suite", ("task", "loss"): "answer",
-                  ("task", "decoding"): "greedy", ("task", "max_new_tokens"): 16, ("task", "sampling"): "random"}
+                  ("task", "decoding"): "greedy", ("task", "max_new_tokens"): 16, ("task", "sampling"): "random",
+                  ("federation", "clip_factor"): 3.0, ("federation", "faulty_clients"): 0,
+                  ("federation", "fault"): "random_scale", ("federation", "fault_scale"): 1.0e5}
 
 
 def canonical(d: dict) -> dict:
@@ -324,6 +330,19 @@ def _check_ranges(cfg: Config) -> None:
         supported = sorted(n for n, m in METHODS.items() if m.weight_decay)
         raise ConfigError(f"federation.weight_decay: method {cfg.method} does not implement weight decay, got "
                           f"{f.weight_decay} (methods that do: {', '.join(supported)})")
+    from .aggregators import check as check_aggregator
+    why = check_aggregator(f.aggregator, f.clients_per_round, f.trim_fraction)
+    require("federation.aggregator", f.aggregator, why is None, f"robust at {f.clients_per_round} clients per round: {why}")
+    require("federation.faulty_clients", f.faulty_clients, 0 <= f.faulty_clients <= f.num_clients,
+            f"in [0, num_clients={f.num_clients}]")
+    finite_positive("federation.fault_scale", f.fault_scale)
+    finite_positive("federation.clip_factor", f.clip_factor)
+    if (f.faulty_clients or f.aggregator != "mean") and not spec.faults:
+        from .methods import METHODS
+        supported = sorted(n for n, m in METHODS.items() if m.faults)
+        raise ConfigError(f"federation.faulty_clients / federation.aggregator: method {cfg.method} aggregates "
+                          f"without them, got {f.faulty_clients} / {f.aggregator!r} (methods that honour them: "
+                          f"{', '.join(supported)})")
     if cfg.curvature.kind is None:
         cfg.curvature.kind = spec.default_curvature or "identity"
     elif spec.fixed_curvature and cfg.curvature.kind != spec.default_curvature:

@@ -5,7 +5,7 @@ One round r:
   2. each sampled client downloads a RoundStart (seeds + every record it missed) and catches up by replaying;
   3. it runs tau local ZO steps along z = H^{-1/2} u and uploads tau x P scalars;
   4. the server validates each upload (rejects malformed, non-finite or absurd ones with a logged reason),
-     aggregates (mean / median / trimmed mean), appends the record to the log and replays it on its model.
+     aggregates (hiso/aggregators.py), appends the record to the log and replays it on its model.
 
 Clients are stateless between rounds: the simulator keeps one working copy of the model, loaded with the
 caught-up state of whichever client is computing, so memory does not grow with the number of clients.
@@ -20,14 +20,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .aggregators import AGGREGATORS
 from .curvature import Curvature
 from .estimators import estimate
+from .faults import corrupt, faulty_set
 from .perturb import Scratch, StepDirections, step_
 from .protocol import ProtocolError, RoundRecord, RoundStart, Upload
 
 log = logging.getLogger("hiso.federation")
 
-AGGREGATORS = ("mean", "median", "trimmed_mean")
 
 
 class ReplayMismatch(AssertionError):
@@ -100,11 +101,12 @@ class Server:
     trim_fraction: float = 0.1
     max_abs_scalar: float = 1e6
     weight_decay: float = 0.0
+    clip_factor: float = 3.0
     log: list[RoundRecord] = field(default_factory=list)
 
     def __post_init__(self):
         if self.aggregator not in AGGREGATORS:
-            raise ValueError(f"unknown aggregator {self.aggregator!r}; choose one of {AGGREGATORS}")
+            raise ValueError(f"unknown aggregator {self.aggregator!r}; choose one of {list(AGGREGATORS)}")
         self.scratch = Scratch(self.params)
         self._round = None
 
@@ -160,13 +162,8 @@ class Server:
 
     def aggregate(self, stacked: np.ndarray) -> np.ndarray:
         """[clients, tau, P] -> [tau, P] float32."""
-        if self.aggregator == "mean":
-            agg = stacked.astype(np.float64).mean(0)
-        elif self.aggregator == "median":
-            agg = np.median(stacked.astype(np.float64), axis=0)
-        else:
-            import scipy.stats  # 0.6 s to import: only robust aggregation pays it
-            agg = scipy.stats.trim_mean(stacked.astype(np.float64), self.trim_fraction, axis=0)
+        agg = AGGREGATORS[self.aggregator](stacked.astype(np.float64), trim_fraction=self.trim_fraction,
+                                           clip_factor=self.clip_factor)
         return agg.astype(np.float32)
 
     def close_round(self) -> RoundRecord:
@@ -206,7 +203,8 @@ class Federation:
                  perturbations: int, mu: float, lr: float, difference: str = "forward", aggregator: str = "mean",
                  trim_fraction: float = 0.1, max_abs_scalar: float = 1e6, batch_size: int = 32, seed: int = 0,
                  verify_replay: bool = False, cache_directions: bool = False, mu_scale: str = "none",
-                 weight_decay: float = 0.0):
+                 weight_decay: float = 0.0, clip_factor: float = 3.0, faulty_clients: int = 0,
+                 fault: str = "random_scale", fault_scale: float = 1e5):
         if not 1 <= clients_per_round <= num_clients:
             raise ValueError(f"clients_per_round must be in [1, num_clients={num_clients}], got {clients_per_round}")
         self.task, self.seed = task, int(seed)
@@ -221,7 +219,9 @@ class Federation:
         self.scratch = Scratch(self.work)
         server_params = [p.detach().clone() for p in self.work]
         self.server = Server(server_params, curvature_factory(server_params), lr, local_steps, perturbations,
-                             aggregator, trim_fraction, max_abs_scalar, weight_decay)
+                             aggregator, trim_fraction, max_abs_scalar, weight_decay, clip_factor)
+        self.faulty = faulty_set(seed, num_clients, faulty_clients)  # hiso/faults.py
+        self.fault, self.fault_scale = fault, fault_scale
         self.clients = [ClientState(i) for i in range(num_clients)]
         if verify_replay:
             for c in self.clients:
@@ -308,6 +308,9 @@ class Federation:
             curvature, diff = self._catch_up(c, received)
             replay_diff = max(replay_diff, diff)
             scalars, extra, loss0, n = self._local_steps(cid, r, received.seeds, curvature, mu)
+            if cid in self.faulty:
+                last = self.server.log[-1].scalars if self.server.log else None
+                scalars = corrupt(self.fault, scalars, self.fault_scale, self.seed, r, cid, last)
             losses.append(loss0)
             passes += n
             up = Upload(r, cid, scalars, extra)

@@ -28,18 +28,20 @@ class MethodSpec:
     fixed_curvature: bool = False  # the method *is* that curvature (decomfl = identity)
     doc: str = ""
     weight_decay: bool = False  # implements federation.weight_decay (others refuse a non-zero value)
+    faults: bool = False  # honours federation.faulty_clients and federation.aggregator (hiso/faults.py)
 
 
 METHODS: dict[str, MethodSpec] = {}
 
 
 def register_method(name: str, build, Options: type | None = None, default_curvature: str | None = None,
-                    fixed_curvature: bool = False, doc: str = "", weight_decay: bool = False) -> None:
+                    fixed_curvature: bool = False, doc: str = "", weight_decay: bool = False,
+                    faults: bool = False) -> None:
     """Make a method available as `method: <name>` in configs (`weight_decay=True`: it honours
     federation.weight_decay)."""
     if name in METHODS and METHODS[name].build is not build:
         raise ValueError(f"method {name!r} is already registered")
-    METHODS[name] = MethodSpec(build, Options, default_curvature, fixed_curvature, doc, weight_decay)
+    METHODS[name] = MethodSpec(build, Options, default_curvature, fixed_curvature, doc, weight_decay, faults)
 
 
 def scalar_only(cfg, task, options, cls=None, **extra):
@@ -52,14 +54,17 @@ def scalar_only(cfg, task, options, cls=None, **extra):
                       mu=f.mu, lr=f.lr, difference=f.difference, aggregator=f.aggregator, trim_fraction=f.trim_fraction,
                       max_abs_scalar=f.max_abs_scalar, batch_size=f.batch_size, seed=cfg.seed,
                       verify_replay=f.verify_replay, cache_directions=f.cache_directions,
-                      mu_scale=f.mu_scale, weight_decay=f.weight_decay, **extra)
+                      mu_scale=f.mu_scale, weight_decay=f.weight_decay, clip_factor=f.clip_factor,
+                      faulty_clients=f.faulty_clients, fault=f.fault, fault_scale=f.fault_scale, **extra)
 
 
-register_method("hiso", scalar_only, default_curvature="diagonal", weight_decay=True,
+register_method("hiso", scalar_only, default_curvature="diagonal", weight_decay=True, faults=True,
                 doc="scalar-only federated ZO with a curvature learned from the round log (HiSo)")
 register_method("decomfl", scalar_only, default_curvature="identity", fixed_curvature=True, weight_decay=True,
+                faults=True,
                 doc="scalar-only federated ZO-SGD (DeComFL): HiSo with identity curvature")
 register_method("rmsprop_zo", scalar_only, default_curvature="rmsprop", fixed_curvature=True, weight_decay=True,
+                faults=True,
                 doc="control: isotropic directions, update rescaled by the same learned diagonal (scalar-only)")
 
 

@@ -76,8 +76,11 @@ def all_tables():
 
 def all_figures():
     figs = [f"{OUT}/figures/convergence_{exp}.png" for exp in EXPERIMENTS]
-    figs += [f"{OUT}/figures/sweep_{name}.png" for name in config.get("sweeps") or {}]
-    figs += [f"{OUT}/figures/curvature_histogram_{exp}.png" for exp in config.get("histograms") or {}]
+    # a tier sliced with `only` draws the sweeps and histograms whose experiments it kept
+    figs += [f"{OUT}/figures/sweep_{name}.png" for name, sw in (config.get("sweeps") or {}).items()
+             if all(p in EXPERIMENTS for p in sw["points"])]
+    figs += [f"{OUT}/figures/curvature_histogram_{exp}.png" for exp in config.get("histograms") or {}
+             if exp in EXPERIMENTS]
     if config.get("zeta_rounds"):
         figs.append(f"{OUT}/figures/zeta.png")
     return figs
