@@ -11,7 +11,6 @@ Delta = mean_i (x - x_i) and updates
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
@@ -22,7 +21,7 @@ from .common import VectorFederation
 
 @dataclass
 class FedOptOptions:
-    server_lr: Optional[float] = None  # default: 1.0 for fedavg, federation.lr for the adaptive ones
+    server_lr: float | None = None  # default: 1.0 for fedavg, federation.lr for the adaptive ones
     beta1: float = 0.9
     beta2: float = 0.999
     tau: float = 1e-8

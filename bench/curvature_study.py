@@ -208,7 +208,7 @@ def main() -> None:
         atomic_write(Path(f"{args.out}.md"), report)
 
 
-def tune(store: "Store", pname: str, spec: dict, mname: str, method: dict, grid) -> float:
+def tune(store: Store, pname: str, spec: dict, mname: str, method: dict, grid) -> float:
     """The step size with the fewest rounds to the target on the tuning instance (ties: final metric)."""
     tried = []  # (rounds, badness, lr)
 

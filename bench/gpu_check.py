@@ -137,7 +137,7 @@ def measure_model(task, P: int, repeat: int) -> dict:
             out[f"{name}_peak_step_over_forward"] = torch.cuda.max_memory_allocated() / fwd_peak
         else:
             out[f"{name}_peak_step_over_forward"] = None  # device memory is a GPU measurement
-        del fed
+        fed = None  # frees the device memory before the next model
     t_randn = timed(lambda: torch.randn(task.d, device=dev), dev, repeat)
     out["randn_d_s"] = t_randn
     for name in ("decomfl", "hiso"):

@@ -36,7 +36,7 @@ fig, axes = plt.subplots(1, len(problems), figsize=(3.6 * len(problems), 3.0), s
 for ax, prob in zip(axes[0], problems):
     sub = tr[tr.problem == prob]
     for k, m in enumerate(LEARNED):
-        for j, (seed, g) in enumerate(sub[sub.method == m].groupby("seed")):
+        for j, (_seed, g) in enumerate(sub[sub.method == m].groupby("seed")):
             ax.plot(g["round"], g["spearman"], color=f"C{k}", alpha=0.8, lw=1.2, marker=".",
                     label=m if j == 0 else None)
     ax.axhline(0.0, color="k", lw=0.6)

@@ -44,6 +44,7 @@ for i, (method, g) in enumerate(df.groupby("method", sort=False)):
                      capsize=2)
 # points where every seed diverged have no final metric: an x on the top edge says so
 import matplotlib.transforms as mtransforms  # noqa: E402
+
 edge = mtransforms.blended_transform_factory(axes[1].transData, axes[1].transAxes)
 for i, (method, g) in enumerate(df.groupby("method", sort=False)):
     lost = g[g[final_mean].isna() & (g.get("seeds diverged", 0) > 0)]

@@ -15,7 +15,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import yaml
 
@@ -68,32 +68,31 @@ def load_yaml(text: str, source: str = "<text>") -> Any:
 
 @dataclass
 class FederationConfig:
-    num_clients: int = 6
-    clients_per_round: int = 2
-    rounds: int = 200
+    num_clients: int = 6  # M: clients holding a data shard
+    clients_per_round: int = 2  # m: clients sampled per round (from the run seed and the round)
+    rounds: int = 200  # the round budget
     local_steps: int = 1  # tau
     perturbations: int = 5  # P
-    mu: float = 1e-3
-    lr: float = 1e-4
-    difference: Literal["forward", "central"] = "forward"
+    mu: float = 1e-3  # perturbation size of the finite differences
+    lr: float = 1e-4  # step size
+    difference: Literal["forward", "central"] = "forward"  # forward: P + 1 passes, central: 2P
     aggregator: Literal["mean", "median", "trimmed_mean", "clipped_mean"] = "mean"  # hiso/aggregators.py
-    trim_fraction: float = 0.1
+    trim_fraction: float = 0.1  # trimmed_mean: share dropped at each end per coordinate
     clip_factor: float = 3.0  # clipped_mean: each upload's norm <= clip_factor x the round's smallest
     max_abs_scalar: float = 1e6  # uploads with a larger |scalar| are rejected
-    batch_size: int = 32
+    batch_size: int = 32  # examples per client per local step
     verify_replay: bool = False  # every client keeps a replica and really replays (memory grows with M)
     cache_directions: bool = False  # keep the P directions of a step (P x d floats) instead of regenerating
     mu_scale: Literal["none", "rms"] = "none"  # rms: mu / RMS(H^-1/2), the perturbation norm of isotropic u
     weight_decay: float = 0.0  # SGD weight decay: x <- x - lr * (update + weight_decay * x) (the authors' 5e-4)
     faulty_clients: int = 0  # clients (chosen by the seed) that corrupt every upload (hiso/faults.py)
-    fault: Literal["nan", "huge", "random_scale", "sign_flip", "stale"] = "random_scale"
-    fault_scale: float = 1.0e5
+    fault: Literal["nan", "huge", "random_scale", "sign_flip", "stale"] = "random_scale"  # what they send
+    fault_scale: float = 1.0e5  # random_scale / sign_flip: the factor
 
 
 @dataclass
 class CurvatureConfig:
-    kind: Optional[Literal["identity", "diagonal", "layer_scalar", "block_diagonal", "oracle", "rmsprop",
-                           "global_scalar", "second_difference", "stein", "damped_oracle", "mixed"]] = None
+    kind: Literal["identity", "diagonal", "layer_scalar", "block_diagonal", "oracle", "rmsprop", "global_scalar", "second_difference", "stein", "damped_oracle", "mixed"] | None = None
     beta: float = 0.95  # weight on the old H
     eps: float = 1e-8
     feed: Literal["last", "every"] = "last"
@@ -119,11 +118,11 @@ class RunOptions:
 
 @dataclass
 class Config:
-    name: str = "run"
-    seed: int = 0
+    name: str = "run"  # the run's name (default output folder results/runs/<name>)
+    seed: int = 0  # every random draw derives from it (clients, seeds, data split, init)
     method: str = "hiso"  # a registered method (hiso.methods.METHODS)
     method_options: dict = field(default_factory=dict)  # validated by the method's Options
-    task: dict = field(default_factory=lambda: {"name": "quadratic"})
+    task: dict = field(default_factory=lambda: {"name": "quadratic"})  # task.name and the task's options
     federation: FederationConfig = field(default_factory=FederationConfig)
     curvature: CurvatureConfig = field(default_factory=CurvatureConfig)
     run: RunOptions = field(default_factory=RunOptions)

@@ -103,7 +103,7 @@ class Curvature:
         self._staged: dict[int, torch.Tensor] | None = None
 
     # --- set-up -------------------------------------------------------------------------------------
-    def bind(self, params: list[torch.Tensor]) -> "Curvature":
+    def bind(self, params: list[torch.Tensor]) -> Curvature:
         """Allocate the state for these tensors (H_0)."""
         self.shapes = [p.shape for p in params]
         self.state: list[torch.Tensor] = self._init_state(params)
@@ -247,7 +247,7 @@ class Curvature:
             self._check(i, s)
         self._after_update()
 
-    def equals(self, other: "Curvature") -> bool:
+    def equals(self, other: Curvature) -> bool:
         """Bitwise equality of the states (the replay-exactness check)."""
         return self.kind == other.kind and len(self.state) == len(other.state) and all(
             torch.equal(a, b) for a, b in zip(self.state, other.state))

@@ -147,7 +147,7 @@ def load_model(name: str, seed: int = 0):
             model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
         except OSError as e:
             hint = f"; {OFFLINE_HELP}" if spec.packaged else (
-                f"; it needs the Hugging Face hub once (then it is cached), or use smollm2-135m-instruct / "
+                "; it needs the Hugging Face hub once (then it is cached), or use smollm2-135m-instruct / "
                 "tiny-llama offline")
             raise ModelUnavailable(f"model {name} ({spec.hub}) could not be loaded: {e}{hint}") from e
     tok.padding_side = "left"

@@ -46,7 +46,7 @@ class Upload:
         return head + np.ascontiguousarray(self.scalars, "<f4").tobytes() + np.ascontiguousarray(self.extra, "<f4").tobytes()
 
     @staticmethod
-    def decode(data: bytes) -> "Upload":
+    def decode(data: bytes) -> Upload:
         if len(data) < UP_HEAD.size:
             raise ProtocolError(f"upload of {len(data)} bytes is shorter than its {UP_HEAD.size}-byte header")
         magic, rnd, client, tau, p, n_extra = UP_HEAD.unpack_from(data)
@@ -77,7 +77,7 @@ class RoundRecord:
                 + np.ascontiguousarray(self.extra, "<f4").tobytes())
 
     @staticmethod
-    def decode_from(data: bytes, offset: int) -> tuple["RoundRecord", int]:
+    def decode_from(data: bytes, offset: int) -> tuple[RoundRecord, int]:
         if len(data) < offset + REC_HEAD.size:
             raise ProtocolError("truncated round record header")
         rnd, tau, p, n_extra, acc = REC_HEAD.unpack_from(data, offset)
@@ -108,7 +108,7 @@ class RoundStart:
         return head + np.ascontiguousarray(self.seeds, "<u4").tobytes() + b"".join(r.encode() for r in self.catch_up)
 
     @staticmethod
-    def decode(data: bytes) -> "RoundStart":
+    def decode(data: bytes) -> RoundStart:
         if len(data) < DOWN_HEAD.size:
             raise ProtocolError("truncated round-start header")
         magic, rnd, tau, n = DOWN_HEAD.unpack_from(data)
@@ -145,7 +145,7 @@ class VectorMessage:
             np.ascontiguousarray(self.values, "<f4").tobytes()
 
     @staticmethod
-    def decode(data: bytes) -> "VectorMessage":
+    def decode(data: bytes) -> VectorMessage:
         if len(data) < VEC_HEAD.size:
             raise ProtocolError("truncated vector header")
         magic, rnd, client, n = VEC_HEAD.unpack_from(data)
@@ -176,7 +176,7 @@ class PoolRoundStart:
         return head + np.ascontiguousarray(self.seeds, "<u4").tobytes() + body
 
     @staticmethod
-    def decode(data: bytes) -> "PoolRoundStart":
+    def decode(data: bytes) -> PoolRoundStart:
         if len(data) < POOL_HEAD.size:
             raise ProtocolError("truncated pool round-start header")
         magic, rnd, tau, k, p = POOL_HEAD.unpack_from(data)

@@ -28,7 +28,10 @@ def load_runs(root: str | Path | None = None, paths=None) -> pd.DataFrame:
         df["method"] = path.parent.parent.name
         df["seed"] = int(path.parent.name.removeprefix("seed"))
         info = path.parent / "run.json"
-        df["status"] = json.loads(info.read_text()).get("status", "unknown") if info.exists() else "unknown"
+        meta = json.loads(info.read_text()) if info.exists() else {}
+        df["status"] = meta.get("status", "unknown")
+        codes = {(s.get("git_sha"), json.dumps(s.get("packages"), sort_keys=True)) for s in meta.get("segments", [])}
+        df["mixed_code"] = len(codes) > 1  # resumed under other code than it started with
         df["bytes_total"] = df["bytes_up"] + df["bytes_down"]
         for col in ("bytes_total", "bytes_up", "bytes_down", "forward_passes", "wall_seconds"):
             df[f"cum_{col}"] = df[col].cumsum()
@@ -111,6 +114,7 @@ def summarise(runs: pd.DataFrame, metric: str, target: float, reference: str = "
     for method, grp in runs.groupby("method", sort=False):
         finals, costs, to_ref, to_best = [], [], [], []
         diverged = 0
+        mixed = int(grp.groupby("seed")["mixed_code"].first().sum()) if "mixed_code" in grp else 0
         for seed, run in grp.groupby("seed"):
             run = run.sort_values("round")
             if seed in refs and not math.isnan(refs[seed]):
@@ -136,6 +140,8 @@ def summarise(runs: pd.DataFrame, metric: str, target: float, reference: str = "
                      "rounds": int(last["round"].iloc[0]),
                      "rounds to best (median)": float(np.nanmedian(to_best)) if ok else math.nan,
                      "payload bytes per client-round": payload_per_client_round(grp)})
+        if mixed:  # only shown where it happened: such a seed's rounds ran under two code versions
+            rows[-1]["seeds resumed under other code"] = mixed
         if refs:
             r = pd.DataFrame(to_ref) if to_ref else pd.DataFrame({"rounds": [math.inf], "bytes": [math.inf]})
             rows[-1][f"rounds to {ref_name}'s best (median)"] = float(r["rounds"].median())

@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -195,6 +196,16 @@ def _prior(cfg: Config, rundir: RunDir, replace_different: bool) -> dict:
                       f"{new_hash}); choose another output folder, or pass --replace-different")
 
 
+def _check_space(out: Path, fed) -> None:
+    """Refuse before the first round when the folder cannot hold two checkpoints (the new one and the previous)."""
+    need = 2 * sum(p.numel() * p.element_size() for p in fed.global_params())
+    free = shutil.disk_usage(out).free
+    if free < need:
+        raise RunDirError(f"--out {out}: {free / 1e9:.2f} GB free, but this model's checkpoints need about "
+                          f"{need / 1e9:.2f} GB (the checkpoint and the previous one); free space there or choose "
+                          "another folder")
+
+
 def _run(cfg: Config, rundir: RunDir | None, old: dict, stop_after, federation_hook) -> RunResult:
     out = rundir.path if rundir is not None else None
     info = {"name": cfg.name, "config": cfg.to_dict(), "config_hash": cfg.hash(), **provenance()}
@@ -202,6 +213,8 @@ def _run(cfg: Config, rundir: RunDir | None, old: dict, stop_after, federation_h
     fed, task = build_federation(cfg)
     if federation_hook is not None:
         federation_hook(fed)
+    if out is not None:
+        _check_space(out, fed)
     if old:
         state = rundir.load_checkpoint()
         if state is not None:

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from hiso import perturb
-from hiso.perturb import Piece, Scratch, StepDirections, pieces
 from hiso.curvature import Diagonal
+from hiso.perturb import Piece, Scratch, StepDirections, pieces
 from hiso.run import build_federation
 
 QUAD = {"name": "quadratic", "dim": 970, "spectrum": "lognormal", "sigma": 1.0}  # 970 = 15 * 64 + 10

@@ -3,6 +3,7 @@ DampedOracle, the generalised payload (P second differences per step) and mu sca
 import numpy as np
 import pytest
 import torch
+from test_replay import final_sync, run_verified
 
 from hiso.config import ConfigError
 from hiso.curvature import GlobalScalar, SecondDifference, Stein
@@ -11,8 +12,6 @@ from hiso.perturb import Scratch, StepDirections, step_
 from hiso.protocol import Upload
 from hiso.run import build_federation
 from hiso.tasks.quadratic import Quadratic, QuadraticOptions
-
-from test_replay import final_sync, run_verified
 
 
 def rotated_quadratic(dim=6, seed=3):

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from hiso.results import load_runs, summarise
 from hiso.run import RunFailed, run
 from hiso.rundir import OutputError, RunDir, RunDirError, atomic_write
 
@@ -133,16 +134,20 @@ def test_outputs_follow_the_umask_and_failed_writes_leave_no_temp_files(tmp_path
 def test_run_json_keeps_a_segment_per_process_and_warns_when_code_changed(cfg_factory, tmp_path, caplog):
     cfg = cfg_factory(task=QUAD["task"], federation={**QUAD["federation"], "rounds": 20},
                       run={"eval_every": 5, "checkpoint_every": 5, "progress": False})
-    run(cfg, tmp_path, stop_after=12)
-    info = json.loads((tmp_path / "run.json").read_text())
+    out = tmp_path / "hiso" / "seed0"
+    run(cfg, out, stop_after=12)
+    info = json.loads((out / "run.json").read_text())
     assert [s["from_round"] for s in info["segments"]] == [0]
     info["segments"][0]["git_sha"] = "0" * 40  # as if the first segment ran under other code
-    (tmp_path / "run.json").write_text(json.dumps(info))
+    (out / "run.json").write_text(json.dumps(info))
     with caplog.at_level(logging.WARNING, logger="hiso.run"):
-        run(cfg, tmp_path)
+        run(cfg, out)
     assert "resuming at round 10 under other code" in caplog.text
-    segs = json.loads((tmp_path / "run.json").read_text())["segments"]
+    segs = json.loads((out / "run.json").read_text())["segments"]
     assert [s["from_round"] for s in segs] == [0, 10] and segs[0]["git_sha"] == "0" * 40
+    run(cfg, tmp_path / "hiso" / "seed1")  # one process, one segment
+    table = summarise(load_runs(tmp_path), "rel_suboptimality", 0.5)
+    assert table.set_index("method").loc["hiso", "seeds resumed under other code"] == 1
 
 
 def test_an_unwritable_out_is_refused_before_compute(tmp_path, cfg_factory):
@@ -150,3 +155,14 @@ def test_an_unwritable_out_is_refused_before_compute(tmp_path, cfg_factory):
     blocker.write_text("not a folder")
     with pytest.raises(RunDirError, match="cannot write there"):
         run(cfg_factory(**QUAD), blocker / "run")
+
+
+def test_a_folder_without_room_for_two_checkpoints_is_refused_before_the_first_round(cfg_factory, tmp_path,
+                                                                                     monkeypatch):
+    import shutil as sh
+
+    import hiso.run
+    monkeypatch.setattr(hiso.run.shutil, "disk_usage", lambda p: sh._ntuple_diskusage(10**9, 10**9 - 100, 100))
+    with pytest.raises(RunDirError, match=r"GB free, but this model's checkpoints need about"):
+        run(cfg_factory(**QUAD), tmp_path / "run")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".lock"]

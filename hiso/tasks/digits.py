@@ -7,8 +7,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from .split import dirichlet_split
 
@@ -48,6 +46,8 @@ class Digits:
         require("task.channels", o.channels, 1 <= o.channels <= 1024, "in [1, 1024]")
 
     def __init__(self, opts: DigitsOptions, num_clients: int, seed: int):
+        from sklearn.datasets import load_digits  # 1.5 s to import: only digits runs pay it
+        from sklearn.model_selection import train_test_split
         data = load_digits()
         x = torch.tensor(data.images / 16.0, dtype=torch.float32).unsqueeze(1)
         y = torch.tensor(data.target, dtype=torch.long)

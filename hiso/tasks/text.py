@@ -172,7 +172,7 @@ class TextClassification:
 
     @classmethod
     def check_options(cls, opts: TextOptions) -> None:
-        """Refuse options this task cannot honour (before any data or model is loaded)."""
+        """Refuse options the task cannot honour (before any data or model is loaded)."""
         cls.check_common(opts)
         template(cls.name, opts.template)
         for key, default in (("loss", "answer"), ("decoding", "greedy")):

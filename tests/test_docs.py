@@ -1,0 +1,44 @@
+"""The documents stand alone and cannot drift: the README is a front door, the configuration page is what its
+generator writes, and no document speaks of who ran what."""
+import re
+import subprocess
+from pathlib import Path
+
+from hiso.configdoc import render
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_is_a_front_door():
+    assert (ROOT / "README.md").stat().st_size <= 12 * 1024
+    for link in re.findall(r"\]\(([^)#]+\.md)\)", (ROOT / "README.md").read_text()):
+        assert (ROOT / link).exists(), link
+
+
+def test_every_doc_link_resolves():
+    for page in (ROOT / "docs").rglob("*.md"):
+        for link in re.findall(r"\]\(([^)#:]+\.md)\)", page.read_text()):
+            assert (page.parent / link).exists(), f"{page.relative_to(ROOT)} links to {link}"
+
+
+def test_configuration_page_is_generated():
+    assert (ROOT / "docs" / "configuration.md").read_text() == render(), \
+        "docs/configuration.md is stale: .venv/bin/python -m hiso.configdoc --out docs/configuration.md"
+
+
+def test_documents_speak_of_the_project_only():
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    pattern = re.compile(r"session [0-9]|issue [0-9]|issue-[0-9]|was lent|this task", re.I)
+    hits = [f for f in tracked if f.endswith((".md", ".py", ".yaml", ".smk", ".rst", ".toml"))
+            and f != "tests/test_docs.py" and pattern.search((ROOT / f).read_text(errors="ignore"))]
+    assert not hits, hits
+
+
+def test_ruff_is_clean():
+    import shutil
+    import sys
+    ruff = Path(sys.executable).parent / "ruff"
+    exe = str(ruff) if ruff.exists() else shutil.which("ruff")
+    assert exe, "ruff is in the test extra (pip install -e '.[test]')"
+    p = subprocess.run([exe, "check", "."], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout[-3000:]
