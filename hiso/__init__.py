@@ -4,7 +4,7 @@ Where things live:
     protocol.py    wire messages (seeds + scalars; vectors for the baselines) and the round log record
     perturb.py     seeded in-place perturbation streams (no d-sized buffer)
     estimators.py  forward / central ZO directional derivatives
-    curvature.py   Identity (DeComFL), Diagonal (HiSo), LayerScalar, BlockDiagonal, Oracle, RMSProp control
+    curvature/     Identity (DeComFL), Diagonal (HiSo), LayerScalar, BlockDiagonal, Oracle; controls
     federation.py  server, clients, catch-up replay, aggregation, the round loop
     methods.py     the method registry (baselines/ registers FedAvg, FedZO, MeZO, FedKSeed, ...)
     models.py      model registry (hub, packaged SmolLM2, tiny random) and LoRA

@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"gpu slot: {e}", file=sys.stderr)
             return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("hiso.run").setLevel(logging.INFO)  # one line per evaluation in every run log
     try:
         cfg = load_config(args.config, [*_file_sets(args.set_file), *args.set])
     except ConfigError as e:

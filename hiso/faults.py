@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import streams
+
 KINDS = ("nan", "huge", "random_scale", "sign_flip", "stale")
 
 
 def faulty_set(seed: int, num_clients: int, count: int) -> frozenset[int]:
     """Which clients are faulty: the first `count` of a permutation drawn from the run seed."""
-    order = np.random.default_rng(np.random.SeedSequence([int(seed), 505])).permutation(num_clients)
+    order = streams.rng(seed, streams.FAULTY).permutation(num_clients)
     return frozenset(int(c) for c in order[:count])
 
 
@@ -31,7 +33,7 @@ def corrupt(kind: str, scalars: np.ndarray, scale: float, seed: int, r: int, cli
     elif kind == "huge":
         out = np.full_like(scalars, 1e30)
     elif kind == "random_scale":
-        g = np.random.default_rng(np.random.SeedSequence([int(seed), 506, int(r), int(client)]))
+        g = streams.rng(seed, streams.FAULT_NOISE, r, client)
         out = scalars * scale * g.standard_normal(scalars.shape)
     elif kind == "sign_flip":
         out = -scale * scalars

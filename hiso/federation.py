@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from . import streams
 from .aggregators import AGGREGATORS
 from .curvature import Curvature
 from .estimators import estimate
@@ -36,11 +37,11 @@ class ReplayMismatch(AssertionError):
 
 
 def round_rng(seed: int, r: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([int(seed), 1, int(r)]))
+    return streams.rng(seed, streams.ROUND, r)
 
 
 def batch_rng(seed: int, r: int, client: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([int(seed), 2, int(r), int(client)]))
+    return streams.rng(seed, streams.BATCH, r, client)
 
 
 @torch.no_grad()

@@ -12,8 +12,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-HIGHER_IS_BETTER = {"accuracy": True, "f1": True, "exact_match": True, "rel_suboptimality": False, "suboptimality": False,
-                    "test_loss": False}
+
+def _directions() -> dict[str, bool]:
+    """metric -> higher is better, as the registered tasks declare it (their `metric` / `higher_is_better`, and
+    `directions` for their secondary metrics)."""
+    from .tasks import TASKS
+    out = {"test_loss": False}
+    for cls in TASKS.values():
+        out.update(getattr(cls, "directions", {}))
+        out[cls.metric] = cls.higher_is_better
+    return out
+
+
+HIGHER_IS_BETTER = _directions()
 
 
 def load_runs(root: str | Path | None = None, paths=None) -> pd.DataFrame:

@@ -213,6 +213,7 @@ def _run(cfg: Config, rundir: RunDir | None, old: dict, stop_after, federation_h
     fed, task = build_federation(cfg)
     if federation_hook is not None:
         federation_hook(fed)
+    info.update(metric=task.metric, higher_is_better=task.higher_is_better)  # the task's own direction
     if out is not None:
         _check_space(out, fed)
     if old:
@@ -261,7 +262,11 @@ def _run(cfg: Config, rundir: RunDir | None, old: dict, stop_after, federation_h
             r = row["round"]
             if r % cfg.run.eval_every == 0 or r == total:
                 fed.load_server_model()
-                row.update(task.evaluate(cfg.run.eval_split))
+                ev = task.evaluate(cfg.run.eval_split)
+                row.update(ev)
+                # one line per evaluation in the run's log (INFO on logger hiso.run; the CLI shows it)
+                log.info("%s round %d/%d: train_loss %.4g, %s", cfg.name, r, total, row["train_loss"],
+                         ", ".join(f"{k} {v:.4g}" for k, v in ev.items()))
             row["wall_seconds"] = time.perf_counter() - t0
             rows.append(row)
             if bar is not None:

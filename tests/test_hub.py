@@ -96,6 +96,7 @@ def test_fetch_from_the_hub_offline_fails_cleanly(tmp_path, monkeypatch, capsys)
     assert "fetch:" in capsys.readouterr().err and not (tmp_path / "m" / hub.LOCK).exists()
 
 
+@pytest.mark.slow
 def test_paper_rehearsal_slice_runs_to_the_side_by_side(tmp_path):
     """The paper tier's own rules and base configs on CPU, sliced to DeComFL Table 1's OPT-125M CB cell:
     38 runs (18 reported, 20 tuning), 5 step-size choices, table, figure, side by side; every reported cell of

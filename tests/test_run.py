@@ -74,6 +74,7 @@ def test_resume_after_interruption_gives_identical_metrics(cfg_factory, tmp_path
     pd.testing.assert_frame_equal(again.metrics, pd.read_csv(tmp_path / "resumed" / "metrics.csv"))
 
 
+@pytest.mark.slow
 def test_cli_killed_run_resumes_with_same_command(tmp_path):
     conf = tmp_path / "c.yaml"
     conf.write_text(yaml.safe_dump({"name": "kill", "task": {"name": "digits"},

@@ -2,21 +2,35 @@
 and a second invocation has nothing to do."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 DEFAULT_RUNS = 62
 
 
+def workflow_copy(tmp_path: Path) -> Path:
+    """The workflow's files in a temporary folder, so that a test may edit them (never the tracked ones)."""
+    dst = tmp_path / "repo"
+    dst.mkdir()
+    shutil.copy2(ROOT / "Snakefile", dst)
+    for d in ("workflows", "figures", "paper_results"):
+        shutil.copytree(ROOT / d, dst / d)
+    return dst
+
+
+@pytest.mark.slow
 def test_smoke_dag_end_to_end(tmp_path):
+    repo = workflow_copy(tmp_path)
     out = tmp_path / "results"
     cmd = [SNAKEMAKE, "--cores", "2", "--configfile", "workflows/config/smoke.yaml", "--config", f"results={out}", "-q"]
-    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True)
+    subprocess.run(cmd, cwd=repo, check=True, capture_output=True, text=True)
     for exp, methods in {"quadratic": 3, "digits": 3}.items():
         table = pd.read_csv(out / "tables" / f"{exp}.csv")
         assert len(table) == methods and (table["seeds"] == 2).all()  # tuning runs are not reported
@@ -43,16 +57,12 @@ def test_smoke_dag_end_to_end(tmp_path):
             assert (out / "figures" / f"{fig}.{ext}").stat().st_size > 1000
     zeta = pd.read_csv(out / "tables" / "zeta.csv")
     assert zeta["value"].gt(0).all() and len(zeta) == 6
-    dry = subprocess.run(cmd + ["-n"], cwd=ROOT, check=True, capture_output=True, text=True)
+    dry = subprocess.run(cmd + ["-n"], cwd=repo, check=True, capture_output=True, text=True)
     assert "Nothing to be done" in dry.stdout + dry.stderr
     # editing one figure script reruns only that figure (snakemake >= 9.18 compares checksums: a real edit)
-    script = ROOT / "figures" / "curvature_histogram.py"
-    original = script.read_text()
-    try:
-        script.write_text(original + "# an edit\n")
-        dry = subprocess.run(cmd[:-1] + ["-n"], cwd=ROOT, check=True, capture_output=True, text=True)
-    finally:
-        script.write_text(original)
+    script = repo / "figures" / "curvature_histogram.py"
+    script.write_text(script.read_text() + "# an edit\n")
+    dry = subprocess.run(cmd[:-1] + ["-n"], cwd=repo, check=True, capture_output=True, text=True)
     jobs = job_counts(dry.stdout)
     assert set(jobs) - {"all", "total"} == {"curvature_histogram"}, jobs
 

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import streams
 from .split import dirichlet_split
 
 
@@ -62,7 +63,7 @@ class Digits:
             self.x_dev, self.y_dev = x[idx_dev], y[idx_dev]
         self.x_train, self.y_train = x[idx_train], y[idx_train]
         self.x_test, self.y_test = x[idx_test], y[idx_test]
-        rng = np.random.default_rng(np.random.SeedSequence([seed, 202]))
+        rng = streams.rng(seed, streams.DIGITS_SPLIT)
         self.shards = dirichlet_split(self.y_train.numpy(), num_clients, opts.alpha, rng)
         torch.manual_seed(seed)
         self.model = DigitsCNN(opts.channels)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .. import streams
+
 
 @dataclass
 class QuadraticOptions:
@@ -57,6 +59,7 @@ class Quadratic:
     Options = QuadraticOptions
     metric = "rel_suboptimality"
     higher_is_better = False
+    directions = {"suboptimality": False}
 
     @classmethod
     def check_options(cls, o: QuadraticOptions) -> None:
@@ -74,7 +77,7 @@ class Quadratic:
             raise ValueError(f"task.dim must be >= 1, got {opts.dim}")
         if opts.rotate and opts.dim > 4000:
             raise ValueError("task.rotate needs a dense dim x dim matrix; use dim <= 4000")
-        rng = np.random.default_rng(np.random.SeedSequence([seed, 101]))
+        rng = streams.rng(seed, streams.QUADRATIC)
         self.opts, self.num_clients = opts, num_clients
         self.lam = spectrum(opts, rng)
         self.q = np.linalg.qr(rng.standard_normal((opts.dim, opts.dim)))[0] if opts.rotate else None

@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from .. import streams
 from ..models import load_model, make_trainable
 from .prompts import template
 from .split import dirichlet_split
@@ -88,7 +89,7 @@ def _package_file(package: str, relative: str, install: str) -> Path:
 
 
 def _holdout(rows: list[dict], seed: int, fraction: float = 0.2) -> tuple[list[dict], list[dict]]:
-    order = np.random.default_rng(np.random.SeedSequence([seed, 404])).permutation(len(rows))
+    order = streams.rng(seed, streams.HOLDOUT).permutation(len(rows))
     cut = int(len(rows) * (1 - fraction))
     return [rows[i] for i in order[:cut]], [rows[i] for i in order[cut:]]
 
@@ -185,7 +186,7 @@ class TextClassification:
         d = self.definition
         self.template = template(self.name, opts.template)
         train_pool, test_pool = d.load(seed)
-        rng = np.random.default_rng(np.random.SeedSequence([seed, 303]))
+        rng = streams.rng(seed, streams.TEXT_SAMPLE)
         head = opts.sampling == "head"
         train_dev = _sample(train_pool, opts.train_size + opts.dev_size, rng, head)
         self.train = train_dev[: len(train_dev) - min(opts.dev_size, len(train_dev) // 5)]
@@ -299,6 +300,7 @@ class Squad(TextClassification):
     decoded answer (`task.decoding`: greedy, or the authors' 2-beam sampling with top_p 0.3, seeded)."""
 
     metric = "f1"
+    directions = {"exact_match": True}
     name = "squad"
     definition = TaskDef(_hub(*SQUAD))
 

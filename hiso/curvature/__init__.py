@@ -1,0 +1,47 @@
+"""Curvature states H, rebuilt by every party from the round log alone (never sent).
+
+Each curvature object maps a standard normal direction u to z = H^{-1/2} u, tensor by tensor, and updates
+itself from the aggregated update of a round.  Identity gives DeComFL; Diagonal gives HiSo (paper Eq. 12):
+
+    H_{r+1} = beta * H_r + (1 - beta) * (Delta x_r ** 2 + eps),   H_0 = 1.
+
+`moment` picks what "Delta x ** 2" means (HISO.md section 3):
+- "square_of_mean" (default, the authors' code): the square of the aggregated update (needs only g-bar);
+- "mean_of_squares" (paper Eq. 12): the average over clients of each client's squared update, rebuilt from
+  the P x P Gram matrix of client scalars that the server adds to the log (P(P+1)/2 extra scalars per step).
+`feed` picks which local steps feed the EMA: "last" (default) or "every" (one EMA step per local step, all
+computed with the round's H, so local steps never change H).
+
+Layout: base.py (the Curvature base class and shared helpers), kinds.py (Identity, Diagonal = HiSo,
+LayerScalar, BlockDiagonal, Oracle), controls.py (RMSProp, GlobalScalar, SecondDifference, Stein,
+DampedOracle, Mixed); KINDS and make_factory here.
+"""
+from __future__ import annotations
+
+from .base import Curvature, CurvatureError, Moment, gram_full, gram_upper  # noqa: F401
+from .controls import DampedOracle, GlobalScalar, Mixed, RMSProp, SecondDifference, Stein  # noqa: F401
+from .kinds import BlockDiagonal, Diagonal, Identity, LayerScalar, Oracle  # noqa: F401
+
+KINDS = {c.kind: c for c in (Identity, Diagonal, LayerScalar, BlockDiagonal, Oracle, RMSProp, GlobalScalar,
+                             SecondDifference, Stein, DampedOracle, Mixed)}
+
+
+def make_factory(c, task):
+    """params -> bound curvature object, from the config's `curvature:` section (a CurvatureConfig)."""
+    cls = KINDS[c.kind]
+    common = dict(beta=c.beta, eps=c.eps, feed=c.feed, moment=c.moment)
+    if c.kind == "oracle":
+        hess = task.hessian()
+        return lambda params: cls(hess, **common).bind(params)
+    if c.kind == "block_diagonal":
+        return lambda params: cls(block_size=c.block_size, **common).bind(params)
+    if c.kind == "rmsprop":
+        return lambda params: cls(power=c.rmsprop_power, **common).bind(params)
+    if c.kind == "stein":
+        return lambda params: cls(floor=c.floor, **common).bind(params)
+    if c.kind == "mixed":
+        return lambda params: cls(mix=c.mix, **common).bind(params)
+    if c.kind == "damped_oracle":
+        diag, lmax = task.hessian_diagonal(), task.lambda_max()
+        return lambda params: cls(diag, lmax, damping=c.damping, **common).bind(params)
+    return lambda params: cls(**common).bind(params)
