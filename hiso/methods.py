@@ -68,11 +68,18 @@ register_method("rmsprop_zo", scalar_only, default_curvature="rmsprop", fixed_cu
                 doc="control: isotropic directions, update rescaled by the same learned diagonal (scalar-only)")
 
 
+PLUGIN_GROUP = "hiso.methods"
+
+
 def load_baselines() -> None:
-    """Import the baselines package so that its modules register themselves (idempotent)."""
+    """Import every package that registers methods through the `hiso.methods` entry point group (idempotent).
+    This repository's `baselines` package is one (pyproject.toml); a package of your own methods joins with
+
+        [project.entry-points."hiso.methods"]
+        mymethods = "mymethods"
+
+    hiso itself never imports a baseline by name, so the registry has no import cycle."""
     import importlib
-    try:
-        importlib.import_module("baselines")
-    except ModuleNotFoundError as e:
-        if e.name != "baselines":
-            raise
+    from importlib.metadata import entry_points
+    for ep in entry_points(group=PLUGIN_GROUP):
+        importlib.import_module(ep.value)
