@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hiso.config import CurvatureConfig
+from hiso.config import CurvatureConfig, FederationConfig
 from hiso.curvature import make_factory
 from hiso.federation import Federation, apply_record
 from hiso.perturb import Scratch, StepDirections
@@ -83,9 +83,9 @@ def timed(fn, device, repeat: int) -> float:
 
 
 def federation(task, kind: str, P: int, verify: bool, lr: float = 1e-6) -> Federation:
-    return Federation(task, make_factory(CurvatureConfig(kind=kind), task), num_clients=6, clients_per_round=2,
-                      local_steps=1, perturbations=P, mu=1e-3, lr=lr, batch_size=task.batch_size, seed=0,
-                      verify_replay=verify)
+    fed = FederationConfig(num_clients=6, clients_per_round=2, local_steps=1, perturbations=P, mu=1e-3, lr=lr,
+                           batch_size=task.batch_size, verify_replay=verify)
+    return Federation(task, make_factory(CurvatureConfig(kind=kind), task), fed, seed=0)
 
 
 def check_determinism(task, rounds: int) -> dict:

@@ -200,31 +200,28 @@ class Federation:
 
     replay_tolerance = 1e-6  # max |x_client - x_server| after catch-up (replay is in fact bit-exact)
 
-    def __init__(self, task, curvature_factory, *, num_clients: int, clients_per_round: int, local_steps: int,
-                 perturbations: int, mu: float, lr: float, difference: str = "forward", aggregator: str = "mean",
-                 trim_fraction: float = 0.1, max_abs_scalar: float = 1e6, batch_size: int = 32, seed: int = 0,
-                 verify_replay: bool = False, cache_directions: bool = False, mu_scale: str = "none",
-                 weight_decay: float = 0.0, clip_factor: float = 3.0, faulty_clients: int = 0,
-                 fault: str = "random_scale", fault_scale: float = 1e5):
-        if not 1 <= clients_per_round <= num_clients:
-            raise ValueError(f"clients_per_round must be in [1, num_clients={num_clients}], got {clients_per_round}")
-        self.task, self.seed = task, int(seed)
-        self.M, self.m, self.tau, self.P = num_clients, clients_per_round, local_steps, perturbations
-        self.mu, self.lr, self.difference, self.batch_size = mu, lr, difference, batch_size
-        self.weight_decay = weight_decay
-        self.verify, self.cache = verify_replay, cache_directions
-        if mu_scale not in ("none", "rms"):
-            raise ValueError(f"unknown mu_scale {mu_scale!r}; choose none or rms")
-        self.mu_scale = mu_scale
+    def __init__(self, task, curvature_factory, fed, seed: int = 0):
+        """`fed`: the config's federation section (hiso.config.FederationConfig, already validated)."""
+        if not 1 <= fed.clients_per_round <= fed.num_clients:
+            raise ValueError(f"clients_per_round must be in [1, num_clients={fed.num_clients}], "
+                             f"got {fed.clients_per_round}")
+        if fed.mu_scale not in ("none", "rms"):
+            raise ValueError(f"unknown mu_scale {fed.mu_scale!r}; choose none or rms")
+        self.task, self.seed, self.cfg = task, int(seed), fed
+        self.M, self.m, self.tau, self.P = fed.num_clients, fed.clients_per_round, fed.local_steps, fed.perturbations
+        self.mu, self.lr, self.difference, self.batch_size = fed.mu, fed.lr, fed.difference, fed.batch_size
+        self.weight_decay, self.mu_scale = fed.weight_decay, fed.mu_scale
+        self.verify, self.cache = fed.verify_replay, fed.cache_directions
         self.work = task.params()
         self.scratch = Scratch(self.work)
         server_params = [p.detach().clone() for p in self.work]
-        self.server = Server(server_params, curvature_factory(server_params), lr, local_steps, perturbations,
-                             aggregator, trim_fraction, max_abs_scalar, weight_decay, clip_factor)
-        self.faulty = faulty_set(seed, num_clients, faulty_clients)  # hiso/faults.py
-        self.fault, self.fault_scale = fault, fault_scale
-        self.clients = [ClientState(i) for i in range(num_clients)]
-        if verify_replay:
+        self.server = Server(server_params, curvature_factory(server_params), fed.lr, fed.local_steps,
+                             fed.perturbations, fed.aggregator, fed.trim_fraction, fed.max_abs_scalar,
+                             fed.weight_decay, fed.clip_factor)
+        self.faulty = faulty_set(seed, fed.num_clients, fed.faulty_clients)  # hiso/faults.py
+        self.fault, self.fault_scale = fed.fault, fed.fault_scale
+        self.clients = [ClientState(i) for i in range(fed.num_clients)]
+        if fed.verify_replay:
             for c in self.clients:
                 c.params = [p.clone() for p in server_params]
                 c.curvature = curvature_factory(c.params)

@@ -48,14 +48,7 @@ def scalar_only(cfg, task, options, cls=None, **extra):
     """Build the scalar-only federation (or a subclass `cls`, with its `extra` keyword arguments)."""
     from .curvature import make_factory
     from .federation import Federation
-    f = cfg.federation
-    return (cls or Federation)(task, make_factory(cfg.curvature, task), num_clients=f.num_clients,
-                      clients_per_round=f.clients_per_round, local_steps=f.local_steps, perturbations=f.perturbations,
-                      mu=f.mu, lr=f.lr, difference=f.difference, aggregator=f.aggregator, trim_fraction=f.trim_fraction,
-                      max_abs_scalar=f.max_abs_scalar, batch_size=f.batch_size, seed=cfg.seed,
-                      verify_replay=f.verify_replay, cache_directions=f.cache_directions,
-                      mu_scale=f.mu_scale, weight_decay=f.weight_decay, clip_factor=f.clip_factor,
-                      faulty_clients=f.faulty_clients, fault=f.fault, fault_scale=f.fault_scale, **extra)
+    return (cls or Federation)(task, make_factory(cfg.curvature, task), cfg.federation, cfg.seed, **extra)
 
 
 register_method("hiso", scalar_only, default_curvature="diagonal", weight_decay=True, faults=True,
