@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from hiso.contracts import RoundRow
 from hiso.federation import batch_rng, round_rng
 from hiso.protocol import VectorMessage
 
@@ -66,10 +67,9 @@ class VectorFederation:
                     a.add_(s - w)  # uplink: the full delta
         self.server_update([a / len(sampled) for a in acc])
         self._rounds += 1
-        return {"round": r + 1, "train_loss": float(np.mean(losses)), "bytes_up": len(sampled) * vec_bytes,
-                "bytes_up_scalars": len(sampled) * 4 * self.d, "bytes_down": len(sampled) * vec_bytes,
-                "bytes_down_seeds": 0, "bytes_down_catchup": 0, "forward_passes": 0, "rejected": 0,
-                "accepted": len(sampled), **counters}
+        n = len(sampled)
+        return RoundRow(r + 1, float(np.mean(losses)), n * vec_bytes, n * 4 * self.d, n * vec_bytes, 0, 0, 0,
+                        rejected=0, accepted=n, extra=counters).as_dict()
 
     def extra_state(self) -> dict:
         return {}

@@ -19,6 +19,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from hiso.contracts import RoundRow
 from hiso.curvature import Diagonal, Identity
 from hiso.estimators import estimate
 from hiso.federation import batch_rng
@@ -146,12 +147,8 @@ class SingleParty:
                 losses.append(l0)
                 passes += n
         self._rounds += 1
-        row = {"round": r + 1, "train_loss": losses[0], "bytes_up": 0, "bytes_up_scalars": 0, "bytes_down": 0,
-               "bytes_down_seeds": 0, "bytes_down_catchup": 0, "forward_passes": passes, "rejected": 0,
-               "accepted": 1}
-        if backward:
-            row["backward_passes"] = backward
-        return row
+        extra = {"backward_passes": backward} if backward else {}
+        return RoundRow(r + 1, losses[0], 0, 0, 0, 0, 0, passes, rejected=0, accepted=1, extra=extra).as_dict()
 
     def state_dict(self) -> dict:
         return {"params": [p.detach().clone() for p in self.params], "rounds": self._rounds,

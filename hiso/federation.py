@@ -22,6 +22,7 @@ import torch
 
 from . import streams
 from .aggregators import AGGREGATORS
+from .contracts import RoundRow
 from .curvature import Curvature
 from .estimators import estimate
 from .faults import corrupt, faulty_set
@@ -316,15 +317,13 @@ class Federation:
             wire.add_up(up, payload)
             self.server.receive(payload, cid)
         rec = self.server.close_round()
-        row = {"round": r + 1, "train_loss": float(np.mean(losses)), "bytes_up": wire.up,
-               "bytes_up_scalars": wire.up_scalars, "bytes_down": wire.down, "bytes_down_seeds": wire.down_seeds,
-               "bytes_down_catchup": wire.down_catchup, "forward_passes": passes,
-               "rejected": len(self.server.rejected), "accepted": rec.n_accepted}
+        extra = {}
         if self.verify:
-            row["replay_max_abs_diff"] = replay_diff
+            extra["replay_max_abs_diff"] = replay_diff
         if self.mu_scale != "none":
-            row["mu"] = mu
-        return row
+            extra["mu"] = mu
+        return RoundRow(r + 1, float(np.mean(losses)), wire.up, wire.up_scalars, wire.down, wire.down_seeds,
+                        wire.down_catchup, passes, len(self.server.rejected), rec.n_accepted, extra).as_dict()
 
     def draw_seeds(self, rng: np.random.Generator) -> np.ndarray:
         """This round's tau shared seeds (uint32)."""

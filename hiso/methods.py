@@ -1,7 +1,8 @@
 """Method registry: every method is the same loop (rounds of a `Method` object), built by name.
 
 A method object runs one round at a time and reports a metrics row; the runner handles evaluation,
-checkpoints, divergence and outputs.  Interface:
+checkpoints, divergence and outputs.  Interface (typed in hiso/contracts.py: `Method`, and the `RoundRow`
+every run_round returns as a dict):
 
     rounds_done: int
     run_round() -> dict           must include round, train_loss, bytes_up, bytes_down, forward_passes
