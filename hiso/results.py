@@ -180,3 +180,50 @@ def summarise(runs: pd.DataFrame, metric: str, target: float, reference: str = "
 
 def _or_inf(x: float) -> float:
     return math.inf if math.isnan(x) else x
+
+
+def _sig(x: float, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if isinstance(x, float) and math.isinf(x):
+        return "not reached"
+    return f"{x:.{digits}g}" if abs(x) < 10 ** digits else f"{x:,.0f}"
+
+
+def compact_markdown(table: pd.DataFrame, metric: str) -> str:
+    """The citable view of a summary table: method, step size, final metric as mean ± std (n), rounds and bytes
+    to the target, and rounds to DeComFL's best where there is one; 3 significant digits."""
+    ref = next((c for c in table.columns if c.startswith("rounds to ") and c.endswith("'s best (median)")), None)
+    rows = []
+    for _, r in table.iterrows():
+        n, lost = int(r["seeds"]), int(r["seeds diverged"])
+        mean, std = r[f"final {metric} mean"], r[f"final {metric} std"]
+        if math.isnan(mean):
+            final = f"all {n} diverged" if lost == n else "–"
+        else:
+            final = f"{_sig(mean)} ± {_sig(std)} ({n - lost})" + (f", {lost} of {n} diverged" if lost else "")
+        row = {"method": r["method"] + (" ★" if bool(r.get("best lr", False)) and "@" in r["method"] else ""),
+               f"final {metric} (mean ± std (n))": final,
+               "rounds to target": _sig(r["rounds to target (median)"]),
+               "bytes to target": _sig(r["bytes to target (median)"])}
+        if ref:
+            row[ref.replace(" (median)", "")] = _sig(r[ref])
+        rows.append(row)
+    note = "★: the step size its tuning run chose. " if "best lr" in table.columns else ""
+    return (pd.DataFrame(rows).to_markdown(index=False) + "\n\n" + note +
+            "Rounds and bytes to target are medians over seeds; bytes are wire bytes, up + down.")
+
+
+def provenance_line(metrics_paths) -> str:
+    """Which code and configs produced the runs behind a table (from their run.json)."""
+    shas, hashes, dirty = set(), set(), False
+    for path in metrics_paths:
+        info = Path(path).parent / "run.json"
+        if info.exists():
+            meta = json.loads(info.read_text())
+            shas.add(str(meta.get("git_sha", ""))[:10])
+            hashes.add(meta.get("config_hash", ""))
+            dirty |= bool(meta.get("git_dirty"))
+    commits = ", ".join(sorted(s for s in shas if s)) or "unknown"
+    return (f"Provenance: {len(metrics_paths)} runs, {len(hashes)} configs (hashes in each run.json), "
+            f"commit {commits}{' with uncommitted changes' if dirty else ''}.")

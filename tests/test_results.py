@@ -93,3 +93,17 @@ def test_rounds_to_best_and_the_papers_byte_convention(tmp_path):
     assert payload_per_client_round(run) == 40.0
     table = summarise(run, "accuracy", 0.6)
     assert table.loc[0, "rounds to best (median)"] == 4.0 and table.loc[0, "payload bytes per client-round"] == 40.0
+
+
+def test_compact_markdown_is_citable():
+    from hiso.results import compact_markdown
+    t = pd.DataFrame([
+        {"method": "hiso@0.01", "seeds": 3, "seeds diverged": 0, "final accuracy mean": 0.912345,
+         "final accuracy std": 0.0123456, "rounds to target (median)": 120.0, "bytes to target (median)": 123456.0,
+         "best lr": True},
+        {"method": "hiso@0.1", "seeds": 3, "seeds diverged": 3, "final accuracy mean": float("nan"),
+         "final accuracy std": float("nan"), "rounds to target (median)": float("inf"),
+         "bytes to target (median)": float("inf"), "best lr": False}])
+    md = compact_markdown(t, "accuracy")
+    assert "| hiso@0.01 ★" in md and "0.912 ± 0.0123 (3)" in md and "123,456" in md
+    assert "all 3 diverged" in md and "not reached" in md and "★: the step size its tuning run chose" in md

@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from hiso.results import HIGHER_IS_BETTER, load_runs, summarise  # noqa: E402
+from hiso.results import HIGHER_IS_BETTER, compact_markdown, load_runs, provenance_line, summarise  # noqa: E402
 from hiso.run import atomic_write  # noqa: E402
 
 ap = argparse.ArgumentParser()
@@ -21,11 +21,12 @@ a = ap.parse_args()
 table = summarise(load_runs(a.root, a.metrics), a.metric, a.target, tuning_seed=a.tuning_seed)
 atomic_write(Path(a.csv), table.to_csv(index=False))
 op = ">=" if HIGHER_IS_BETTER.get(a.metric, True) else "<="
-header = (f"Target: {a.metric} {op} {a.target}. Rounds, bytes and forward passes to target are medians over "
-          "seeds (inf: not reached); bytes are measured wire bytes, up + down.\n\n")
+header = f"Target: {a.metric} {op} {a.target}.\n\n"
 if a.tuning_seed is not None:
     header += (f"Step sizes: `best lr` is each method's fewest rounds to the target (ties: final {a.metric}) on "
                f"its tuning run (seed {a.tuning_seed}, {a.metric} on the dev split; `tuning *` columns), "
                "not on the reported seeds.\n\n")
-atomic_write(Path(a.md), header + table.to_markdown(index=False, floatfmt=".4g") + "\n")
+paths = a.metrics or [str(p) for p in Path(a.root).glob("*/seed*/metrics.csv")]
+atomic_write(Path(a.md), header + compact_markdown(table, a.metric) + "\n\n" + provenance_line(paths)
+             + f" Every column: `{Path(a.csv).name}`.\n")
 print(table.to_string(index=False))
