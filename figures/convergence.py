@@ -1,43 +1,72 @@
-"""Convergence of every method of one experiment: metric vs rounds and vs total bytes (mean +- std over seeds)."""
+"""Convergence of every method of one experiment: the metric vs rounds (from round 0, the starting model) and vs
+total bytes, mean ± 1 std over seeds, with the target line; for accuracy, the test loss beside it."""
 import argparse
+import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
 
-from figures.style import color, save  # noqa: E402
+from figures.style import SPREAD, color, label, metric_label, save  # noqa: E402
 from hiso.results import HIGHER_IS_BETTER, load_runs  # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--root", default=None, help="every run under this folder (<method>/seed<k>/metrics.csv)")
 ap.add_argument("--metrics", nargs="+", default=None, help="exactly these runs' metrics.csv (the workflow's)")
 ap.add_argument("--metric", required=True)
+ap.add_argument("--target", type=float, default=None, help="draw the experiment's target as a line")
 ap.add_argument("--title", default="")
 ap.add_argument("--png", required=True)
 ap.add_argument("--pdf", required=True)
 ap.add_argument("--tuning-seed", type=int, default=None, help="leave out the step-size tuning runs (dev split)")
 a = ap.parse_args()
 
-runs = load_runs(a.root, a.metrics).dropna(subset=[a.metric])
+paths = a.metrics or [str(p) for p in Path(a.root).glob("*/seed*/metrics.csv")]
+runs = load_runs(a.root, a.metrics)
 if a.tuning_seed is not None:
     runs = runs[runs.seed != a.tuning_seed]
-fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), sharey=True)
+# round 0: the starting model, evaluated before training (run.json's initial_eval)
+start = []
+for path in paths:
+    info = Path(path).parent / "run.json"
+    meta = json.loads(info.read_text()) if info.exists() else {}
+    if meta.get("initial_eval"):
+        start.append({"round": 0, "method": Path(path).parent.parent.name,
+                      "seed": int(Path(path).parent.name.removeprefix("seed")), "cum_bytes_total": 0,
+                      **meta["initial_eval"]})
+if start:
+    runs = pd.concat([pd.DataFrame(start), runs], ignore_index=True)
+    if a.tuning_seed is not None:
+        runs = runs[runs.seed != a.tuning_seed]
+panels = [a.metric] + (["test_loss"] if a.metric == "accuracy" and "test_loss" in runs else [])
+fig, axes = plt.subplots(1, len(panels) + 1, figsize=(4 * (len(panels) + 1), 3.2))
 for i, (method, grp) in enumerate(runs.groupby("method", sort=False)):
-    stats = grp.groupby("round").agg(m=(a.metric, "mean"), s=(a.metric, "std"), b=("cum_bytes_total", "mean"),
-                                     n=("seed", "nunique"))
-    s = stats["s"].fillna(0)
-    label = f"{method} (n={int(stats['n'].max())})"
-    for ax, x in zip(axes, (stats.index, stats["b"])):
-        ax.plot(x, stats["m"], color=color(method, i), label=label, lw=1.4)
-        ax.fill_between(x, stats["m"] - s, stats["m"] + s, color=color(method, i), alpha=0.15, lw=0)
-axes[0].set_xlabel("round")
-axes[1].set_xlabel("total bytes (up + down, measured)")
-axes[1].set_xscale("log")
-axes[0].set_ylabel(a.metric)
+    n = grp["seed"].nunique()
+    for k, m in enumerate(panels):
+        g = grp.dropna(subset=[m])
+        st = g.groupby("round").agg(m=(m, "mean"), s=(m, "std"), b=("cum_bytes_total", "mean"))
+        s = st["s"].fillna(0)
+        panes = [(axes[k], st)] + ([(axes[-1], st[st.index > 0])] if k == 0 else [])  # bytes axis: log, no round 0
+        for ax, t in panes:
+            x = t.index if ax is axes[k] else t["b"]
+            sd = s.loc[t.index]
+            ax.plot(x, t["m"], color=color(method, i), label=f"{label(method)} (n={n})", lw=1.4)
+            ax.fill_between(x, t["m"] - sd, t["m"] + sd, color=color(method, i), alpha=0.15, lw=0)
+for k, m in enumerate(panels):
+    axes[k].set_xlabel("round")
+    axes[k].set_ylabel(metric_label(m))
+    if not HIGHER_IS_BETTER.get(m, True) and m != "test_loss":
+        axes[k].set_yscale("log")
+axes[-1].set_xlabel("total bytes (up + down, measured)")
+axes[-1].set_xscale("log")
 if not HIGHER_IS_BETTER.get(a.metric, True):
-    axes[0].set_yscale("log")
-axes[0].legend(fontsize=8)
-fig.suptitle(a.title or (Path(a.root).name if a.root else ""))
+    axes[-1].set_yscale("log")
+if a.target is not None:
+    for ax in (axes[0], axes[-1]):
+        ax.axhline(a.target, color="k", ls="--", lw=0.8, label=f"target {a.target:g}")
+axes[0].legend(fontsize=7)
+fig.suptitle((a.title or (Path(a.root).name if a.root else "")) + f"\n{SPREAD}", fontsize=9)
 save(fig, a.png, a.pdf)
 print(f"wrote {a.png} and {a.pdf}")

@@ -7,9 +7,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker as mticker  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from figures.style import color, save  # noqa: E402
+from figures.style import color, label, metric_label, save  # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--tables", nargs="+", required=True, help="experiment tables (CSV), one per x")
@@ -39,7 +40,7 @@ fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
 for i, (method, g) in enumerate(df.groupby("method", sort=False)):
     c = color(method, i)
     rounds = g["rounds to target (median)"].where(g["rounds to target (median)"].apply(math.isfinite))
-    axes[0].plot(g["x"], rounds, "o-", color=c, label=method, lw=1.4, ms=4)
+    axes[0].plot(g["x"], rounds, "o-", color=c, label=label(method), lw=1.4, ms=4)
     axes[1].errorbar(g["x"], g[final_mean], yerr=g[final_std].fillna(0), fmt="o-", color=c, lw=1.4, ms=4,
                      capsize=2)
 # points where every seed diverged have no final metric: an x on the top edge says so
@@ -50,7 +51,7 @@ for i, (method, g) in enumerate(df.groupby("method", sort=False)):
     lost = g[g[final_mean].isna() & (g.get("seeds diverged", 0) > 0)]
     if len(lost):
         axes[1].plot(lost["x"], [0.97] * len(lost), "x", color=color(method, i), ms=8, mew=2, transform=edge,
-                     clip_on=False, label=f"{method}: every seed diverged")
+                     clip_on=False, label=f"{label(method)}: every seed diverged")
     some = g[g[final_mean].notna() & (g.get("seeds diverged", 0) > 0)]
     for _, row in some.iterrows():  # the mean is over the seeds that did not diverge: say how many did
         axes[1].annotate(f"{int(row['seeds diverged'])}/{int(row['seeds'])} diverged", (row["x"], row[final_mean]),
@@ -61,12 +62,16 @@ finals = df[final_mean].dropna()
 if len(finals) and (finals > 0).all() and finals.max() > 100 * finals.min():
     axes[1].set_yscale("log")  # values over orders of magnitude (e.g. a robust aggregator that broke)
 axes[0].set_ylabel("rounds to target (median; gap = not reached)")
-axes[1].set_ylabel(f"final {metric} (mean ± std)")
+axes[1].set_ylabel(f"final {metric_label(metric)} (mean ± std)")
+xs = sorted(df["x"].unique())
 for ax in axes:
     ax.set_xlabel(a.xlabel)
     ax.set_xscale(a.xscale)
+    ax.xaxis.set_major_locator(mticker.FixedLocator(xs))  # ticks at the swept values only
+    ax.xaxis.set_minor_locator(mticker.NullLocator())
+    ax.xaxis.set_major_formatter(mticker.FixedFormatter([f"{x:g}" for x in xs]))
 axes[0].legend(fontsize=7)
-fig.suptitle(a.title)
+fig.suptitle(f"{a.title}\nrounds: median over seeds; final metric: mean ± 1 std over seeds; each method at its chosen step size", fontsize=9)
 fig.tight_layout()
 save(fig, a.png, a.pdf)
 print(df[["x", "method", "rounds to target (median)", final_mean]].to_string(index=False))

@@ -15,10 +15,12 @@ rule convergence_figure:
     params:
         py=PY,
         metric=lambda w: EXPERIMENTS[w.exp]["metric"],
+        target=lambda w: EXPERIMENTS[w.exp]["target"],
         title=lambda w: EXPERIMENTS[w.exp].get("title", w.exp),
         tuning=lambda w: tuning_arg(w.exp),
     shell:
-        "{params.py} {input.script} --metrics {input.metrics} --metric {params.metric} --title {params.title:q} {params.tuning} "
+        "{params.py} {input.script} --metrics {input.metrics} --metric {params.metric} --target {params.target} "
+        "--title {params.title:q} {params.tuning} "
         "--png {output.png} --pdf {output.pdf} > {log} 2>&1"
 
 
