@@ -64,9 +64,11 @@ df.to_csv(a.csv, index=False)
 print(df.to_string(index=False))
 
 fig, ax = plt.subplots(figsize=(6.5, 3.2))
-ax.barh(df["quantity"], df["value"], color=["0.6", "0.6", "#1f77b4", "#2ca02c", "#9467bd", "#d62728"])
+# a dot plot: on a log axis a bar's length would depend on an arbitrary left edge
+ax.scatter(df["value"], range(len(df)), color=["0.4", "0.4", "#1f77b4", "#2ca02c", "#98df8a", "#d62728"], zorder=3)
 for y, v in enumerate(df["value"]):
-    ax.text(v, y, f" {v:,.0f}", va="center", fontsize=7)
+    ax.text(v, y, f"  {v:,.0f}", va="center", fontsize=7)
+ax.set_yticks(range(len(df)), df["quantity"])
 paper = {"L*d": 120000, "L*kappa = Tr(S)": 3400}
 for y, q in enumerate(df["quantity"]):
     if q in paper:
@@ -74,5 +76,6 @@ for y, q in enumerate(df["quantity"]):
 ax.set_xscale("log")
 ax.invert_yaxis()
 ax.set_xlabel("value (log scale; | = the paper's quoted value)")
+ax.set_xlim(df["value"].min() / 3, df["value"].max() * 6)
 ax.set_title(f"zeta at matched smoothness, log-normal spectrum d={d}, sigma={a.sigma}")
 save(fig, a.png, a.pdf)
