@@ -92,7 +92,7 @@ class FederationConfig:
 
 @dataclass
 class CurvatureConfig:
-    kind: Literal["identity", "diagonal", "layer_scalar", "block_diagonal", "oracle", "rmsprop", "global_scalar", "second_difference", "stein", "damped_oracle", "mixed"] | None = None
+    kind: str | None = None  # a registered kind (hiso/curvature: KINDS); default: the method's
     beta: float = 0.95  # weight on the old H
     eps: float = 1e-8
     feed: Literal["last", "every"] = "last"
@@ -298,9 +298,12 @@ def _check_ranges(cfg: Config) -> None:
     if cfg.run.checkpoint_every < 0:
         raise ConfigError(f"run.checkpoint_every must be >= 0, got {cfg.run.checkpoint_every}")
     spec, _ = method_options(cfg)
-    if cfg.curvature.kind in ("oracle", "damped_oracle"):
+    from .curvature import KINDS
+    if cfg.curvature.kind is not None:
+        require("curvature.kind", cfg.curvature.kind, cfg.curvature.kind in KINDS,
+                f"a registered kind ({', '.join(KINDS)})")
         task_cls, _ = task_options(cfg)
-        if not hasattr(task_cls, "hessian"):
+        if not all(hasattr(task_cls, m) for m in KINDS[cfg.curvature.kind].needs):
             raise ConfigError(f"curvature.kind: {cfg.curvature.kind} needs a task that knows its Hessian "
                               f"(quadratic); task {cfg.task['name']!r} does not")
     if cfg.curvature.kind in ("second_difference", "stein"):

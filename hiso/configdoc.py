@@ -61,6 +61,18 @@ def table(cls, prefix: str) -> str:
     return "\n".join(rows) + "\n"
 
 
+def _kinds() -> str:
+    from .curvature import KINDS
+    rows = ["`curvature.kind` (register more with `hiso.curvature.register_curvature`):\n",
+            "| kind | what it is | its options |", "|---|---|---|"]
+    for name, cls in KINDS.items():
+        para = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+        doc = (para.split(". ")[0].rstrip(".") + ".").replace("|", "/")
+        opts = ", ".join(f"`curvature.{k}`" for k in cls.config_keys.values()) or "none"
+        rows.append(f"| `{name}` | {doc} | {opts} |")
+    return "\n".join(rows) + "\n"
+
+
 def render() -> str:
     from .config import Config, CurvatureConfig, FederationConfig, RunOptions
     from .methods import METHODS, load_baselines
@@ -72,7 +84,7 @@ def render() -> str:
            "dataclasses (`hiso/config.py`) and the task and method registries; do not edit by hand. Unknown "
            "keys, wrong types and out-of-range values are refused before compute ([bad-inputs.md](bad-inputs.md)).\n",
            "## Top level\n", table(Config, ""), "## `federation`\n", table(FederationConfig, "federation."),
-           "## `curvature`\n", table(CurvatureConfig, "curvature."), "## `run`\n", table(RunOptions, "run."),
+           "## `curvature`\n", table(CurvatureConfig, "curvature."), _kinds(), "## `run`\n", table(RunOptions, "run."),
            "## `task`\n",
            "`task.name` picks a registered task; the other `task.*` keys are that task's options.\n"]
     seen = {}

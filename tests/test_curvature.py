@@ -110,3 +110,33 @@ def test_dense_oracle_whitens_exactly():
     u = torch.randn(20000, 2)
     z = torch.stack([cur.precondition_(0, row.clone()) for row in u])
     torch.testing.assert_close(torch.cov(z.T), torch.linalg.inv(a), rtol=0.05, atol=0.02)
+
+
+def test_a_curvature_kind_registered_once_is_configurable():
+    """register_curvature is the one place a kind is added: the config accepts it, make_factory builds it with
+    its own options, and a task without what it needs is refused."""
+    from hiso.config import ConfigError, load_config
+    from hiso.curvature import KINDS, Diagonal, register_curvature
+    from hiso.run import build_federation
+
+    class Halved(Diagonal):
+        """HiSo's diagonal with an extra option (a test kind)."""
+        kind = "halved"
+        config_keys = {"shrink": "mix"}  # borrows curvature.mix as its own option
+
+        def __init__(self, shrink: float = 0.5, **kw):
+            super().__init__(**kw)
+            self.shrink = shrink
+
+    register_curvature(Halved)
+    try:
+        cfg = load_config(data={"method": "hiso", "curvature": {"kind": "halved", "mix": 0.3},
+                                "task": {"name": "quadratic", "dim": 20}, "federation": {"rounds": 2}})
+        fed, _ = build_federation(cfg)
+        assert isinstance(fed.server.curvature, Halved) and fed.server.curvature.shrink == 0.3
+        with pytest.raises(ConfigError, match="curvature.kind must be a registered kind"):
+            load_config(data={"curvature": {"kind": "nope"}})
+        with pytest.raises(ConfigError, match="needs a task that knows its Hessian"):
+            load_config(data={"task": {"name": "digits"}, "curvature": {"kind": "oracle"}})
+    finally:
+        KINDS.pop("halved")

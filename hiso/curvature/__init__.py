@@ -22,26 +22,27 @@ from .base import Curvature, CurvatureError, Moment, gram_full, gram_upper  # no
 from .controls import DampedOracle, GlobalScalar, Mixed, RMSProp, SecondDifference, Stein  # noqa: F401
 from .kinds import BlockDiagonal, Diagonal, Identity, LayerScalar, Oracle  # noqa: F401
 
-KINDS = {c.kind: c for c in (Identity, Diagonal, LayerScalar, BlockDiagonal, Oracle, RMSProp, GlobalScalar,
-                             SecondDifference, Stein, DampedOracle, Mixed)}
+KINDS: dict[str, type[Curvature]] = {}
+
+
+def register_curvature(cls: type[Curvature]) -> type[Curvature]:
+    """Make `curvature.kind: <cls.kind>` available: the config accepts the name, `make_factory` builds it with
+    its `config_keys` options and `task_args`, and a task lacking one of its `needs` is refused."""
+    if cls.kind in KINDS and KINDS[cls.kind] is not cls:
+        raise ValueError(f"curvature kind {cls.kind!r} is already registered")
+    KINDS[cls.kind] = cls
+    return cls
+
+
+for _cls in (Identity, Diagonal, LayerScalar, BlockDiagonal, Oracle, RMSProp, GlobalScalar, SecondDifference, Stein,
+             DampedOracle, Mixed):
+    register_curvature(_cls)
 
 
 def make_factory(c, task):
     """params -> bound curvature object, from the config's `curvature:` section (a CurvatureConfig)."""
     cls = KINDS[c.kind]
-    common = dict(beta=c.beta, eps=c.eps, feed=c.feed, moment=c.moment)
-    if c.kind == "oracle":
-        hess = task.hessian()
-        return lambda params: cls(hess, **common).bind(params)
-    if c.kind == "block_diagonal":
-        return lambda params: cls(block_size=c.block_size, **common).bind(params)
-    if c.kind == "rmsprop":
-        return lambda params: cls(power=c.rmsprop_power, **common).bind(params)
-    if c.kind == "stein":
-        return lambda params: cls(floor=c.floor, **common).bind(params)
-    if c.kind == "mixed":
-        return lambda params: cls(mix=c.mix, **common).bind(params)
-    if c.kind == "damped_oracle":
-        diag, lmax = task.hessian_diagonal(), task.lambda_max()
-        return lambda params: cls(diag, lmax, damping=c.damping, **common).bind(params)
-    return lambda params: cls(**common).bind(params)
+    kw = dict(beta=c.beta, eps=c.eps, feed=c.feed, moment=c.moment,
+              **{arg: getattr(c, key) for arg, key in cls.config_keys.items()})
+    args = cls.task_args(task)
+    return lambda params: cls(*args, **kw).bind(params)

@@ -81,6 +81,15 @@ class Curvature:
     # True: every client also uploads P second differences per local step (2P + 1 forward passes per step),
     # the server averages them into the log record, and every party updates H from them.
     second_differences: ClassVar[bool] = False
+    # The kind's own options: constructor argument -> key of the config's `curvature:` section.
+    config_keys: ClassVar[dict[str, str]] = {}
+    # Task methods the kind needs (e.g. the true Hessian); a config whose task lacks one is refused.
+    needs: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def task_args(cls, task) -> tuple:
+        """Positional constructor arguments taken from the task (e.g. its Hessian)."""
+        return ()
 
     def __init__(self, beta: float = 0.95, eps: float = 1e-8, feed: str = "last", moment: str = "square_of_mean"):
         if not 0.0 <= beta < 1.0:

@@ -17,6 +17,7 @@ class RMSProp(Diagonal):
     sampling, isolating what the anisotropic sampling itself contributes."""
 
     kind = "rmsprop"
+    config_keys = {"power": "rmsprop_power"}
 
     def __init__(self, power: float = 0.5, **kw):
         super().__init__(**kw)
@@ -96,6 +97,7 @@ class Stein(Diagonal):
     (an explicit clamp, counted in `clamped_fraction`), because a single sample is not positive."""
 
     kind = "stein"
+    config_keys = {"floor": "floor"}
     second_differences = True
 
     def __init__(self, floor: float = 1e-3, **kw):
@@ -140,6 +142,12 @@ class DampedOracle(Oracle):
     the effective rank is low, damping interpolates towards DeComFL's isotropic directions."""
 
     kind = "damped_oracle"
+    config_keys = {"damping": "damping"}
+    needs = ("hessian_diagonal", "lambda_max")
+
+    @classmethod
+    def task_args(cls, task) -> tuple:
+        return (task.hessian_diagonal(), task.lambda_max())
 
     def __init__(self, diagonal: list[torch.Tensor], lambda_max: float, damping: float = 0.1, **kw):
         if not damping >= 0:
@@ -157,6 +165,7 @@ class Mixed(Diagonal):
     forward passes or bytes."""
 
     kind = "mixed"
+    config_keys = {"mix": "mix"}
 
     def __init__(self, mix: float = 0.5, **kw):
         super().__init__(**kw)

@@ -95,6 +95,7 @@ class BlockDiagonal(Curvature):
     """
 
     kind = "block_diagonal"
+    config_keys = {"block_size": "block_size"}
     learned = True
     elementwise = False
 
@@ -138,6 +139,11 @@ class Oracle(Curvature):
     """A given curvature (synthetic problems): a diagonal per tensor, or one dense matrix for a single tensor."""
 
     kind = "oracle"
+    needs = ("hessian",)
+
+    @classmethod
+    def task_args(cls, task) -> tuple:
+        return (task.hessian(),)
 
     def __init__(self, hessian: list[torch.Tensor] | torch.Tensor, **kw):
         super().__init__(**kw)
