@@ -20,7 +20,7 @@ def workflow_copy(tmp_path: Path) -> Path:
     dst = tmp_path / "repo"
     dst.mkdir()
     shutil.copy2(ROOT / "Snakefile", dst)
-    for d in ("workflows", "figures", "paper_results"):
+    for d in ("workflows", "figures", "paper_results", "hiso", "baselines"):
         shutil.copytree(ROOT / d, dst / d)
     return dst
 
