@@ -7,6 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker as mticker  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from figures.style import SPREAD, color, label, metric_label, save  # noqa: E402
@@ -42,6 +43,11 @@ if start:
         runs = runs[runs.seed != a.tuning_seed]
 panels = [a.metric] + (["test_loss"] if a.metric == "accuracy" and "test_loss" in runs else [])
 fig, axes = plt.subplots(1, len(panels) + 1, figsize=(4 * (len(panels) + 1), 3.2))
+styles, seen = {}, {}
+for method in runs["method"].unique():  # step sizes of one family: one colour, one line style each
+    fam = method.split("@")[0]
+    styles[method] = ["-", "--", ":", "-."][seen.get(fam, 0) % 4]
+    seen[fam] = seen.get(fam, 0) + 1
 for i, (method, grp) in enumerate(runs.groupby("method", sort=False)):
     n = grp["seed"].nunique()
     for k, m in enumerate(panels):
@@ -52,7 +58,7 @@ for i, (method, grp) in enumerate(runs.groupby("method", sort=False)):
         for ax, t in panes:
             x = t.index if ax is axes[k] else t["b"]
             sd = s.loc[t.index]
-            ax.plot(x, t["m"], color=color(method, i), label=f"{label(method)} (n={n})", lw=1.4)
+            ax.plot(x, t["m"], color=color(method, i), ls=styles[method], label=f"{label(method)} (n={n})", lw=1.4)
             ax.fill_between(x, t["m"] - sd, t["m"] + sd, color=color(method, i), alpha=0.15, lw=0)
 for k, m in enumerate(panels):
     axes[k].set_xlabel("round")
@@ -61,12 +67,13 @@ for k, m in enumerate(panels):
         axes[k].set_yscale("log")
 axes[-1].set_xlabel("total bytes (up + down, measured)")
 axes[-1].set_xscale("log")
+axes[-1].xaxis.set_minor_formatter(mticker.NullFormatter())  # decade labels only: minor ones collide
 if not HIGHER_IS_BETTER.get(a.metric, True):
     axes[-1].set_yscale("log")
 if a.target is not None:
     for ax in (axes[0], axes[-1]):
         ax.axhline(a.target, color="k", ls="--", lw=0.8, label=f"target {a.target:g}")
-axes[0].legend(fontsize=7)
+axes[0].legend(fontsize=7, loc="lower right" if HIGHER_IS_BETTER.get(a.metric, True) else "upper right")
 fig.suptitle((a.title or (Path(a.root).name if a.root else "")) + f"\n{SPREAD}", fontsize=9)
 save(fig, a.png, a.pdf)
 print(f"wrote {a.png} and {a.pdf}")
