@@ -12,12 +12,14 @@ include: "workflows/rules/common.smk"
 include: "workflows/rules/run.smk"
 include: "workflows/rules/tables.smk"
 include: "workflows/rules/figures.smk"
+include: "workflows/rules/pages.smk"
 
 # Tables, figures and the step-size choice take seconds: on a cluster they run where snakemake runs.
-localrules: all, table, paper_side_by_side, convergence_figure, sweep_figure, curvature_histogram, zeta_figure, choose_lr, fixtures
+localrules: all, table, paper_side_by_side, convergence_figure, sweep_figure, curvature_histogram, zeta_figure, choose_lr, fixtures, results_page
 
 
 rule all:
     input:
         all_tables(),
         all_figures(),
+        all_pages(),

@@ -187,7 +187,10 @@ def _sig(x: float, digits: int = 3) -> str:
         return "–"
     if isinstance(x, float) and math.isinf(x):
         return "not reached"
-    return f"{x:.{digits}g}" if abs(x) < 10 ** digits else f"{x:,.0f}"
+    if abs(x) >= 10 ** digits:
+        return f"{x:,.0f}"
+    text = f"{x:#.{digits}g}"  # keeps significant trailing zeros (0.110)
+    return text.rstrip(".") if "e" not in text else f"{x:.{digits}g}"
 
 
 def compact_markdown(table: pd.DataFrame, metric: str) -> str:

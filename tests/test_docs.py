@@ -2,6 +2,7 @@
 generator writes, and no document speaks of who ran what."""
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 from hiso.configdoc import render
@@ -42,3 +43,26 @@ def test_ruff_is_clean():
     assert exe, "ruff is in the test extra (pip install -e '.[test]')"
     p = subprocess.run([exe, "check", "."], cwd=ROOT, capture_output=True, text=True)
     assert p.returncode == 0, p.stdout[-3000:]
+
+
+def test_committed_results_pages_are_what_their_rule_writes(tmp_path):
+    """Each docs/results/<page>.md is re-rendered from its committed tables (docs/results/<page>/tables) with the
+    command, commit and date of its header: any hand edit, or a number that no longer matches, fails."""
+    script = ROOT / "workflows" / "scripts" / "results_page.py"
+    pages = [p for p in (ROOT / "docs" / "results").glob("*.md") if (p.parent / p.stem / "tables").is_dir()]
+    for page in pages:
+        text = page.read_text()
+        head = re.search(r"^# (.*)\n\nWritten by the workflow \(`(.*)`\) at commit (\S+) on (\S+);", text, re.M)
+        exps = re.findall(r"^## (?!Sweep: )(\S+)\n", text, re.M)
+        sweeps = re.findall(r"^## Sweep: (\S+)\n", text, re.M)
+        readings = page.parent / f"{page.stem}.readings.md"
+        out = tmp_path / f"{page.stem}.md"
+        cmd = [sys.executable, str(script), "--title", head.group(1), "--tables", str(page.parent / page.stem / "tables"),
+               "--figures-rel", f"{page.stem}/figures", "--experiments", *exps, "--sweeps", *sweeps,
+               "--command", head.group(2), "--commit", head.group(3), "--date", head.group(4), "--md", str(out)]
+        if readings.exists():
+            cmd += ["--readings", str(readings)]
+        subprocess.run(cmd, check=True, capture_output=True, text=True)
+        assert out.read_text() == text, f"{page.relative_to(ROOT)} differs from what its rule writes"
+        for fig in re.findall(r"!\[[^]]*\]\(([^)]+)\)", text):
+            assert (page.parent / fig).exists(), fig

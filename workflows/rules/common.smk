@@ -28,6 +28,24 @@ TUNING_SEED = config.get("tuning_seed", 100)
 HUB_MIRROR = plan.hub_mirror(config, OUT)
 
 
+def _commit():
+    import subprocess
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], capture_output=True, text=True,
+                             cwd=workflow.basedir, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=workflow.basedir, timeout=10).stdout.strip()
+        return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
+    except OSError:
+        return "unknown"
+
+
+COMMIT = _commit()  # the code a results page was written with
+import datetime  # noqa: E402
+
+TODAY = datetime.date.today().isoformat()
+
+
 def runs_of(exp):
     return plan.runs_of(config, EXPERIMENTS[exp])
 
@@ -65,6 +83,10 @@ def set_args(exp, method, seed=None):
     evaluates on the dev split, with the experiment's tuning_sets."""
     sets = plan.run_sets(config, EXPERIMENTS[exp], method, None if seed is None else int(seed))
     return " ".join(f"--set {shlex.quote(plan.assignment(k, v))}" for k, v in sets.items())
+
+
+def all_pages():
+    return [f"{OUT}/pages/{config['page']['name']}.md"] if config.get("page") else []
 
 
 def all_tables():

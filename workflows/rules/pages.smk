@@ -1,0 +1,42 @@
+# A tier's results page (tiers with `page:`): <results>/pages/<name>.md with its tables and figures copied into
+# <results>/pages/<name>/, ready to publish as docs/results/ (cp -r <results>/pages/* docs/results/).
+def page_sweeps():
+    return [n for n, sw in (config.get("sweeps") or {}).items() if all(p in EXPERIMENTS for p in sw["points"])]
+
+
+def page_command():
+    only = f" --config 'only=[{','.join(config['only'])}]'" if config.get("only") else ""
+    tier = next((Path(f).stem for f in workflow.overwrite_configfiles), "default")
+    return f"snakemake --cores all --configfile workflows/config/{tier}.yaml{only}"
+
+
+rule results_page:
+    input:
+        tables=lambda w: [f"{OUT}/tables/{e}.csv" for e in EXPERIMENTS],
+        figures=lambda w: [f"{OUT}/figures/convergence_{e}.png" for e in EXPERIMENTS]
+        + [f"{OUT}/figures/sweep_{n}.png" for n in page_sweeps()],
+        readings=lambda w: config["page"].get("readings", []),
+        script="workflows/scripts/results_page.py",
+    output:
+        md=f"{OUT}/pages/{{page}}.md",
+        folder=directory(f"{OUT}/pages/{{page}}"),
+    conda:
+        ENV
+    log:
+        f"{OUT}/logs/pages/{{page}}.log",
+    params:
+        py=PY,
+        title=lambda w: config["page"]["title"],
+        experiments=lambda w: " ".join(EXPERIMENTS),
+        sweeps=lambda w: " ".join(page_sweeps()),
+        readings=lambda w, input: f"--readings {input.readings}" if input.readings else "",
+        command=lambda w: page_command(),
+        commit=COMMIT,
+        date=TODAY,
+    shell:
+        "mkdir -p {output.folder}/tables {output.folder}/figures && cp {input.tables} {output.folder}/tables/ && "
+        "cp {input.figures} {output.folder}/figures/ && "
+        "{params.py} {input.script} --title {params.title:q} --tables {output.folder}/tables "
+        "--figures-rel {wildcards.page}/figures --experiments {params.experiments} --sweeps {params.sweeps} "
+        "{params.readings} --command {params.command:q} --commit {params.commit} --date {params.date} "
+        "--md {output.md} > {log} 2>&1"

@@ -1,0 +1,100 @@
+"""A results page (Markdown) written by the workflow, never by hand: every experiment's compact table and
+convergence figure, every sweep figure, and the tier's readings (a small hand-written file whose numbers are
+placeholders this script fills from the tables).
+
+    python workflows/scripts/results_page.py --name NAME --title TITLE --tables DIR --figures DIR
+        --experiments EXP ... [--sweeps NAME ...] [--readings FILE] --command CMD --commit SHA --date DATE --md OUT
+
+Placeholders in the readings: {{experiment|method|column}}, e.g. {{byz-f1|median|final rel_suboptimality mean}},
+formatted with 3 significant digits (an unknown cell is an error, so a reading cannot cite a number the tables
+lack).  The same inputs give the same page: tests/test_docs.py re-renders each committed page from its
+committed tables and compares.
+"""
+import argparse
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import pandas as pd  # noqa: E402
+
+from hiso.results import _sig, compact_markdown  # noqa: E402
+from hiso.rundir import atomic_write  # noqa: E402
+
+PLACEHOLDER = re.compile(r"\{\{([^|}]+)\|([^|}]+)\|([^}]+)\}\}")
+
+
+def fill(text: str, tables: dict[str, pd.DataFrame]) -> str:
+    def value(m):
+        exp, method, col = (g.strip() for g in m.groups())
+        if exp not in tables:
+            raise KeyError(f"readings cite experiment {exp!r}, which has no table")
+        t = tables[exp].set_index("method")
+        if method not in t.index or col not in t.columns:
+            raise KeyError(f"readings cite {exp} / {method} / {col!r}: no such cell")
+        v = t.loc[method, col]
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return str(v)
+        return str(int(v)) if float(v).is_integer() and abs(v) < 1e6 else _sig(float(v))  # counts stay counts
+    return PLACEHOLDER.sub(value, text)
+
+
+def sections(text: str) -> dict[str, str]:
+    """'## <key>' sections of the readings file -> their text."""
+    out, key = {}, None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            key = line[3:].strip()
+            out[key] = ""
+        elif key is not None:
+            out[key] += line + "\n"
+    return {k: v.strip() for k, v in out.items()}
+
+
+def render(a) -> str:
+    tables, metrics = {}, {}
+    for exp in a.experiments:
+        path = Path(a.tables) / f"{exp}.csv"
+        if path.exists():
+            tables[exp] = pd.read_csv(path)
+            metrics[exp] = next(c for c in tables[exp].columns if c.startswith("final ") and c.endswith(" mean"))[6:-5]
+    readings = sections(Path(a.readings).read_text()) if a.readings else {}
+    fig_rel = a.figures_rel.rstrip("/")
+    out = [f"# {a.title}\n",
+           f"Written by the workflow (`{a.command}`) at commit {a.commit} on {a.date}; do not edit by hand. "
+           "Each run's config and config hash are in its run.json; the full tables are the CSV files beside this "
+           "page.\n"]
+    if "summary" in readings:
+        out.append(fill(readings["summary"], tables) + "\n")
+    for name in a.sweeps or []:
+        out.append(f"## Sweep: {name}\n")
+        out.append(f"![{name}]({fig_rel}/sweep_{name}.png)\n")
+        if f"sweep {name}" in readings:
+            out.append(fill(readings[f"sweep {name}"], tables) + "\n")
+    for exp in a.experiments:
+        out.append(f"## {exp}\n")
+        if exp not in tables:
+            out.append("Not run.\n")
+            continue
+        out.append(f"![convergence]({fig_rel}/convergence_{exp}.png)\n")
+        out.append(compact_markdown(tables[exp], metrics[exp]) + "\n")
+        if exp in readings:
+            out.append(fill(readings[exp], tables) + "\n")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--title", required=True)
+    ap.add_argument("--tables", required=True, help="folder of <experiment>.csv")
+    ap.add_argument("--figures-rel", default="figures", help="figure folder, relative to the page")
+    ap.add_argument("--experiments", nargs="+", required=True)
+    ap.add_argument("--sweeps", nargs="*", default=[])
+    ap.add_argument("--readings", default=None)
+    ap.add_argument("--command", required=True)
+    ap.add_argument("--commit", required=True)
+    ap.add_argument("--date", required=True)
+    ap.add_argument("--md", required=True)
+    args = ap.parse_args()
+    atomic_write(Path(args.md), render(args))
+    print(f"wrote {args.md}")
