@@ -2,16 +2,14 @@
 total bytes, mean ± 1 std over seeds, with the target line; for accuracy, the test loss beside it."""
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker as mticker  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
+import pandas as pd
 
-from figures.style import SPREAD, color, label, metric_label, save  # noqa: E402
-from hiso.results import HIGHER_IS_BETTER, load_runs  # noqa: E402
+from figures.style import SPREAD, color, label, metric_label, save
+from hiso.results import HIGHER_IS_BETTER, load_runs
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--root", default=None, help="every run under this folder (<method>/seed<k>/metrics.csv)")

@@ -7,14 +7,11 @@ bench/curvature_study.py (one line per seed, until the run reached its target), 
 """
 import argparse
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
 
-from figures.style import save  # noqa: E402
+from figures.style import save
 
 LEARNED = ["diagonal (HiSo)", "second_difference", "stein"]  # identity / global scalar have no shape (nan)
 

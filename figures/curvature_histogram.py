@@ -1,15 +1,12 @@
 """Paper Fig. 5 (right): histogram of the learned diagonal H, read from the runs' final checkpoints
 (checkpoint.pt holds the server's curvature state, which every party rebuilt from the log)."""
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
-from figures.style import color, save  # noqa: E402
+from figures.style import color, save
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--checkpoints", nargs="+", required=True, help="<run>/checkpoint.pt of learned-H runs")

@@ -3,14 +3,13 @@ metric vs x (medians / mean +- std over seeds, read from the experiments' tables
 import argparse
 import math
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker as mticker  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
+import matplotlib.transforms as mtransforms
+import pandas as pd
 
-from figures.style import color, label, metric_label, save  # noqa: E402
+from figures.style import color, label, metric_label, save
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--tables", nargs="+", required=True, help="experiment tables (CSV), one per x")
@@ -44,8 +43,6 @@ for i, (method, g) in enumerate(df.groupby("method", sort=False)):
     axes[1].errorbar(g["x"], g[final_mean], yerr=g[final_std].fillna(0), fmt="o-", color=c, lw=1.4, ms=4,
                      capsize=2)
 # points where every seed diverged have no final metric: an x on the top edge says so
-import matplotlib.transforms as mtransforms  # noqa: E402
-
 edge = mtransforms.blended_transform_factory(axes[1].transData, axes[1].transAxes)
 for i, (method, g) in enumerate(df.groupby("method", sort=False)):
     lost = g[g[final_mean].isna() & (g.get("seeds diverged", 0) > 0)]

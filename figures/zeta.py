@@ -9,18 +9,15 @@ problem (`--rounds` rounds, the learned H as every party rebuilds it).  The pape
 as markers for comparison; they are not computed here.
 """
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
 
-from figures.style import save  # noqa: E402
-from hiso.config import load_config  # noqa: E402
-from hiso.run import build_federation  # noqa: E402
+from figures.style import save
+from hiso.config import load_config
+from hiso.run import build_federation
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--dim", type=int, default=200)

@@ -15,13 +15,11 @@ Bytes, in two conventions that are never mixed:
 """
 import argparse
 import math
-import sys
 from pathlib import Path
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from hiso.run import atomic_write  # noqa: E402
+from hiso.run import atomic_write
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--reported", required=True)

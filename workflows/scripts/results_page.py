@@ -12,14 +12,12 @@ committed tables and compares.
 """
 import argparse
 import re
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import pandas as pd  # noqa: E402
+import pandas as pd
 
-from hiso.results import _sig, compact_markdown  # noqa: E402
-from hiso.rundir import atomic_write  # noqa: E402
+from hiso.results import _sig, compact_markdown
+from hiso.rundir import atomic_write
 
 PLACEHOLDER = re.compile(r"\{\{([^|}]+)\|([^|}]+)\|([^}]+)\}\}")
 

@@ -1,11 +1,9 @@
 """Summary table of one experiment (CSV + Markdown), from its runs' metrics only."""
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from hiso.results import HIGHER_IS_BETTER, compact_markdown, load_runs, provenance_line, summarise  # noqa: E402
-from hiso.run import atomic_write  # noqa: E402
+from hiso.results import HIGHER_IS_BETTER, compact_markdown, load_runs, provenance_line, summarise
+from hiso.run import atomic_write
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--root", default=None, help="every run under this folder (<method>/seed<k>/metrics.csv)")
