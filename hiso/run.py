@@ -171,7 +171,8 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, replace_different: bo
 def _prior(cfg: Config, rundir: RunDir, replace_different: bool) -> dict:
     """The folder's earlier run.json when this config continues it ({} for a fresh start)."""
     old = rundir.read_info()
-    if old is None:
+    if old is None:  # a fresh start: no checkpoint left by something else may be resumed or fallen back to
+        rundir.clear()
         return {}
     new_config, new_hash = cfg.to_dict(), cfg.hash()
     # the same computation: equal hashes, or equal configs once options added later at their defaults are dropped
