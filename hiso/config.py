@@ -114,6 +114,8 @@ class RunOptions:
     threads: int = 0  # torch threads (0: leave torch's default)
     diverge_factor: float = 1e4  # status diverged once train loss > factor * first-round loss (0: off)
     progress: bool = True
+    stop_target: float | None = None  # end the run once the task's metric reaches this value (null: never)
+    stop_patience: int = 0  # end it after this many evaluations without a new best (by > 1e-6 relative; 0: never)
 
 
 @dataclass
@@ -144,7 +146,8 @@ LATER_DEFAULTS = {("run", "eval_split"): "test", ("task", "dev_fraction"): 0.0, 
                   ("federation", "weight_decay"): 0.0, ("task", "template"): "suite", ("task", "loss"): "answer",
                   ("task", "decoding"): "greedy", ("task", "max_new_tokens"): 16, ("task", "sampling"): "random",
                   ("federation", "clip_factor"): 3.0, ("federation", "faulty_clients"): 0,
-                  ("federation", "fault"): "random_scale", ("federation", "fault_scale"): 1.0e5}
+                  ("federation", "fault"): "random_scale", ("federation", "fault_scale"): 1.0e5,
+                  ("run", "stop_target"): None, ("run", "stop_patience"): 0}
 
 
 def canonical(d: dict) -> dict:
@@ -269,6 +272,9 @@ LIMITS = {"federation.num_clients": 100_000, "federation.batch_size": 65_536, "f
 def _check_ranges(cfg: Config) -> None:
     f = cfg.federation
     require("seed", cfg.seed, 0 <= cfg.seed < 2**32, "in [0, 2^32)")
+    require("run.stop_patience", cfg.run.stop_patience, cfg.run.stop_patience >= 0, ">= 0")
+    if cfg.run.stop_target is not None:
+        require("run.stop_target", cfg.run.stop_target, math.isfinite(cfg.run.stop_target), "a finite number")
     for key, limit in LIMITS.items():
         value = getattr(f, key.split(".")[1])
         require(key, value, value <= limit, f"<= {limit:,} (a larger value is almost surely a typo)")

@@ -115,6 +115,24 @@ def _drop_off_cadence_eval(row: dict, eval_keys, eval_every: int) -> None:
             row.pop(key, None)
 
 
+def stop_reason(rows: list[dict], metric: str, higher: bool, target: float | None, patience: int) -> str | None:
+    """Why the run should end now (target reached, or `patience` evaluations without a new best), from the rows
+    alone, so that a resumed run stops where the uninterrupted one does."""
+    values = [row[metric] for row in rows if metric in row and row[metric] == row[metric]]
+    if not values:
+        return None
+    last = values[-1]
+    if target is not None and (last >= target if higher else last <= target):
+        return f"{metric} {last:.4g} reached run.stop_target {target:g}"
+    if patience and len(values) > patience:
+        best_before = max(values[:-patience]) if higher else min(values[:-patience])
+        recent = values[-patience:]
+        tol = 1e-6 * abs(best_before)  # a new best must beat the old one by more than 1e-6 relative
+        if not any((v > best_before + tol) if higher else (v < best_before - tol) for v in recent):
+            return f"no new best {metric} in {patience} evaluations (run.stop_patience)"
+    return None
+
+
 def exploded(loss: float, first_loss: float, factor: float) -> bool:
     """The divergence rule for a finite loss: above `factor` x the first round's loss (factor 0: off)."""
     return bool(factor) and loss > factor * max(abs(first_loss), 1e-12)
@@ -181,8 +199,8 @@ def _prior(cfg: Config, rundir: RunDir, replace_different: bool) -> dict:
     if same:
         return old if finished or old.get("status") == "running" else {**old, "status": "running"}
     if extends(old.get("config", {}), new_config):
-        if finished and old["status"] != "complete":
-            # a longer run diverges (or fails) at the same round: the result stands, under the longer config
+        if finished and (old["status"] != "complete" or old.get("stopped")):
+            # a longer run diverges, fails or stops at the same round: the result stands, under the longer config
             old.update(config=new_config, config_hash=new_hash)
             atomic_write(rundir.path / "run.json", json.dumps(old, indent=2))
             return old
@@ -253,7 +271,7 @@ def _run(cfg: Config, rundir: RunDir | None, old: dict, stop_after, federation_h
         from tqdm.auto import tqdm
         bar = tqdm(total=total, initial=fed.rounds_done, desc=cfg.name, unit="round", leave=False, disable=None)
     status, message = "complete", ""
-    stalled = 0
+    stalled, stopped = 0, None
     try:
         while fed.rounds_done < total:
             if stop_after is not None and fed.rounds_done >= stop_after:
@@ -291,6 +309,12 @@ def _run(cfg: Config, rundir: RunDir | None, old: dict, stop_after, federation_h
                            f"{fed.last_rejection()}); the model no longer "
                            "moves (lower federation.lr, or raise federation.max_abs_scalar if the scalars are genuine)")
                 break
+            if task.metric in row:
+                why = stop_reason(rows, task.metric, task.higher_is_better, cfg.run.stop_target,
+                                  cfg.run.stop_patience)
+                if why:
+                    stopped = f"round {r}: {why}"
+                    break
             if cfg.run.checkpoint_every and r % cfg.run.checkpoint_every == 0 and r < total:
                 save("running")
     except CurvatureError as e:
@@ -298,6 +322,8 @@ def _run(cfg: Config, rundir: RunDir | None, old: dict, stop_after, federation_h
     finally:
         if bar is not None:
             bar.close()
+    if stopped:
+        info["stopped"] = stopped  # complete, before the budget: a longer budget would stop here too
     save(status, message, checkpoint=True)
     if status != "complete":
         raise RunFailed(status, message)

@@ -166,3 +166,32 @@ def test_a_folder_without_room_for_two_checkpoints_is_refused_before_the_first_r
     with pytest.raises(RunDirError, match=r"GB free, but this model's checkpoints need about"):
         run(cfg_factory(**QUAD), tmp_path / "run")
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".lock"]
+
+
+def test_a_run_stops_at_its_target_and_stays_stopped(cfg_factory, tmp_path):
+    """run.stop_target ends the run at the first evaluation that reaches it; rerunning, extending the budget or
+    resuming an interrupted copy all end at that same round."""
+    def cfg(rounds):
+        return cfg_factory(task={"name": "quadratic", "dim": 100, "effective_rank": 5},
+                           federation={"rounds": rounds, "lr": 0.02},
+                           run={"eval_every": 5, "checkpoint_every": 10, "progress": False, "stop_target": 0.5})
+    res = run(cfg(400), tmp_path / "a")
+    last = res.metrics.iloc[-1]
+    assert last["round"] < 400 and last["rel_suboptimality"] <= 0.5
+    assert (res.metrics["rel_suboptimality"].dropna().iloc[:-1] > 0.5).all()  # the first evaluation that reached it
+    assert "reached run.stop_target" in json.loads((tmp_path / "a" / "run.json").read_text())["stopped"]
+    before = files(tmp_path / "a")
+    assert run(cfg(400), tmp_path / "a").status == "complete" and files(tmp_path / "a") == before
+    assert files(tmp_path / "a")["metrics.csv"] == (run(cfg(800), tmp_path / "a") and before["metrics.csv"])
+    assert (tmp_path / "a" / "metrics.csv").read_bytes() == before["metrics.csv"]
+    run(cfg(400), tmp_path / "b", stop_after=int(last["round"]) - 3)
+    pd.testing.assert_frame_equal(no_wall(run(cfg(400), tmp_path / "b").metrics), no_wall(res.metrics),
+                                  check_exact=True)
+
+
+def test_patience_ends_a_run_that_stopped_improving(cfg_factory, tmp_path):
+    cfg = cfg_factory(task={"name": "quadratic", "dim": 50}, federation={"rounds": 500, "lr": 1e-12},
+                      run={"eval_every": 5, "progress": False, "stop_patience": 3})
+    res = run(cfg, tmp_path)
+    assert res.metrics.iloc[-1]["round"] < 500
+    assert "no new best" in json.loads((tmp_path / "run.json").read_text())["stopped"]
