@@ -85,6 +85,16 @@ def set_args(exp, method, seed=None):
     return " ".join(f"--set {shlex.quote(plan.assignment(k, v))}" for k, v in sets.items())
 
 
+def page_sweeps():
+    return [n for n, sw in (config.get("sweeps") or {}).items() if all(p in EXPERIMENTS for p in sw["points"])]
+
+
+def page_command():
+    only = f" --config 'only=[{','.join(config['only'])}]'" if config.get("only") else ""
+    tier = next((Path(f).stem for f in workflow.overwrite_configfiles), "default")
+    return f"snakemake --cores all --configfile workflows/config/{tier}.yaml{only}"
+
+
 def all_pages():
     return [f"{OUT}/pages/{config['page']['name']}.md"] if config.get("page") else []
 

@@ -1,15 +1,5 @@
 # A tier's results page (tiers with `page:`): <results>/pages/<name>.md with its tables and figures copied into
 # <results>/pages/<name>/, ready to publish as docs/results/ (cp -r <results>/pages/* docs/results/).
-def page_sweeps():
-    return [n for n, sw in (config.get("sweeps") or {}).items() if all(p in EXPERIMENTS for p in sw["points"])]
-
-
-def page_command():
-    only = f" --config 'only=[{','.join(config['only'])}]'" if config.get("only") else ""
-    tier = next((Path(f).stem for f in workflow.overwrite_configfiles), "default")
-    return f"snakemake --cores all --configfile workflows/config/{tier}.yaml{only}"
-
-
 rule results_page:
     input:
         tables=lambda w: [f"{OUT}/tables/{e}.csv" for e in EXPERIMENTS],
