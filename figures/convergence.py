@@ -65,7 +65,12 @@ for k, m in enumerate(panels):
         axes[k].set_yscale("log")
 axes[-1].set_xlabel("total bytes (up + down, measured)")
 axes[-1].set_xscale("log")
-axes[-1].xaxis.set_minor_formatter(mticker.NullFormatter())  # decade labels only: minor ones collide
+lo, hi = axes[-1].get_xlim()
+if hi / max(lo, 1e-300) > 10:  # over a decade: decade labels only (minor ones collide)
+    axes[-1].xaxis.set_minor_formatter(mticker.NullFormatter())
+else:  # within one decade a log axis has no labels worth reading: linear
+    axes[-1].set_xscale("linear")
+    axes[-1].xaxis.set_major_locator(mticker.MaxNLocator(4))
 if not HIGHER_IS_BETTER.get(a.metric, True):
     axes[-1].set_yscale("log")
 if a.target is not None:
