@@ -12,18 +12,15 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hiso.config import load_config  # noqa: E402
-from hiso.results import reached  # noqa: E402
-from hiso.run import build_federation, exploded  # noqa: E402
+from hiso.config import load_config
+from hiso.results import reached
+from hiso.run import RunFailed, run
 
 PROBLEMS = {
     "quadratic (d=1000, kappa=10)": dict(
@@ -40,25 +37,27 @@ PROBLEMS = {
 }
 
 
-def rounds_to_target(spec: dict, overrides: dict, lr: float, seed: int) -> dict:
+def measure(spec: dict, overrides: dict, lr: float, seed: int) -> dict:
+    """One run through the suite's runner, stopped at the target (run.stop_target): rounds and wire bytes to the
+    first evaluation that reaches it (inf when it never does or the run diverges)."""
     fed_cfg = {**spec["federation"], "lr": lr}
     cfg = load_config(data={**overrides, "seed": seed, "task": spec["task"], "federation": fed_cfg,
-                            "run": {"progress": False, "eval_every": spec["eval_every"]}})
-    fed, task = build_federation(cfg)
-    total_bytes, value, t0, first = 0, float("nan"), time.perf_counter(), None
-    for r in range(1, cfg.federation.rounds + 1):
-        row = fed.run_round()
-        total_bytes += row["bytes_up"] + row["bytes_down"]
-        first = row["train_loss"] if first is None else first
-        # the runner's divergence rule: non-finite, or beyond diverge_factor x the first round's loss
-        if not math.isfinite(row["train_loss"]) or exploded(row["train_loss"], first, cfg.run.diverge_factor):
-            return {"rounds": math.inf, "bytes": math.inf, "final": float("nan"), "seconds": time.perf_counter() - t0}
-        if r % spec["eval_every"] == 0:
-            fed.load_server_model()
-            value = task.evaluate()[spec["metric"]]
-            if reached(value, spec["metric"], spec["target"]):
-                return {"rounds": r, "bytes": total_bytes, "final": value, "seconds": time.perf_counter() - t0}
-    return {"rounds": math.inf, "bytes": math.inf, "final": value, "seconds": time.perf_counter() - t0}
+                            "run": {"progress": False, "eval_every": spec["eval_every"], "checkpoint_every": 0,
+                                    "stop_target": spec["target"]}})
+    t0 = time.perf_counter()
+    try:
+        m = run(cfg).metrics
+    except RunFailed:
+        return {"rounds": math.inf, "bytes": math.inf, "final": float("nan"), "seconds": time.perf_counter() - t0}
+    ev = m.dropna(subset=[spec["metric"]])
+    final = float(ev[spec["metric"]].iloc[-1])
+    hit = ev[reached(ev[spec["metric"]], spec["metric"], spec["target"])]
+    if hit.empty:
+        return {"rounds": math.inf, "bytes": math.inf, "final": final, "seconds": time.perf_counter() - t0}
+    r = int(hit["round"].iloc[0])
+    upto = m[m["round"] <= r]
+    return {"rounds": r, "bytes": int((upto["bytes_up"] + upto["bytes_down"]).sum()), "final": final,
+            "seconds": time.perf_counter() - t0}
 
 
 def main() -> None:
@@ -78,7 +77,7 @@ def main() -> None:
         for mname, overrides in spec["methods"].items():
             for lr in grid:
                 for s in seeds:
-                    res = rounds_to_target(spec, overrides, float(lr), s)
+                    res = measure(spec, overrides, float(lr), s)
                     rows.append({"problem": pname, "method": mname, "lr": float(lr), "seed": s, **res})
                     print(f"{pname:30s} {mname:12s} lr={lr:<8.3g} seed={s} rounds={res['rounds']} "
                           f"final={res['final']:.4g} ({res['seconds']:.1f}s)", flush=True)
