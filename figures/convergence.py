@@ -24,8 +24,6 @@ a = ap.parse_args()
 
 paths = a.metrics or [str(p) for p in Path(a.root).glob("*/seed*/metrics.csv")]
 runs = load_runs(a.root, a.metrics)
-if a.tuning_seed is not None:
-    runs = runs[runs.seed != a.tuning_seed]
 # round 0: the starting model, evaluated before training (run.json's initial_eval)
 start = []
 for path in paths:
@@ -37,8 +35,8 @@ for path in paths:
                       **meta["initial_eval"]})
 if start:
     runs = pd.concat([pd.DataFrame(start), runs], ignore_index=True)
-    if a.tuning_seed is not None:
-        runs = runs[runs.seed != a.tuning_seed]
+if a.tuning_seed is not None:  # the step-size tuning runs (dev split) are no reported curve
+    runs = runs[runs.seed != a.tuning_seed]
 panels = [a.metric] + (["test_loss"] if a.metric == "accuracy" and "test_loss" in runs else [])
 fig, axes = plt.subplots(1, len(panels) + 1, figsize=(4 * (len(panels) + 1), 3.2))
 styles, seen = {}, {}

@@ -269,6 +269,12 @@ LIMITS = {"federation.num_clients": 100_000, "federation.batch_size": 65_536, "f
           "federation.local_steps": 10_000, "federation.rounds": 100_000_000}
 
 
+def _methods_with(flag: str) -> str:
+    """The registered methods whose MethodSpec has `flag` set, for a refusal's message."""
+    from .methods import METHODS
+    return ", ".join(sorted(n for n, m in METHODS.items() if getattr(m, flag)))
+
+
 def _check_ranges(cfg: Config) -> None:
     f = cfg.federation
     require("seed", cfg.seed, 0 <= cfg.seed < 2**32, "in [0, 2^32)")
@@ -284,25 +290,19 @@ def _check_ranges(cfg: Config) -> None:
                 "federation.max_abs_scalar": f.max_abs_scalar, "run.eval_every": cfg.run.eval_every,
                 "curvature.block_size": cfg.curvature.block_size}
     for key, v in positive.items():
-        if not v > 0:
-            raise ConfigError(f"{key} must be > 0, got {v}")
+        require(key, v, v > 0, "> 0")
     for key, v in {"federation.mu": f.mu, "federation.lr": f.lr, "run.diverge_factor": cfg.run.diverge_factor,
                    "curvature.beta": cfg.curvature.beta, "curvature.damping": cfg.curvature.damping,
                    "curvature.rmsprop_power": cfg.curvature.rmsprop_power}.items():
-        if not math.isfinite(v):
-            raise ConfigError(f"{key} must be a finite number, got {v}")
-    if not 1 <= f.clients_per_round <= f.num_clients:
-        raise ConfigError(f"federation.clients_per_round must be in [1, {f.num_clients}], got {f.clients_per_round}")
-    if not 0 <= f.trim_fraction < 0.5:
-        raise ConfigError(f"federation.trim_fraction must be in [0, 0.5), got {f.trim_fraction}")
-    if not 0 <= cfg.curvature.beta < 1:
-        raise ConfigError(f"curvature.beta must be in [0, 1), got {cfg.curvature.beta}")
-    if not (cfg.curvature.eps >= 0 and math.isfinite(cfg.curvature.eps)):
-        raise ConfigError(f"curvature.eps must be finite and >= 0, got {cfg.curvature.eps}")
-    if cfg.run.diverge_factor < 0:
-        raise ConfigError(f"run.diverge_factor must be >= 0, got {cfg.run.diverge_factor}")
-    if cfg.run.checkpoint_every < 0:
-        raise ConfigError(f"run.checkpoint_every must be >= 0, got {cfg.run.checkpoint_every}")
+        require(key, v, math.isfinite(v), "a finite number")
+    c, r = cfg.curvature, cfg.run
+    require("federation.clients_per_round", f.clients_per_round, 1 <= f.clients_per_round <= f.num_clients,
+            f"in [1, {f.num_clients}]")
+    require("federation.trim_fraction", f.trim_fraction, 0 <= f.trim_fraction < 0.5, "in [0, 0.5)")
+    require("curvature.beta", c.beta, 0 <= c.beta < 1, "in [0, 1)")
+    require("curvature.eps", c.eps, c.eps >= 0 and math.isfinite(c.eps), "finite and >= 0")
+    require("run.diverge_factor", r.diverge_factor, r.diverge_factor >= 0, ">= 0")
+    require("run.checkpoint_every", r.checkpoint_every, r.checkpoint_every >= 0, ">= 0")
     spec, _ = method_options(cfg)
     from .curvature import KINDS
     if cfg.curvature.kind is not None:
@@ -325,19 +325,15 @@ def _check_ranges(cfg: Config) -> None:
         dim = cfg.task["dim"]
         require("curvature.block_size", cfg.curvature.block_size, cfg.curvature.block_size <= dim,
                 f"<= the model's {dim} parameters")
-    if not cfg.curvature.floor > 0:
-        raise ConfigError(f"curvature.floor must be > 0, got {cfg.curvature.floor}")
-    if not 0.0 <= cfg.curvature.mix <= 1.0:
-        raise ConfigError(f"curvature.mix must be in [0, 1], got {cfg.curvature.mix}")
-    if not cfg.curvature.damping >= 0:
-        raise ConfigError(f"curvature.damping must be >= 0, got {cfg.curvature.damping}")
-    if not (f.weight_decay >= 0 and math.isfinite(f.weight_decay)):
-        raise ConfigError(f"federation.weight_decay must be finite and >= 0, got {f.weight_decay}")
+    require("curvature.floor", c.floor, c.floor > 0, "> 0")
+    require("curvature.mix", c.mix, 0.0 <= c.mix <= 1.0, "in [0, 1]")
+    require("curvature.damping", c.damping, c.damping >= 0, ">= 0")
+    require("federation.weight_decay", f.weight_decay, f.weight_decay >= 0 and math.isfinite(f.weight_decay),
+            "finite and >= 0")
     if f.weight_decay and not spec.weight_decay:
-        from .methods import METHODS
-        supported = sorted(n for n, m in METHODS.items() if m.weight_decay)
+        supported = _methods_with("weight_decay")
         raise ConfigError(f"federation.weight_decay: method {cfg.method} does not implement weight decay, got "
-                          f"{f.weight_decay} (methods that do: {', '.join(supported)})")
+                          f"{f.weight_decay} (methods that do: {supported})")
     from .aggregators import check as check_aggregator
     why = check_aggregator(f.aggregator, f.clients_per_round, f.trim_fraction)
     require("federation.aggregator", f.aggregator, why is None, f"robust at {f.clients_per_round} clients per round: {why}")
@@ -346,11 +342,10 @@ def _check_ranges(cfg: Config) -> None:
     finite_positive("federation.fault_scale", f.fault_scale)
     finite_positive("federation.clip_factor", f.clip_factor)
     if (f.faulty_clients or f.aggregator != "mean") and not spec.faults:
-        from .methods import METHODS
-        supported = sorted(n for n, m in METHODS.items() if m.faults)
+        supported = _methods_with("faults")
         raise ConfigError(f"federation.faulty_clients / federation.aggregator: method {cfg.method} aggregates "
                           f"without them, got {f.faulty_clients} / {f.aggregator!r} (methods that honour them: "
-                          f"{', '.join(supported)})")
+                          f"{supported})")
     if cfg.curvature.kind is None:
         cfg.curvature.kind = spec.default_curvature or "identity"
     elif spec.fixed_curvature and cfg.curvature.kind != spec.default_curvature:

@@ -23,8 +23,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
+
+from .rundir import atomic_write, build_dir
 
 MIRROR_ENV = "HISO_HUB_MIRROR"
 LOCK = "hub-lock.json"
@@ -90,18 +91,11 @@ def mirrored_split(repo: str, config: str | None, split: str) -> list[dict] | No
 
 
 def save_atomically(ds, path: Path) -> None:
-    """save_to_disk into a temp folder beside `path`, then rename: an interrupted fetch leaves nothing half-made."""
+    """save_to_disk through a temp folder and a rename (replacing what was there): an interrupted fetch leaves
+    nothing half-made."""
     import datasets
     datasets.disable_progress_bars()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-    try:
-        ds.save_to_disk(str(tmp))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    build_dir(path, lambda tmp: ds.save_to_disk(str(tmp)), replace=True)
 
 
 def planned_sources(configfile: str | Path, root: str | Path | None = None) -> tuple[list[str], list[tuple[str, str | None]]]:
@@ -154,9 +148,9 @@ def fetch(models: list[str], data: list[tuple[str, str | None]], to: Path, sourc
             snapshot_download(repo, revision=sha, local_dir=dest, ignore_patterns=MODEL_IGNORE)
             lock["models"][repo] = sha
         log(f"model {repo} @ {lock['models'][repo]} -> {dest}")
+    import datasets
     for repo, config in data:
         dest, key = data_dir(to, repo, config), f"{repo}/{config or 'default'}"
-        import datasets
         if source:
             src = data_dir(source, repo, config)
             if not src.exists():
@@ -168,6 +162,5 @@ def fetch(models: list[str], data: list[tuple[str, str | None]], to: Path, sourc
             save_atomically(datasets.load_dataset(repo, config, revision=sha), dest)
             lock["datasets"][key] = sha
         log(f"data {key} @ {lock['datasets'][key]} -> {dest}")
-    from .run import atomic_write
     atomic_write(to / LOCK, json.dumps(lock, indent=1, sort_keys=True) + "\n")
     return lock

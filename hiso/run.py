@@ -142,9 +142,9 @@ def _finite_model(fed) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in fed.global_params())
 
 
-def _segment(old_segments: list, from_round: int) -> list:
-    """run.json's provenance per process that worked on the run; warns when the code changed since the last."""
-    p = provenance()
+def _segment(old_segments: list, from_round: int, p: dict) -> list:
+    """run.json's provenance per process that worked on the run (`p`: this process's provenance()); warns when
+    the code changed since the last."""
     seg = {"git_sha": p["git_sha"], "git_dirty": p["git_dirty"], "packages": p["packages"],
            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from_round": from_round}
     if old_segments:
@@ -248,7 +248,7 @@ def _run(cfg: Config, rundir: RunDir | None, old: dict, stop_after, federation_h
     else:  # resumed: measured by the first process
         info["initial_eval"] = old.get("initial_eval")
     if out is not None:
-        info["segments"] = _segment(old.get("segments", []) if rows else [], fed.rounds_done)
+        info["segments"] = _segment(old.get("segments", []) if rows else [], fed.rounds_done, info)
         info["status"] = "running"
         atomic_write(out / "run.json", json.dumps(info, indent=2))
 

@@ -16,6 +16,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -64,6 +65,27 @@ def atomic_write(path: Path, data: bytes | str) -> None:
         with open(tmp, "wb") as f:
             f.write(payload)
     _write_via_temp(Path(path), write)
+
+
+def build_dir(target: Path, build, replace: bool = False) -> Path:
+    """Create a folder through `build(tmp)` on a temp folder beside it, then a rename: an interruption leaves
+    nothing half-made.  An existing target is kept (a cache), or replaced when `replace`."""
+    target = Path(target)
+    if target.exists() and not replace:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        build(tmp)
+        if replace and target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except OSError:
+        if replace or not target.exists():  # a cache another process built meanwhile is as good as ours
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def atomic_torch_save(obj, path: Path) -> None:

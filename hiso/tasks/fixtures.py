@@ -120,7 +120,8 @@ def write_model(repo: str, path: Path) -> None:
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from ..models import _build_atomically, _tiny, smollm2_tokenizer_dir
+    from ..models import _tiny, smollm2_tokenizer_dir
+    from ..rundir import build_dir
     kind = "opt" if repo.startswith("facebook/opt") else "llama"
 
     hf_logging.disable_progress_bar()
@@ -129,14 +130,14 @@ def write_model(repo: str, path: Path) -> None:
         tok = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir())
         _tiny(kind, len(tok), seed=0, max_positions=2048).save_pretrained(tmp)
         tok.save_pretrained(tmp)
-    _build_atomically(path, build)
+    build_dir(path, build)
 
 
 def write_mirror(root: str | Path) -> list[Path]:
     """Write every hub data set's and every hub model's fixture into a hub mirror at `root` (kept if present)."""
     from ..hub import LOCK, data_dir, model_dir, save_atomically
     from ..models import MODELS
-    from ..run import atomic_write
+    from ..rundir import atomic_write
     root = Path(root)
     written, lock = [], {"models": {}, "datasets": {}}
     for repo, config in sources():
