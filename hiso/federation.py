@@ -208,7 +208,7 @@ class Federation:
                              f"got {fed.clients_per_round}")
         if fed.mu_scale not in ("none", "rms"):
             raise ValueError(f"unknown mu_scale {fed.mu_scale!r}; choose none or rms")
-        self.task, self.seed, self.cfg = task, int(seed), fed
+        self.task, self.seed = task, int(seed)
         self.M, self.m, self.tau, self.P = fed.num_clients, fed.clients_per_round, fed.local_steps, fed.perturbations
         self.mu, self.lr, self.difference, self.batch_size = fed.mu, fed.lr, fed.difference, fed.batch_size
         self.weight_decay, self.mu_scale = fed.weight_decay, fed.mu_scale
