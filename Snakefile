@@ -18,6 +18,18 @@ include: "workflows/rules/pages.smk"
 localrules: all, table, paper_side_by_side, convergence_figure, sweep_figure, curvature_histogram, zeta_figure, choose_lr, fixtures, results_page
 
 
+# Local jobs fork from one warm process that imported torch, transformers and the suite once (hiso/warm.py): a
+# tier of many small runs pays its imports once. Outputs are identical to cold runs; `--config
+# warm_runner=False` turns it off, and cluster executors never use it.
+if config.get("warm_runner", True) and workflow.local_exec and not CONDA:
+    onstart:
+        start_warm_runner()
+    onsuccess:
+        stop_warm_runner()
+    onerror:
+        stop_warm_runner()
+
+
 rule all:
     input:
         all_tables(),

@@ -12,17 +12,28 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
-from .config import ConfigError, load_config
-from .models import ModelUnavailable
-from .run import RunFailed, run
-from .rundir import OutputError, RunDirError
-from .tasks.text import DataUnavailable
-
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["run"] and os.environ.get("HISO_WARM_SOCKET"):  # a workflow's warm runner (hiso/warm.py)
+        from .warm import client
+        code = client(argv)
+        if code is not None:
+            return code
+    return _main(argv)
+
+
+def _main(argv: list[str]) -> int:
+    from .config import ConfigError, load_config
+    from .models import ModelUnavailable
+    from .run import RunFailed, run
+    from .rundir import OutputError, RunDirError
+    from .tasks.text import DataUnavailable
+
     ap = argparse.ArgumentParser(prog="python -m hiso", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run (or resume) one configuration")
@@ -72,8 +83,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(paths)} fixture data sets in {args.to}")
         return 0
     if args.hub_mirror:
-        import os
-
         from .hub import MIRROR_ENV
         os.environ[MIRROR_ENV] = str(Path(args.hub_mirror).resolve())
     if args.gpu_slot:
@@ -114,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 def _fetch(args) -> int:
     import json
 
+    from .config import ConfigError
     from .hub import fetch, planned_sources
     try:
         models, data = planned_sources(args.configfile)
@@ -140,7 +150,7 @@ def _file_sets(paths: list[str]) -> list[str]:
     """KEY=VALUE assignments from --set-file files (their 'sets' mapping; values as JSON, which YAML reads)."""
     import json
 
-    from .config import load_yaml
+    from .config import ConfigError, load_yaml
     out = []
     for path in paths:
         try:

@@ -68,6 +68,8 @@ def provenance() -> dict:
     hub = {"mirror": str(root), **read_lock(root)} if root else None  # None: the hub's own cache
     return {"git_sha": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain")),
             "python": sys.version.split()[0], "packages": versions, "hub_mirror": hub,
+            # "warm": forked from hiso.warm's server (a workflow's local jobs), "cold": its own interpreter
+            "runner": "warm" if os.environ.get("HISO_WARM_CHILD") else "cold",
             "hardware": {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(),
                          "torch_threads": torch.get_num_threads(),
                          "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}}
