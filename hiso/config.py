@@ -88,6 +88,10 @@ class FederationConfig:
     faulty_clients: int = 0  # clients (chosen by the seed) that corrupt every upload (hiso/faults.py)
     fault: Literal["nan", "huge", "random_scale", "sign_flip", "stale"] = "random_scale"  # what they send
     fault_scale: float = 1.0e5  # random_scale / sign_flip: the factor
+    engine: Literal["simulator", "flower"] = "simulator"  # flower: clients in Flower SuperNodes (hiso/flower)
+    supernodes: int = 0  # flower: SuperNodes the runner starts on 127.0.0.1 (0: one per client)
+    round_timeout: float = 600.0  # flower: seconds a round waits for its clients; late ones are dropped
+    dropped_from: str | None = None  # simulator: a deployed run's metrics.csv; its dropped_clients never upload
 
 
 @dataclass
@@ -147,7 +151,9 @@ LATER_DEFAULTS = {("run", "eval_split"): "test", ("task", "dev_fraction"): 0.0, 
                   ("task", "decoding"): "greedy", ("task", "max_new_tokens"): 16, ("task", "sampling"): "random",
                   ("federation", "clip_factor"): 3.0, ("federation", "faulty_clients"): 0,
                   ("federation", "fault"): "random_scale", ("federation", "fault_scale"): 1.0e5,
-                  ("run", "stop_target"): None, ("run", "stop_patience"): 0}
+                  ("run", "stop_target"): None, ("run", "stop_patience"): 0,
+                  ("federation", "engine"): "simulator", ("federation", "supernodes"): 0,
+                  ("federation", "round_timeout"): 600.0, ("federation", "dropped_from"): None}
 
 
 def canonical(d: dict) -> dict:
@@ -346,6 +352,19 @@ def _check_ranges(cfg: Config) -> None:
         raise ConfigError(f"federation.faulty_clients / federation.aggregator: method {cfg.method} aggregates "
                           f"without them, got {f.faulty_clients} / {f.aggregator!r} (methods that honour them: "
                           f"{supported})")
+    if f.engine == "flower":
+        if not spec.deployable:
+            raise ConfigError(f"federation.engine: method {cfg.method} runs only in the simulator, got 'flower' "
+                              f"(methods that deploy: {_methods_with('deployable')})")
+        require("federation.faulty_clients", f.faulty_clients, f.faulty_clients == 0,
+                "0 with engine flower (faults are injected by the simulator)")
+        require("federation.supernodes", f.supernodes, 0 <= f.supernodes <= min(f.num_clients, 64),
+                f"in [0, min(num_clients={f.num_clients}, 64)] (0: one per client)")
+        finite_positive("federation.round_timeout", f.round_timeout)
+    if f.dropped_from is not None:
+        import os
+        require("federation.dropped_from", f.dropped_from, f.engine == "simulator" and os.path.isfile(f.dropped_from),
+                "an existing metrics.csv of a deployed run, with engine simulator")
     if cfg.curvature.kind is None:
         cfg.curvature.kind = spec.default_curvature or "identity"
     elif spec.fixed_curvature and cfg.curvature.kind != spec.default_curvature:

@@ -45,6 +45,18 @@ def batch_rng(seed: int, r: int, client: int) -> np.random.Generator:
     return streams.rng(seed, streams.BATCH, r, client)
 
 
+def dropped_clients(metrics_csv: str) -> dict[int, set[int]]:
+    """round (1-based, as in metrics.csv) -> the clients whose upload never arrived, from a deployed run's
+    `dropped_clients` column (JSON lists)."""
+    import csv
+    import json
+    with open(metrics_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if rows and "dropped_clients" not in rows[0]:
+        raise ValueError(f"{metrics_csv} has no dropped_clients column (not a deployed run's metrics)")
+    return {int(r["round"]): set(json.loads(r["dropped_clients"] or "[]")) for r in rows}
+
+
 @torch.no_grad()
 def apply_record(params: list[torch.Tensor], curvature: Curvature, rec: RoundRecord, lr: float,
                  scratch: Scratch, weight_decay: float = 0.0) -> None:
@@ -85,9 +97,17 @@ class Wire:
         self.down_seeds += sizes["seeds"]
         self.down_catchup += sizes["catch_up"]
 
-    def add_up(self, up: Upload, data: bytes) -> None:
+    def add_up(self, up: Upload | None, data: bytes) -> None:
+        """`up`: the client's upload object (the simulator), or None: the scalars are read from the bytes
+        (a deployed client's; none when it was dropped or sent something undecodable)."""
         self.up += len(data)
-        self.up_scalars += 4 * (up.scalars.size + up.extra.size)
+        if up is None and data:
+            try:
+                up = Upload.decode(data)
+            except ProtocolError:
+                up = None
+        if up is not None:
+            self.up_scalars += 4 * (up.scalars.size + up.extra.size)
 
 
 @dataclass
@@ -136,11 +156,13 @@ class Server:
         reason = None
         n_extra = self.curvature.upload_extra(self.local_steps, self.perturbations)
         try:
-            up = Upload.decode(data)
+            up = Upload.decode(data) if data else None
         except ProtocolError as e:
             reason = f"malformed: {e}"
         else:
-            if up.client != sender or up.client not in self._sampled:
+            if up is None:
+                reason = "no upload (dropped: the client did not answer within the round)"
+            elif up.client != sender or up.client not in self._sampled:
                 reason = f"client id {up.client} was not sampled this round (sent by {sender})"
             elif up.round != self._round:
                 reason = f"upload for round {up.round}, expected {self._round}"
@@ -187,6 +209,18 @@ class Server:
 
 
 @dataclass
+class Reply:
+    """A client's answer to one round: its upload (and the bytes that carry it) and what it measured."""
+
+    upload: Upload | None
+    payload: bytes
+    loss: float
+    forward_passes: int
+    replay_diff: float = 0.0
+    mu: float = 0.0
+
+
+@dataclass
 class ClientState:
     """What a simulated client keeps between rounds: its log position (and, when verifying, a replica)."""
 
@@ -222,6 +256,7 @@ class Federation:
         self.faulty = faulty_set(seed, fed.num_clients, fed.faulty_clients)  # hiso/faults.py
         self.fault, self.fault_scale = fed.fault, fed.fault_scale
         self.clients = [ClientState(i) for i in range(fed.num_clients)]
+        self.dropped = dropped_clients(fed.dropped_from) if fed.dropped_from else {}
         if fed.verify_replay:
             for c in self.clients:
                 c.params = [p.clone() for p in server_params]
@@ -244,17 +279,22 @@ class Federation:
             w.copy_(s)
 
     @torch.no_grad()
-    def _catch_up(self, c: ClientState, msg: RoundStart) -> tuple[Curvature, float]:
-        """Bring client c to the server's state; returns the curvature to compute with and the replay error."""
-        if not self.verify:  # replay is proven equal to the server state (verify mode, tests): copy it
+    def _catch_up(self, c: ClientState, msg: RoundStart, check: bool = True) -> tuple[Curvature, float]:
+        """Bring client c to the server's state; returns the curvature to compute with and the replay error.
+        A client with a replica (verify mode, or a deployed client: `check=False`, no server model at hand)
+        really replays what it downloaded; otherwise the simulator copies the server model, which replay is
+        proven to equal."""
+        if c.params is None:
             self.load_server_model()
             c.synced = len(self.server.log)
             return self.server.curvature, 0.0
         self.replay(c, msg, Scratch(c.params))
-        diff = max(float((a - b).abs().max()) for a, b in zip(c.params, self.server.params))
-        if diff > self.replay_tolerance or not c.curvature.equals(self.server.curvature):
-            raise ReplayMismatch(f"client {c.id} after catch-up: max |x - x_server| = {diff:.3g}, "
-                                 f"curvature equal: {c.curvature.equals(self.server.curvature)}")
+        diff = 0.0
+        if check:
+            diff = max(float((a - b).abs().max()) for a, b in zip(c.params, self.server.params))
+            if diff > self.replay_tolerance or not c.curvature.equals(self.server.curvature):
+                raise ReplayMismatch(f"client {c.id} after catch-up: max |x - x_server| = {diff:.3g}, "
+                                     f"curvature equal: {c.curvature.equals(self.server.curvature)}")
         for w, p in zip(self.work, c.params):
             w.copy_(p)
         return c.curvature, diff
@@ -282,11 +322,12 @@ class Federation:
         extra = np.zeros(0, np.float32) if second is None else second.reshape(-1)
         return scalars, extra, loss0, passes
 
-    def step_mu(self) -> float:
+    def step_mu(self, curvature: Curvature | None = None) -> float:
         """This round's perturbation radius: mu, or (mu_scale="rms") mu / RMS(H^{-1/2}) so that |mu z| stays
-        ~ mu |u| however H rescales the directions.  A function of H, hence of the log: every party agrees."""
+        ~ mu |u| however H rescales the directions.  A function of H, hence of the log: every party agrees
+        (a client computes it from its caught-up curvature, the server from its own)."""
         if self.mu_scale == "rms":
-            return self.mu / self.server.curvature.rms_inv_sqrt()
+            return self.mu / (curvature or self.server.curvature).rms_inv_sqrt()
         return self.mu
 
     def run_round(self) -> dict:
@@ -296,34 +337,57 @@ class Federation:
         sampled = sorted(int(c) for c in rng.choice(self.M, self.m, replace=False))
         seeds = self.draw_seeds(rng)
         self.server.open_round(r, seeds, sampled)
-        wire, losses, passes, replay_diff = Wire(), [], 0, 0.0
-        mu = self.step_mu()
+        mu = self.step_mu()  # what each client computes from its caught-up H (the row records it)
+        wire = Wire()
+        downs = {}
         for cid in sampled:
-            c = self.clients[cid]
-            msg = self.downlink(c)
+            msg = self.downlink(self.clients[cid])
             data = msg.encode()
             wire.add_down(msg, data)
-            received = type(msg).decode(data)  # the client acts on what came over the wire
-            curvature, diff = self._catch_up(c, received)
-            replay_diff = max(replay_diff, diff)
-            scalars, extra, loss0, n = self._local_steps(cid, r, received.seeds, curvature, mu)
-            if cid in self.faulty:
-                last = self.server.log[-1].scalars if self.server.log else None
-                scalars = corrupt(self.fault, scalars, self.fault_scale, self.seed, r, cid, last)
-            losses.append(loss0)
-            passes += n
-            up = Upload(r, cid, scalars, extra)
-            payload = self.upload_hook(up)
-            wire.add_up(up, payload)
-            self.server.receive(payload, cid)
+            downs[cid] = (type(msg), data)
+        replies = self.exchange(r, downs)
+        losses, passes, replay_diff = [], 0, 0.0
+        for cid in sampled:
+            reply = replies[cid]
+            wire.add_up(reply.upload, reply.payload)
+            if reply.payload:  # a dropped client (deployment engine) measured nothing
+                losses.append(reply.loss)
+            passes += reply.forward_passes
+            replay_diff = max(replay_diff, reply.replay_diff)
+            self.server.receive(reply.payload, cid)
         rec = self.server.close_round()
         extra = {}
         if self.verify:
             extra["replay_max_abs_diff"] = replay_diff
         if self.mu_scale != "none":
             extra["mu"] = mu
-        return RoundRow(r + 1, float(np.mean(losses)), wire.up, wire.up_scalars, wire.down, wire.down_seeds,
+        extra.update(self.transport_extra())
+        return RoundRow(r + 1, float(np.mean(losses)) if losses else float("nan"), wire.up, wire.up_scalars, wire.down, wire.down_seeds,
                         wire.down_catchup, passes, len(self.server.rejected), rec.n_accepted, extra).as_dict()
+
+    def exchange(self, r: int, downs: dict[int, tuple[type, bytes]]) -> dict[int, Reply]:
+        """Deliver each sampled client's downlink bytes and collect its reply.  The simulator computes every
+        client in this process; a deployment engine (hiso/flower) sends the same bytes over the network."""
+        dropped = self.dropped.get(r + 1, ())  # a deployed run's participation, replayed (federation.dropped_from)
+        return {cid: Reply(None, b"", float("nan"), 0) if cid in dropped
+                else self.client_round(self.clients[cid], r, msg_type.decode(data))
+                for cid, (msg_type, data) in downs.items()}
+
+    def transport_extra(self) -> dict:
+        """Columns an engine adds to the round's row (the Flower engine: its serialized and TCP bytes)."""
+        return {}
+
+    def client_round(self, c: ClientState, r: int, received: RoundStart, check: bool = True) -> Reply:
+        """Everything one client does in round r with the message it received: catch up, compute tau x P
+        scalars, encode the upload."""
+        curvature, diff = self._catch_up(c, received, check)
+        mu = self.step_mu(curvature)
+        scalars, extra, loss0, n = self._local_steps(c.id, r, received.seeds, curvature, mu)
+        if c.id in self.faulty:
+            last = self.server.log[-1].scalars if self.server.log else None
+            scalars = corrupt(self.fault, scalars, self.fault_scale, self.seed, r, c.id, last)
+        up = Upload(r, c.id, scalars, extra)
+        return Reply(up, self.upload_hook(up), loss0, n, diff, mu)
 
     def draw_seeds(self, rng: np.random.Generator) -> np.ndarray:
         """This round's tau shared seeds (uint32)."""

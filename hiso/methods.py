@@ -30,6 +30,7 @@ class MethodSpec:
     doc: str = ""
     weight_decay: bool = False  # implements federation.weight_decay (others refuse a non-zero value)
     faults: bool = False  # honours federation.faulty_clients and federation.aggregator (hiso/faults.py)
+    deployable: bool = False  # runs on federation.engine: flower (its clients are Federation.client_round)
 
 
 METHODS: dict[str, MethodSpec] = {}
@@ -37,12 +38,13 @@ METHODS: dict[str, MethodSpec] = {}
 
 def register_method(name: str, build, Options: type | None = None, default_curvature: str | None = None,
                     fixed_curvature: bool = False, doc: str = "", weight_decay: bool = False,
-                    faults: bool = False) -> None:
+                    faults: bool = False, deployable: bool = False) -> None:
     """Make a method available as `method: <name>` in configs (`weight_decay=True`: it honours
     federation.weight_decay)."""
     if name in METHODS and METHODS[name].build is not build:
         raise ValueError(f"method {name!r} is already registered")
-    METHODS[name] = MethodSpec(build, Options, default_curvature, fixed_curvature, doc, weight_decay, faults)
+    METHODS[name] = MethodSpec(build, Options, default_curvature, fixed_curvature, doc, weight_decay, faults,
+                               deployable)
 
 
 def scalar_only(cfg, task, options, cls=None, **extra):
@@ -53,12 +55,12 @@ def scalar_only(cfg, task, options, cls=None, **extra):
 
 
 register_method("hiso", scalar_only, default_curvature="diagonal", weight_decay=True, faults=True,
-                doc="scalar-only federated ZO with a curvature learned from the round log (HiSo)")
+                deployable=True, doc="scalar-only federated ZO with a curvature learned from the round log (HiSo)")
 register_method("decomfl", scalar_only, default_curvature="identity", fixed_curvature=True, weight_decay=True,
-                faults=True,
+                faults=True, deployable=True,
                 doc="scalar-only federated ZO-SGD (DeComFL): HiSo with identity curvature")
 register_method("rmsprop_zo", scalar_only, default_curvature="rmsprop", fixed_curvature=True, weight_decay=True,
-                faults=True,
+                faults=True, deployable=True,
                 doc="control: isotropic directions, update rescaled by the same learned diagonal (scalar-only)")
 
 

@@ -158,7 +158,7 @@ def _segment(old_segments: list, from_round: int, p: dict) -> list:
 
 
 def run(cfg: Config, out_dir: str | Path | None = None, *, replace_different: bool = False, restart: bool = False,
-        stop_after: int | None = None, federation_hook=None) -> RunResult:
+        stop_after: int | None = None, federation_hook=None, deployed: bool = False) -> RunResult:
     """Run (or resume) one configuration and return its metrics.
 
     The folder's writer lock is taken first (RunDirError: held by another run, or unwritable).  A folder
@@ -166,8 +166,13 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, replace_different: bo
     changed): then its files are replaced.  `restart` discards the folder's state and starts at round 0.  A
     finished run (complete, diverged or failed) is final: rerunning it changes nothing and returns (or
     raises) its status.  `stop_after` ends the loop after that many rounds as if the process were killed
-    (tests); `federation_hook(fed)` lets tests inject faults.
+    (tests); `federation_hook(fed)` lets tests inject faults.  With federation.engine flower, the clients run in
+    Flower SuperNodes that this call starts (hiso/flower/deploy.py); `deployed` marks the call inside the
+    ServerApp, which runs this same loop.
     """
+    if cfg.federation.engine == "flower" and not deployed:
+        from .flower.deploy import deploy
+        return deploy(cfg, out_dir, replace_different=replace_different, restart=restart)
     if cfg.run.threads > 0:
         torch.set_num_threads(cfg.run.threads)
     rundir = RunDir(out_dir) if out_dir is not None else None

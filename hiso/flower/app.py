@@ -1,0 +1,291 @@
+"""The Flower components of `federation.engine: flower`: a ServerApp that runs the suite's own runner with the
+rounds' client work sent over Flower, and a ClientApp that is `Federation.client_round` on a SuperNode.
+
+What travels: the bytes of hiso/protocol.py, unchanged, inside Flower `ConfigRecord`s.  Down: the RoundStart
+(the round's seeds and every log record the client missed).  Up: the Upload (tau x P scalars), plus the client's
+measured training loss and forward passes (monitoring, counted in Flower's bytes, never used by the update).
+
+A SuperNode starts a new ClientApp process for every message, so a client's state (its replica of the model and
+curvature, and its log position) lives in a file under the SuperNode's `state-dir` (node config), written
+atomically after each round; the data partition is rebuilt from the config and seed.  A SuperNode hosts the
+clients `partition-ids` (node config, e.g. "0,3").
+
+The first message to every SuperNode (QUERY "hello") carries the run's config; the last (QUERY "sync") carries
+the rest of the log, after which every client reports a digest of its replayed model and curvature: the run
+fails unless each equals the server's.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.common import serde
+from flwr.serverapp import Grid, ServerApp
+
+from ..federation import ClientState, Federation, Reply, ReplayMismatch
+from ..protocol import RoundStart
+
+server = ServerApp()
+client = ClientApp()
+
+
+def digest(params: list[torch.Tensor], curvature) -> str:
+    """sha256 over the model's and the curvature's bytes: equal digests are bitwise-equal states."""
+    h = hashlib.sha256()
+
+    def add(v) -> None:
+        if torch.is_tensor(v):
+            h.update(str((v.dtype, tuple(v.shape))).encode())
+            h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(v, dict):
+            for k in sorted(v):
+                h.update(str(k).encode())
+                add(v[k])
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                add(x)
+        else:
+            h.update(repr(v).encode())
+    add(list(params))
+    add(curvature.state_dict())
+    return h.hexdigest()
+
+
+def wire_size(msg: Message) -> int:
+    """Bytes of a Flower message as Flower serialises it (Message + RecordDict protobuf)."""
+    return serde.message_to_proto(msg).ByteSize()
+
+
+# ------------------------------------------------------------------------------------------------- server
+class FlowerClients:
+    """Replaces `Federation.exchange`: the sampled clients' downlinks go to their SuperNodes in one
+    send_and_receive, and their uploads come back; a client that does not answer within the round timeout is
+    dropped from the round (an empty upload, rejected and logged by the server like any malformed one)."""
+
+    def __init__(self, fed: Federation, grid: Grid, node_of: dict[int, int], greeted: set[int], config: dict,
+                 timeout: float):
+        self.fed, self.grid, self.node_of, self.timeout = fed, grid, node_of, timeout
+        self.greeted, self.config = greeted, config
+        self.bytes_down = self.bytes_up = 0
+        self.seconds = 0.0
+        self.dropped: list[int] = []
+        fed.exchange = self.exchange
+        fed.transport_extra = self.transport_extra
+
+    def rejoin(self) -> None:
+        """A restarted SuperNode registers under a new node id: greet it, and route its clients there."""
+        new = [int(n) for n in self.grid.get_node_ids() if int(n) not in self.greeted]
+        if new:
+            self.node_of.update(_hello(self.grid, new, self.config, self.timeout))
+            self.greeted.update(new)
+
+    def exchange(self, r: int, downs: dict[int, tuple[type, bytes]]) -> dict[int, Reply]:
+        t0 = time.perf_counter()
+        self.rejoin()
+        msgs = {cid: Message(RecordDict({"down": ConfigRecord({"round_start": data, "round": r, "client": cid})}),
+                             dst_node_id=self.node_of[cid], message_type=MessageType.TRAIN)
+                for cid, (_, data) in downs.items()}
+        self.bytes_down = sum(wire_size(m) for m in msgs.values())
+        replies = list(self.grid.send_and_receive(list(msgs.values()), timeout=self.timeout))
+        self.bytes_up = sum(wire_size(m) for m in replies)
+        out = {}
+        for m in replies:
+            if not m.has_content():
+                continue
+            up = m.content["up"]
+            cid = int(up["client"])
+            out[cid] = Reply(None, bytes(up["upload"]), float(up["loss"]), int(up["forward_passes"]), 0.0,
+                             float(up["mu"]))
+            self.fed.clients[cid].synced = r  # it replayed every record before this round
+        self.dropped = sorted(cid for cid in downs if cid not in out)
+        for cid in self.dropped:  # no upload this round; its log position is unknown to the server, so its next
+            out[cid] = Reply(None, b"", math.nan, 0)  # downlink starts at its last answer (the client skips repeats)
+        self.seconds = time.perf_counter() - t0
+        return out
+
+    def transport_extra(self) -> dict:
+        return {"flower_bytes_down": self.bytes_down, "flower_bytes_up": self.bytes_up,
+                "exchange_seconds": self.seconds, "dropped_clients": json.dumps(self.dropped)}
+
+
+def _hello(grid: Grid, nodes: list[int], config: dict, timeout: float) -> dict[int, int]:
+    """client id -> node id for the given SuperNodes, from their answers to a hello that hands them the config."""
+    msgs = [Message(RecordDict({"hello": ConfigRecord({"config": json.dumps(config)})}), dst_node_id=n,
+                    message_type=MessageType.QUERY) for n in nodes]
+    found = {}
+    for m in grid.send_and_receive(msgs, timeout=timeout):
+        if m.has_content():
+            for cid in json.loads(m.content["hello"]["clients"]):
+                found[int(cid)] = int(m.metadata.src_node_id)
+    return found
+
+
+def _discover(grid: Grid, config: dict, clients: int, timeout: float) -> tuple[dict[int, int], set[int]]:
+    """Wait until every client has a SuperNode; returns client id -> node id and the nodes greeted."""
+    deadline = time.time() + timeout
+    node_of: dict[int, int] = {}
+    greeted: set[int] = set()
+    while len(node_of) < clients:
+        if time.time() > deadline:
+            raise RuntimeError(f"only clients {sorted(node_of)} of {clients} answered within {timeout:g} s")
+        nodes = [int(n) for n in grid.get_node_ids() if int(n) not in greeted]
+        if not nodes:
+            time.sleep(0.5)
+            continue
+        node_of.update(_hello(grid, nodes, config, max(1.0, deadline - time.time())))
+        greeted.update(nodes)
+    return node_of, greeted
+
+
+def _sync_all(grid: Grid, fed: Federation, node_of: dict[int, int], timeout: float) -> dict[str, bool]:
+    """Send every client the rest of the log; each replays it and returns its digest, compared to the server's."""
+    want = digest(fed.server.params, fed.server.curvature)
+    msgs = {cid: Message(RecordDict({"sync": ConfigRecord({
+        "round_start": RoundStart(fed.rounds_done, np.zeros(0, np.uint32), fed.server.log[c.synced:]).encode(),
+        "client": cid})}), dst_node_id=node_of[cid], message_type=MessageType.QUERY)
+        for cid, c in enumerate(fed.clients)}
+    got = {}
+    for m in grid.send_and_receive(list(msgs.values()), timeout=timeout):
+        if m.has_content():
+            got[int(m.content["sync"]["client"])] = str(m.content["sync"]["digest"])
+    equal = {str(cid): got.get(cid) == want for cid in msgs}
+    if not all(equal.values()):
+        raise ReplayMismatch(f"client replicas differ from the server after the final sync: {equal} "
+                             f"(server digest {want[:16]}, clients {({k: v[:16] for k, v in got.items()})})")
+    return equal
+
+
+@server.main()
+def main(grid: Grid, context: Context) -> None:
+    from ..config import load_config
+    from ..rundir import atomic_write
+    from ..run import run
+    out = Path(str(context.run_config["out"]))
+    outcome = {"status": "failed", "message": "the ServerApp stopped before the run ended"}
+    try:
+        data = json.loads((out / "flower" / "config.json").read_text())
+        cfg = load_config(data=data)
+        f = cfg.federation
+        node_of, greeted = _discover(grid, data, f.num_clients, f.round_timeout)
+        holder = {}
+
+        def attach(fed):
+            holder["clients"] = FlowerClients(fed, grid, node_of, greeted, data, f.round_timeout)
+        res = run(cfg, out, deployed=True, federation_hook=attach)
+        replicas = None
+        if "clients" in holder:  # a run that was already final built no federation: nothing to sync
+            clients = holder["clients"]
+            clients.rejoin()
+            replicas = _sync_all(grid, clients.fed, node_of, max(120.0, 4 * f.round_timeout))
+        outcome = {"status": res.status, "message": "", "rounds": int(res.metrics["round"].iloc[-1]),
+                   "clients": {str(k): v for k, v in node_of.items()}, "replicas_equal_server": replicas}
+    except Exception as e:  # noqa: BLE001 - recorded for the runner, which does not trust Flower's exit code
+        import traceback
+        traceback.print_exc()
+        outcome = {"status": getattr(e, "status", "failed"), "message": f"{type(e).__name__}: {e}"}
+    finally:
+        atomic_write(out / "flower" / "outcome.json", json.dumps(outcome, indent=1))
+
+
+# ------------------------------------------------------------------------------------------------- client
+class NodeClients:
+    """The clients a SuperNode hosts: the run's config (from the hello) and each client's replica on disk."""
+
+    def __init__(self, context: Context):
+        nc = context.node_config
+        self.dir = Path(str(nc["state-dir"]))
+        self.ids = [int(x) for x in str(nc["partition-ids"]).split(",") if x.strip()]
+        self.corrupt = float(nc.get("corrupt-replay", 0.0))  # fault injection: the replay check must catch it
+        self.fed = None
+
+    def federation(self) -> Federation:
+        if self.fed is None:
+            from ..config import load_config
+            from ..run import build_federation
+            self.cfg = load_config(data=json.loads((self.dir / "config.json").read_text()))
+            torch.set_num_threads(max(1, self.cfg.run.threads))
+            self.fed, _ = build_federation(self.cfg)
+        return self.fed
+
+    def load(self, cid: int) -> ClientState:
+        """Client cid's replica: the initial model (from the seed) and H, advanced by every record it replayed."""
+        if cid not in self.ids:
+            raise ValueError(f"client {cid} is not hosted here (partition-ids {self.ids})")
+        from ..curvature import make_factory
+        fed = self.federation()
+        c = ClientState(cid, 0, [p.detach().clone() for p in fed.server.params])
+        c.curvature = make_factory(self.cfg.curvature, fed.task)(c.params)
+        path = self.dir / f"client{cid}.pt"
+        if path.exists():
+            state = torch.load(path, weights_only=False)
+            with torch.no_grad():
+                for p, q in zip(c.params, state["params"], strict=True):
+                    p.copy_(q)
+            c.curvature.load_state_dict(state["curvature"])
+            c.synced = int(state["synced"])
+        return c
+
+    def save(self, c: ClientState) -> None:
+        from ..rundir import atomic_torch_save
+        atomic_torch_save({"params": c.params, "curvature": c.curvature.state_dict(), "synced": c.synced},
+                          self.dir / f"client{c.id}.pt")
+
+    def catch_up_only(self, c: ClientState, msg: RoundStart) -> RoundStart:
+        """The downlink without the records this client already replayed (a reply the server never saw)."""
+        return RoundStart(msg.round, msg.seeds, [r for r in msg.catch_up if r.round >= c.synced])
+
+
+@client.query()
+def query(msg: Message, context: Context) -> Message:
+    node = NodeClients(context)
+    if "hello" in msg.content:
+        node.dir.mkdir(parents=True, exist_ok=True)
+        config = str(msg.content["hello"]["config"])
+        path = node.dir / "config.json"
+        if path.exists() and path.read_text() != config:  # another run's state: start this one afresh
+            for f in node.dir.glob("client*.pt"):
+                f.unlink()
+        from ..rundir import atomic_write
+        atomic_write(path, config)
+        return Message(RecordDict({"hello": ConfigRecord({"clients": json.dumps(node.ids)})}), reply_to=msg)
+    sync = msg.content["sync"]
+    cid = int(sync["client"])
+    c = node.load(cid)
+    fed = node.federation()
+    received = node.catch_up_only(c, RoundStart.decode(bytes(sync["round_start"])))
+    fed.replay(c, received, _scratch(c))
+    node.save(c)
+    return Message(RecordDict({"sync": ConfigRecord({"client": cid, "digest": digest(c.params, c.curvature)})}),
+                   reply_to=msg)
+
+
+@client.train()
+def train(msg: Message, context: Context) -> Message:
+    node = NodeClients(context)
+    down = msg.content["down"]
+    cid, r = int(down["client"]), int(down["round"])
+    c = node.load(cid)
+    fed = node.federation()
+    received = node.catch_up_only(c, RoundStart.decode(bytes(down["round_start"])))
+    if node.corrupt:
+        fed.replay(c, received, _scratch(c))
+        with torch.no_grad():
+            c.params[0].view(-1)[0] += node.corrupt
+        received = RoundStart(received.round, received.seeds, [])
+    reply = fed.client_round(c, r, received, check=False)
+    node.save(c)
+    return Message(RecordDict({"up": ConfigRecord({
+        "client": cid, "upload": reply.payload, "loss": float(reply.loss), "forward_passes": int(reply.forward_passes),
+        "mu": float(reply.mu)})}), reply_to=msg)
+
+
+def _scratch(c: ClientState):
+    from ..perturb import Scratch
+    return Scratch(c.params)

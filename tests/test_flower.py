@@ -1,0 +1,109 @@
+"""federation.engine: flower: the same run over a real Flower deployment (SuperLink + SuperNodes on 127.0.0.1,
+offline) equals the in-process simulator bit for bit: metrics, server model, curvature and round log, and
+every client's replica after the final sync.  Each deployment takes about 5-10 s per round (SuperNode polling
+and one ClientApp process per message), so the tests are few and marked slow."""
+import json
+import subprocess
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from hiso.config import load_config
+from hiso.run import RunFailed, run
+
+pytest.importorskip("flwr")
+pytestmark = pytest.mark.slow
+
+BASE = {"method": "hiso", "seed": 3,
+        "task": {"name": "quadratic", "dim": 100, "spectrum": "power", "effective_rank": 10.0, "heterogeneity": 0.3},
+        "federation": {"num_clients": 3, "clients_per_round": 2, "rounds": 20, "perturbations": 5, "lr": 0.03},
+        "run": {"eval_every": 5, "checkpoint_every": 5, "progress": False, "threads": 1}}
+TRANSPORT = ["wall_seconds", "flower_bytes_down", "flower_bytes_up", "exchange_seconds", "dropped_clients"]
+
+
+def config(engine: str, **federation):
+    return load_config(data={**BASE, "federation": {**BASE["federation"], "engine": engine, **federation}})
+
+
+def state(folder):
+    return torch.load(folder / "checkpoint.pt", weights_only=False)["federation"]
+
+
+def assert_same_run(sim, dep):
+    a, b = pd.read_csv(sim / "metrics.csv"), pd.read_csv(dep / "metrics.csv")
+    assert set(b.columns) - set(a.columns) == set(TRANSPORT) - {"wall_seconds"}
+    pd.testing.assert_frame_equal(a.drop(columns=["wall_seconds"]), b.drop(columns=TRANSPORT))
+    x, y = state(sim), state(dep)
+    assert x["log"] == y["log"]  # the round log, byte for byte
+    assert all(torch.equal(p, q) for p, q in zip(x["server_params"], y["server_params"], strict=True))
+    assert all(torch.equal(p, q) for p, q in zip(x["curvature"]["state"], y["curvature"]["state"], strict=True))
+
+
+def groups_alive(pgids: list[int]) -> list[int]:
+    out = subprocess.run(["ps", "-e", "-o", "pgid="], capture_output=True, text=True).stdout.split()
+    return sorted(set(pgids) & {int(x) for x in out})
+
+
+def test_three_supernodes_equal_the_simulator_bitwise(tmp_path):
+    run(config("simulator"), tmp_path / "sim")
+    from hiso.flower.deploy import deploy
+    seen = {}
+
+    def during(procs, folder, info):
+        seen["pgids"] = [p.pid for _, p in procs.procs]
+    deploy(config("flower"), tmp_path / "dep", during=during)
+    assert_same_run(tmp_path / "sim", tmp_path / "dep")
+    outcome = json.loads((tmp_path / "dep/flower/outcome.json").read_text())
+    assert outcome["replicas_equal_server"] == {"0": True, "1": True, "2": True}  # every client's replay
+    m = pd.read_csv(tmp_path / "dep/metrics.csv")
+    assert (m["flower_bytes_up"] > m["bytes_up"]).all() and (m["dropped_clients"] == "[]").all()
+    assert len(seen["pgids"]) == 4 and not groups_alive(seen["pgids"])  # SuperLink, 3 SuperNodes: all gone
+
+
+def test_a_corrupted_replay_fails_the_run(tmp_path):
+    from hiso.flower.deploy import deploy
+    with pytest.raises(RunFailed, match="replicas differ from the server"):
+        deploy(config("flower", rounds=4), tmp_path / "dep", node_faults={1: " corrupt-replay=1e-3"})
+    assert json.loads((tmp_path / "dep/flower/outcome.json").read_text())["status"] == "failed"
+
+
+def test_a_killed_supernode_rejoins_and_the_run_equals_the_simulator_given_its_participation(tmp_path):
+    from hiso.flower.deploy import start_supernode
+    cfg = config("flower", round_timeout=12.0)
+
+    def during(procs, folder, info):  # kill SuperNode 1 once round 5 is logged; restart it once a round dropped it
+        deadline = time.time() + 600
+        while time.time() < deadline and not _rounds_done(folder.parent) >= 5:
+            time.sleep(0.5)
+        procs.stop("node1", grace=0.0)
+        while time.time() < deadline and "from client 1: no upload" not in _text(folder / "serverapp.log"):
+            time.sleep(0.5)
+        start_supernode(procs, folder, 1, info["parts"][1], info["link"], info["nodes"][1], info["env"])
+    from hiso.flower.deploy import deploy
+    deploy(cfg, tmp_path / "dep", during=during)
+    m = pd.read_csv(tmp_path / "dep/metrics.csv")
+    dropped = [json.loads(d) for d in m["dropped_clients"]]
+    assert any(1 in d for d in dropped), "the killed client was never sampled while it was down"
+    # (a live client slower than the round timeout on a loaded machine is dropped too: the simulator replays
+    # whatever participation the deployment had)
+    assert (m["rejected"] == m["dropped_clients"].map(lambda d: len(json.loads(d)))).all()
+    run(config("simulator", dropped_from=str(tmp_path / "dep/metrics.csv")), tmp_path / "sim")
+    assert_same_run(tmp_path / "sim", tmp_path / "dep")
+    outcome = json.loads((tmp_path / "dep/flower/outcome.json").read_text())
+    assert outcome["replicas_equal_server"] == {"0": True, "1": True, "2": True}  # it caught up
+
+
+def _text(path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def _rounds_done(out) -> int:
+    try:
+        return json.loads((out / "run.json").read_text()).get("rounds_done", 0) or 0
+    except (OSError, ValueError):
+        return 0
