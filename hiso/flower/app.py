@@ -29,7 +29,7 @@ from flwr.clientapp import ClientApp
 from flwr.common import serde
 from flwr.serverapp import Grid, ServerApp
 
-from ..federation import ClientState, Federation, Reply, ReplayMismatch
+from ..federation import ClientState, Federation, ReplayMismatch, Reply
 from ..protocol import RoundStart
 
 server = ServerApp()
@@ -165,8 +165,8 @@ def _sync_all(grid: Grid, fed: Federation, node_of: dict[int, int], timeout: flo
 @server.main()
 def main(grid: Grid, context: Context) -> None:
     from ..config import load_config
-    from ..rundir import atomic_write
     from ..run import run
+    from ..rundir import atomic_write
     out = Path(str(context.run_config["out"]))
     outcome = {"status": "failed", "message": "the ServerApp stopped before the run ended"}
     try:

@@ -160,9 +160,10 @@ def deploy(cfg, out_dir, *, replace_different: bool = False, restart: bool = Fal
     """Run `cfg` over Flower on this machine; returns the RunResult the ServerApp's runner wrote.
     `node_faults` {supernode index: extra node config} and `during(procs, folder, ports)` (called while the
     run goes on) serve the fault tests: a corrupted replay, a SuperNode killed and restarted."""
+    import pandas as pd
+
     from ..run import RunFailed, RunResult, _prior
     from ..rundir import RunDir, atomic_write
-    import pandas as pd
     if out_dir is None:
         raise ValueError("federation.engine flower writes its processes' logs under the run folder: give --out")
     out = Path(out_dir).resolve()
