@@ -20,7 +20,9 @@ BASE = {"method": "hiso", "seed": 3,
         "task": {"name": "quadratic", "dim": 100, "spectrum": "power", "effective_rank": 10.0, "heterogeneity": 0.3},
         "federation": {"num_clients": 3, "clients_per_round": 2, "rounds": 20, "perturbations": 5, "lr": 0.03},
         "run": {"eval_every": 5, "checkpoint_every": 5, "progress": False, "threads": 1}}
-TRANSPORT = ["wall_seconds", "flower_bytes_down", "flower_bytes_up", "exchange_seconds", "dropped_clients"]
+TRANSPORT = ["wall_seconds", "flower_bytes_down", "flower_bytes_up", "exchange_seconds", "exchange_started_at",
+             "dropped_clients",
+             *[f"client_{k}_seconds" for k in ("start", "load", "compute", "save")]]
 
 
 def config(engine: str, **federation):

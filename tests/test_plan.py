@@ -31,7 +31,7 @@ def planned_configs(name):
 
 def test_every_run_of_every_tier_loads():
     counts = {t: sum(1 for _ in planned_configs(t)) for t in TIERS}
-    assert counts == {"ablations": 732, "default": 62, "lm": 2, "paper": 1232, "smoke": 14}, counts
+    assert counts == {"ablations": 732, "default": 62, "deploy": 4, "lm": 2, "paper": 1232, "smoke": 14}, counts
 
 
 def test_a_task_the_registry_lacks_fails_at_plan_time(tmp_path):

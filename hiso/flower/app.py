@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -74,8 +75,9 @@ class FlowerClients:
         self.fed, self.grid, self.node_of, self.timeout = fed, grid, node_of, timeout
         self.greeted, self.config = greeted, config
         self.bytes_down = self.bytes_up = 0
-        self.seconds = 0.0
+        self.seconds, self.started_at = 0.0, 0.0
         self.dropped: list[int] = []
+        self.timing: dict[str, float] = {}
         fed.exchange = self.exchange
         fed.transport_extra = self.transport_extra
 
@@ -87,19 +89,21 @@ class FlowerClients:
             self.greeted.update(new)
 
     def exchange(self, r: int, downs: dict[int, tuple[type, bytes]]) -> dict[int, Reply]:
-        t0 = time.perf_counter()
         self.rejoin()
+        t0 = time.perf_counter()
+        self.started_at = time.time()
         msgs = {cid: Message(RecordDict({"down": ConfigRecord({"round_start": data, "round": r, "client": cid})}),
                              dst_node_id=self.node_of[cid], message_type=MessageType.TRAIN)
                 for cid, (_, data) in downs.items()}
         self.bytes_down = sum(wire_size(m) for m in msgs.values())
         replies = list(self.grid.send_and_receive(list(msgs.values()), timeout=self.timeout))
         self.bytes_up = sum(wire_size(m) for m in replies)
-        out = {}
+        out, timings = {}, []
         for m in replies:
             if not m.has_content():
                 continue
             up = m.content["up"]
+            timings.append(json.loads(str(up["timing"])))
             cid = int(up["client"])
             out[cid] = Reply(None, bytes(up["upload"]), float(up["loss"]), int(up["forward_passes"]), 0.0,
                              float(up["mu"]))
@@ -108,11 +112,15 @@ class FlowerClients:
         for cid in self.dropped:  # no upload this round; its log position is unknown to the server, so its next
             out[cid] = Reply(None, b"", math.nan, 0)  # downlink starts at its last answer (the client skips repeats)
         self.seconds = time.perf_counter() - t0
+        # the slowest client's stages (the round waits for it): process start-up (imports), state load and
+        # federation build, compute, state save; the rest of exchange_seconds is transport and polling
+        slowest = max(timings, key=lambda t: sum(v for v in t.values() if math.isfinite(v)), default={})
+        self.timing = {f"client_{k}_seconds": float(v) for k, v in slowest.items()}
         return out
 
     def transport_extra(self) -> dict:
         return {"flower_bytes_down": self.bytes_down, "flower_bytes_up": self.bytes_up,
-                "exchange_seconds": self.seconds, "dropped_clients": json.dumps(self.dropped)}
+                "exchange_seconds": self.seconds, "exchange_started_at": self.started_at, **self.timing, "dropped_clients": json.dumps(self.dropped)}
 
 
 def _hello(grid: Grid, nodes: list[int], config: dict, timeout: float) -> dict[int, int]:
@@ -266,24 +274,40 @@ def query(msg: Message, context: Context) -> Message:
                    reply_to=msg)
 
 
+def _process_age() -> float:
+    """Seconds since this process started (Linux /proc; NaN elsewhere): the ClientApp's start-up cost."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return math.nan
+
+
 @client.train()
 def train(msg: Message, context: Context) -> Message:
+    t = {"start": _process_age()}
+    t0 = time.perf_counter()
     node = NodeClients(context)
     down = msg.content["down"]
     cid, r = int(down["client"]), int(down["round"])
     c = node.load(cid)
     fed = node.federation()
+    t["load"] = time.perf_counter() - t0
     received = node.catch_up_only(c, RoundStart.decode(bytes(down["round_start"])))
     if node.corrupt:
         fed.replay(c, received, _scratch(c))
         with torch.no_grad():
             c.params[0].view(-1)[0] += node.corrupt
         received = RoundStart(received.round, received.seeds, [])
+    t1 = time.perf_counter()
     reply = fed.client_round(c, r, received, check=False)
+    t2 = time.perf_counter()
     node.save(c)
+    t.update(compute=t2 - t1, save=time.perf_counter() - t2)
     return Message(RecordDict({"up": ConfigRecord({
         "client": cid, "upload": reply.payload, "loss": float(reply.loss), "forward_passes": int(reply.forward_passes),
-        "mu": float(reply.mu)})}), reply_to=msg)
+        "mu": float(reply.mu), "timing": json.dumps(t)})}), reply_to=msg)
 
 
 def _scratch(c: ClientState):

@@ -40,8 +40,8 @@ packages = ["."]
 publisher = "hiso-bench"
 
 [tool.flwr.app.components]
-serverapp = "hiso.flower.app:server"
-clientapp = "hiso.flower.app:client"
+serverapp = "{module}:server"
+clientapp = "{module}:client"
 
 [tool.flwr.app.config]
 out = ""
@@ -132,12 +132,12 @@ def _wait_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 60
     raise RuntimeError(f"the SuperLink did not listen on 127.0.0.1:{port} within {timeout:g} s; see {log}")
 
 
-def write_app(folder: Path, link_port: int) -> dict:
+def write_app(folder: Path, link_port: int, module: str = "hiso.flower.app") -> dict:
     """The Flower app folder and FLWR_HOME; returns the environment for the Flower processes."""
     app, home = folder / "app", folder / "home"
     app.mkdir(parents=True, exist_ok=True)
     home.mkdir(parents=True, exist_ok=True)
-    (app / "pyproject.toml").write_text(APP_PYPROJECT)
+    (app / "pyproject.toml").write_text(APP_PYPROJECT.replace("{module}", module))
     (home / "config.toml").write_text(f'[superlink]\ndefault = "local"\n\n[superlink.local]\n'
                                       f'address = "127.0.0.1:{link_port}"\ninsecure = true\n')
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])  # flower-superexec etc.
@@ -155,11 +155,24 @@ def start_supernode(procs: Processes, folder: Path, i: int, ids: list[int], link
                        folder / f"node{i}.log", env)
 
 
+def _write_tcp(path: Path, events: list) -> None:
+    from ..rundir import atomic_write
+    per: dict[int, list[int]] = {}
+    for t, d, n in events:
+        per.setdefault(int(t), [0, 0])[d == "down"] += n
+    atomic_write(path, "unix_second,tcp_bytes_up,tcp_bytes_down\n" +
+                 "".join(f"{s},{u},{d}\n" for s, (u, d) in sorted(per.items())))
+
+
 def deploy(cfg, out_dir, *, replace_different: bool = False, restart: bool = False, node_faults: dict | None = None,
-           during=None):
+           during=None, idle_probe: float = 0.0, module: str = "hiso.flower.app"):
     """Run `cfg` over Flower on this machine; returns the RunResult the ServerApp's runner wrote.
     `node_faults` {supernode index: extra node config} and `during(procs, folder, ports)` (called while the
-    run goes on) serve the fault tests: a corrupted replay, a SuperNode killed and restarted."""
+    run goes on) serve the fault tests: a corrupted replay, a SuperNode killed and restarted.
+    The SuperNodes reach the SuperLink through a counting TCP proxy (hiso/flower/proxy.py): every second's
+    bytes go to flower/tcp_per_second.csv; `idle_probe` seconds of connected-but-idle SuperNodes before the run
+    measure the polling alone (flower/tcp_idle.json).  `module` names the Flower components (hiso.flower.probe:
+    the d-sized exchange of FedAvg/FedZO, bytes only)."""
     import pandas as pd
 
     from ..run import RunFailed, RunResult, _prior
@@ -185,25 +198,40 @@ def deploy(cfg, out_dir, *, replace_different: bool = False, restart: bool = Fal
     f = cfg.federation
     parts = partitions(f.num_clients, f.supernodes)
     link_port, *node_ports = free_ports(1 + len(parts))
-    env = write_app(folder, link_port)
+    env = write_app(folder, link_port, module)
+    atomic_write(folder / "partitions.json", json.dumps(parts))
     procs = Processes()
+    from .proxy import CountingProxy
+    proxy = None
     try:
         link = procs.start("superlink", [_bin("flower-superlink"), "--insecure",
                                          "--disable-runtime-dependency-installation",
                                          "--database", str(folder / "superlink.db"), "--port", str(link_port)],
                            folder / "superlink.log", env)
         _wait_port(link_port, link, folder / "superlink.log")
+        proxy = CountingProxy(link_port).start()
         for i, ids in enumerate(parts):
-            start_supernode(procs, folder, i, ids, link_port, node_ports[i], env, (node_faults or {}).get(i, ""))
+            start_supernode(procs, folder, i, ids, proxy.port, node_ports[i], env, (node_faults or {}).get(i, ""))
+        if idle_probe:
+            time.sleep(5.0)  # registration
+            t0, n0 = time.time(), len(proxy.events)
+            time.sleep(idle_probe)
+            idle = proxy.events[n0:]
+            atomic_write(folder / "tcp_idle.json", json.dumps({
+                "seconds": time.time() - t0, "supernodes": len(parts),
+                "up": sum(n for _, d, n in idle if d == "up"), "down": sum(n for _, d, n in idle if d == "down")}))
         with open(folder / "serverapp.log", "ab") as log:
             flwr = subprocess.Popen([_bin("flwr"), "run", str(folder / "app"), "local", "--stream",
                                      "--run-config", f"out='{out}'"], stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True)
             if during is not None:
-                during(procs, folder, {"link": link_port, "nodes": node_ports, "env": env, "parts": parts})
+                during(procs, folder, {"link": proxy.port, "nodes": node_ports, "env": env, "parts": parts})
             flwr.wait()
     finally:
         procs.stop()
+        if proxy is not None:
+            proxy.stop()
+            _write_tcp(folder / "tcp_per_second.csv", proxy.events)
     outcome_path = folder / "outcome.json"
     if not outcome_path.exists():
         raise RunFailed("failed", f"the ServerApp left no outcome (flwr run exited {flwr.returncode}); see "
@@ -211,5 +239,5 @@ def deploy(cfg, out_dir, *, replace_different: bool = False, restart: bool = Fal
     outcome = json.loads(outcome_path.read_text())
     if outcome["status"] != "complete":
         raise RunFailed(outcome["status"], f"{outcome['message']} (see {folder / 'serverapp.log'})")
-    return RunResult("complete", pd.read_csv(out / "metrics.csv"), out, None,
-                     json.loads((out / "run.json").read_text()).get("initial_eval"))
+    info = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
+    return RunResult("complete", pd.read_csv(out / "metrics.csv"), out, None, info.get("initial_eval"))
