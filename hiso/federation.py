@@ -97,15 +97,14 @@ class Wire:
         self.down_seeds += sizes["seeds"]
         self.down_catchup += sizes["catch_up"]
 
-    def add_up(self, up: Upload | None, data: bytes) -> None:
-        """`up`: the client's upload object (the simulator), or None: the scalars are read from the bytes
-        (a deployed client's; none when it was dropped or sent something undecodable)."""
+    def add_up(self, data: bytes) -> None:
+        """The bytes that arrived; their scalars count when they decode (none from a dropped client or an
+        undecodable upload), whichever engine carried them."""
         self.up += len(data)
-        if up is None and data:
-            try:
-                up = Upload.decode(data)
-            except ProtocolError:
-                up = None
+        try:
+            up = Upload.decode(data) if data else None
+        except ProtocolError:
+            up = None
         if up is not None:
             self.up_scalars += 4 * (up.scalars.size + up.extra.size)
 
@@ -349,7 +348,7 @@ class Federation:
         losses, passes, replay_diff = [], 0, 0.0
         for cid in sampled:
             reply = replies[cid]
-            wire.add_up(reply.upload, reply.payload)
+            wire.add_up(reply.payload)
             if reply.payload:  # a dropped client (deployment engine) measured nothing
                 losses.append(reply.loss)
             passes += reply.forward_passes

@@ -71,6 +71,19 @@ def test_a_corrupted_replay_fails_the_run(tmp_path):
     assert json.loads((tmp_path / "dep/flower/outcome.json").read_text())["status"] == "failed"
 
 
+def test_a_malformed_upload_is_rejected_as_in_the_simulator(tmp_path):
+    from hiso.flower.deploy import deploy
+    cfg = config("flower", rounds=3)
+    deploy(cfg, tmp_path / "dep", node_faults={0: " truncate-upload=3"})  # client 0's uploads lose 3 bytes
+    def truncate(fed):
+        orig = fed.upload_hook
+        fed.upload_hook = lambda up: orig(up)[:-3] if up.client == 0 else orig(up)
+    run(config("simulator", rounds=3), tmp_path / "sim", federation_hook=truncate)
+    assert_same_run(tmp_path / "sim", tmp_path / "dep")
+    m = pd.read_csv(tmp_path / "dep/metrics.csv")
+    assert m["rejected"].sum() >= 1 and "malformed" in (tmp_path / "dep/flower/serverapp.log").read_text()
+
+
 def test_a_killed_supernode_rejoins_and_the_run_equals_the_simulator_given_its_participation(tmp_path):
     from hiso.flower.deploy import start_supernode
     cfg = config("flower", round_timeout=12.0)

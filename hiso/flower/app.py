@@ -210,7 +210,10 @@ class NodeClients:
         nc = context.node_config
         self.dir = Path(str(nc["state-dir"]))
         self.ids = [int(x) for x in str(nc["partition-ids"]).split(",") if x.strip()]
-        self.corrupt = float(nc.get("corrupt-replay", 0.0))  # fault injection: the replay check must catch it
+        # fault injection for the tests: a replica nudged after replay (the final sync must catch it), and
+        # uploads cut short (the server must reject them as in the simulator)
+        self.corrupt = float(nc.get("corrupt-replay", 0.0))
+        self.truncate = int(nc.get("truncate-upload", 0))
         self.fed = None
 
     def federation(self) -> Federation:
@@ -305,8 +308,9 @@ def train(msg: Message, context: Context) -> Message:
     t2 = time.perf_counter()
     node.save(c)
     t.update(compute=t2 - t1, save=time.perf_counter() - t2)
+    payload = reply.payload[:-node.truncate] if node.truncate else reply.payload
     return Message(RecordDict({"up": ConfigRecord({
-        "client": cid, "upload": reply.payload, "loss": float(reply.loss), "forward_passes": int(reply.forward_passes),
+        "client": cid, "upload": payload, "loss": float(reply.loss), "forward_passes": int(reply.forward_passes),
         "mu": float(reply.mu), "timing": json.dumps(t)})}), reply_to=msg)
 
 
