@@ -4,11 +4,14 @@ S is a 200 x 200 Hessian with log-normal eigenvalues (the paper's illustration),
 diagonal H can represent it.  H's scale is arbitrary (the step size absorbs it), so every H is compared at
 matched smoothness: rescaled so that lambda_max(H^{-1/2} S H^{-1/2}) = L, the constraint the step size obeys
 for DeComFL (H = I).  Then zeta(I) = L*kappa and zeta(S) = L*d.  Bars: L*d, L*kappa, and zeta for
-H = I, H = S (exact whitening), H = diag(S) + delta*L (damped), and HiSo's H learned from a run on this
-problem (`--rounds` rounds, the learned H as every party rebuilds it).  The paper's quoted values are drawn
-as markers for comparison; they are not computed here.
+H = I, H = S (exact whitening), H = diag(S) + delta*L (damped), and HiSo's H learned by a run on this
+problem (`--run`: a run folder of workflows/config/base/zeta.yaml; its final checkpoint holds H as every
+party rebuilds it).  The figure trains nothing.  The paper's quoted values are drawn as markers for
+comparison; they are not computed here.
 """
 import argparse
+import json
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -20,26 +23,20 @@ from hiso.config import load_config
 from hiso.run import build_federation
 
 ap = argparse.ArgumentParser()
-ap.add_argument("--dim", type=int, default=200)
-ap.add_argument("--sigma", type=float, default=2.0)
-ap.add_argument("--rounds", type=int, default=2000)
-ap.add_argument("--lipschitz", type=float, default=600.0, help="lambda_max (600: L*d = 120,000 as in the paper)")
-ap.add_argument("--lr", type=float, default=3e-3)
-ap.add_argument("--seed", type=int, default=0)
+ap.add_argument("--run", required=True, help="the run folder (run.json, checkpoint.pt, metrics.csv)")
 ap.add_argument("--csv", required=True)
 ap.add_argument("--png", required=True)
 ap.add_argument("--pdf", required=True)
 a = ap.parse_args()
 torch.set_num_threads(1)
 
-cfg = load_config(data={"method": "hiso", "seed": a.seed, "run": {"progress": False},
-                        "task": {"name": "quadratic", "dim": a.dim, "spectrum": "lognormal", "sigma": a.sigma,
-                                 "lipschitz": a.lipschitz},
-                        "federation": {"rounds": a.rounds, "lr": a.lr}})
-fed, task = build_federation(cfg)
-for _ in range(a.rounds):
-    fed.run_round()
-fed.load_server_model()
+run = Path(a.run)
+info = json.loads((run / "run.json").read_text())
+cfg = load_config(data=info["config"])
+fed, task = build_federation(cfg)  # the problem (spectrum) from the config; H from the final checkpoint
+fed.load_state_dict(torch.load(run / "checkpoint.pt", weights_only=False)["federation"])
+rounds = cfg.federation.rounds
+sigma = cfg.task["sigma"]
 lam = task.lam  # S = diag(lam), lambda_max = L
 L, d = lam.max(), lam.size
 
@@ -54,9 +51,9 @@ rows = [("L*d", L * d), ("L*kappa = Tr(S)", lam.sum()),
         ("zeta, H = I (DeComFL)", matched_zeta(np.ones(d))),
         ("zeta, H = S (exact whitening)", matched_zeta(lam)),
         ("zeta, H = S + 0.1 L (damped)", matched_zeta(lam + 0.1 * L)),
-        (f"zeta, HiSo's learned H ({a.rounds} rounds)", matched_zeta(learned))]
+        (f"zeta, HiSo's learned H ({rounds} rounds)", matched_zeta(learned))]
 df = pd.DataFrame(rows, columns=["quantity", "value"])
-df["rel_subopt_of_the_run"] = task.evaluate()["rel_suboptimality"]
+df["rel_subopt_of_the_run"] = float(pd.read_csv(run / "metrics.csv")["rel_suboptimality"].dropna().iloc[-1])
 df.to_csv(a.csv, index=False)
 print(df.to_string(index=False))
 
@@ -74,5 +71,5 @@ ax.set_xscale("log")
 ax.invert_yaxis()
 ax.set_xlabel("value (log scale; | = the paper's quoted value)")
 ax.set_xlim(df["value"].min() / 3, df["value"].max() * 6)
-ax.set_title(f"zeta at matched smoothness, log-normal spectrum d={d}, sigma={a.sigma}")
+ax.set_title(f"zeta at matched smoothness, log-normal spectrum d={d}, sigma={sigma}")
 save(fig, a.png, a.pdf)
