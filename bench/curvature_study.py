@@ -39,8 +39,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hiso.config import load_config  # noqa: E402
 from hiso.diagnostics import agreement, true_diagonal, zeta  # noqa: E402
+from hiso.io import atomic_write, build_federation, exploded  # noqa: E402
 from hiso.results import reached  # noqa: E402
-from hiso.run import atomic_write, build_federation, exploded  # noqa: E402
 
 CENTRAL = {"federation": {"difference": "central"}}
 METHODS = {

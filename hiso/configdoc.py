@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     page = render()
     if a.out:
-        from .rundir import atomic_write
+        from .io import atomic_write
         atomic_write(Path(a.out), page)
     else:
         print(page, end="")

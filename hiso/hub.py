@@ -25,7 +25,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .rundir import atomic_write, build_dir
+from .io import atomic_write, build_dir
 
 MIRROR_ENV = "HISO_HUB_MIRROR"
 LOCK = "hub-lock.json"

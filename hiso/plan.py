@@ -203,5 +203,5 @@ def choose_lr(metrics: list[str | Path], metric: str, target: float) -> dict:
 
 
 def write_json(path: Path, data: dict) -> None:
-    from .rundir import atomic_write
+    from .io import atomic_write
     atomic_write(Path(path), json.dumps(data, indent=1, sort_keys=True) + "\n")

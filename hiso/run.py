@@ -33,7 +33,8 @@ import torch
 from .config import Config, canonical, task_options
 from .curvature import CurvatureError
 from .federation import Federation
-from .rundir import RunDir, RunDirError, atomic_write  # noqa: F401 - atomic_write is imported from here
+from .io import atomic_write
+from .rundir import RunDir, RunDirError
 
 log = logging.getLogger(__name__)
 FINAL = ("complete", "diverged", "failed")

@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from hiso.io import OutputError, atomic_write
 from hiso.results import load_runs, summarise
 from hiso.run import RunFailed, run
-from hiso.rundir import OutputError, RunDir, RunDirError, atomic_write
+from hiso.rundir import RunDir, RunDirError
 
 ROOT = Path(__file__).resolve().parents[1]
 QUAD = {"task": {"name": "quadratic", "dim": 50}, "federation": {"rounds": 25, "lr": 0.02}}

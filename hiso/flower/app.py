@@ -173,8 +173,8 @@ def _sync_all(grid: Grid, fed: Federation, node_of: dict[int, int], timeout: flo
 @server.main()
 def main(grid: Grid, context: Context) -> None:
     from ..config import load_config
+    from ..io import atomic_write
     from ..run import run
-    from ..rundir import atomic_write
     out = Path(str(context.run_config["out"]))
     outcome = {"status": "failed", "message": "the ServerApp stopped before the run ended"}
     try:
@@ -244,7 +244,7 @@ class NodeClients:
         return c
 
     def save(self, c: ClientState) -> None:
-        from ..rundir import atomic_torch_save
+        from ..io import atomic_torch_save
         atomic_torch_save({"params": c.params, "curvature": c.curvature.state_dict(), "synced": c.synced},
                           self.dir / f"client{c.id}.pt")
 
@@ -263,7 +263,7 @@ def query(msg: Message, context: Context) -> Message:
         if path.exists() and path.read_text() != config:  # another run's state: start this one afresh
             for f in node.dir.glob("client*.pt"):
                 f.unlink()
-        from ..rundir import atomic_write
+        from ..io import atomic_write
         atomic_write(path, config)
         return Message(RecordDict({"hello": ConfigRecord({"clients": json.dumps(node.ids)})}), reply_to=msg)
     sync = msg.content["sync"]

@@ -156,7 +156,7 @@ def start_supernode(procs: Processes, folder: Path, i: int, ids: list[int], link
 
 
 def _write_tcp(path: Path, events: list) -> None:
-    from ..rundir import atomic_write
+    from ..io import atomic_write
     per: dict[int, list[int]] = {}
     for t, d, n in events:
         per.setdefault(int(t), [0, 0])[d == "down"] += n
@@ -175,8 +175,9 @@ def deploy(cfg, out_dir, *, replace_different: bool = False, restart: bool = Fal
     the d-sized exchange of FedAvg/FedZO, bytes only)."""
     import pandas as pd
 
+    from ..io import atomic_write
     from ..run import RunFailed, RunResult, _prior
-    from ..rundir import RunDir, atomic_write
+    from ..rundir import RunDir
     if out_dir is None:
         raise ValueError("federation.engine flower writes its processes' logs under the run folder: give --out")
     out = Path(out_dir).resolve()

@@ -26,8 +26,8 @@ client = ClientApp()
 def main(grid: Grid, context: Context) -> None:
     from ..config import load_config
     from ..federation import round_rng
+    from ..io import atomic_write
     from ..run import build_federation
-    from ..rundir import atomic_write
     out = Path(str(context.run_config["out"]))
     outcome = {"status": "failed", "message": "the probe stopped early"}
     try:

@@ -120,8 +120,8 @@ def write_model(repo: str, path: Path) -> None:
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    from ..io import build_dir
     from ..models import _tiny, smollm2_tokenizer_dir
-    from ..rundir import build_dir
     kind = "opt" if repo.startswith("facebook/opt") else "llama"
 
     hf_logging.disable_progress_bar()
@@ -136,8 +136,8 @@ def write_model(repo: str, path: Path) -> None:
 def write_mirror(root: str | Path) -> list[Path]:
     """Write every hub data set's and every hub model's fixture into a hub mirror at `root` (kept if present)."""
     from ..hub import LOCK, data_dir, model_dir, save_atomically
+    from ..io import atomic_write
     from ..models import MODELS
-    from ..rundir import atomic_write
     root = Path(root)
     written, lock = [], {"models": {}, "datasets": {}}
     for repo, config in sources():

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from hiso.run import atomic_write
+from hiso.io import atomic_write
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--reported", required=True)

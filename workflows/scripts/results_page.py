@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from hiso.io import atomic_write
 from hiso.results import _sig, compact_markdown
-from hiso.rundir import atomic_write
 
 PLACEHOLDER = re.compile(r"\{\{([^|}]+)\|([^|}]+)\|([^}]+)\}\}")
 

@@ -2,8 +2,8 @@
 import argparse
 from pathlib import Path
 
+from hiso.io import atomic_write
 from hiso.results import HIGHER_IS_BETTER, compact_markdown, load_runs, provenance_line, summarise
-from hiso.run import atomic_write
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--root", default=None, help="every run under this folder (<method>/seed<k>/metrics.csv)")
