@@ -14,8 +14,8 @@ include: "workflows/rules/tables.smk"
 include: "workflows/rules/figures.smk"
 include: "workflows/rules/pages.smk"
 
-# Tables, figures and the step-size choice take seconds: on a cluster they run where snakemake runs.
-localrules: all, table, paper_side_by_side, convergence_figure, sweep_figure, curvature_histogram, zeta_figure, choose_lr, fixtures, results_page
+# Tables, figures, the step-size choice and the small zeta run take seconds: on a cluster they run where snakemake runs.
+localrules: all, table, paper_side_by_side, convergence_figure, sweep_figure, curvature_histogram, zeta_run, zeta_figure, choose_lr, fixtures, results_page
 
 
 # Local jobs fork from one warm process that imported torch, transformers and the suite once (hiso/warm.py): a

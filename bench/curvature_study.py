@@ -28,7 +28,6 @@ import io
 import json
 import logging
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -36,11 +35,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hiso.config import load_config  # noqa: E402
-from hiso.diagnostics import agreement, true_diagonal, zeta  # noqa: E402
-from hiso.io import atomic_write, build_federation, exploded  # noqa: E402
-from hiso.results import reached  # noqa: E402
+from hiso import tuning
+from hiso.config import load_config
+from hiso.diagnostics import agreement, true_diagonal, zeta
+from hiso.io import atomic_write
+from hiso.results import HIGHER_IS_BETTER, reached
+from hiso.run import RunFailed, run
 
 CENTRAL = {"federation": {"difference": "central"}}
 METHODS = {
@@ -61,7 +61,7 @@ METHODS = {
 }
 ORACLES = ("oracle", "oracle_central", "oracle_mu_rms")  # the oracle's gain: the best of its variants
 QUAD_GRID = [10 ** e for e in np.arange(-3.5, 0.01, 0.5)]
-MAX_EXTENSION = 4  # grid steps tuning may add past an edge of the grid where the best point lies
+MAX_EXTENSION = tuning.MAX_EXTENSION  # grid steps tuning may add past an edge of the grid where the best lies
 
 
 def quad(dim, **kw):
@@ -113,46 +113,53 @@ PROBLEMS = {
 }
 
 
-def run_one(spec: dict, method: dict, lr: float, seed: int, split: str, track: bool = False,
+def measure(spec: dict, method: dict, lr: float, seed: int, split: str, track: bool = False,
             max_rounds: int | None = None) -> dict:
-    """One run until the target or `max_rounds` (default: the problem's budget); rounds etc. inf if not reached."""
+    """One run through the suite's runner (hiso.run.run), stopped at the target or after `max_rounds` (default:
+    the problem's budget): rounds, forward passes and bytes to the target (inf if not reached), the final
+    metric, and with `track` the learned H's agreement with the true diagonal."""
     rounds = spec["rounds"] if max_rounds is None else min(spec["rounds"], max_rounds)
-    fed_cfg = {"rounds": spec["rounds"], "lr": lr, **spec.get("federation", {}), **method.get("federation", {})}
+    fed_cfg = {**spec.get("federation", {}), **method.get("federation", {}), "rounds": rounds, "lr": lr}
+    dev = split == "dev" and spec["task"]["name"] != "quadratic"  # the quadratic tunes on another instance
     cfg = load_config(data={"method": method.get("method", "hiso"), "seed": seed, "task": spec["task"],
                             "federation": fed_cfg, "curvature": method.get("curvature", {}),
-                            "run": {"progress": False, "threads": 1}})
-    fed, task = build_federation(cfg)
+                            "run": {"progress": False, "threads": 1, "eval_every": spec["eval_every"],
+                                    "checkpoint_every": 0, "eval_split": "dev" if dev else "test"}})
     res = {"rounds": math.inf, "forward_passes": math.inf, "bytes": math.inf, "final": float("nan")}
-    passes = total_bytes = 0
-    first, t0, trace = None, time.perf_counter(), []
-    evaluate = (lambda: task.evaluate("dev")) if split == "dev" and spec["task"]["name"] != "quadratic" else task.evaluate
-    for r in range(1, rounds + 1):
-        try:
-            row = fed.run_round()
-        except Exception as e:  # a curvature error is a failed step size, recorded as such
-            res["error"] = type(e).__name__
-            break
-        passes += row["forward_passes"]
-        total_bytes += row["bytes_up"] + row["bytes_down"]
-        first = row["train_loss"] if first is None else first
-        if not math.isfinite(row["train_loss"]) or exploded(row["train_loss"], first, 1e4):
-            res["error"] = "diverged"
-            break
-        if r % spec["eval_every"] == 0 or r == rounds:
-            fed.load_server_model()
-            value = evaluate()[spec["metric"]]
-            res["final"] = value
-            if track and task.__class__.__name__ == "Quadratic" and r % (10 * spec["eval_every"]) == 0:
-                trace.append({"round": r, **agreement(fed.server.curvature.flat(), true_diagonal(task))})
-            if math.isinf(res["rounds"]) and reached(value, spec["metric"], spec["target"]):
-                res.update(rounds=r, forward_passes=passes, bytes=total_bytes)
-                break
-            if "no_progress_after" in spec and r >= spec["no_progress_after"] * spec["rounds"] and value > 1.0:
-                res["error"] = f"no progress (rel. suboptimality {value:.3g} > 1 at round {r})"
-                break
+    trace, cost = [], {"passes": 0, "bytes": 0}
+
+    def count(fed):  # cumulative cost, for the cost at the round the target is reached
+        inner = fed.run_round
+
+        def counted():
+            row = inner()
+            cost["passes"] += row["forward_passes"]
+            cost["bytes"] += row["bytes_up"] + row["bytes_down"]
+            return row
+        fed.run_round = counted
+
+    def on_evaluate(fed, task, row):
+        value, r = row[spec["metric"]], row["round"]
+        res["final"] = value
+        if track and task.__class__.__name__ == "Quadratic" and r % (10 * spec["eval_every"]) == 0:
+            trace.append({"round": r, **agreement(fed.server.curvature.flat(), true_diagonal(task))})
+        if reached(value, spec["metric"], spec["target"]):
+            res.update(rounds=r, forward_passes=cost["passes"], bytes=cost["bytes"])
+            return "target reached"
+        if "no_progress_after" in spec and r >= spec["no_progress_after"] * spec["rounds"] and value > 1.0:
+            res["error"] = f"no progress (rel. suboptimality {value:.3g} > 1 at round {r})"
+            return res["error"]
+        return None
+    t0 = time.perf_counter()
+    fed = None
+    try:
+        fed = run(cfg, federation_hook=count, on_evaluate=on_evaluate).federation
+    except RunFailed as e:  # a diverged step size, or a curvature error: a failed grid point, recorded as such
+        res["error"] = "diverged" if e.status == "diverged" else e.message.split(":")[0]
     res["seconds"] = time.perf_counter() - t0
-    if track and "error" not in res and spec.get("hutchinson", {}) is not None:
+    if track and fed is not None and "error" not in res and spec.get("hutchinson", {}) is not None:
         fed.load_server_model()
+        task = fed.task
         hutch = spec.get("hutchinson") or {}
         batch = task.batch(0, np.random.default_rng(0), hutch["batch"]) if "batch" in hutch else None
         true = true_diagonal(task, samples=hutch.get("samples", 64), batch=batch)
@@ -196,7 +203,7 @@ def main() -> None:
                     key = dict(problem=pname, method=mname, protocol=protocol, lr=lr, seed=s)
                     r = store.get("eval", key)
                     if r is None:
-                        r = run_one(spec, method, lr, seed=s, split="test", track=protocol == "tuned")
+                        r = measure(spec, method, lr, seed=s, split="test", track=protocol == "tuned")
                         r["trace"] = json.dumps(r.pop("trace", []))
                         store.add("eval", {**key, **r})
                     print(f"eval {pname} {mname:20s} {protocol:8s} lr={lr:<9.3g} seed={s} rounds={r['rounds']} "
@@ -209,51 +216,21 @@ def main() -> None:
 
 
 def tune(store: Store, pname: str, spec: dict, mname: str, method: dict, grid) -> float:
-    """The step size with the fewest rounds to the target on the tuning instance (ties: final metric)."""
-    tried = []  # (rounds, badness, lr)
-
-    def scan(lrs, note: str | None = None) -> None:
-        start = len(tried)
-        for lr in lrs:
-            best = min(tried)[0] if tried else math.inf
-            if best < math.inf and len(tried) > start and tried[-1][0] > 2 * best:
-                break  # past the optimum: smaller step sizes only get slower (printed grid stops here)
-            here = [t[1] for t in tried[start:]]  # final metrics (badness) of this scan's points, in order
-            if best == math.inf and len(here) >= 3 and min(here[:-2]) < min(here[-2:]):
-                break  # nothing reached yet and the last two points ended worse than an earlier one: past it
-            key = dict(problem=pname, method=mname, lr=float(lr))
-            r = store.get("tuning", key)
-            if r is None:
-                # a run slower than twice the best so far ends the scan whatever its exact round count:
-                # stop it there (the runs are deterministic, so the choice is the one of uncapped runs)
-                cap = None if math.isinf(best) or 2 * best >= spec["rounds"] else int(2 * best)
-                r = run_one(spec, method, float(lr), seed=100, split="dev", max_rounds=cap)
-                if cap is not None and math.isinf(r["rounds"]):
-                    r["error"] = r.get("error") or f"stopped at {cap} rounds (2x the best)"
-                if note:
-                    r[note] = True  # a CSV column: `extended` or `refined`
-                store.add("tuning", {**key, **r})
-            diverged = str(r.get("error") or "").startswith("diverged")  # its last finite metric ranks nothing
-            tried.append((r["rounds"], math.inf if diverged else _badness(r["final"], spec["metric"]), float(lr)))
-            print(f"tune {pname} {mname:20s} lr={lr:<9.3g} rounds={r['rounds']} final={r['final']:.4g} "
-                  f"{r.get('error', '') or ''} ({f'{note} grid; ' if note else ''}{r['seconds']:.1f}s)", flush=True)
-
-    scan(sorted(grid, reverse=True))  # large to small: diverging step sizes fail fast
-    g = sorted(grid)  # a best point at the grid's edge is no optimum: extend the grid past it, by its own spacing
-    for top, step in ((True, g[-1] / g[-2]), (False, g[0] / g[1])) if len(g) > 1 else ():
-        for _ in range(MAX_EXTENSION):
-            edge = (max if top else min)(t[2] for t in tried)
-            if min(tried)[2] != edge:
-                break
-            scan([edge * step], note="extended")  # one grid step further out
-    if math.isinf(min(tried)[0]) and len(tried) > 1:
-        # no grid point reached the target: the grid is refined once, at the geometric midpoints between the
-        # point with the best final metric and its neighbours (same scan and stopping rule); the refinement
-        # rows say `refined` in the CSV
-        lrs = sorted((t[2] for t in tried), reverse=True)
-        i = lrs.index(min(tried, key=lambda t: t[1])[2])
-        scan([math.sqrt(lrs[j] * lrs[j + 1]) for j in (i - 1, i) if 0 <= j < len(lrs) - 1], note="refined")
-    return min(tried)[2]
+    """The step size hiso.tuning's protocol picks on the tuning instance (every tried point in the tuning CSV)."""
+    def evaluate(lr: float, cap: int | None, note: str | None) -> dict:
+        key = dict(problem=pname, method=mname, lr=float(lr))
+        r = store.get("tuning", key)
+        if r is None:
+            r = measure(spec, method, float(lr), seed=100, split="dev", max_rounds=cap)
+            if cap is not None and math.isinf(r["rounds"]):
+                r["error"] = r.get("error") or f"stopped at {cap} rounds (2x the best)"
+            if note:
+                r[note] = True  # a CSV column: `extended` or `refined`
+            store.add("tuning", {**key, **r})
+        print(f"tune {pname} {mname:20s} lr={lr:<9.3g} rounds={r['rounds']} final={r['final']:.4g} "
+              f"{r.get('error', '') or ''} ({f'{note} grid; ' if note else ''}{r['seconds']:.1f}s)", flush=True)
+        return r
+    return tuning.tune(evaluate, grid, HIGHER_IS_BETTER.get(spec["metric"], True), spec["rounds"], MAX_EXTENSION)
 
 
 class Store:
@@ -292,12 +269,6 @@ def _same(a, b) -> bool:
     if isinstance(b, float):
         return isinstance(a, (int, float)) and math.isclose(float(a), b, rel_tol=1e-12)
     return a == b
-
-
-def _badness(final: float, metric: str) -> float:
-    if not math.isfinite(final):
-        return math.inf
-    return -final if metric == "accuracy" else final
 
 
 def oracle_share(t: pd.DataFrame, budget: dict[str, float] | None = None) -> pd.Series:

@@ -178,12 +178,13 @@ def check_runs(config: dict, exps: dict, root: str | Path = ".") -> int:
 
 
 def choose_lr(metrics: list[str | Path], metric: str, target: float) -> dict:
-    """The grid point to report: fewest rounds to the target on its tuning run (dev split), ties broken by the
-    final metric; a diverged run is never chosen.  Returns {"sets": {"federation.lr": lr}, "method": name,
+    """The grid point to report, under the suite's one criterion (hiso/tuning.py): fewest rounds to the target
+    on its tuning run (dev split), ties broken by the final metric; a diverged run is never chosen.  Returns {"sets": {"federation.lr": lr}, "method": name,
     "at_grid_edge": bool, "grid": [one row per grid point]} (`python -m hiso run --set-file` reads "sets")."""
     from .results import HIGHER_IS_BETTER, load_runs, to_target
+    from .tuning import rank
 
-    sign = -1 if HIGHER_IS_BETTER.get(metric, True) else 1
+    higher = HIGHER_IS_BETTER.get(metric, True)
     grid = []
     for path in metrics:
         run = load_runs(paths=[path]).sort_values("round")
@@ -195,7 +196,7 @@ def choose_lr(metrics: list[str | Path], metric: str, target: float) -> dict:
     ok = [g for g in grid if not g["diverged"] and not math.isnan(g[f"final_{metric}"])]
     if not ok:
         raise ValueError(f"every grid point diverged: {[g['method'] for g in grid]}; widen the grid downwards")
-    best = min(ok, key=lambda g: (g["rounds_to_target"], sign * g[f"final_{metric}"]))
+    best = min(ok, key=lambda g: rank(g["rounds_to_target"], g[f"final_{metric}"], False, higher))  # hiso/tuning.py
     lrs = sorted(g["lr"] for g in grid)
     edge = best["lr"] in (lrs[0], lrs[-1]) and len(lrs) > 1
     return {"sets": {"federation.lr": best["lr"]}, "method": best["method"], "at_grid_edge": edge,

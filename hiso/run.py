@@ -159,7 +159,8 @@ def _segment(old_segments: list, from_round: int, p: dict) -> list:
 
 
 def run(cfg: Config, out_dir: str | Path | None = None, *, replace_different: bool = False, restart: bool = False,
-        stop_after: int | None = None, federation_hook=None, deployed: bool = False) -> RunResult:
+        stop_after: int | None = None, federation_hook=None, deployed: bool = False,
+        on_evaluate=None) -> RunResult:
     """Run (or resume) one configuration and return its metrics.
 
     The folder's writer lock is taken first (RunDirError: held by another run, or unwritable).  A folder
@@ -167,7 +168,9 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, replace_different: bo
     changed): then its files are replaced.  `restart` discards the folder's state and starts at round 0.  A
     finished run (complete, diverged or failed) is final: rerunning it changes nothing and returns (or
     raises) its status.  `stop_after` ends the loop after that many rounds as if the process were killed
-    (tests); `federation_hook(fed)` lets tests inject faults.  With federation.engine flower, the clients run in
+    (tests); `federation_hook(fed)` lets tests inject faults; `on_evaluate(fed, task, row)` is called after each
+    evaluation (studies: diagnostics of the learned H, their own stop rules) and stops the run (complete,
+    `stopped` in run.json) when it returns a reason.  With federation.engine flower, the clients run in
     Flower SuperNodes that this call starts (hiso/flower/deploy.py); `deployed` marks the call inside the
     ServerApp, which runs this same loop.
     """
@@ -178,7 +181,7 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, replace_different: bo
         torch.set_num_threads(cfg.run.threads)
     rundir = RunDir(out_dir) if out_dir is not None else None
     if rundir is None:
-        return _run(cfg, None, {}, stop_after, federation_hook)
+        return _run(cfg, None, {}, stop_after, federation_hook, on_evaluate)
     rundir.lock()
     try:
         if restart:
@@ -189,7 +192,7 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, replace_different: bo
             if old["status"] != "complete":
                 raise RunFailed(old["status"], old.get("message", ""))
             return RunResult("complete", metrics, rundir.path, None, old.get("initial_eval"))
-        return _run(cfg, rundir, old, stop_after, federation_hook)
+        return _run(cfg, rundir, old, stop_after, federation_hook, on_evaluate)
     finally:
         rundir.unlock()
 
@@ -233,7 +236,7 @@ def _check_space(out: Path, fed) -> None:
                           "another folder")
 
 
-def _run(cfg: Config, rundir: RunDir | None, old: dict, stop_after, federation_hook) -> RunResult:
+def _run(cfg: Config, rundir: RunDir | None, old: dict, stop_after, federation_hook, on_evaluate=None) -> RunResult:
     out = rundir.path if rundir is not None else None
     info = {"name": cfg.name, "config": cfg.to_dict(), "config_hash": cfg.hash(), **provenance()}
     rows: list[dict] = []
@@ -319,7 +322,7 @@ def _run(cfg: Config, rundir: RunDir | None, old: dict, stop_after, federation_h
                 break
             if task.metric in row:
                 why = stop_reason(rows, task.metric, task.higher_is_better, cfg.run.stop_target,
-                                  cfg.run.stop_patience)
+                                  cfg.run.stop_patience) or (on_evaluate and on_evaluate(fed, task, row))
                 if why:
                     stopped = f"round {r}: {why}"
                     break

@@ -69,7 +69,7 @@ def test_curvature_study_tuning_scan_stops_past_the_best_and_refines_around_it(c
         return {"rounds": math.inf, "forward_passes": math.inf, "bytes": math.inf, "final": final,
                 "seconds": 0.0, "error": err}
 
-    monkeypatch.setattr(cs, "run_one", fake_run)
+    monkeypatch.setattr(cs, "measure", fake_run)
     spec = {"rounds": 100, "metric": "rel_suboptimality"}
     lr = cs.tune(cs.Store(None), "p", spec, "m", {}, grid=sorted(finals))
     assert ran[:4] == [1.0, 0.1, 0.01, 0.001]  # 1e-4 never run
@@ -118,7 +118,7 @@ def test_curvature_study_tuning_extends_the_grid_past_an_edge_where_the_best_lie
         return {"rounds": rounds if max_rounds is None or rounds <= max_rounds else math.inf,
                 "forward_passes": rounds, "bytes": rounds, "final": 0.05, "seconds": 0.0}
 
-    monkeypatch.setattr(cs, "run_one", fake_run)
+    monkeypatch.setattr(cs, "measure", fake_run)
     spec = {"rounds": 10_000, "metric": "rel_suboptimality"}
     grid = [10 ** e for e in (-2, -1.5, -1, -0.5, 0)]
     store = cs.Store(None)
