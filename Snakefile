@@ -22,12 +22,18 @@ localrules: all, table, paper_side_by_side, convergence_figure, sweep_figure, cu
 # tier of many small runs pays its imports once. Outputs are identical to cold runs; `--config
 # warm_runner=False` turns it off, and cluster executors never use it.
 if config.get("warm_runner", True) and workflow.local_exec and not CONDA:
+    from hiso.warm import WorkflowServer
+
+    WARM = WorkflowServer()
+
     onstart:
-        start_warm_runner()
+        WARM.start()
+
     onsuccess:
-        stop_warm_runner()
+        WARM.stop()
+
     onerror:
-        stop_warm_runner()
+        WARM.stop()
 
 
 rule all:

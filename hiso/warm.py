@@ -269,6 +269,48 @@ def _reap(children: dict[int, socket.socket]) -> None:
 START = time.time()
 
 
+class WorkflowServer:
+    """The server of one snakemake invocation (Snakefile onstart / onsuccess / onerror): started with the
+    thread variables snakemake gives a one-thread job (a job with other values runs cold; libraries read them
+    when they load), its socket exported as $HISO_WARM_SOCKET for the jobs, stopped and removed at the end."""
+
+    THREAD_VARS = ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                   "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+    def __init__(self):
+        self.proc = None
+        self.folder = None
+
+    def start(self, timeout: float = 120.0) -> None:
+        import subprocess
+        import tempfile
+        self.folder = tempfile.mkdtemp(prefix="hiso-warm-")
+        sock = os.path.join(self.folder, "runner.sock")
+        env = dict(os.environ, **{k: "1" for k in self.THREAD_VARS})
+        with open(os.path.join(self.folder, "runner.log"), "w") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "hiso.warm", "serve", "--socket", sock],
+                                         stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
+        deadline = time.time() + timeout
+        while not os.path.exists(sock) and self.proc.poll() is None and time.time() < deadline:
+            time.sleep(0.1)  # the imports; without the server every job simply runs cold
+        if os.path.exists(sock):
+            os.environ[SOCKET_ENV] = sock  # the jobs inherit it
+
+    def stop(self) -> None:
+        import shutil
+        import subprocess
+        os.environ.pop(SOCKET_ENV, None)
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            self.proc = None
+        if self.folder:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m hiso.warm", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -25,8 +25,9 @@ TRANSPORT = ["wall_seconds", "flower_bytes_down", "flower_bytes_up", "exchange_s
              *[f"client_{k}_seconds" for k in ("start", "load", "compute", "save")]]
 
 
-def config(engine: str, **federation):
-    return load_config(data={**BASE, "federation": {**BASE["federation"], "engine": engine, **federation}})
+def config(engine: str, run_sets: dict | None = None, **federation):
+    return load_config(data={**BASE, "run": {**BASE["run"], **(run_sets or {})},
+                             "federation": {**BASE["federation"], "engine": engine, **federation}})
 
 
 def state(folder):
@@ -64,21 +65,38 @@ def test_three_supernodes_equal_the_simulator_bitwise(tmp_path):
     assert len(seen["pgids"]) == 4 and not groups_alive(seen["pgids"])  # SuperLink, 3 SuperNodes: all gone
 
 
+@pytest.mark.parametrize("task", [
+    {"name": "digits", "alpha": 1.0},
+    {"name": "rotten_tomatoes", "model": "tiny-llama", "trainable": "lora", "lora_rank": 2, "train_size": 40,
+     "dev_size": 10, "test_size": 20, "max_length": 32}], ids=["digits", "tiny-llama-lora"])
+def test_digits_and_a_lora_language_model_equal_the_simulator_bitwise(tmp_path, task):
+    def cfg(engine):
+        return load_config(data={**BASE, "task": task, "run": {**BASE["run"], "eval_every": 2},
+                                 "federation": {**BASE["federation"], "rounds": 3, "lr": 0.01, "batch_size": 8,
+                                                "engine": engine}})
+    run(cfg("simulator"), tmp_path / "sim")
+    from hiso.flower.deploy import deploy
+    deploy(cfg("flower"), tmp_path / "dep")
+    assert_same_run(tmp_path / "sim", tmp_path / "dep")
+    outcome = json.loads((tmp_path / "dep/flower/outcome.json").read_text())
+    assert all(outcome["replicas_equal_server"].values()) and len(outcome["replicas_equal_server"]) == 3
+
+
 def test_a_corrupted_replay_fails_the_run(tmp_path):
     from hiso.flower.deploy import deploy
     with pytest.raises(RunFailed, match="replicas differ from the server"):
-        deploy(config("flower", rounds=4), tmp_path / "dep", node_faults={1: " corrupt-replay=1e-3"})
+        deploy(config("flower", rounds=2), tmp_path / "dep", node_faults={1: " corrupt-replay=1e-3"})
     assert json.loads((tmp_path / "dep/flower/outcome.json").read_text())["status"] == "failed"
 
 
 def test_a_malformed_upload_is_rejected_as_in_the_simulator(tmp_path):
     from hiso.flower.deploy import deploy
-    cfg = config("flower", rounds=3)
+    cfg = config("flower", rounds=2)
     deploy(cfg, tmp_path / "dep", node_faults={0: " truncate-upload=3"})  # client 0's uploads lose 3 bytes
     def truncate(fed):
         orig = fed.upload_hook
         fed.upload_hook = lambda up: orig(up)[:-3] if up.client == 0 else orig(up)
-    run(config("simulator", rounds=3), tmp_path / "sim", federation_hook=truncate)
+    run(config("simulator", rounds=2), tmp_path / "sim", federation_hook=truncate)
     assert_same_run(tmp_path / "sim", tmp_path / "dep")
     m = pd.read_csv(tmp_path / "dep/metrics.csv")
     assert m["rejected"].sum() >= 1 and "malformed" in (tmp_path / "dep/flower/serverapp.log").read_text()
@@ -86,11 +104,13 @@ def test_a_malformed_upload_is_rejected_as_in_the_simulator(tmp_path):
 
 def test_a_killed_supernode_rejoins_and_the_run_equals_the_simulator_given_its_participation(tmp_path):
     from hiso.flower.deploy import start_supernode
-    cfg = config("flower", round_timeout=12.0)
+    def config12(engine, **kw):
+        return config(engine, {"checkpoint_every": 3}, rounds=12, **kw)
+    cfg = config12("flower", round_timeout=12.0)
 
-    def during(procs, folder, info):  # kill SuperNode 1 once round 5 is logged; restart it once a round dropped it
+    def during(procs, folder, info):  # kill SuperNode 1 once round 3 is logged; restart it once a round dropped it
         deadline = time.time() + 600
-        while time.time() < deadline and not _rounds_done(folder.parent) >= 5:
+        while time.time() < deadline and not _rounds_done(folder.parent) >= 3:
             time.sleep(0.5)
         procs.stop("node1", grace=0.0)
         while time.time() < deadline and "from client 1: no upload" not in _text(folder / "serverapp.log"):
@@ -104,7 +124,7 @@ def test_a_killed_supernode_rejoins_and_the_run_equals_the_simulator_given_its_p
     # (a live client slower than the round timeout on a loaded machine is dropped too: the simulator replays
     # whatever participation the deployment had)
     assert (m["rejected"] == m["dropped_clients"].map(lambda d: len(json.loads(d)))).all()
-    run(config("simulator", dropped_from=str(tmp_path / "dep/metrics.csv")), tmp_path / "sim")
+    run(config12("simulator", dropped_from=str(tmp_path / "dep/metrics.csv")), tmp_path / "sim")
     assert_same_run(tmp_path / "sim", tmp_path / "dep")
     outcome = json.loads((tmp_path / "dep/flower/outcome.json").read_text())
     assert outcome["replicas_equal_server"] == {"0": True, "1": True, "2": True}  # it caught up

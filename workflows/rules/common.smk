@@ -46,42 +46,6 @@ import datetime  # noqa: E402
 TODAY = datetime.date.today().isoformat()
 
 
-_WARM = {}
-
-
-def start_warm_runner():
-    import subprocess
-    import tempfile
-    folder = tempfile.mkdtemp(prefix="hiso-warm-")
-    sock = os.path.join(folder, "runner.sock")
-    log = open(os.path.join(folder, "runner.log"), "w")
-    # the thread variables snakemake gives a one-thread job: a job with other threads runs cold (their values are
-    # read when the libraries load)
-    env = dict(os.environ, **{k: "1" for k in ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                                "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")})
-    proc = subprocess.Popen([sys.executable, "-m", "hiso.warm", "serve", "--socket", sock], stdout=log, stderr=log,
-                            stdin=subprocess.DEVNULL, env=env)
-    _WARM.update(proc=proc, folder=folder)
-    import time
-    deadline = time.time() + 120
-    while not os.path.exists(sock) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.1)  # the imports; without the server every run is simply cold
-    if os.path.exists(sock):
-        os.environ["HISO_WARM_SOCKET"] = sock  # the jobs inherit it
-
-
-def stop_warm_runner():
-    import shutil
-    proc = _WARM.get("proc")
-    if proc is not None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except Exception:
-            proc.kill()
-        shutil.rmtree(_WARM["folder"], ignore_errors=True)
-
-
 def runs_of(exp):
     return plan.runs_of(config, EXPERIMENTS[exp])
 
