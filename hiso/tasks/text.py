@@ -195,7 +195,7 @@ class TextClassification:
         self.device = resolve_device(opts.device)
         model, self.tok = load_model(opts.model, seed)
         self.model, self._params = make_trainable(model, opts.trainable, opts.lora_rank, opts.lora_alpha,
-                                                  opts.lora_targets, opts.frozen_dtype)
+                                                  opts.lora_targets, opts.frozen_dtype, seed)
         self.model.to(self.device)  # moves the parameters in place: self._params stay the trainable tensors
         self.label_ids = (torch.tensor(self._label_ids(self.template.verbalizer), device=self.device)
                           if self.template.verbalizer else None)
