@@ -126,6 +126,9 @@ def main() -> None:
     df.to_csv(stem / "bytes.csv", index=False)
     figure(df, stem / "bytes.png")
     sha = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                           cwd=ROOT).stdout.strip()
+    sha += " with uncommitted changes" if dirty else ""
     bytes_cols = ["problem", "method"] + [c for c in df.columns if c.startswith("(")]
     time_cols = ["problem", "method", "s/round", "idle polling B/s (3 SuperNodes)"] + \
         [c for c in df.columns if c.startswith("client ")]

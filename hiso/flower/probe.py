@@ -2,8 +2,9 @@
 
 FedAvg and FedZO send each sampled client the model (d floats) and receive d floats back every round; the
 suite runs them in the simulator only, so this ServerApp measures what carrying their messages costs on the
-same transport: per round, every sampled client gets an `ArrayRecord` of the run's trainable parameters and
-returns an `ArrayRecord` of the same shapes.  No training happens: the rows hold bytes and seconds only, and
+same transport: per round, every sampled client gets an `ArrayRecord` of the run's trainable parameters (the
+same global model for all, as FedAvg sends it) and returns an `ArrayRecord` of the same shapes whose content
+differs per client and round.  No training happens: the rows hold bytes and seconds only, and
 the bytes table labels them so.
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
@@ -33,7 +35,7 @@ def main(grid: Grid, context: Context) -> None:
     try:
         cfg = load_config(data=json.loads((out / "flower" / "config.json").read_text()))
         fed, _ = build_federation(cfg)
-        arrays = ArrayRecord([p.detach().cpu().numpy() for p in fed.global_params()])
+        base = [p.detach().cpu().numpy() for p in fed.global_params()]
         nodes: list[int] = []
         deadline = time.time() + cfg.federation.round_timeout
         want = len(json.loads((out / "flower" / "partitions.json").read_text()))
@@ -46,7 +48,8 @@ def main(grid: Grid, context: Context) -> None:
             sampled = sorted(int(c) for c in round_rng(cfg.seed, r).choice(f.num_clients, f.clients_per_round,
                                                                               replace=False))
             started, t0 = time.time(), time.perf_counter()
-            msgs = [Message(RecordDict({"model": arrays, "down": ConfigRecord({"client": c})}),
+            arrays = ArrayRecord([a + np.float32(r + 1) for a in base])  # a new global model every round
+            msgs = [Message(RecordDict({"model": arrays, "down": ConfigRecord({"client": c, "round": r})}),
                             dst_node_id=nodes[c % len(nodes)], message_type=MessageType.TRAIN) for c in sampled]
             replies = list(grid.send_and_receive(msgs, timeout=f.round_timeout))
             rows.append({"round": r + 1, "flower_bytes_down": sum(wire_size(m) for m in msgs),
@@ -67,6 +70,9 @@ def main(grid: Grid, context: Context) -> None:
 
 @client.train()
 def train(msg: Message, context: Context) -> Message:
-    model = msg.content["model"]
-    return Message(RecordDict({"update": model, "up": ConfigRecord({"client": int(msg.content["down"]["client"])})}),
-                   reply_to=msg)
+    """Reply with an update of the model's shapes whose content differs per client and round, as real updates
+    do: Flower stores objects by content, so an echo of the download would not travel again."""
+    cid = int(msg.content["down"]["client"])
+    rng = np.random.default_rng([cid, int(msg.content["down"]["round"])])
+    update = [rng.standard_normal(a.shape).astype(a.dtype) for a in msg.content["model"].to_numpy_ndarrays()]
+    return Message(RecordDict({"update": ArrayRecord(update), "up": ConfigRecord({"client": cid})}), reply_to=msg)
