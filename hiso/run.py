@@ -302,15 +302,19 @@ def _run(cfg: Config, rundir: RunDir | None, old: dict, stop_after, federation_h
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['train_loss']:.4g}")
-            if not math.isfinite(row["train_loss"]) or not _finite_model(fed):
+            # a round in which no client answered (a deployment's dropped clients) measured no loss: NaN without
+            # any forward pass is not divergence (consecutive rounds without an accepted upload stop the run below)
+            measured = row.get("forward_passes", 1) > 0
+            if (measured and not math.isfinite(row["train_loss"])) or not _finite_model(fed):
                 status = "diverged"
                 message = (f"round {r}: training loss {row['train_loss']} / model finite: {_finite_model(fed)}; "
                            f"the run diverged (lower federation.lr or federation.mu)")
                 break
-            if exploded(row["train_loss"], rows[0]["train_loss"], cfg.run.diverge_factor):
+            first = next((x["train_loss"] for x in rows if math.isfinite(x["train_loss"])), row["train_loss"])
+            if measured and exploded(row["train_loss"], first, cfg.run.diverge_factor):
                 status = "diverged"
                 message = (f"round {r}: training loss {row['train_loss']:.4g} exceeds run.diverge_factor "
-                           f"({cfg.run.diverge_factor:g}) x the first round's {rows[0]['train_loss']:.4g}; "
+                           f"({cfg.run.diverge_factor:g}) x the first round's {first:.4g}; "
                            "the run diverged (lower federation.lr)")
                 break
             stalled = stalled + 1 if row.get("accepted", 1) == 0 else 0

@@ -99,7 +99,7 @@ def test_a_killed_supernode_rejoins_and_the_run_equals_the_simulator_given_its_p
     from hiso.flower.deploy import start_supernode
     def config12(engine, **kw):
         return config(engine, {"checkpoint_every": 3}, rounds=12, **kw)
-    cfg = config12("flower", round_timeout=12.0)
+    cfg = config12("flower", round_timeout=20.0)
 
     def during(procs, folder, info):  # kill SuperNode 1 once round 3 is logged; restart it once a round dropped it
         deadline = time.time() + 600

@@ -296,3 +296,15 @@ def test_configs_that_would_silently_change_a_run_are_refused(tmp_path, text, ms
     if "invalid YAML" in msg:
         with pytest.raises(ConfigError, match=rf"{f}:2:1: invalid YAML"):
             load_config(f)
+
+
+def test_a_round_without_any_answer_is_not_divergence(tmp_path, cfg_factory):
+    """A deployment whose sampled clients all missed a round (federation.dropped_from replays that in the
+    simulator) measured no loss: the round has NaN train loss, no forward pass and no update, and the run goes on."""
+    part = tmp_path / "participation.csv"
+    part.write_text("round,dropped_clients\n1,\"[0, 1, 2]\"\n2,[]\n3,[]\n")
+    cfg = cfg_factory(task={"name": "quadratic", "dim": 20}, federation={
+        "num_clients": 3, "clients_per_round": 2, "rounds": 3, "lr": 0.01, "dropped_from": str(part)})
+    m = run(cfg, tmp_path / "r").metrics
+    assert m["train_loss"].isna().tolist() == [True, False, False]
+    assert m["forward_passes"].tolist()[0] == 0 and m["accepted"].tolist() == [0, 2, 2]
