@@ -209,9 +209,8 @@ class Server:
 
 @dataclass
 class Reply:
-    """A client's answer to one round: its upload (and the bytes that carry it) and what it measured."""
+    """A client's answer to one round: the bytes of its upload (empty: none arrived) and what it measured."""
 
-    upload: Upload | None
     payload: bytes
     loss: float
     forward_passes: int
@@ -368,7 +367,7 @@ class Federation:
         """Deliver each sampled client's downlink bytes and collect its reply.  The simulator computes every
         client in this process; a deployment engine (hiso/flower) sends the same bytes over the network."""
         dropped = self.dropped.get(r + 1, ())  # a deployed run's participation, replayed (federation.dropped_from)
-        return {cid: Reply(None, b"", float("nan"), 0) if cid in dropped
+        return {cid: Reply(b"", float("nan"), 0) if cid in dropped
                 else self.client_round(self.clients[cid], r, msg_type.decode(data))
                 for cid, (msg_type, data) in downs.items()}
 
@@ -386,7 +385,7 @@ class Federation:
             last = self.server.log[-1].scalars if self.server.log else None
             scalars = corrupt(self.fault, scalars, self.fault_scale, self.seed, r, c.id, last)
         up = Upload(r, c.id, scalars, extra)
-        return Reply(up, self.upload_hook(up), loss0, n, diff, mu)
+        return Reply(self.upload_hook(up), loss0, n, diff, mu)
 
     def draw_seeds(self, rng: np.random.Generator) -> np.ndarray:
         """This round's tau shared seeds (uint32)."""

@@ -105,12 +105,12 @@ class FlowerClients:
             up = m.content["up"]
             timings.append(json.loads(str(up["timing"])))
             cid = int(up["client"])
-            out[cid] = Reply(None, bytes(up["upload"]), float(up["loss"]), int(up["forward_passes"]), 0.0,
+            out[cid] = Reply(bytes(up["upload"]), float(up["loss"]), int(up["forward_passes"]), 0.0,
                              float(up["mu"]))
             self.fed.clients[cid].synced = r  # it replayed every record before this round
         self.dropped = sorted(cid for cid in downs if cid not in out)
         for cid in self.dropped:  # no upload this round; its log position is unknown to the server, so its next
-            out[cid] = Reply(None, b"", math.nan, 0)  # downlink starts at its last answer (the client skips repeats)
+            out[cid] = Reply(b"", math.nan, 0)  # downlink starts at its last answer (the client skips repeats)
         self.seconds = time.perf_counter() - t0
         # the slowest client's stages (the round waits for it): process start-up (imports), state load and
         # federation build, compute, state save; the rest of exchange_seconds is transport and polling
