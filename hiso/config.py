@@ -115,6 +115,9 @@ class RunOptions:
     # the quadratic has no data, so every split is its objective (its validation is another seed's instance)
     eval_split: Literal["test", "dev"] = "test"
     checkpoint_every: int = 50  # rounds between checkpoints (0: only at the end)
+    # keep the final checkpoint once the run has ended (false: delete it; a longer budget then recomputes from
+    # round 0, and figures that read checkpoints (histograms, zeta) cannot use the run)
+    keep_checkpoint: bool = True
     threads: int = 0  # torch threads (0: leave torch's default)
     diverge_factor: float = 1e4  # status diverged once train loss > factor * first-round loss (0: off)
     progress: bool = True
@@ -137,10 +140,11 @@ class Config:
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
-        """Identity of what is computed (progress display excluded; keys added later at their defaults too,
+        """Identity of what is computed (progress display and checkpoint keeping excluded; keys added later at their defaults too,
         so existing runs keep their identity)."""
         d = canonical(self.to_dict())
         d["run"].pop("progress")
+        d["run"].pop("keep_checkpoint")  # what is kept on disk, not what is computed
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

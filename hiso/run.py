@@ -100,6 +100,7 @@ def _identity(c: dict) -> dict:
     c = canonical(c)
     c.pop("name", None)
     c.get("run", {}).pop("progress", None)
+    c.get("run", {}).pop("keep_checkpoint", None)
     return c
 
 
@@ -276,6 +277,8 @@ def _run(cfg: Config, rundir: RunDir | None, old: dict, stop_after, federation_h
             (out / "metrics.partial.csv").unlink(missing_ok=True)
         info.update(status=status, message=message, rounds_done=fed.rounds_done)
         atomic_write(out / "run.json", json.dumps(info, indent=2))
+        if final:  # the final checkpoint is written and the run is over: the previous one guards nothing now
+            rundir.retire_checkpoints(keep_final=cfg.run.keep_checkpoint)
     total = cfg.federation.rounds
     bar = None
     if cfg.run.progress:

@@ -6,7 +6,8 @@ name themselves when they are unreadable.
   on exit, also on kill -9).  A second writer gets RunLocked naming the holder's pid.
 - `checkpoint.pt` is written after the previous one is moved to `checkpoint.prev.pt`, so an unreadable
   checkpoint falls back to the one before it (every round is a function of the seed and the log, so resuming
-  from an earlier checkpoint ends identically).
+  from an earlier checkpoint ends identically).  Once a run has ended only the final checkpoint stays (none
+  with `run.keep_checkpoint: false`).
 """
 from __future__ import annotations
 
@@ -80,6 +81,12 @@ class RunDir:
         if ckpt.exists():
             os.replace(ckpt, self.path / "checkpoint.prev.pt")
         atomic_torch_save(obj, ckpt)
+
+    def retire_checkpoints(self, keep_final: bool) -> None:
+        """After a run has ended: drop the previous checkpoint, and the final one too unless `keep_final`."""
+        (self.path / "checkpoint.prev.pt").unlink(missing_ok=True)
+        if not keep_final:
+            (self.path / "checkpoint.pt").unlink(missing_ok=True)
 
     def load_checkpoint(self):
         """The newest readable checkpoint (None when there is none); RunDirError when none is readable."""

@@ -196,3 +196,25 @@ def test_patience_ends_a_run_that_stopped_improving(cfg_factory, tmp_path):
     res = run(cfg, tmp_path)
     assert res.metrics.iloc[-1]["round"] < 500
     assert "no new best" in json.loads((tmp_path / "run.json").read_text())["stopped"]
+
+
+def test_an_ended_run_keeps_only_its_final_checkpoint_or_none(cfg_factory, tmp_path):
+    """The previous checkpoint goes once a run has ended; with run.keep_checkpoint false the final one goes too,
+    and the run stays the same run: rerunning returns its metrics, and a longer budget recomputes it exactly."""
+    def cfg(rounds, keep):
+        return cfg_factory(task=QUAD["task"], federation={**QUAD["federation"], "rounds": rounds},
+                           run={"eval_every": 5, "checkpoint_every": 10, "progress": False, "keep_checkpoint": keep})
+    kept = run(cfg(25, True), tmp_path / "kept").metrics
+    assert (tmp_path / "kept" / "checkpoint.pt").exists()
+    assert not (tmp_path / "kept" / "checkpoint.prev.pt").exists()
+    assert cfg(25, True).hash() == cfg(25, False).hash()
+    dropped = run(cfg(25, False), tmp_path / "dropped").metrics
+    assert not list((tmp_path / "dropped").glob("checkpoint*"))
+    pd.testing.assert_frame_equal(no_wall(dropped), no_wall(kept), check_exact=True)
+    before = files(tmp_path / "dropped")
+    again = run(cfg(25, True), tmp_path / "dropped").metrics  # the same run: final, nothing recomputed
+    assert files(tmp_path / "dropped") == before
+    pd.testing.assert_frame_equal(again, dropped, check_exact=True)
+    longer = run(cfg(40, False), tmp_path / "dropped").metrics  # no checkpoint to continue from: from round 0
+    fresh = run(cfg(40, True), tmp_path / "fresh").metrics
+    pd.testing.assert_frame_equal(no_wall(longer), no_wall(fresh), check_exact=True)
