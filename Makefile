@@ -33,7 +33,7 @@ report: setup
 	$(BIN)/snakemake --cores $(CORES) --report results/report.html
 
 bench: setup
-	$(BIN)/python bench/rounds_to_target.py
+	$(BIN)/python -m bench.rounds_to_target
 
 clean-results:
 	rm -rf results

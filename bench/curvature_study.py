@@ -1,39 +1,39 @@
-"""What HiSo's curvature buys: every scalar-only curvature estimator, each with its own tuned step size.
+"""The curvature study's jobs: what HiSo's curvature buys, against every scalar-only curvature estimator.
 
-Protocol, used for every problem:
-  1. tuning: each method's step size is picked from a log grid on a *validation* run, never on the test
-     metric: the quadratic uses a separate problem instance (seed 100: other spectrum draw, optima and
-     directions), digits its dev split (held out of the training split).  Criterion: fewest rounds to the
-     target, ties (e.g. never reached) broken by the final validation metric.  The grid is scanned from
-     large to small and stops once a step size needs more than twice the best rounds so far, or, while no
-     point has reached the target, once two successive points end worse than an earlier one (every tried
-     point is in <out>_tuning.csv).  If no grid point reaches the target, the grid is refined once at the
-     geometric midpoints between the best point (by final metric) and its neighbours (rows `refined`).
-     Before that, a best point at either end of the grid is no optimum: the grid is extended past it one
-     step at a time (the grid's own spacing, at most MAX_EXTENSION steps) until an inner point is best
-     (rows `extended`).
-  2. evaluation: 3 seeds at the tuned step size, on the test metric: rounds, forward passes and bytes to the
-     target (so methods that spend 2P + 1 passes or 2P scalars per step are not flattered), final metric,
-     and the agreement of the learned diagonal with the true Hessian diagonal (Spearman, log10 scale and
-     spread; exact on quadratics, Hutchinson on digits) and zeta = sum_i A_ii / H_i.
-  3. equal step size: every method at DeComFL's tuned step size (HiSo's advantage may be robustness).
-
-    python bench/curvature_study.py --out bench/results/curvature_study      # all problems (long)
-    python bench/curvature_study.py --only "d=100 " --quick                   # a smoke check
+The study is a workflow tier (workflows/config/curvature.yaml names its problems and methods; the rules are in
+workflows/rules/study.smk).  Protocol, for every problem:
+  1. tuning (`tune`, one job per problem x method): the step size is picked from a log grid on a *validation*
+     run, never on the test metric: the quadratic uses a separate problem instance (the tuning seed: other
+     spectrum draw, optima and directions), digits and the LM a dev split held out of training.  hiso.tuning's
+     protocol: fewest rounds to the target, ties broken by the final validation metric; the scan stops past
+     the best, extends the grid past an edge where the best lies, and refines once around the best point when
+     nothing reaches the target.  Every tried point is a row of the job's CSV.
+  2. evaluation (`eval`, one job per problem x method x protocol x seed): the test metric at the tuned step
+     size: rounds, forward passes and bytes to the target (so methods that spend 2P + 1 passes or 2P scalars
+     per step are not flattered), the final metric, and the agreement of the learned diagonal with the true
+     Hessian diagonal (Spearman, log10 scale and spread; exact on quadratics, Hutchinson on digits) and
+     zeta = sum_i A_ii / H_i.
+  3. equal step size (protocol "equal lr"): the problem's `equal_lr` methods at the reference's (DeComFL's)
+     tuned step size (HiSo's advantage may be robustness).
+  4. `report`: every job's rows in two CSVs, the summary tables and the agreement figure as one results page.
+`split` writes stored rows (a committed page's CSVs) as the jobs' outputs, so the workflow rebuilds the page
+from them without computing.  Every run goes through the suite's runner, hiso.run.run.
 """
 from __future__ import annotations
 
 import argparse
-import io
+import fnmatch
 import json
 import logging
 import math
+import re
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 
 from hiso import tuning
 from hiso.config import load_config
@@ -42,75 +42,21 @@ from hiso.io import atomic_write
 from hiso.results import HIGHER_IS_BETTER, reached
 from hiso.run import RunFailed, run
 
-CENTRAL = {"federation": {"difference": "central"}}
-METHODS = {
-    "identity (DeComFL)": {"curvature": {"kind": "identity"}},
-    "global_scalar": {"curvature": {"kind": "global_scalar"}},
-    "diagonal (HiSo)": {"curvature": {"kind": "diagonal"}},
-    "second_difference": {"curvature": {"kind": "second_difference"}, **CENTRAL},
-    "stein": {"curvature": {"kind": "stein", "beta": 0.99, "floor": 0.1}, **CENTRAL},
-    "oracle": {"curvature": {"kind": "oracle"}},
-    "damped_oracle": {"curvature": {"kind": "damped_oracle", "damping": 0.1}},
-    "mixed (w=0.5)": {"curvature": {"kind": "mixed", "mix": 0.5}},  # HiSo's diagonal half-way to its mean
-    # Controls for the oracle's perturbation radius. Whitened directions z = H^-1/2 u make the forward
-    # difference's curvature term (mu/2) z^T A z = (mu/2)|u|^2 ~ mu d / 2 under the oracle (DeComFL's:
-    # (mu/2) Tr A): zero-mean noise in every derivative that grows with d. Central differences cancel it
-    # exactly on a quadratic (2P passes); mu_scale rms shrinks mu by RMS(H^-1/2) (same passes).
-    "oracle_central": {"curvature": {"kind": "oracle"}, **CENTRAL},
-    "oracle_mu_rms": {"curvature": {"kind": "oracle"}, "federation": {"mu_scale": "rms"}},
-}
-ORACLES = ("oracle", "oracle_central", "oracle_mu_rms")  # the oracle's gain: the best of its variants
-QUAD_GRID = [10 ** e for e in np.arange(-3.5, 0.01, 0.5)]
 MAX_EXTENSION = tuning.MAX_EXTENSION  # grid steps tuning may add past an edge of the grid where the best lies
+REFERENCE, ORACLES = "identity (DeComFL)", ("oracle", "oracle_central", "oracle_mu_rms")  # labels (defaults)
+PROTOCOLS = {"tuned": "tuned", "equal-lr": "equal lr"}  # file-name form -> the CSV's protocol column
 
 
-def quad(dim, **kw):
-    return {"name": "quadratic", "dim": dim, **kw}
-
-
-PROBLEMS = {
-    "lognormal d=100 ": dict(task=quad(100, spectrum="lognormal", sigma=1.5), rounds=3000, target=0.1,
-                             metric="rel_suboptimality", eval_every=10, grid=QUAD_GRID),
-    "lognormal d=1000": dict(task=quad(1000, spectrum="lognormal", sigma=1.5), rounds=4000, target=0.1,
-                             metric="rel_suboptimality", eval_every=10, grid=QUAD_GRID),
-    # d = 10^4: a run still worse than its start (rel. suboptimality > 1) after 10 % of the budget is stopped
-    # ("no progress"): at 5-8 ms a round, step sizes too large to diverge but too large to converge would
-    # otherwise cost 30,000 rounds each; it cannot change a choice (those runs never reach the target).
-    "lognormal d=10000": dict(task=quad(10000, spectrum="lognormal", sigma=1.5), rounds=30000, target=0.1,
-                              metric="rel_suboptimality", eval_every=100, grid=QUAD_GRID, no_progress_after=0.1),
-    # control for the oracle's failure at d = 10^4: the same problem with identical clients (no heterogeneity)
-    "lognormal d=10000 homogeneous": dict(task=quad(10000, spectrum="lognormal", sigma=1.5, heterogeneity=0.0),
-                                          rounds=30000, target=0.1, metric="rel_suboptimality", eval_every=100,
-                                          grid=QUAD_GRID, no_progress_after=0.1, methods=ORACLES),
-    "low rank k=10 d=100": dict(task=quad(100, spectrum="power", effective_rank=10.0), rounds=3000, target=0.1,
-                                metric="rel_suboptimality", eval_every=10, grid=QUAD_GRID),
-    "low rank k=10 d=1000": dict(task=quad(1000, spectrum="power", effective_rank=10.0), rounds=4000, target=0.1,
-                                 metric="rel_suboptimality", eval_every=10, grid=QUAD_GRID),
-    "low rank k=10 d=10000": dict(task=quad(10000, spectrum="power", effective_rank=10.0), rounds=30000,
-                                  target=0.1, metric="rel_suboptimality", eval_every=100, grid=QUAD_GRID,
-                                  no_progress_after=0.1),
-    "digits CNN": dict(task={"name": "digits", "alpha": 1.0, "dev_fraction": 0.15}, rounds=1500, target=0.5,
-                       metric="accuracy", eval_every=25, grid=[3e-3, 1e-2, 3e-2, 1e-1],
-                       skip=("damped_oracle",) + ORACLES),
-    # the LM tier: SmolLM2-135M-Instruct + LoRA r8 (q, v: 460,800 trainable) on Rotten Tomatoes, the federation
-    # of workflows/config/base/smollm2_rotten_tomatoes_lora.yaml; target: loss <= 0.85 on the 200 test snippets
-    # (zero-shot 1.198), tuning on 100 dev snippets held out of training. The grid stops at 3e-2: DeComFL at
-    # 0.1 ended 30 rounds at dev loss 2.31 (in the tuning CSV), and HiSo's learned H on LoRA falls below 1,
-    # so its effective step is larger than DeComFL's at the same lr. No learned-vs-true agreement here:
-    # Hutchinson's diagonal over 460,800 LoRA weights with 16 probes on 32 snippets took 5 CPU-minutes and came
-    # out negative in half of its entries (noise; LoRA's B starts at 0, so diag over A is ~0): not a reference.
-    "SmolLM2 LoRA RT": dict(task={"name": "rotten_tomatoes", "model": "smollm2-135m-instruct", "trainable": "lora",
-                                  "lora_rank": 8, "lora_targets": "q_proj,v_proj", "train_size": 2000,
-                                  "dev_size": 100, "test_size": 200, "max_length": 64, "eval_batch_size": 50},
-                            federation={"num_clients": 6, "clients_per_round": 2, "perturbations": 5,
-                                        "mu": 1e-2, "batch_size": 16},
-                            rounds=30, target=0.85, metric="test_loss", eval_every=3, grid=[3e-3, 1e-2, 3e-2],
-                            # SecondDifference's H runs 10^2-10^3 above the true curvature on the quadratics
-                            # (log10 scale 2-3.3), so its step sizes there were 10-30x the others'; at 3e-2
-                            # on the LM it ended 30 rounds at dev loss 0.99: its grid extends upwards
-                            grids={"second_difference": [3e-3, 1e-2, 3e-2, 1e-1, 3e-1]},
-                            skip=("damped_oracle",) + ORACLES, hutchinson=None),
-}
+def nested(sets: dict) -> dict:
+    """{"a.b": v} -> {"a": {"b": v}}."""
+    out: dict = {}
+    for key, v in sets.items():
+        *path, last = key.split(".")
+        d = out
+        for p in path:
+            d = d.setdefault(p, {})
+        d[last] = v
+    return out
 
 
 def measure(spec: dict, method: dict, lr: float, seed: int, split: str, track: bool = False,
@@ -119,10 +65,11 @@ def measure(spec: dict, method: dict, lr: float, seed: int, split: str, track: b
     the problem's budget): rounds, forward passes and bytes to the target (inf if not reached), the final
     metric, and with `track` the learned H's agreement with the true diagonal."""
     rounds = spec["rounds"] if max_rounds is None else min(spec["rounds"], max_rounds)
-    fed_cfg = {**spec.get("federation", {}), **method.get("federation", {}), "rounds": rounds, "lr": lr}
+    sets = nested(method.get("sets", {}))
+    fed_cfg = {**spec.get("federation", {}), **sets.get("federation", {}), "rounds": rounds, "lr": lr}
     dev = split == "dev" and spec["task"]["name"] != "quadratic"  # the quadratic tunes on another instance
-    cfg = load_config(data={"method": method.get("method", "hiso"), "seed": seed, "task": spec["task"],
-                            "federation": fed_cfg, "curvature": method.get("curvature", {}),
+    cfg = load_config(data={"method": sets.get("method", "hiso"), "seed": seed, "task": spec["task"],
+                            "federation": fed_cfg, "curvature": sets.get("curvature", {}),
                             "run": {"progress": False, "threads": 1, "eval_every": spec["eval_every"],
                                     "checkpoint_every": 0, "eval_split": "dev" if dev else "test"}})
     res = {"rounds": math.inf, "forward_passes": math.inf, "bytes": math.inf, "final": float("nan")}
@@ -146,7 +93,7 @@ def measure(spec: dict, method: dict, lr: float, seed: int, split: str, track: b
         if reached(value, spec["metric"], spec["target"]):
             res.update(rounds=r, forward_passes=cost["passes"], bytes=cost["bytes"])
             return "target reached"
-        if "no_progress_after" in spec and r >= spec["no_progress_after"] * spec["rounds"] and value > 1.0:
+        if spec.get("no_progress_after") and r >= spec["no_progress_after"] * spec["rounds"] and value > 1.0:
             res["error"] = f"no progress (rel. suboptimality {value:.3g} > 1 at round {r})"
             return res["error"]
         return None
@@ -157,10 +104,10 @@ def measure(spec: dict, method: dict, lr: float, seed: int, split: str, track: b
     except RunFailed as e:  # a diverged step size, or a curvature error: a failed grid point, recorded as such
         res["error"] = "diverged" if e.status == "diverged" else e.message.split(":")[0]
     res["seconds"] = time.perf_counter() - t0
-    if track and fed is not None and "error" not in res and spec.get("hutchinson", {}) is not None:
+    hutch = spec.get("agreement", {})
+    if track and fed is not None and "error" not in res and hutch is not None:
         fed.load_server_model()
         task = fed.task
-        hutch = spec.get("hutchinson") or {}
         batch = task.batch(0, np.random.default_rng(0), hutch["batch"]) if "batch" in hutch else None
         true = true_diagonal(task, samples=hutch.get("samples", 64), batch=batch)
         learned = fed.server.curvature.flat()
@@ -170,108 +117,55 @@ def measure(spec: dict, method: dict, lr: float, seed: int, split: str, track: b
     return res
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--only", default=None, help="the problem of this exact name, else those whose name contains it")
-    ap.add_argument("--methods", default=None, help="comma-separated subset of methods")
-    ap.add_argument("--quick", action="store_true", help="every other grid point, 1 evaluation seed")
-    ap.add_argument("--no-equal-lr", action="store_true", help="skip the equal-step-size pass")
-    ap.add_argument("--out", default=None, help="write <out>_{tuning,eval}.csv and <out>.md; rows already in "
-                    "them are kept and not rerun (an interrupted study resumes; other problems' rows stay)")
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    logging.disable(logging.WARNING)
-    eval_seeds = [0] if args.quick else [0, 1, 2]
-    store = Store(args.out)
-    exact = args.only is not None and any(args.only.strip() == p.strip() for p in PROBLEMS)
-    for pname, spec in PROBLEMS.items():  # --only: an exact problem name, else any name containing the text
-        if args.only and (args.only.strip() != pname.strip() if exact else args.only not in pname):
-            continue
-        methods = {m: v for m, v in METHODS.items() if m.split(" ")[0] not in spec.get("skip", ())
-                   and m in spec.get("methods", METHODS)
-                   and (args.methods is None or m.split(" ")[0] in args.methods.split(","))}
-        chosen = {}
-        for mname, method in methods.items():
-            grid = spec.get("grids", {}).get(mname, spec["grid"])  # a method's own grid where the problem has one
-            chosen[mname] = tune(store, pname, spec, mname, method, grid[::2] if args.quick else grid)
-        ref_lr = chosen.get("identity (DeComFL)")
-        for s in eval_seeds:  # seeds outermost: a study stopped early has every method at the first seeds
-            for mname, method in methods.items():
-                for protocol, lr in (("tuned", chosen[mname]), ("equal lr", ref_lr)):
-                    if lr is None or (protocol == "equal lr" and (mname == "identity (DeComFL)" or args.no_equal_lr)):
-                        continue
-                    key = dict(problem=pname, method=mname, protocol=protocol, lr=lr, seed=s)
-                    r = store.get("eval", key)
-                    if r is None:
-                        r = measure(spec, method, lr, seed=s, split="test", track=protocol == "tuned")
-                        r["trace"] = json.dumps(r.pop("trace", []))
-                        store.add("eval", {**key, **r})
-                    print(f"eval {pname} {mname:20s} {protocol:8s} lr={lr:<9.3g} seed={s} rounds={r['rounds']} "
-                          f"final={r['final']:.4g} spearman={r.get('H_spearman', float('nan')):.3f} "
-                          f"{r.get('error', '') or ''} ({r['seconds']:.1f}s)", flush=True)
-    report = summarise(store.frame("eval"), store.frame("tuning"))
-    print(report)
-    if args.out:
-        atomic_write(Path(f"{args.out}.md"), report)
-
-
-def tune(store: Store, pname: str, spec: dict, mname: str, method: dict, grid) -> float:
-    """The step size hiso.tuning's protocol picks on the tuning instance (every tried point in the tuning CSV)."""
+def tune(spec: dict, method: dict, grid, seed: int, rows: list[dict], lookup=None) -> float:
+    """The step size hiso.tuning's protocol picks on the tuning instance; every tried point is appended to `rows`.
+    `lookup(lr)` returns a stored row instead of running (split); None where nothing is stored."""
     def evaluate(lr: float, cap: int | None, note: str | None) -> dict:
-        key = dict(problem=pname, method=mname, lr=float(lr))
-        r = store.get("tuning", key)
+        r = lookup(lr) if lookup is not None else None
         if r is None:
-            r = measure(spec, method, float(lr), seed=100, split="dev", max_rounds=cap)
+            if lookup is not None:
+                raise SystemExit(f"stored tuning rows of {spec['label']} / {method['label']} lack lr {lr!r}, "
+                                 "which the tuning protocol tries: they are not this study's runs")
+            r = {"problem": spec["label"], "method": method["label"], "lr": float(lr),
+                 **measure(spec, method, float(lr), seed=seed, split="dev", max_rounds=cap)}
             if cap is not None and math.isinf(r["rounds"]):
                 r["error"] = r.get("error") or f"stopped at {cap} rounds (2x the best)"
             if note:
                 r[note] = True  # a CSV column: `extended` or `refined`
-            store.add("tuning", {**key, **r})
-        print(f"tune {pname} {mname:20s} lr={lr:<9.3g} rounds={r['rounds']} final={r['final']:.4g} "
-              f"{r.get('error', '') or ''} ({f'{note} grid; ' if note else ''}{r['seconds']:.1f}s)", flush=True)
+            print(f"tune {spec['label']} {method['label']:20s} lr={lr:<9.3g} rounds={r['rounds']} "
+                  f"final={r['final']:.4g} {r.get('error', '') or ''} ({r['seconds']:.1f}s)", flush=True)
+        rows.append(r)
         return r
     return tuning.tune(evaluate, grid, HIGHER_IS_BETTER.get(spec["metric"], True), spec["rounds"], MAX_EXTENSION)
 
 
-class Store:
-    """The study's rows, kept in <out>_{tuning,eval}.csv and rewritten atomically after every run."""
+def grid_of(spec: dict, method: dict, quick: bool) -> list[float]:
+    grid = spec.get("grids", {}).get(method["name"], spec["grid"])  # a method's own grid where it has one
+    return grid[::2] if quick else grid
 
-    def __init__(self, out: str | None):
-        self.out, self.rows = out, {"tuning": [], "eval": []}
-        for kind in self.rows:
-            path = self.path(kind)
-            if path is not None and path.exists():
-                df = pd.read_csv(path, keep_default_na=False, na_values=[""])
-                self.rows[kind] = [{k: ("" if k in ("error", "trace") and not isinstance(v, str) else v)
-                                    for k, v in row.items()} for row in df.to_dict("records")]
 
-    def path(self, kind: str) -> Path | None:
-        return None if self.out is None else Path(f"{self.out}_{kind}.csv")
+FIRST = ["problem", "method", "protocol", "lr", "seed", "rounds", "forward_passes", "bytes", "final", "seconds",
+         "error", "extended", "refined"]  # the CSVs' leading columns, in this order; the rest sorted, trace last
 
-    def get(self, kind: str, key: dict) -> dict | None:
-        for row in self.rows[kind]:
-            if all(_same(row.get(k), v) for k, v in key.items()):
-                return row
-        return None
 
-    def add(self, kind: str, row: dict) -> None:
-        self.rows[kind].append(row)
-        if self.out is not None:
-            buf = io.StringIO()
-            self.frame(kind).to_csv(buf, index=False)
-            atomic_write(self.path(kind), buf.getvalue())
+OPTIONAL = ("error", "extended", "refined")  # columns only some rows have
 
-    def frame(self, kind: str) -> pd.DataFrame:
-        return pd.DataFrame(self.rows[kind])
+
+def _csv(rows: list[dict], path: Path) -> None:
+    df = pd.DataFrame(rows)
+    rest = sorted(c for c in df.columns if c not in FIRST and c != "trace")
+    df = df[[c for c in FIRST if c in df.columns] + rest + (["trace"] if "trace" in df.columns else [])]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, df.to_csv(index=False))
 
 
 def _same(a, b) -> bool:
-    if isinstance(b, float):
-        return isinstance(a, (int, float)) and math.isclose(float(a), b, rel_tol=1e-12)
-    return a == b
+    return isinstance(a, (int, float)) and math.isclose(float(a), float(b), rel_tol=1e-12)
 
 
-def oracle_share(t: pd.DataFrame, budget: dict[str, float] | None = None) -> pd.Series:
+# --- the report -------------------------------------------------------------------------------------------
+def oracle_share(t: pd.DataFrame, budget: dict[str, float] | None = None, reference: str = REFERENCE,
+                 oracles=ORACLES) -> pd.Series:
     """Per row of t (problem, method, rounds): the share of the oracle's round reduction over DeComFL it recovers,
     (DeComFL - rounds) / (DeComFL - best oracle variant).  Where DeComFL never reached the target and the round
     budget is given, DeComFL is counted at the budget: a lower bound (the share grows with DeComFL's rounds
@@ -279,8 +173,8 @@ def oracle_share(t: pd.DataFrame, budget: dict[str, float] | None = None) -> pd.
     share = pd.Series(math.nan, index=t.index)
     for p in t.problem.unique():
         m = t.problem == p
-        base = t[m & (t.method == "identity (DeComFL)")].rounds
-        orc = t[m & t.method.isin(ORACLES)].rounds.min()
+        base = t[m & (t.method == reference)].rounds
+        orc = t[m & t.method.isin(oracles)].rounds.min()
         if not len(base) or not math.isfinite(orc):
             continue
         b = base.iloc[0] if budget is None else (budget.get(p, math.nan) if math.isinf(base.iloc[0]) else math.nan)
@@ -289,18 +183,18 @@ def oracle_share(t: pd.DataFrame, budget: dict[str, float] | None = None) -> pd.
     return share
 
 
-def with_oracle_shares(t: pd.DataFrame, budgets: dict[str, float]) -> pd.DataFrame:
+def with_oracle_shares(t: pd.DataFrame, budgets: dict[str, float], **kw) -> pd.DataFrame:
     """t with oracle_gain_lower_bound (only where DeComFL never reached the target) and oracle_gain_recovered."""
-    return t.assign(oracle_gain_lower_bound=oracle_share(t, budgets), oracle_gain_recovered=oracle_share(t))
+    return t.assign(oracle_gain_lower_bound=oracle_share(t, budgets, **kw), oracle_gain_recovered=oracle_share(t, **kw))
 
 
-def summary_tables(ev: pd.DataFrame, tuning: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+def summary_tables(ev: pd.DataFrame, tuning_rows: pd.DataFrame | None = None, budgets: dict | None = None,
+                   **kw) -> dict[str, pd.DataFrame]:
     """The study's tables: medians over the test seeds per protocol ("tuned", "equal lr") and, given the tuning
     rows, "tuning instance": each tuned method's run on the tuning instance at its chosen lr, where every
     method's lr is best by construction (so DeComFL's lr not carrying over to the test instances cannot
     flatter the others)."""
-    tables = {}
-    budgets = {p: spec["rounds"] for p, spec in PROBLEMS.items()}
+    tables, budgets = {}, budgets or {}
     for protocol in ("tuned", "equal lr"):
         sub = ev[ev.protocol == protocol]
         if sub.empty:
@@ -319,25 +213,230 @@ def summary_tables(ev: pd.DataFrame, tuning: pd.DataFrame | None = None) -> dict
                         if c in sub.columns})
         t = sub.groupby(["problem", "method"], sort=False).agg(**agg).reset_index()
         if protocol == "tuned":  # share of the oracle's round reduction over DeComFL that each method recovers
-            t = with_oracle_shares(t, budgets)
-            if tuning is not None and not tuning.empty:
-                rows = t[["problem", "method", "lr"]].merge(tuning[["problem", "method", "lr", "rounds", "final"]],
-                                                           on=["problem", "method", "lr"], how="left")
-                tables["tuning instance"] = with_oracle_shares(rows, budgets)
+            t = with_oracle_shares(t, budgets, **kw)
+            if tuning_rows is not None and not tuning_rows.empty:
+                rows = t[["problem", "method", "lr"]].merge(
+                    tuning_rows[["problem", "method", "lr", "rounds", "final"]], on=["problem", "method", "lr"],
+                    how="left")
+                tables["tuning instance"] = with_oracle_shares(rows, budgets, **kw)
         tables[protocol] = t
     return tables
 
 
 TITLES = {"tuned": "tuned: median over seeds (rounds, forward passes, bytes to target)",
-          "tuning instance": "tuning instance (seed 100) at each method's chosen lr",
+          "tuning instance": "tuning instance (the tuning seed) at each method's chosen lr",
           "equal lr": "equal lr: median over seeds (rounds, forward passes, bytes to target)"}
 
 
-def summarise(ev: pd.DataFrame, tuning: pd.DataFrame | None = None) -> str:
+def summarise(ev: pd.DataFrame, tuning_rows: pd.DataFrame | None = None, **kw) -> str:
     """summary_tables as markdown."""
-    tables = summary_tables(ev, tuning)
+    tables = summary_tables(ev, tuning_rows, **kw)
     return "\n".join(f"## {TITLES[k]}\n\n{tables[k].to_markdown(index=False, floatfmt='.3g')}\n"
                      for k in TITLES if k in tables)
+
+
+PLACEHOLDER = re.compile(r"\{\{([^|}]+)\|([^|}]+)\|([^|}]+)\|([^}]+)\}\}")
+
+
+def fill(text: str, tables: dict[str, pd.DataFrame], problems=(), methods=()) -> str:
+    """{{table|problem|method|column}} -> that cell with 3 significant digits (counts stay counts, "never" for an
+    unreached target).  A block (paragraph or bullet) citing a problem or method that this run left out (a
+    slice) is dropped; any other unknown cell is an error, so readings cannot cite a number the tables lack."""
+    def cell(m):
+        table, problem, method, col = (g.strip() for g in m.groups())
+        if problem not in problems or method not in methods:
+            raise KeyError(f"readings cite {problem!r} / {method!r}: not a problem and method of the study")
+        t = tables.get(table)
+        if t is None or not ((t.problem == problem) & (t.method == method)).any():
+            return None  # left out of this run
+        if col not in t.columns:
+            raise KeyError(f"readings cite {table} / {problem} / {method} / {col!r}: no such column")
+        v = t[(t.problem == problem) & (t.method == method)][col].iloc[0]
+        if not isinstance(v, (int, float, np.floating, np.integer)):
+            return str(v)
+        v = float(v)
+        if math.isinf(v):
+            return "never"
+        return str(int(v)) if v.is_integer() and abs(v) < 1e6 else f"{v:.3g}"
+
+    blocks = re.split(r"\n(?=- |\n)", text)
+    out = []
+    for block in blocks:
+        values = [cell(m) for m in PLACEHOLDER.finditer(block)]
+        if None not in values:
+            it = iter(values)
+            out.append(PLACEHOLDER.sub(lambda _: next(it), block))
+    return "\n".join(out)
+
+
+def page(study: dict, csv_dir: Path, figure_rel: str, command: str, commit: str, date: str,
+         readings: str | None) -> str:
+    """The results page: header with provenance, the readings (placeholders filled from the tables), the
+    agreement figure and the summary tables."""
+    ev = pd.read_csv(csv_dir / "eval.csv", keep_default_na=False, na_values=[""])
+    tu = pd.read_csv(csv_dir / "tuning.csv", keep_default_na=False, na_values=[""])
+    labels = {m: v["label"] for m, v in study["methods"].items()}
+    budgets = {p["label"]: p["rounds"] for p in study["problems"].values()}
+    kw = {"reference": labels[study["reference"]], "oracles": [labels[m] for m in study.get("oracles", [])]}
+    head = (f"# {study['title']}\n\nWritten by the workflow (`{command}`) at commit {commit} on {date}; do not edit "
+            "by hand. Every run is a row of the CSV files beside this page (`curvature/eval.csv`, "
+            "`curvature/tuning.csv`); `python -m bench.curvature_study split` replays them into a results folder.\n")
+    body = [head]
+    if readings:
+        body.append(fill(readings.strip(), summary_tables(ev, tu, budgets=budgets, **kw), budgets,
+                         set(labels.values())) + "\n")
+    body.append(f"![learned vs true curvature]({figure_rel})\n")
+    body.append(summarise(ev, tu, budgets=budgets, **kw))
+    return "\n".join(body)
+
+
+# --- the jobs ---------------------------------------------------------------------------------------------
+def cmd_tune(a) -> None:
+    spec, method = json.loads(a.problem), json.loads(a.method)
+    rows: list[dict] = []
+    lr = tune(spec, method, grid_of(spec, method, a.quick), a.seed, rows)
+    _csv(rows, Path(a.csv))
+    atomic_write(Path(a.json), json.dumps({"problem": spec["label"], "method": method["label"], "lr": lr}))
+
+
+def cmd_eval(a) -> None:
+    spec, method = json.loads(a.problem), json.loads(a.method)
+    lr = json.loads(Path(a.lr_from).read_text())["lr"]
+    protocol = PROTOCOLS[a.protocol]
+    r = measure(spec, method, lr, seed=a.seed, split="test", track=protocol == "tuned")
+    r["trace"] = json.dumps(r.pop("trace", []))
+    row = {"problem": spec["label"], "method": method["label"], "protocol": protocol, "lr": lr, "seed": a.seed, **r}
+    print(f"eval {spec['label']} {method['label']:20s} {protocol:8s} lr={lr:<9.3g} seed={a.seed} "
+          f"rounds={r['rounds']} final={r['final']:.4g} {r.get('error', '') or ''} ({r['seconds']:.1f}s)")
+    _csv([row], Path(a.csv))
+
+
+def cmd_report(a) -> None:
+    study = json.loads(a.study)
+    out = Path(a.csv_dir)
+    ev = [pd.read_csv(f, keep_default_na=False, na_values=[""]) for f in a.eval]
+    tu = [pd.read_csv(f, keep_default_na=False, na_values=[""]) for f in a.tuning]
+    _csv(pd.concat(ev, ignore_index=True).to_dict("records"), out / "eval.csv")
+    _csv(pd.concat(tu, ignore_index=True).to_dict("records"), out / "tuning.csv")
+    readings = Path(a.readings).read_text() if a.readings else None
+    atomic_write(Path(a.md), page(study, out, a.figure_rel, a.command, a.commit, a.date, readings))
+
+
+def jobs(tier: dict):
+    """(problem, method, protocol, seed) of every evaluation job of the tier, in the report's order."""
+    quick = tier.get("study_quick", False)
+    for p, spec in problems(tier).items():
+        for s in ([0] if quick else tier["seeds"]):
+            for m in spec["methods"]:
+                yield p, m, "tuned", s
+                if m in spec["equal_lr"] and not quick:
+                    yield p, m, "equal-lr", s
+
+
+def problems(tier: dict) -> dict:
+    """The tier's problems (those matching `only`, shell patterns), each with its methods (`study_methods`);
+    ValueError names a method that the study does not define."""
+    study, keep_m = tier["study"], tier.get("study_methods")
+    for where, names in [("study.reference", [study["reference"]]), ("study.oracles", study.get("oracles", [])),
+                         ("study_methods", keep_m or [])] + [
+            (f"study.problems.{p}.{k}", spec.get(k, [])) for p, spec in study["problems"].items()
+            for k in ("methods", "equal_lr")]:
+        unknown = [m for m in names if m not in study["methods"]]
+        if unknown:
+            raise ValueError(f"{where}: {unknown} not in study.methods ({', '.join(study['methods'])})")
+    out = {}
+    for p, spec in tier["study"]["problems"].items():
+        if tier.get("only") and not any(fnmatch.fnmatchcase(p, pat) for pat in tier["only"]):
+            continue
+        methods = [m for m in spec["methods"] if not keep_m or m in keep_m]
+        if methods:
+            out[p] = {**spec, "name": p, "methods": methods,
+                      "equal_lr": [m for m in spec.get("equal_lr", []) if m in methods]}
+    if tier.get("only") and not out:
+        raise ValueError(f"only: {tier['only']} matches no problem of the study ({', '.join(study['problems'])})")
+    return out
+
+
+def cmd_split(a) -> None:
+    """Stored rows -> the jobs' output files under --to, after checking they are what the jobs would compute:
+    each tuning scan is replayed through the tuning protocol on the stored rows (any point it would try must be
+    stored), and every evaluation row is at the step size its protocol assigns."""
+    tier = yaml.safe_load(Path(a.config).read_text())
+    if a.only:
+        tier["only"] = a.only
+    study, root = tier["study"], Path(a.to) / "study"
+    ev = pd.read_csv(a.eval, keep_default_na=False, na_values=[""])
+    tu = pd.read_csv(a.tuning, keep_default_na=False, na_values=[""])
+    labels = {m: v["label"] for m, v in study["methods"].items()}
+    chosen: dict = {}
+    for p, spec in problems(tier).items():
+        for m in spec["methods"]:
+            method = {"name": m, **study["methods"][m]}
+            stored = tu[(tu.problem.str.strip() == spec["label"]) & (tu.method == labels[m])]
+            rows: list[dict] = []
+
+            def lookup(lr, stored=stored):
+                hit = stored[[_same(x, lr) for x in stored.lr]]
+                if hit.empty:
+                    return None
+                return {k: v for k, v in hit.iloc[0].to_dict().items() if not (k in OPTIONAL and pd.isna(v))}
+            chosen[p, m] = tune(spec, method, grid_of(spec, method, False), tier.get("tuning_seed", 100), rows, lookup)
+            for r in rows:
+                r["problem"] = spec["label"]
+            _csv(rows, root / "tuning" / p / f"{m}.csv")
+            atomic_write(root / "tuning" / p / f"{m}.json",
+                         json.dumps({"problem": spec["label"], "method": labels[m], "lr": chosen[p, m]}))
+    for p, m, protocol, s in jobs(tier):
+        label = study["problems"][p]["label"]
+        lr = chosen[p, m] if protocol == "tuned" else chosen[p, study["reference"]]
+        hit = ev[(ev.problem.str.strip() == label) & (ev.method == labels[m]) & (ev.protocol == PROTOCOLS[protocol])
+                 & (ev.seed == s)]
+        if len(hit) != 1 or not _same(hit.lr.iloc[0], lr):
+            raise SystemExit(f"stored evaluation rows of {label} / {labels[m]} / {protocol} / seed {s}: "
+                             f"{len(hit)} rows, want one at lr {lr!r}")
+        row = hit.iloc[0].to_dict()
+        row["problem"] = label
+        _csv([{k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}],
+             root / "eval" / p / m / f"{protocol}-seed{s}.csv")
+    print(f"wrote the outputs of {len(chosen)} tuning and {sum(1 for _ in jobs(tier))} evaluation jobs under {root}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("tune", help="one tuning scan (problem x method)")
+    e = sub.add_parser("eval", help="one evaluation run (problem x method x protocol x seed)")
+    for p in (t, e):
+        p.add_argument("--problem", required=True, help="the problem's spec (JSON, from the tier)")
+        p.add_argument("--method", required=True, help="the method's spec (JSON, from the tier)")
+        p.add_argument("--seed", type=int, required=True)
+        p.add_argument("--csv", required=True)
+    t.add_argument("--quick", action="store_true", help="every other grid point")
+    t.add_argument("--json", required=True, help="the chosen step size")
+    e.add_argument("--protocol", choices=list(PROTOCOLS), required=True)
+    e.add_argument("--lr-from", required=True, help="the tuning job's JSON whose step size this run uses")
+    r = sub.add_parser("report", help="every job's rows -> CSVs and the results page")
+    r.add_argument("--study", required=True, help="the tier's study (JSON)")
+    r.add_argument("--tuning", nargs="+", required=True)
+    r.add_argument("--eval", nargs="+", required=True)
+    r.add_argument("--csv-dir", required=True)
+    r.add_argument("--md", required=True)
+    r.add_argument("--figure-rel", required=True)
+    r.add_argument("--readings", default=None, help="hand-written readings; numbers only as "
+                   "{{table|problem|method|column}} placeholders")
+    r.add_argument("--command", required=True)
+    r.add_argument("--commit", required=True)
+    r.add_argument("--date", required=True)
+    s = sub.add_parser("split", help="stored rows -> the jobs' outputs (the workflow then only reports)")
+    s.add_argument("--config", default="workflows/config/curvature.yaml")
+    s.add_argument("--tuning", default="docs/results/curvature/tuning.csv")
+    s.add_argument("--eval", default="docs/results/curvature/eval.csv")
+    s.add_argument("--to", required=True, help="the results folder of the tier's run")
+    s.add_argument("--only", nargs="+", default=None, help="the problems to write (shell patterns, as the tier's only)")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    logging.disable(logging.WARNING)
+    {"tune": cmd_tune, "eval": cmd_eval, "report": cmd_report, "split": cmd_split}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,11 @@
 Each method gets its best step size from a small log grid, chosen by median rounds-to-target over the *same*
 seeds it is reported on (ties broken by the final metric): an optimistic protocol, labelled so in the output,
 for a quick look only. The suite's own protocol tunes on a held-out instance or dev split (hiso/tuning.py; the
-workflow's lr_grid and bench/curvature_study.py). No method is compared at another's tuned step size, and the
+workflow's lr_grid and the curvature study). No method is compared at another's tuned step size, and the
 full grid is printed too, because learning-rate robustness is part of the comparison.
 
-    python bench/rounds_to_target.py               # both problems, 3 seeds (a few minutes on 2 cores)
-    python bench/rounds_to_target.py --quick       # 1 seed, shorter grids
+    python -m bench.rounds_to_target               # both problems, 3 seeds (a few minutes on 2 cores)
+    python -m bench.rounds_to_target --quick       # 1 seed, shorter grids
 """
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """Learned vs true curvature over rounds: Spearman correlation between each estimator's learned
-diagonal and the true Hessian diagonal, every 100 rounds of the tuned evaluation runs of
-bench/curvature_study.py (one line per seed, until the run reached its target), one panel per quadratic.
+diagonal and the true Hessian diagonal, every 10 evaluations of the curvature study's tuned evaluation runs
+(one line per seed, until the run reached its target), one panel per quadratic.  The study's report rule
+(workflows/rules/study.smk) draws it:
 
-    python figures/curvature_agreement.py --eval bench/results/curvature_study_eval.csv \
-        --png bench/results/curvature_agreement.png --pdf bench/results/curvature_agreement.pdf
+    python -m figures.curvature_agreement --eval <results>/pages/curvature/eval.csv --png ... --pdf ...
 """
 import argparse
 import json
@@ -16,7 +16,7 @@ from figures.style import save
 LEARNED = ["diagonal (HiSo)", "second_difference", "stein"]  # identity / global scalar have no shape (nan)
 
 ap = argparse.ArgumentParser()
-ap.add_argument("--eval", required=True, help="<out>_eval.csv of bench/curvature_study.py")
+ap.add_argument("--eval", required=True, help="the curvature study's eval.csv")
 ap.add_argument("--png", required=True)
 ap.add_argument("--pdf", required=True)
 a = ap.parse_args()

@@ -1,5 +1,6 @@
 """The benchmark scripts stay runnable (their quick parts), and what they print is what they measured."""
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def cs(monkeypatch):
-    """bench/curvature_study.py as a module (its unit-testable parts: tune, summarise)."""
-    monkeypatch.syspath_prepend(str(ROOT / "bench"))
-    import curvature_study
+def cs():
+    """The curvature study's jobs (bench/curvature_study.py; its unit-testable parts: tune, summarise)."""
+    from bench import curvature_study
 
     return curvature_study
 
@@ -28,21 +28,66 @@ def test_perf_bytes_part_measures_the_wire(tmp_path):
     assert df.loc["hiso", "bytes_up"] == df.loc["decomfl", "bytes_up"] == 2 * (18 + 5 * 4)
 
 
-def test_curvature_study_quick_pass(tmp_path):
-    out = tmp_path / "cs"
-    subprocess.run([sys.executable, "bench/curvature_study.py", "--only", "d=100 ", "--quick",
-                    "--methods", "identity,diagonal", "--out", str(out)], cwd=ROOT, check=True,
-                   capture_output=True, text=True)
-    ev = pd.read_csv(f"{out}_eval.csv")
-    assert set(ev.method) == {"identity (DeComFL)", "diagonal (HiSo)"}
-    tuned = ev[ev.protocol == "tuned"]
-    hiso = tuned[tuned.method == "diagonal (HiSo)"].iloc[0]
+@pytest.mark.slow
+def test_curvature_study_tier_quick_slice(tmp_path):
+    """The study as a workflow tier: tuning jobs, evaluation jobs at the tuned step sizes, one report."""
+    from test_workflow import SNAKEMAKE, job_counts, workflow_copy
+    repo, out = workflow_copy(tmp_path), tmp_path / "results"
+    p = subprocess.run([SNAKEMAKE, "--cores", "2", "--configfile", "workflows/config/curvature.yaml", "--config",
+                        f"results={out}", "only=[lognormal-d100]", "study_methods=[identity,diagonal]",
+                        "study_quick=True"], cwd=repo, check=True, capture_output=True, text=True)
+    assert job_counts(p.stdout + p.stderr) == {"study_tune": 2, "study_eval": 2, "study_report": 1, "all": 1, "total": 6}
+    ev = pd.read_csv(out / "pages" / "curvature" / "eval.csv")
+    assert set(ev.method) == {"identity (DeComFL)", "diagonal (HiSo)"} and set(ev.protocol) == {"tuned"}
+    hiso = ev[ev.method == "diagonal (HiSo)"].iloc[0]
     assert -1 <= hiso["H_spearman"] <= 1 and hiso["H_zeta"] > 0
     # each method is evaluated at the step size that won its tuning runs (on the held-out seed 100)
-    tune = pd.read_csv(f"{out}_tuning.csv")
-    for m, grp in tuned.groupby("method"):
+    tune = pd.read_csv(out / "pages" / "curvature" / "tuning.csv")
+    for m, grp in ev.groupby("method"):
         t = tune[tune.method == m].assign(r=lambda d: d["rounds"].astype(float)).sort_values(["r", "final"])
         assert grp.lr.iloc[0] == t.lr.iloc[0]
+    page = (out / "pages" / "curvature.md").read_text()
+    assert "only=[lognormal-d100]" in page and "| lognormal d=100 | diagonal (HiSo)" in " ".join(page.split())
+
+
+@pytest.mark.slow
+def test_curvature_study_tier_rebuilds_the_committed_page_from_its_stored_runs(tmp_path):
+    """split writes the committed page's runs as the jobs' outputs; the workflow then runs only the report, and
+    the page and its CSVs are the committed ones (header aside: it names the commit and date it ran at)."""
+    from test_workflow import SNAKEMAKE, job_counts, workflow_copy
+    repo, out = workflow_copy(tmp_path), tmp_path / "results"
+    page = (ROOT / "docs" / "results" / "curvature.md").read_text()
+    only = re.search(r"--config 'only=\[([^]]*)\]'", page).group(1).split(",")
+    subprocess.run([sys.executable, "-m", "bench.curvature_study", "split", "--to", str(out), "--only", *only],
+                   cwd=repo, check=True, capture_output=True, text=True)
+    p = subprocess.run([SNAKEMAKE, "--cores", "1", "--configfile", "workflows/config/curvature.yaml", "--config",
+                        f"results={out}", f"only=[{','.join(only)}]"], cwd=repo, check=True, capture_output=True,
+                       text=True)
+    assert job_counts(p.stdout + p.stderr) == {"study_report": 1, "all": 1, "total": 2}
+    new = (out / "pages" / "curvature.md").read_text()
+    assert new.split("\n", 3)[3] == page.split("\n", 3)[3]
+    for name in ("eval.csv", "tuning.csv"):
+        assert (out / "pages" / "curvature" / name).read_bytes() == \
+            (ROOT / "docs" / "results" / "curvature" / name).read_bytes(), name
+
+
+def test_curvature_study_split_refuses_rows_that_are_not_the_protocols(cs, tmp_path):
+    """A stored tuning scan missing a point the protocol tries, or an evaluation at another step size, is refused."""
+    stored = ROOT / "docs" / "results" / "curvature"
+    tuning = pd.read_csv(stored / "tuning.csv")
+    drop = tuning[(tuning.problem == "lognormal d=100") & (tuning.method == "diagonal (HiSo)")].index[0]
+    tuning.drop(index=drop).to_csv(tmp_path / "t.csv", index=False)
+    p = subprocess.run([sys.executable, "-m", "bench.curvature_study", "split", "--to", str(tmp_path / "o"),
+                        "--only", "lognormal-d100", "--tuning", str(tmp_path / "t.csv")], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert p.returncode != 0 and "lack lr" in p.stderr
+    ev = pd.read_csv(stored / "eval.csv")
+    ev.loc[(ev.problem == "lognormal d=100") & (ev.method == "stein"), "lr"] *= 3
+    ev.to_csv(tmp_path / "e.csv", index=False)
+    p = subprocess.run([sys.executable, "-m", "bench.curvature_study", "split", "--to", str(tmp_path / "o2"),
+                        "--only", "lognormal-d100", "--eval", str(tmp_path / "e.csv")], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert p.returncode != 0 and "want one at lr" in p.stderr
 
 
 def test_curvature_study_oracle_gain_uses_the_best_oracle_variant(cs):
@@ -70,8 +115,8 @@ def test_curvature_study_tuning_scan_stops_past_the_best_and_refines_around_it(c
                 "seconds": 0.0, "error": err}
 
     monkeypatch.setattr(cs, "measure", fake_run)
-    spec = {"rounds": 100, "metric": "rel_suboptimality"}
-    lr = cs.tune(cs.Store(None), "p", spec, "m", {}, grid=sorted(finals))
+    spec = {"rounds": 100, "metric": "rel_suboptimality", "label": "p"}
+    lr = cs.tune(spec, {"label": "m"}, sorted(finals), 100, [])
     assert ran[:4] == [1.0, 0.1, 0.01, 0.001]  # 1e-4 never run
     assert sorted(ran[4:]) == sorted([math.sqrt(1.0 * 0.1), math.sqrt(0.1 * 0.01)])  # the best's neighbours
     assert lr == math.sqrt(0.1)  # the refined point above 0.1 ended best (0.2)
@@ -119,21 +164,19 @@ def test_curvature_study_tuning_extends_the_grid_past_an_edge_where_the_best_lie
                 "forward_passes": rounds, "bytes": rounds, "final": 0.05, "seconds": 0.0}
 
     monkeypatch.setattr(cs, "measure", fake_run)
-    spec = {"rounds": 10_000, "metric": "rel_suboptimality"}
+    spec = {"rounds": 10_000, "metric": "rel_suboptimality", "label": "p"}
     grid = [10 ** e for e in (-2, -1.5, -1, -0.5, 0)]
-    store = cs.Store(None)
-    assert math.isclose(cs.tune(store, "p", spec, "m", {}, grid=grid), best)
+    rows = []
+    assert math.isclose(cs.tune(spec, {"label": "m"}, grid, 100, rows), best)
     outside = [lr for lr in ran if lr > 1.01 or lr < 0.0099]
     assert len(outside) == 2 and math.isclose(outside[0], best)  # best, then one step further (worse): stop
-    assert sum(bool(r.get("extended")) for r in store.rows["tuning"]) == 2
+    assert sum(bool(r.get("extended")) for r in rows) == 2
 
 
 def test_rounds_to_target_runs_through_the_suites_runner():
     """bench/rounds_to_target.py has no round loop of its own: its measure() is hiso.run.run stopped at the
     target, and agrees with the rounds-to-target that the tables compute from a full run."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-    import rounds_to_target as rtt
-
+    from bench import rounds_to_target as rtt
     from hiso.config import load_config
     from hiso.results import to_target
     from hiso.run import run

@@ -20,8 +20,8 @@ def workflow_copy(tmp_path: Path) -> Path:
     dst = tmp_path / "repo"
     dst.mkdir()
     shutil.copy2(ROOT / "Snakefile", dst)
-    for d in ("workflows", "figures", "paper_results", "hiso", "baselines"):
-        shutil.copytree(ROOT / d, dst / d)
+    for d in ("workflows", "figures", "paper_results", "hiso", "baselines", "bench", "docs"):
+        shutil.copytree(ROOT / d, dst / d, ignore=shutil.ignore_patterns("__pycache__"))
     return dst
 
 
@@ -87,6 +87,10 @@ def test_every_tier_plans_offline(tmp_path):
                             f"results={tmp_path / tier}"], cwd=ROOT, capture_output=True, text=True, check=True,
                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
         assert job_counts(p.stdout)["run"] == runs, (tier, p.stdout[-500:])
+    p = subprocess.run([SNAKEMAKE, "-n", "--configfile", "workflows/config/curvature.yaml", "--config",
+                        f"results={tmp_path / 'curvature'}"], cwd=ROOT, capture_output=True, text=True, check=True,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert job_counts(p.stdout) == {"study_tune": 66, "study_eval": 264, "study_report": 1, "all": 1, "total": 332}
 
 
 def test_paper_tier_plans_the_grid_on_gpus(tmp_path):

@@ -123,3 +123,40 @@ wildcard_constraints:
     method=r"[A-Za-z0-9_.@\-]+",
     seed=r"\d+",
     sweep=r"[A-Za-z0-9_.\-]+",
+
+
+# The curvature study tier (`study:`; rules in study.smk, jobs in bench/curvature_study.py).
+import json  # noqa: E402
+
+if config.get("study"):  # imports torch: only for the tier that has a study
+    from bench import curvature_study as STUDY
+
+STUDY_PROBLEMS = STUDY.problems(config) if config.get("study") else {}
+STUDY_OUT = f"{OUT}/study"
+
+
+def study_method(m):
+    return json.dumps({"name": m, **config["study"]["methods"][m]})
+
+
+def study_eval_files():
+    return [f"{STUDY_OUT}/eval/{p}/{m}/{proto}-seed{s}.csv" for p, m, proto, s in STUDY.jobs(config)]
+
+
+def study_tuning_files(ext):
+    return [f"{STUDY_OUT}/tuning/{p}/{m}.{ext}" for p, spec in STUDY_PROBLEMS.items() for m in spec["methods"]]
+
+
+def all_study():
+    return [f"{OUT}/pages/curvature.md"] if STUDY_PROBLEMS else []
+
+
+def _compact(v):
+    return "[" + ",".join(map(str, v)) + "]" if isinstance(v, list) else str(v)
+
+
+def study_command():
+    extra = {k: config[k] for k in ("only", "study_methods", "study_quick") if config.get(k)}
+    parts = " ".join(f"{k}={_compact(v)}" for k, v in extra.items())
+    return "snakemake --cores all --configfile workflows/config/curvature.yaml" + (
+        f" --config '{parts}'" if parts else "")

@@ -10,6 +10,8 @@ rule results_page:
     output:
         md=f"{OUT}/pages/{{page}}.md",
         folder=directory(f"{OUT}/pages/{{page}}"),
+    wildcard_constraints:
+        page=config["page"]["name"] if config.get("page") else "(?!)",  # the tier's page only (a study writes its own)
     conda:
         ENV
     log:
