@@ -82,3 +82,18 @@ def test_every_set_up_installs_the_one_offline_package_list():
     for pin in pins:
         name, want = pin.split("==")
         assert version(name) == want, pin
+
+
+def test_committed_curvature_page_is_what_its_report_writes():
+    """docs/results/curvature.md re-rendered from its committed CSVs, readings and tier config (header values
+    read from the page): a hand edit, or a number that no longer matches, fails."""
+    import yaml
+
+    from bench.curvature_study import page
+    text = (ROOT / "docs" / "results" / "curvature.md").read_text()
+    head = re.search(r"^Written by the workflow \(`(.*)`\) at commit (\S+) on (\S+);", text, re.M)
+    study = yaml.safe_load((ROOT / "workflows" / "config" / "curvature.yaml").read_text())["study"]
+    readings = (ROOT / study["readings"]).read_text()
+    again = page(study, ROOT / "docs" / "results" / "curvature", "curvature/agreement.png", head.group(1),
+                 head.group(2), head.group(3), readings)
+    assert again == text
