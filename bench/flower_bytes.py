@@ -19,7 +19,6 @@ import datetime
 import json
 import logging
 import math
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import pandas as pd
 
 from hiso.config import load_config
 from hiso.flower.deploy import deploy
+from hiso.gitinfo import commit
 
 ROOT = Path(__file__).resolve().parents[1]
 FED = {"num_clients": 3, "clients_per_round": 2, "perturbations": 5, "local_steps": 1, "engine": "flower",
@@ -125,10 +125,7 @@ def main() -> None:
     stem.mkdir(exist_ok=True)
     df.to_csv(stem / "bytes.csv", index=False)
     figure(df, stem / "bytes.png")
-    sha = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-                           cwd=ROOT).stdout.strip()
-    sha += " with uncommitted changes" if dirty else ""
+    sha = commit(ROOT)
     bytes_cols = ["problem", "method"] + [c for c in df.columns if c.startswith("(")]
     time_cols = ["problem", "method", "s/round", "idle polling B/s (3 SuperNodes)"] + \
         [c for c in df.columns if c.startswith("client ")]

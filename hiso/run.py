@@ -20,7 +20,6 @@ import math
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -52,12 +51,7 @@ class RunFailed(RuntimeError):
 
 def provenance() -> dict:
     """Git SHA, package versions and hardware of this process."""
-    def git(*args):
-        try:
-            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
-                                  cwd=Path(__file__).parent).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
+    from .gitinfo import git
     versions = {}
     for pkg in ("torch", "numpy", "pandas", "scikit-learn", "transformers", "peft", "datasets"):
         try:

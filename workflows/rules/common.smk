@@ -28,19 +28,9 @@ TUNING_SEED = config.get("tuning_seed", 100)
 HUB_MIRROR = plan.hub_mirror(config, OUT)
 
 
-def _commit():
-    import subprocess
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], capture_output=True, text=True,
-                             cwd=workflow.basedir, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=workflow.basedir, timeout=10).stdout.strip()
-        return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
-    except OSError:
-        return "unknown"
+from hiso.gitinfo import commit  # noqa: E402
 
-
-COMMIT = _commit()  # the code a results page was written with
+COMMIT = commit(workflow.basedir)  # the code a results page was written with
 import datetime  # noqa: E402
 
 TODAY = datetime.date.today().isoformat()
