@@ -297,13 +297,11 @@ def _check_ranges(cfg: Config) -> None:
     positive = {"federation.num_clients": f.num_clients, "federation.rounds": f.rounds,
                 "federation.local_steps": f.local_steps, "federation.perturbations": f.perturbations,
                 "federation.batch_size": f.batch_size, "federation.mu": f.mu, "federation.lr": f.lr,
-                "federation.max_abs_scalar": f.max_abs_scalar, "run.eval_every": cfg.run.eval_every,
-                "curvature.block_size": cfg.curvature.block_size}
+                "federation.max_abs_scalar": f.max_abs_scalar, "run.eval_every": cfg.run.eval_every}
     for key, v in positive.items():
         require(key, v, v > 0, "> 0")
     for key, v in {"federation.mu": f.mu, "federation.lr": f.lr, "run.diverge_factor": cfg.run.diverge_factor,
-                   "curvature.beta": cfg.curvature.beta, "curvature.damping": cfg.curvature.damping,
-                   "curvature.rmsprop_power": cfg.curvature.rmsprop_power}.items():
+                   "curvature.beta": cfg.curvature.beta}.items():
         require(key, v, math.isfinite(v), "a finite number")
     c, r = cfg.curvature, cfg.run
     require("federation.clients_per_round", f.clients_per_round, 1 <= f.clients_per_round <= f.num_clients,
@@ -314,30 +312,6 @@ def _check_ranges(cfg: Config) -> None:
     require("run.diverge_factor", r.diverge_factor, r.diverge_factor >= 0, ">= 0")
     require("run.checkpoint_every", r.checkpoint_every, r.checkpoint_every >= 0, ">= 0")
     spec, _ = method_options(cfg)
-    from .curvature import KINDS
-    if cfg.curvature.kind is not None:
-        require("curvature.kind", cfg.curvature.kind, cfg.curvature.kind in KINDS,
-                f"a registered kind ({', '.join(KINDS)})")
-        task_cls, _ = task_options(cfg)
-        if not all(hasattr(task_cls, m) for m in KINDS[cfg.curvature.kind].needs):
-            raise ConfigError(f"curvature.kind: {cfg.curvature.kind} needs a task that knows its Hessian "
-                              f"(quadratic); task {cfg.task['name']!r} does not")
-    if cfg.curvature.kind in ("second_difference", "stein"):
-        if f.difference != "central":
-            raise ConfigError(f"curvature.kind: {cfg.curvature.kind} uploads second differences, which need "
-                              f"f(x + mu z) and f(x - mu z): set federation.difference: central (2P + 1 passes)")
-        if cfg.curvature.moment != "square_of_mean":
-            raise ConfigError(f"curvature.moment: {cfg.curvature.kind} learns from second differences, "
-                              f"not from the update's moment; leave moment at square_of_mean")
-    require("curvature.rmsprop_power", cfg.curvature.rmsprop_power, 0 <= cfg.curvature.rmsprop_power <= 1,
-            "in [0, 1] (the applied update is H^-power x the step)")
-    if cfg.task["name"] == "quadratic":
-        dim = cfg.task["dim"]
-        require("curvature.block_size", cfg.curvature.block_size, cfg.curvature.block_size <= dim,
-                f"<= the model's {dim} parameters")
-    require("curvature.floor", c.floor, c.floor > 0, "> 0")
-    require("curvature.mix", c.mix, 0.0 <= c.mix <= 1.0, "in [0, 1]")
-    require("curvature.damping", c.damping, c.damping >= 0, ">= 0")
     require("federation.weight_decay", f.weight_decay, f.weight_decay >= 0 and math.isfinite(f.weight_decay),
             "finite and >= 0")
     if f.weight_decay and not spec.weight_decay:
@@ -374,6 +348,36 @@ def _check_ranges(cfg: Config) -> None:
     elif spec.fixed_curvature and cfg.curvature.kind != spec.default_curvature:
         raise ConfigError(f"method {cfg.method} is HiSo with {spec.default_curvature} curvature; curvature.kind="
                           f"{cfg.curvature.kind!r} contradicts it (use method: hiso to choose a curvature)")
+    _check_curvature_kind(cfg)
+
+
+def _check_curvature_kind(cfg: Config) -> None:
+    """The chosen kind exists, its task has what it needs, and its own options hold (checked by the kind:
+    `option_checks`); another kind's option at a non-default value is refused as unread."""
+    from .curvature import KINDS
+    c, kind = cfg.curvature, cfg.curvature.kind
+    require("curvature.kind", kind, kind in KINDS, f"a registered kind ({', '.join(KINDS)})")
+    cls = KINDS[kind]
+    task_cls, _ = task_options(cfg)
+    if not all(hasattr(task_cls, m) for m in cls.needs):
+        raise ConfigError(f"curvature.kind: {kind} needs a task that knows its Hessian "
+                          f"(quadratic); task {cfg.task['name']!r} does not")
+    if cls.second_differences:
+        if cfg.federation.difference != "central":
+            raise ConfigError(f"curvature.kind: {kind} uploads second differences, which need "
+                              f"f(x + mu z) and f(x - mu z): set federation.difference: central (2P + 1 passes)")
+        if c.moment != "square_of_mean":
+            raise ConfigError(f"curvature.moment: {kind} learns from second differences, "
+                              f"not from the update's moment; leave moment at square_of_mean")
+    for key, holds, what in cls.option_checks(cfg):
+        require(f"curvature.{key}", getattr(c, key), holds, what)
+    defaults = CurvatureConfig()
+    for other in KINDS.values():
+        for key in other.config_keys.values():
+            if key not in cls.config_keys.values() and getattr(c, key) != getattr(defaults, key):
+                readers = sorted(k.kind for k in KINDS.values() if key in k.config_keys.values())
+                raise ConfigError(f"curvature.{key}: {getattr(c, key)!r} is an option of kind {', '.join(readers)}; "
+                                  f"kind {kind} does not read it (remove it, or choose that kind)")
 
 
 def set_dotted(data: dict, assignment: str) -> None:

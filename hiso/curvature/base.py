@@ -87,6 +87,13 @@ class Curvature:
     needs: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
+    def option_checks(cls, cfg) -> list[tuple[str, bool, str]]:
+        """(key of `curvature:`, holds, what it must be) for each of the kind's own options, given the whole
+        config; the config refuses a failed one before anything runs.  Only the chosen kind's checks run, and
+        another kind's option set to a non-default value is refused as unread (hiso/config.py)."""
+        return []
+
+    @classmethod
     def task_args(cls, task) -> tuple:
         """Positional constructor arguments taken from the task (e.g. its Hessian)."""
         return ()

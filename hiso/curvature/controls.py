@@ -19,6 +19,11 @@ class RMSProp(Diagonal):
     kind = "rmsprop"
     config_keys = {"power": "rmsprop_power"}
 
+    @classmethod
+    def option_checks(cls, cfg):
+        p = cfg.curvature.rmsprop_power
+        return [("rmsprop_power", 0 <= p <= 1, "in [0, 1] (the applied update is H^-power x the step)")]
+
     def __init__(self, power: float = 0.5, **kw):
         super().__init__(**kw)
         self.power = float(power)
@@ -100,6 +105,11 @@ class Stein(Diagonal):
     config_keys = {"floor": "floor"}
     second_differences = True
 
+    @classmethod
+    def option_checks(cls, cfg):
+        f = cfg.curvature.floor
+        return [("floor", 0 < f < math.inf, "> 0 and finite")]
+
     def __init__(self, floor: float = 1e-3, **kw):
         super().__init__(**kw)
         if not floor > 0:
@@ -149,6 +159,11 @@ class DampedOracle(Oracle):
     def task_args(cls, task) -> tuple:
         return (task.hessian_diagonal(), task.lambda_max())
 
+    @classmethod
+    def option_checks(cls, cfg):
+        d = cfg.curvature.damping
+        return [("damping", 0 <= d < math.inf, ">= 0 and finite")]
+
     def __init__(self, diagonal: list[torch.Tensor], lambda_max: float, damping: float = 0.1, **kw):
         if not damping >= 0:
             raise ValueError(f"curvature.damping must be >= 0, got {damping}")
@@ -166,6 +181,11 @@ class Mixed(Diagonal):
 
     kind = "mixed"
     config_keys = {"mix": "mix"}
+
+    @classmethod
+    def option_checks(cls, cfg):
+        m = cfg.curvature.mix
+        return [("mix", 0 <= m <= 1, "in [0, 1]")]
 
     def __init__(self, mix: float = 0.5, **kw):
         super().__init__(**kw)

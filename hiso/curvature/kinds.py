@@ -99,6 +99,14 @@ class BlockDiagonal(Curvature):
     learned = True
     elementwise = False
 
+    @classmethod
+    def option_checks(cls, cfg):
+        b = cfg.curvature.block_size
+        checks = [("block_size", b > 0, "> 0")]
+        if cfg.task["name"] == "quadratic":  # other models' sizes are known once they load
+            checks.append(("block_size", b <= cfg.task["dim"], f"<= the model's {cfg.task['dim']} parameters"))
+        return checks
+
     def __init__(self, block_size: int = 8, **kw):
         super().__init__(**kw)
         if block_size < 1:
