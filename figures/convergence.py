@@ -20,6 +20,8 @@ ap.add_argument("--title", default="")
 ap.add_argument("--png", required=True)
 ap.add_argument("--pdf", required=True)
 ap.add_argument("--tuning-seed", type=int, default=None, help="leave out the step-size tuning runs (dev split)")
+ap.add_argument("--table", default=None, help="the experiment's table: with step-size grids, draw each method at "
+                "the step size its tuning run chose (the table has every grid point)")
 a = ap.parse_args()
 
 paths = a.metrics or [str(p) for p in Path(a.root).glob("*/seed*/metrics.csv")]
@@ -37,6 +39,10 @@ if start:
     runs = pd.concat([pd.DataFrame(start), runs], ignore_index=True)
 if a.tuning_seed is not None:  # the step-size tuning runs (dev split) are no reported curve
     runs = runs[runs.seed != a.tuning_seed]
+if a.table:
+    t = pd.read_csv(a.table)
+    if "best lr" in t.columns:  # grid points a tuning run did not choose are in the table, not drawn
+        runs = runs[runs["method"].isin(t.loc[t["best lr"].astype(bool) | t["lr"].isna(), "method"])]
 panels = [a.metric] + (["test_loss"] if a.metric == "accuracy" and "test_loss" in runs else [])
 fig, axes = plt.subplots(1, len(panels) + 1, figsize=(4 * (len(panels) + 1), 3.2))
 styles, seen = {}, {}
@@ -74,7 +80,8 @@ if not HIGHER_IS_BETTER.get(a.metric, True):
 if a.target is not None:
     for ax in (axes[0], axes[-1]):
         ax.axhline(a.target, color="k", ls="--", lw=0.8, label=f"target {a.target:g}")
-axes[0].legend(fontsize=7, loc="lower right" if HIGHER_IS_BETTER.get(a.metric, True) else "upper right")
+handles, labels = axes[0].get_legend_handles_labels()  # beside the panels: curves stay visible
+axes[-1].legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
 fig.suptitle((a.title or (Path(a.root).name if a.root else "")) + f"\n{SPREAD}", fontsize=9)
 save(fig, a.png, a.pdf)
 print(f"wrote {a.png} and {a.pdf}")

@@ -2,6 +2,7 @@
 rule convergence_figure:
     input:
         metrics=lambda w: metrics_of(w.exp),
+        table=f"{OUT}/tables/{{exp}}.csv",
         script="figures/convergence.py",
         lib="hiso/results.py",
     output:
@@ -20,7 +21,7 @@ rule convergence_figure:
         tuning=lambda w: tuning_arg(w.exp),
     shell:
         "{params.py} {input.script} --metrics {input.metrics} --metric {params.metric} --target {params.target} "
-        "--title {params.title:q} {params.tuning} "
+        "--title {params.title:q} {params.tuning} --table {input.table} "
         "--png {output.png} --pdf {output.pdf} > {log} 2>&1"
 
 

@@ -5,8 +5,9 @@ placeholders this script fills from the tables).
     python workflows/scripts/results_page.py --name NAME --title TITLE --tables DIR --figures DIR
         --experiments EXP ... [--sweeps NAME ...] [--readings FILE] --command CMD --commit SHA --date DATE --md OUT
 
-Placeholders in the readings: {{experiment|method|column}}, e.g. {{byz-f1|median|final rel_suboptimality mean}},
-formatted with 3 significant digits (an unknown cell is an error, so a reading cannot cite a number the tables
+Placeholders in the readings: {{experiment|method|column}}, e.g. {{byz-f1|median|final rel_suboptimality mean}};
+a method written `hiso*` is that family's row at the step size its tuning run chose (experiments with lr grids).
+Values are formatted with 3 significant digits ("not reached" for an infinite count) (an unknown cell is an error, so a reading cannot cite a number the tables
 lack).  The same inputs give the same page: tests/test_docs.py re-renders each committed page from its
 committed tables and compares.
 """
@@ -27,10 +28,17 @@ def fill(text: str, tables: dict[str, pd.DataFrame]) -> str:
         exp, method, col = (g.strip() for g in m.groups())
         if exp not in tables:
             raise KeyError(f"readings cite experiment {exp!r}, which has no table")
-        t = tables[exp].set_index("method")
+        t = tables[exp]
+        if method.endswith("*"):  # "hiso*": the family's row at the step size its tuning run chose
+            if "best lr" not in t.columns:
+                raise KeyError(f"readings cite {exp} / {method}: the experiment has no step-size grid")
+            t = t[(t["family"] == method[:-1]) & t["best lr"].astype(bool)].assign(method=method)
+        t = t.set_index("method")
         if method not in t.index or col not in t.columns:
             raise KeyError(f"readings cite {exp} / {method} / {col!r}: no such cell")
         v = t.loc[method, col]
+        if isinstance(v, float) and v == float("inf"):
+            return "not reached"
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             return str(v)
         return str(int(v)) if float(v).is_integer() and abs(v) < 1e6 else _sig(float(v))  # counts stay counts
