@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
 
-.PHONY: setup run test test-fast bench report clean-results
+.PHONY: setup run test test-fast report clean-results
 
 setup: $(VENV)/.installed
 
@@ -31,9 +31,6 @@ test-fast: setup  # everything but the end-to-end tests marked slow
 
 report: setup
 	$(BIN)/snakemake --cores $(CORES) --report results/report.html
-
-bench: setup
-	$(BIN)/python -m bench.rounds_to_target
 
 clean-results:
 	rm -rf results

@@ -171,23 +171,3 @@ def test_curvature_study_tuning_extends_the_grid_past_an_edge_where_the_best_lie
     outside = [lr for lr in ran if lr > 1.01 or lr < 0.0099]
     assert len(outside) == 2 and math.isclose(outside[0], best)  # best, then one step further (worse): stop
     assert sum(bool(r.get("extended")) for r in rows) == 2
-
-
-def test_rounds_to_target_runs_through_the_suites_runner():
-    """bench/rounds_to_target.py has no round loop of its own: its measure() is hiso.run.run stopped at the
-    target, and agrees with the rounds-to-target that the tables compute from a full run."""
-    from bench import rounds_to_target as rtt
-    from hiso.config import load_config
-    from hiso.results import to_target
-    from hiso.run import run
-    spec = {"task": {"name": "quadratic", "dim": 100, "effective_rank": 5}, "federation": {"rounds": 300},
-            "metric": "rel_suboptimality", "target": 0.5, "eval_every": 10}
-    got = rtt.measure(spec, {"method": "hiso"}, 0.02, 0)
-    full = run(load_config(data={"method": "hiso", "seed": 0, "task": spec["task"],
-                                 "federation": {"rounds": 300, "lr": 0.02},
-                                 "run": {"progress": False, "eval_every": 10}})).metrics
-    full["cum_bytes_total"] = (full["bytes_up"] + full["bytes_down"]).cumsum()
-    full["cum_forward_passes"] = full["forward_passes"].cumsum()
-    full["cum_wall_seconds"] = full["wall_seconds"].cumsum()
-    ref = to_target(full, "rel_suboptimality", 0.5)
-    assert got["rounds"] == ref["rounds"] < 300 and got["bytes"] == ref["bytes"]
