@@ -97,3 +97,9 @@ def test_committed_curvature_page_is_what_its_report_writes():
     again = page(study, ROOT / "docs" / "results" / "curvature", "curvature/agreement.png", head.group(1),
                  head.group(2), head.group(3), readings)
     assert again == text
+
+
+def test_readme_headline_table_is_generated_from_its_table():
+    p = subprocess.run([sys.executable, "workflows/scripts/readme_headline.py", "--check"], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr

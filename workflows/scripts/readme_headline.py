@@ -1,0 +1,52 @@
+"""The README's headline table, generated from a table the workflow wrote (never typed): the ablation tier's
+curvature kinds, each method at the step size its tuning run chose.
+
+    python workflows/scripts/readme_headline.py           # rewrite the block in README.md
+    python workflows/scripts/readme_headline.py --check   # exit 1 when README.md's block is stale
+
+tests/test_docs.py runs --check.
+"""
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from figures.style import label
+from hiso.results import compact_markdown
+
+ROOT = Path(__file__).resolve().parents[2]
+SOURCE = "docs/results/ablations/tables/curvature-kinds.csv"
+BLOCK = re.compile(r"(<!-- headline: generated from (\S+) by workflows/scripts/readme_headline.py; do not edit -->\n)"
+                   r"(.*?)(<!-- end of headline -->)", re.S)
+
+
+def render(csv: Path) -> str:
+    table = pd.read_csv(csv)
+    chosen = table[table["best lr"].astype(bool)] if "best lr" in table.columns else table
+    md = compact_markdown(chosen.assign(method=chosen["method"].map(label)), "rel_suboptimality")
+    return md.replace("★: the step size its tuning run chose. ", "") + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--check", action="store_true")
+    a = ap.parse_args()
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    m = BLOCK.search(text)
+    if m is None:
+        sys.exit("README.md has no headline block")
+    new = text[:m.start(3)] + render(ROOT / m.group(2)) + text[m.end(3):]
+    if a.check:
+        if new != text:
+            print(f"README.md's headline table differs from {m.group(2)}: run {__doc__.splitlines()[3].strip()}")
+            return 1
+        return 0
+    readme.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
