@@ -26,7 +26,6 @@ import fnmatch
 import json
 import logging
 import math
-import re
 import time
 from pathlib import Path
 
@@ -42,8 +41,9 @@ from hiso.io import atomic_write
 from hiso.results import HIGHER_IS_BETTER, reached
 from hiso.run import RunFailed, run
 
+from .curvature_report import page
+
 MAX_EXTENSION = tuning.MAX_EXTENSION  # grid steps tuning may add past an edge of the grid where the best lies
-REFERENCE, ORACLES = "identity (DeComFL)", ("oracle", "oracle_central", "oracle_mu_rms")  # labels (defaults)
 PROTOCOLS = {"tuned": "tuned", "equal-lr": "equal lr"}  # file-name form -> the CSV's protocol column
 
 
@@ -161,133 +161,6 @@ def _csv(rows: list[dict], path: Path) -> None:
 
 def _same(a, b) -> bool:
     return isinstance(a, (int, float)) and math.isclose(float(a), float(b), rel_tol=1e-12)
-
-
-# --- the report -------------------------------------------------------------------------------------------
-def oracle_share(t: pd.DataFrame, budget: dict[str, float] | None = None, reference: str = REFERENCE,
-                 oracles=ORACLES) -> pd.Series:
-    """Per row of t (problem, method, rounds): the share of the oracle's round reduction over DeComFL it recovers,
-    (DeComFL - rounds) / (DeComFL - best oracle variant).  Where DeComFL never reached the target and the round
-    budget is given, DeComFL is counted at the budget: a lower bound (the share grows with DeComFL's rounds
-    for any method no faster than the oracle).  NaN where undefined."""
-    share = pd.Series(math.nan, index=t.index)
-    for p in t.problem.unique():
-        m = t.problem == p
-        base = t[m & (t.method == reference)].rounds
-        orc = t[m & t.method.isin(oracles)].rounds.min()
-        if not len(base) or not math.isfinite(orc):
-            continue
-        b = base.iloc[0] if budget is None else (budget.get(p, math.nan) if math.isinf(base.iloc[0]) else math.nan)
-        if math.isfinite(b) and b > orc:
-            share[m] = ((b - t[m].rounds) / (b - orc)).where(t[m].rounds < math.inf)
-    return share
-
-
-def with_oracle_shares(t: pd.DataFrame, budgets: dict[str, float], **kw) -> pd.DataFrame:
-    """t with oracle_gain_lower_bound (only where DeComFL never reached the target) and oracle_gain_recovered."""
-    return t.assign(oracle_gain_lower_bound=oracle_share(t, budgets, **kw), oracle_gain_recovered=oracle_share(t, **kw))
-
-
-def summary_tables(ev: pd.DataFrame, tuning_rows: pd.DataFrame | None = None, budgets: dict | None = None,
-                   **kw) -> dict[str, pd.DataFrame]:
-    """The study's tables: medians over the test seeds per protocol ("tuned", "equal lr") and, given the tuning
-    rows, "tuning instance": each tuned method's run on the tuning instance at its chosen lr, where every
-    method's lr is best by construction (so DeComFL's lr not carrying over to the test instances cannot
-    flatter the others)."""
-    tables, budgets = {}, budgets or {}
-    for protocol in ("tuned", "equal lr"):
-        sub = ev[ev.protocol == protocol]
-        if sub.empty:
-            continue
-        mixed = sub.groupby(["problem", "method"]).lr.nunique()
-        if (mixed > 1).any():  # e.g. a re-tuned method whose runs at its old step size are still in the CSV
-            raise ValueError(f"{protocol} runs at more than one lr for {list(mixed[mixed > 1].index)}: "
-                             f"remove the stale rows from the eval CSV")
-        agg = {"lr": ("lr", "first"), "rounds": ("rounds", "median"), "rounds_per_seed": ("rounds", list),
-               "forward_passes": ("forward_passes", "median"), "bytes": ("bytes", "median"),
-               "final_median": ("final", "median")}
-        if protocol == "tuned":  # agreement with the true diagonal, where it was measured
-            agg.update({k: (c, "median") for k, c in (("spearman", "H_spearman"), ("log10_scale", "H_log10_scale"),
-                                                      ("log10_spread", "H_log10_spread"), ("zeta", "H_zeta"),
-                                                      ("eff_rank_whitened", "H_eff_rank_whitened"))
-                        if c in sub.columns})
-        t = sub.groupby(["problem", "method"], sort=False).agg(**agg).reset_index()
-        if protocol == "tuned":  # share of the oracle's round reduction over DeComFL that each method recovers
-            t = with_oracle_shares(t, budgets, **kw)
-            if tuning_rows is not None and not tuning_rows.empty:
-                rows = t[["problem", "method", "lr"]].merge(
-                    tuning_rows[["problem", "method", "lr", "rounds", "final"]], on=["problem", "method", "lr"],
-                    how="left")
-                tables["tuning instance"] = with_oracle_shares(rows, budgets, **kw)
-        tables[protocol] = t
-    return tables
-
-
-TITLES = {"tuned": "tuned: median over seeds (rounds, forward passes, bytes to target)",
-          "tuning instance": "tuning instance (the tuning seed) at each method's chosen lr",
-          "equal lr": "equal lr: median over seeds (rounds, forward passes, bytes to target)"}
-
-
-def summarise(ev: pd.DataFrame, tuning_rows: pd.DataFrame | None = None, **kw) -> str:
-    """summary_tables as markdown."""
-    tables = summary_tables(ev, tuning_rows, **kw)
-    return "\n".join(f"## {TITLES[k]}\n\n{tables[k].to_markdown(index=False, floatfmt='.3g')}\n"
-                     for k in TITLES if k in tables)
-
-
-PLACEHOLDER = re.compile(r"\{\{([^|}]+)\|([^|}]+)\|([^|}]+)\|([^}]+)\}\}")
-
-
-def fill(text: str, tables: dict[str, pd.DataFrame], problems=(), methods=()) -> str:
-    """{{table|problem|method|column}} -> that cell with 3 significant digits (counts stay counts, "never" for an
-    unreached target).  A block (paragraph or bullet) citing a problem or method that this run left out (a
-    slice) is dropped; any other unknown cell is an error, so readings cannot cite a number the tables lack."""
-    def cell(m):
-        table, problem, method, col = (g.strip() for g in m.groups())
-        if problem not in problems or method not in methods:
-            raise KeyError(f"readings cite {problem!r} / {method!r}: not a problem and method of the study")
-        t = tables.get(table)
-        if t is None or not ((t.problem == problem) & (t.method == method)).any():
-            return None  # left out of this run
-        if col not in t.columns:
-            raise KeyError(f"readings cite {table} / {problem} / {method} / {col!r}: no such column")
-        v = t[(t.problem == problem) & (t.method == method)][col].iloc[0]
-        if not isinstance(v, (int, float, np.floating, np.integer)):
-            return str(v)
-        v = float(v)
-        if math.isinf(v):
-            return "never"
-        return str(int(v)) if v.is_integer() and abs(v) < 1e6 else f"{v:.3g}"
-
-    blocks = re.split(r"\n(?=- |\n)", text)
-    out = []
-    for block in blocks:
-        values = [cell(m) for m in PLACEHOLDER.finditer(block)]
-        if None not in values:
-            it = iter(values)
-            out.append(PLACEHOLDER.sub(lambda _: next(it), block))
-    return "\n".join(out)
-
-
-def page(study: dict, csv_dir: Path, figure_rel: str, command: str, commit: str, date: str,
-         readings: str | None) -> str:
-    """The results page: header with provenance, the readings (placeholders filled from the tables), the
-    agreement figure and the summary tables."""
-    ev = pd.read_csv(csv_dir / "eval.csv", keep_default_na=False, na_values=[""])
-    tu = pd.read_csv(csv_dir / "tuning.csv", keep_default_na=False, na_values=[""])
-    labels = {m: v["label"] for m, v in study["methods"].items()}
-    budgets = {p["label"]: p["rounds"] for p in study["problems"].values()}
-    kw = {"reference": labels[study["reference"]], "oracles": [labels[m] for m in study.get("oracles", [])]}
-    head = (f"# {study['title']}\n\nWritten by the workflow (`{command}`) at commit {commit} on {date}; do not edit "
-            "by hand. Every run is a row of the CSV files beside this page (`curvature/eval.csv`, "
-            "`curvature/tuning.csv`); `python -m bench.curvature_study split` replays them into a results folder.\n")
-    body = [head]
-    if readings:
-        body.append(fill(readings.strip(), summary_tables(ev, tu, budgets=budgets, **kw), budgets,
-                         set(labels.values())) + "\n")
-    body.append(f"![learned vs true curvature]({figure_rel})\n")
-    body.append(summarise(ev, tu, budgets=budgets, **kw))
-    return "\n".join(body)
 
 
 # --- the jobs ---------------------------------------------------------------------------------------------

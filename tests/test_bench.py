@@ -12,6 +12,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
+def cr():
+    """The curvature study's report (bench/curvature_report.py: summary tables, the page)."""
+    from bench import curvature_report
+
+    return curvature_report
+
+
+@pytest.fixture
 def cs():
     """The curvature study's jobs (bench/curvature_study.py; its unit-testable parts: tune, summarise)."""
     from bench import curvature_study
@@ -90,12 +98,12 @@ def test_curvature_study_split_refuses_rows_that_are_not_the_protocols(cs, tmp_p
     assert p.returncode != 0 and "want one at lr" in p.stderr
 
 
-def test_curvature_study_oracle_gain_uses_the_best_oracle_variant(cs):
+def test_curvature_study_oracle_gain_uses_the_best_oracle_variant(cr):
     rows = [("identity (DeComFL)", 1000.0), ("diagonal (HiSo)", 600.0), ("oracle", float("inf")),
             ("oracle_central", 200.0), ("oracle_mu_rms", 300.0)]
     ev = pd.DataFrame([dict(problem="p", method=m, protocol="tuned", lr=0.1, seed=s, rounds=r,
                             forward_passes=r, bytes=r, final=0.1) for m, r in rows for s in (0, 1, 2)])
-    table = cs.summarise(ev)
+    table = cr.summarise(ev)
     line = next(ln for ln in table.splitlines() if "diagonal (HiSo)" in ln)
     # (1000 - 600) / (1000 - 200): measured against the fastest oracle, not the failing forward-difference one
     assert line.rstrip(" |").endswith("0.5")
@@ -122,22 +130,22 @@ def test_curvature_study_tuning_scan_stops_past_the_best_and_refines_around_it(c
     assert lr == math.sqrt(0.1)  # the refined point above 0.1 ended best (0.2)
 
 
-def test_curvature_study_summary_refuses_runs_at_two_step_sizes(cs):
+def test_curvature_study_summary_refuses_runs_at_two_step_sizes(cr):
     ev = pd.DataFrame([dict(problem="p", method="m", protocol="tuned", lr=lr, seed=0, rounds=1.0,
                             forward_passes=1.0, bytes=1.0, final=0.1) for lr in (0.01, 0.03)])
     with pytest.raises(ValueError, match="more than one lr"):
-        cs.summarise(ev)
+        cr.summarise(ev)
 
 
-def test_curvature_study_oracle_share_bound_and_tuning_instance_table(cs):
+def test_curvature_study_oracle_share_bound_and_tuning_instance_table(cr):
     inf = float("inf")
     t = pd.DataFrame(dict(problem="p", method=["identity (DeComFL)", "diagonal (HiSo)", "stein", "oracle_mu_rms"],
                           rounds=[inf, 600.0, inf, 200.0]))
-    assert cs.oracle_share(t).isna().all()  # DeComFL never reached: no share without a budget
-    bound = cs.oracle_share(t, {"p": 1000})  # DeComFL counted at the budget: (1000 - 600) / (1000 - 200)
+    assert cr.oracle_share(t).isna().all()  # DeComFL never reached: no share without a budget
+    bound = cr.oracle_share(t, {"p": 1000})  # DeComFL counted at the budget: (1000 - 600) / (1000 - 200)
     assert bound[1] == 0.5 and bound[3] == 1.0 and bound[[0, 2]].isna().all()  # never-reached methods: NaN
     t.loc[0, "rounds"] = 800.0
-    assert cs.oracle_share(t, {"p": 1000}).isna().all()  # a bound only where DeComFL never reached it
+    assert cr.oracle_share(t, {"p": 1000}).isna().all()  # a bound only where DeComFL never reached it
 
     # the tuning-instance table reads each tuned method's row at its chosen lr, not its other grid points
     ev = pd.DataFrame([dict(problem="p", method=m, protocol="tuned", lr=lr, seed=s, rounds=r, forward_passes=r,
@@ -146,9 +154,9 @@ def test_curvature_study_oracle_share_bound_and_tuning_instance_table(cs):
     tuning = pd.DataFrame([dict(problem="p", method=m, lr=lr, rounds=r, final=0.1)
                            for m, lr, r in (("identity (DeComFL)", 0.1, 1000.0), ("identity (DeComFL)", 0.03, 50.0),
                                             ("oracle", 0.01, 400.0))])
-    rows = cs.summary_tables(ev, tuning)["tuning instance"].set_index("method")
+    rows = cr.summary_tables(ev, tuning)["tuning instance"].set_index("method")
     assert rows.rounds.to_dict() == {"identity (DeComFL)": 1000.0, "oracle": 400.0}
-    assert "## tuning instance" in cs.summarise(ev, tuning)
+    assert "## tuning instance" in cr.summarise(ev, tuning)
 
 
 @pytest.mark.parametrize("best", [10 ** 0.5, 10 ** -2.5])

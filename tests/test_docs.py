@@ -89,7 +89,7 @@ def test_committed_curvature_page_is_what_its_report_writes():
     read from the page): a hand edit, or a number that no longer matches, fails."""
     import yaml
 
-    from bench.curvature_study import page
+    from bench.curvature_report import page
     text = (ROOT / "docs" / "results" / "curvature.md").read_text()
     head = re.search(r"^Written by the workflow \(`(.*)`\) at commit (\S+) on (\S+);", text, re.M)
     study = yaml.safe_load((ROOT / "workflows" / "config" / "curvature.yaml").read_text())["study"]

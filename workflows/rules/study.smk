@@ -49,6 +49,7 @@ rule study_report:
         eval=lambda w: study_eval_files(),
         readings=lambda w: config["study"].get("readings", []),
         script="bench/curvature_study.py",
+        report="bench/curvature_report.py",
         figure_script="figures/curvature_agreement.py",
     output:
         md=f"{OUT}/pages/curvature.md",
