@@ -352,32 +352,12 @@ def _check_ranges(cfg: Config) -> None:
 
 
 def _check_curvature_kind(cfg: Config) -> None:
-    """The chosen kind exists, its task has what it needs, and its own options hold (checked by the kind:
-    `option_checks`); another kind's option at a non-default value is refused as unread."""
-    from .curvature import KINDS
-    c, kind = cfg.curvature, cfg.curvature.kind
-    require("curvature.kind", kind, kind in KINDS, f"a registered kind ({', '.join(KINDS)})")
-    cls = KINDS[kind]
+    """The chosen kind's own checks (hiso/curvature: `config_problem`), the first problem refused."""
+    from .curvature import config_problem
     task_cls, _ = task_options(cfg)
-    if not all(hasattr(task_cls, m) for m in cls.needs):
-        raise ConfigError(f"curvature.kind: {kind} needs a task that knows its Hessian "
-                          f"(quadratic); task {cfg.task['name']!r} does not")
-    if cls.second_differences:
-        if cfg.federation.difference != "central":
-            raise ConfigError(f"curvature.kind: {kind} uploads second differences, which need "
-                              f"f(x + mu z) and f(x - mu z): set federation.difference: central (2P + 1 passes)")
-        if c.moment != "square_of_mean":
-            raise ConfigError(f"curvature.moment: {kind} learns from second differences, "
-                              f"not from the update's moment; leave moment at square_of_mean")
-    for key, holds, what in cls.option_checks(cfg):
-        require(f"curvature.{key}", getattr(c, key), holds, what)
-    defaults = CurvatureConfig()
-    for other in KINDS.values():
-        for key in other.config_keys.values():
-            if key not in cls.config_keys.values() and getattr(c, key) != getattr(defaults, key):
-                readers = sorted(k.kind for k in KINDS.values() if key in k.config_keys.values())
-                raise ConfigError(f"curvature.{key}: {getattr(c, key)!r} is an option of kind {', '.join(readers)}; "
-                                  f"kind {kind} does not read it (remove it, or choose that kind)")
+    problem = config_problem(cfg, task_cls, CurvatureConfig())
+    if problem:
+        raise ConfigError(problem)
 
 
 def set_dotted(data: dict, assignment: str) -> None:

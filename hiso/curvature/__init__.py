@@ -39,6 +39,34 @@ for _cls in (Identity, Diagonal, LayerScalar, BlockDiagonal, Oracle, RMSProp, Gl
     register_curvature(_cls)
 
 
+def config_problem(cfg, task_cls, defaults) -> str | None:
+    """What is wrong with the config's `curvature:` section for its chosen kind (None: nothing): the kind is
+    registered, its task has what it `needs`, second-difference kinds run central differences, its own options
+    hold (the kind's `option_checks`), and no other kind's option is set away from its default (`defaults`)."""
+    c, kind = cfg.curvature, cfg.curvature.kind
+    if kind not in KINDS:
+        return f"curvature.kind must be a registered kind ({', '.join(KINDS)}), got {kind!r}"
+    cls = KINDS[kind]
+    if not all(hasattr(task_cls, m) for m in cls.needs):
+        return f"curvature.kind: {kind} needs a task that knows its Hessian (quadratic); task {cfg.task['name']!r} does not"
+    if cls.second_differences and cfg.federation.difference != "central":
+        return (f"curvature.kind: {kind} uploads second differences, which need f(x + mu z) and f(x - mu z): set "
+                "federation.difference: central (2P + 1 passes)")
+    if cls.second_differences and c.moment != "square_of_mean":
+        return (f"curvature.moment: {kind} learns from second differences, not from the update's moment; leave "
+                "moment at square_of_mean")
+    for key, holds, what in cls.option_checks(cfg):
+        if not holds:
+            return f"curvature.{key} must be {what}, got {getattr(c, key)!r}"
+    for other in KINDS.values():
+        for key in other.config_keys.values():
+            if key not in cls.config_keys.values() and getattr(c, key) != getattr(defaults, key):
+                readers = sorted(k.kind for k in KINDS.values() if key in k.config_keys.values())
+                return (f"curvature.{key}: {getattr(c, key)!r} is an option of kind {', '.join(readers)}; kind {kind} "
+                        "does not read it (remove it, or choose that kind)")
+    return None
+
+
 def make_factory(c, task):
     """params -> bound curvature object, from the config's `curvature:` section (a CurvatureConfig)."""
     cls = KINDS[c.kind]
