@@ -30,8 +30,6 @@ CASES = [
     ("NaN divergence factor", "run: {diverge_factor: .nan}\n", [], "run.diverge_factor must be a finite number", 2),
     ("infinite damping", "curvature: {kind: damped_oracle, damping: .inf}\n", [],
      "curvature.damping must be >= 0 and finite", 2),
-    ("another kind's option", "curvature: {kind: diagonal, floor: 0.1}\n", [],
-     "curvature.floor: 0.1 is an option of kind stein; kind diagonal does not read it", 2),
     ("RMSProp power out of range", "curvature: {kind: rmsprop, rmsprop_power: -3}\n", [],
      "curvature.rmsprop_power must be in [0, 1]", 2),
     ("block larger than the model", Q + "curvature: {kind: block_diagonal, block_size: 64}\n", [],

@@ -229,3 +229,10 @@ def test_mixed_spans_hiso_and_one_learned_number(cfg_factory):
     half = fed_of({"kind": "mixed", "mix": 0.25}).server.curvature
     m = half.state[0].double()
     torch.testing.assert_close(half.flat().double(), 0.75 * m + 0.25 * m.mean(), rtol=1e-6, atol=0)
+
+
+def test_another_kinds_option_is_named_in_a_warning(cfg_factory, caplog):
+    """Stein's floor set for HiSo's diagonal changes nothing; the config says so instead of silently ignoring it."""
+    with caplog.at_level("WARNING", logger="hiso.curvature"):
+        cfg_factory(task={"name": "quadratic", "dim": 10}, curvature={"kind": "diagonal", "floor": 0.1})
+    assert "curvature.floor: 0.1 is an option of kind stein; kind diagonal does not read it" in caplog.text

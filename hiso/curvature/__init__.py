@@ -18,10 +18,13 @@ DampedOracle, Mixed); KINDS and make_factory here.
 """
 from __future__ import annotations
 
+import logging
+
 from .base import Curvature, CurvatureError, Moment, gram_full, gram_upper  # noqa: F401
 from .controls import DampedOracle, GlobalScalar, Mixed, RMSProp, SecondDifference, Stein  # noqa: F401
 from .kinds import BlockDiagonal, Diagonal, Identity, LayerScalar, Oracle  # noqa: F401
 
+log = logging.getLogger(__name__)
 KINDS: dict[str, type[Curvature]] = {}
 
 
@@ -42,7 +45,8 @@ for _cls in (Identity, Diagonal, LayerScalar, BlockDiagonal, Oracle, RMSProp, Gl
 def config_problem(cfg, task_cls, defaults) -> str | None:
     """What is wrong with the config's `curvature:` section for its chosen kind (None: nothing): the kind is
     registered, its task has what it `needs`, second-difference kinds run central differences, its own options
-    hold (the kind's `option_checks`), and no other kind's option is set away from its default (`defaults`)."""
+    hold (the kind's `option_checks`).  Another kind's option set away from its default (`defaults`) is
+    logged as a warning: the chosen kind ignores it."""
     c, kind = cfg.curvature, cfg.curvature.kind
     if kind not in KINDS:
         return f"curvature.kind must be a registered kind ({', '.join(KINDS)}), got {kind!r}"
@@ -58,13 +62,18 @@ def config_problem(cfg, task_cls, defaults) -> str | None:
     for key, holds, what in cls.option_checks(cfg):
         if not holds:
             return f"curvature.{key} must be {what}, got {getattr(c, key)!r}"
-    for other in KINDS.values():
-        for key in other.config_keys.values():
-            if key not in cls.config_keys.values() and getattr(c, key) != getattr(defaults, key):
-                readers = sorted(k.kind for k in KINDS.values() if key in k.config_keys.values())
-                return (f"curvature.{key}: {getattr(c, key)!r} is an option of kind {', '.join(readers)}; kind {kind} "
-                        "does not read it (remove it, or choose that kind)")
+    for key in unread_options(cfg, defaults):
+        readers = sorted(k.kind for k in KINDS.values() if key in k.config_keys.values())
+        log.warning("curvature.%s: %r is an option of kind %s; kind %s does not read it", key, getattr(c, key),
+                    ", ".join(readers), kind)
     return None
+
+
+def unread_options(cfg, defaults) -> list[str]:
+    """Keys of other kinds' options that the config sets away from their defaults (the chosen kind ignores them)."""
+    used = set(KINDS[cfg.curvature.kind].config_keys.values())
+    keys = dict.fromkeys(key for k in KINDS.values() for key in k.config_keys.values())
+    return [key for key in keys if key not in used and getattr(cfg.curvature, key) != getattr(defaults, key)]
 
 
 def make_factory(c, task):

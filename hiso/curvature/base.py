@@ -89,8 +89,8 @@ class Curvature:
     @classmethod
     def option_checks(cls, cfg) -> list[tuple[str, bool, str]]:
         """(key of `curvature:`, holds, what it must be) for each of the kind's own options, given the whole
-        config; the config refuses a failed one before anything runs.  Only the chosen kind's checks run, and
-        another kind's option set to a non-default value is refused as unread (hiso/config.py)."""
+        config; the config refuses a failed one before anything runs.  Only the chosen kind's checks run; another
+        kind's option set to a non-default value is named in a warning (hiso.curvature.config_problem)."""
         return []
 
     @classmethod
