@@ -1,5 +1,6 @@
 # Shared helpers: validate the tier, expand grids into experiments, expand the experiment grid.
 import os
+import re
 import shlex
 import sys
 
@@ -25,6 +26,7 @@ config["experiments"] = plan.experiments(config)
 EXPERIMENTS = config["experiments"]
 plan.check_runs(config, EXPERIMENTS, workflow.basedir)  # every run's config, before any job starts
 TUNING_SEED = config.get("tuning_seed", 100)
+EXPERIMENT_PATTERN = "|".join(re.escape(e) for e in EXPERIMENTS) or "(?!)"  # the run rule's exp wildcard
 HUB_MIRROR = plan.hub_mirror(config, OUT)
 
 

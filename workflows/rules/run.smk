@@ -7,6 +7,8 @@ rule run:
         fixtures=[f"{OUT}/fixtures/hub-lock.json"] if config.get("rehearsal") else [],
     output:
         f"{OUT}/runs/{{exp}}/{{method}}/seed{{seed}}/metrics.csv",
+    wildcard_constraints:
+        exp=EXPERIMENT_PATTERN,  # the tier's experiments only (the zeta run has its own rule)
     conda:
         ENV
     log:
