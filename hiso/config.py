@@ -140,13 +140,16 @@ class Config:
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
-        """Identity of what is computed (progress display and checkpoint keeping excluded; keys added later at their defaults too,
+        """Identity of what is computed (NOT_COMPUTED run options excluded; keys added later at their defaults too,
         so existing runs keep their identity)."""
         d = canonical(self.to_dict())
-        d["run"].pop("progress")
-        d["run"].pop("keep_checkpoint")  # what is kept on disk, not what is computed
+        for key in NOT_COMPUTED:
+            d["run"].pop(key)
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
+
+# run options that change what is shown or kept on disk, not what is computed: no part of a run's identity
+NOT_COMPUTED = ("progress", "keep_checkpoint")
 
 # options added after results existed: at these defaults a config is the one it was before they existed
 LATER_DEFAULTS = {("run", "eval_split"): "test", ("task", "dev_fraction"): 0.0, ("curvature", "damping"): 0.1,

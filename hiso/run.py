@@ -29,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .config import Config, canonical, task_options
+from .config import NOT_COMPUTED, Config, canonical, task_options
 from .curvature import CurvatureError
 from .federation import Federation
 from .io import atomic_write
@@ -90,16 +90,16 @@ class RunResult:
 
 
 def _identity(c: dict) -> dict:
-    """What a config computes: without its name, the progress display and later options at their defaults."""
+    """What a config computes: without its name, the NOT_COMPUTED run options and later options at their defaults."""
     c = canonical(c)
     c.pop("name", None)
-    c.get("run", {}).pop("progress", None)
-    c.get("run", {}).pop("keep_checkpoint", None)
+    for key in NOT_COMPUTED:
+        c.get("run", {}).pop(key, None)
     return c
 
 
 def extends(old: dict, new: dict) -> bool:
-    """Is config `new` config `old` with more rounds (name and progress display aside)?"""
+    """Is config `new` config `old` with more rounds (name and NOT_COMPUTED options aside)?"""
     a, b = _identity(old), _identity(new)
     ra, rb = a.get("federation", {}).pop("rounds", None), b.get("federation", {}).pop("rounds", None)
     return a == b and ra is not None and rb is not None and rb > ra
