@@ -35,9 +35,10 @@ import torch
 import yaml
 
 from hiso import tuning
-from hiso.config import load_config
+from hiso.config import load_config, set_dotted
 from hiso.diagnostics import agreement, true_diagonal, zeta
 from hiso.io import atomic_write
+from hiso.plan import assignment
 from hiso.results import HIGHER_IS_BETTER, reached
 from hiso.run import RunFailed, run
 
@@ -47,25 +48,15 @@ MAX_EXTENSION = tuning.MAX_EXTENSION  # grid steps tuning may add past an edge o
 PROTOCOLS = {"tuned": "tuned", "equal-lr": "equal lr"}  # file-name form -> the CSV's protocol column
 
 
-def nested(sets: dict) -> dict:
-    """{"a.b": v} -> {"a": {"b": v}}."""
-    out: dict = {}
-    for key, v in sets.items():
-        *path, last = key.split(".")
-        d = out
-        for p in path:
-            d = d.setdefault(p, {})
-        d[last] = v
-    return out
-
-
 def measure(spec: dict, method: dict, lr: float, seed: int, split: str, track: bool = False,
             max_rounds: int | None = None) -> dict:
     """One run through the suite's runner (hiso.run.run), stopped at the target or after `max_rounds` (default:
     the problem's budget): rounds, forward passes and bytes to the target (inf if not reached), the final
     metric, and with `track` the learned H's agreement with the true diagonal."""
     rounds = spec["rounds"] if max_rounds is None else min(spec["rounds"], max_rounds)
-    sets = nested(method.get("sets", {}))
+    sets: dict = {}
+    for key, value in method.get("sets", {}).items():  # the dotted `--set`s, parsed as the run rule's are
+        set_dotted(sets, assignment(key, value))
     fed_cfg = {**spec.get("federation", {}), **sets.get("federation", {}), "rounds": rounds, "lr": lr}
     dev = split == "dev" and spec["task"]["name"] != "quadratic"  # the quadratic tunes on another instance
     cfg = load_config(data={"method": sets.get("method", "hiso"), "seed": seed, "task": spec["task"],
