@@ -81,10 +81,15 @@ def page_sweeps():
     return [n for n, sw in (config.get("sweeps") or {}).items() if all(p in EXPERIMENTS for p in sw["points"])]
 
 
-def page_command():
-    only = f" --config 'only=[{','.join(config['only'])}]'" if config.get("only") else ""
+def page_command(keys=("only",)):
+    """The command a results page names: the tier's config file and the `--config` keys that sliced it."""
+    parts = " ".join(f"{k}={_compact(config[k])}" for k in keys if config.get(k))
     tier = next((Path(f).stem for f in workflow.overwrite_configfiles), "default")
-    return f"snakemake --cores all --configfile workflows/config/{tier}.yaml{only}"
+    return f"snakemake --cores all --configfile workflows/config/{tier}.yaml" + (f" --config '{parts}'" if parts else "")
+
+
+def _compact(v):
+    return "[" + ",".join(map(str, v)) + "]" if isinstance(v, list) else str(v)
 
 
 def all_pages():
@@ -141,14 +146,3 @@ def study_tuning_files(ext):
 
 def all_study():
     return [f"{OUT}/pages/curvature.md"] if STUDY_PROBLEMS else []
-
-
-def _compact(v):
-    return "[" + ",".join(map(str, v)) + "]" if isinstance(v, list) else str(v)
-
-
-def study_command():
-    extra = {k: config[k] for k in ("only", "study_methods", "study_quick") if config.get(k)}
-    parts = " ".join(f"{k}={_compact(v)}" for k, v in extra.items())
-    return "snakemake --cores all --configfile workflows/config/curvature.yaml" + (
-        f" --config '{parts}'" if parts else "")

@@ -62,7 +62,7 @@ rule study_report:
         py=PY,
         study=lambda w: shlex.quote(json.dumps(config["study"])),
         readings=lambda w, input: f"--readings {input.readings}" if input.readings else "",
-        command=lambda w: shlex.quote(study_command()),
+        command=lambda w: shlex.quote(page_command(("only", "study_methods", "study_quick"))),
         commit=COMMIT,
         date=TODAY,
     shell:
