@@ -9,7 +9,7 @@ import matplotlib.ticker as mticker
 import pandas as pd
 
 from figures.style import SPREAD, color, label, metric_label, save
-from hiso.results import HIGHER_IS_BETTER, load_runs
+from hiso.results import HIGHER_IS_BETTER, at_chosen_lr, load_runs
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--root", default=None, help="every run under this folder (<method>/seed<k>/metrics.csv)")
@@ -39,10 +39,8 @@ if start:
     runs = pd.concat([pd.DataFrame(start), runs], ignore_index=True)
 if a.tuning_seed is not None:  # the step-size tuning runs (dev split) are no reported curve
     runs = runs[runs.seed != a.tuning_seed]
-if a.table:
-    t = pd.read_csv(a.table)
-    if "best lr" in t.columns:  # grid points a tuning run did not choose are in the table, not drawn
-        runs = runs[runs["method"].isin(t.loc[t["best lr"].astype(bool) | t["lr"].isna(), "method"])]
+if a.table:  # grid points a tuning run did not choose are in the table, not drawn
+    runs = runs[runs["method"].isin(at_chosen_lr(pd.read_csv(a.table))["method"])]
 panels = [a.metric] + (["test_loss"] if a.metric == "accuracy" and "test_loss" in runs else [])
 fig, axes = plt.subplots(1, len(panels) + 1, figsize=(4 * (len(panels) + 1), 3.2))
 styles, seen = {}, {}

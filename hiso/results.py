@@ -193,6 +193,14 @@ def _sig(x: float, digits: int = 3) -> str:
     return text.rstrip(".") if "e" not in text else f"{x:.{digits}g}"
 
 
+def at_chosen_lr(table: pd.DataFrame) -> pd.DataFrame:
+    """A summary table's rows at the step size each tuning run chose, and the rows of fixed step sizes (a table
+    without step-size grids is returned whole)."""
+    if "best lr" not in table.columns:
+        return table
+    return table[table["best lr"].astype(bool) | table["lr"].isna()]
+
+
 def compact_markdown(table: pd.DataFrame, metric: str) -> str:
     """The citable view of a summary table: method, step size, final metric as mean ± std (n), rounds and bytes
     to the target, and rounds to DeComFL's best where there is one; 3 significant digits."""

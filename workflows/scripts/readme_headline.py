@@ -14,17 +14,15 @@ from pathlib import Path
 import pandas as pd
 
 from figures.style import label
-from hiso.results import compact_markdown
+from hiso.results import at_chosen_lr, compact_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCE = "docs/results/ablations/tables/curvature-kinds.csv"
 BLOCK = re.compile(r"(<!-- headline: generated from (\S+) by workflows/scripts/readme_headline.py; do not edit -->\n)"
                    r"(.*?)(<!-- end of headline -->)", re.S)
 
 
 def render(csv: Path) -> str:
-    table = pd.read_csv(csv)
-    chosen = table[table["best lr"].astype(bool)] if "best lr" in table.columns else table
+    chosen = at_chosen_lr(pd.read_csv(csv))
     md = compact_markdown(chosen.assign(method=chosen["method"].map(label)), "rel_suboptimality")
     return md.replace("★: the step size its tuning run chose. ", "") + "\n"
 
