@@ -14,9 +14,10 @@ include: "workflows/rules/tables.smk"
 include: "workflows/rules/figures.smk"
 include: "workflows/rules/pages.smk"
 include: "workflows/rules/study.smk"
+include: "workflows/rules/perf.smk"
 
 # Tables, figures, the step-size choice and the small zeta run take seconds: on a cluster they run where snakemake runs.
-localrules: all, table, paper_side_by_side, convergence_figure, sweep_figure, curvature_histogram, zeta_run, zeta_figure, choose_lr, fixtures, results_page, study_report
+localrules: all, table, paper_side_by_side, convergence_figure, sweep_figure, curvature_histogram, zeta_run, zeta_figure, choose_lr, fixtures, results_page, study_report, perf_report
 
 
 # Local jobs fork from one warm process that imported torch, transformers and the suite once (hiso/warm.py): a
@@ -43,3 +44,4 @@ rule all:
         all_figures(),
         all_pages(),
         all_study(),
+        all_perf(),

@@ -21,8 +21,17 @@ process (median of --repeats), because these machines are noisy.
   bytes     measured bytes per round per method over the minimum (scalar-only: tau*P*4 up + 4*tau seeds
             down; vector methods: 4*d each way).
 
-    python bench/perf.py --models tiny-llama,smollm2-lora,smollm2-full --out bench/results/perf
-    python bench/perf.py --only bytes,replay      # quick
+  tier      wall time of a workflow tier (default: the embedded CPU default, `make run`) in a fresh copy of the
+            workflow with a fresh results folder on --cores cores, as a clean clone's first run (set-up excluded),
+            and of the no-op rerun that follows.
+  warm      wall time of small runs started cold (a fresh `python -m hiso run`) over warm (forked from the
+            workflow's warm runner), alternated (bench/warm_runner.py).
+
+The workflow's perf tier runs each part as a job and writes the results page (workflows/config/perf.yaml):
+    snakemake --cores all --configfile workflows/config/perf.yaml
+By hand, one part at a time:
+    python -m bench.perf --only bytes --csv bytes.csv --meta bytes.json
+    python -m bench.perf --only step --models tiny-llama --P 5 --repeats 5
 """
 from __future__ import annotations
 
@@ -30,6 +39,8 @@ import argparse
 import gc
 import json
 import os
+import platform
+import re
 import resource
 import statistics
 import subprocess
@@ -44,14 +55,18 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from bench import warm_runner  # noqa: E402
 from hiso.config import load_config  # noqa: E402
 from hiso.curvature import Diagonal, Identity  # noqa: E402
 from hiso.estimators import estimate  # noqa: E402
 from hiso.federation import apply_record  # noqa: E402
+from hiso.gitinfo import commit  # noqa: E402
+from hiso.io import atomic_write  # noqa: E402
 from hiso.perturb import Scratch, StepDirections, directions, step_  # noqa: E402
 from hiso.protocol import RoundRecord  # noqa: E402
 from hiso.run import build_federation  # noqa: E402
 
+PARTS = ("step", "bound", "memory", "clients", "replay", "profile", "chunk", "bytes", "warm", "tier")
 MODELS = {
     "tiny-llama": {"model": "tiny-llama", "trainable": "full"},
     "smollm2-lora": {"model": "smollm2-135m-instruct", "trainable": "lora"},
@@ -175,8 +190,9 @@ def bench_memory(models: list[str], steps: int) -> list[dict]:
     for name in models:
         for method in ("decomfl", "hiso"):
             for cache in (False, True):
-                out = subprocess.run([sys.executable, __file__, "--child-memory", json.dumps([name, method, steps, cache])],
-                                     capture_output=True, text=True, check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                out = subprocess.run([sys.executable, "-m", "bench.perf", "--child-memory", json.dumps([name, method, steps, cache])],
+                                     capture_output=True, text=True, check=True, cwd=ROOT,
+                                     env={**os.environ, "PYTHONWARNINGS": "ignore"})
                 rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
                 print(rows[-1], flush=True)
     return rows
@@ -196,8 +212,8 @@ def _clients_child(clients: int, rounds: int) -> dict:
 def bench_clients(rounds: int) -> list[dict]:
     rows = []
     for m in (2, 10, 100):
-        out = subprocess.run([sys.executable, __file__, "--child-clients", json.dumps([m, rounds])],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run([sys.executable, "-m", "bench.perf", "--child-clients", json.dumps([m, rounds])],
+                             capture_output=True, text=True, check=True, cwd=ROOT)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
     base = rows[0]
@@ -322,13 +338,54 @@ def bench_bytes() -> list[dict]:
     return rows
 
 
+def bench_tier(tier: str, cores: int) -> list[dict]:
+    """The tier's snakemake run in a copy of the workflow (so the repository's .snakemake and results stay
+    untouched), then the same command again (nothing to do)."""
+    import shutil
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp) / "repo"
+        repo.mkdir()
+        shutil.copy2(ROOT / "Snakefile", repo)
+        for d in ("workflows", "figures", "paper_results", "hiso", "baselines", "bench", "docs"):
+            shutil.copytree(ROOT / d, repo / d, ignore=shutil.ignore_patterns("__pycache__"))
+        cmd = [sys.executable, "-m", "snakemake", "--cores", str(cores), "--configfile",
+               f"workflows/config/{tier}.yaml", "--config", f"results={tmp}/out"]
+        times, logs = [], []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            p = subprocess.run(cmd, cwd=repo, capture_output=True, text=True)
+            times.append(time.perf_counter() - t0)
+            logs.append(p.stdout + p.stderr)
+            if p.returncode:
+                raise RuntimeError(f"{' '.join(cmd)} exited with {p.returncode}:\n{logs[-1][-3000:]}")
+    jobs = [int(m[-1]) if (m := re.findall(r"^total\s+(\d+)", log, re.M)) else 0 for log in logs]
+    row = {"tier": tier, "cores": cores, "jobs": jobs[0], "wall_min": times[0] / 60, "rerun_jobs": jobs[1],
+           "rerun_s": times[1]}
+    print(row, flush=True)
+    return [row]
+
+
+def machine() -> dict:
+    """What a timing depends on: the CPU, how many, torch and its threads, and the load average (1 min)."""
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor() or "unknown")
+    return {"cpu": model, "cpus": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--only", default="step,bound,memory,clients,replay,profile,chunk,bytes")
-    ap.add_argument("--models", default="tiny-llama,smollm2-lora")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--only", default="step,bound,memory,clients,replay,profile,chunk,bytes,warm,tier",
+                    help="the parts to run, comma-separated")
+    ap.add_argument("--models", default="tiny-llama,smollm2-lora", help=f"of {', '.join(MODELS)}")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--P", default="1,5", help="perturbation counts of the step bench")
+    ap.add_argument("--tier", default="default", help="the tier the tier part runs (workflows/config/<tier>.yaml)")
+    ap.add_argument("--cores", type=int, default=2, help="the tier part's snakemake --cores")
     ap.add_argument("--out", default=None, help="write <out>_<part>.csv")
+    ap.add_argument("--csv", default=None, help="the one part's rows (with a single --only part)")
+    ap.add_argument("--meta", default=None, help="a JSON of the part, its arguments, the machine, load and wall time")
     ap.add_argument("--child-memory", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--child-clients", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -341,18 +398,33 @@ def main() -> None:
         return
     import logging
     logging.disable(logging.WARNING)
-    models = args.models.split(",")
-    parts = {"step": lambda: bench_step(models, args.repeats, [int(p) for p in args.P.split(",")]), "memory": lambda: bench_memory(models, 2),
+    models, only = args.models.split(","), args.only.split(",")
+    unknown = [m for m in models if m not in MODELS] + [p for p in only if p not in PARTS]
+    if unknown or ((args.csv or args.meta) and len(only) != 1):
+        ap.error(f"unknown models or parts {unknown}" if unknown else "--csv and --meta take a single --only part")
+    P = [int(p) for p in args.P.split(",")]
+    parts = {"step": lambda: bench_step(models, args.repeats, P), "memory": lambda: bench_memory(models, 2),
              "clients": lambda: bench_clients(5), "replay": lambda: bench_replay(args.repeats),
-             "chunk": lambda: bench_chunk(args.repeats), "profile": lambda: bench_profile(args.repeats), "bound": lambda: bench_bound(models, args.repeats),
-             "bytes": bench_bytes}
-    for part in args.only.split(","):
+             "chunk": lambda: bench_chunk(args.repeats), "profile": lambda: bench_profile(args.repeats),
+             "bound": lambda: bench_bound(models, args.repeats), "bytes": bench_bytes,
+             "warm": lambda: warm_runner.measure(args.repeats), "tier": lambda: bench_tier(args.tier, args.cores)}
+    for part in only:
+        load0, t0 = os.getloadavg()[0], time.perf_counter()
         df = pd.DataFrame(parts[part]())
+        meta = {"part": part, "models": models if part in ("step", "memory", "bound") else None,
+                "repeats": args.repeats, "P": P if part == "step" else None,
+                **({"tier": args.tier, "cores": args.cores} if part == "tier" else {}), **machine(),
+                "load_before": load0, "load_after": os.getloadavg()[0], "wall_s": time.perf_counter() - t0,
+                "commit": commit(ROOT)}
         print(f"\n## {part}\n")
         print(df.to_markdown(index=False, floatfmt=".3g"))
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             df.to_csv(f"{args.out}_{part}.csv", index=False)
+        if args.csv:
+            atomic_write(args.csv, df.to_csv(index=False))
+        if args.meta:
+            atomic_write(args.meta, json.dumps(meta, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -91,7 +91,8 @@ def experiments(config: dict) -> dict:
     exps = expand_lr_grids({**explicit, **expand_grids(config)})
     if config.get("only"):
         exps = {n: s for n, s in exps.items() if any(fnmatch.fnmatchcase(n, p) for p in config["only"])}
-        if not exps and not config.get("study"):  # a study's `only` selects its problems (bench/curvature_study.py)
+        if not exps and not config.get("study") and not config.get("perf"):  # a study's `only` selects its problems,
+            # the perf tier's its jobs (workflows/rules/perf.smk)
             raise ValueError(f"only: {config['only']} matches no experiment of the tier")
     if config.get("rehearsal"):  # CPU runs: one core each, no GPU slot
         for spec in exps.values():

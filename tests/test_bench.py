@@ -27,13 +27,49 @@ def cs():
     return curvature_study
 
 
-def test_perf_bytes_part_measures_the_wire(tmp_path):
-    subprocess.run([sys.executable, "bench/perf.py", "--only", "bytes", "--out", str(tmp_path / "p")], cwd=ROOT,
-                   check=True, capture_output=True, text=True)
-    df = pd.read_csv(tmp_path / "p_bytes.csv").set_index("method")
+def test_perf_tier_bytes_job_measures_the_wire_and_writes_its_page(tmp_path):
+    """The perf tier sliced to its bytes job: one job, one report; the page's numbers are the job's CSV."""
+    from test_workflow import SNAKEMAKE, job_counts, workflow_copy
+
+    repo, out = workflow_copy(tmp_path), tmp_path / "out"
+    readings = tmp_path / "readings.md"
+    readings.write_text("HiSo sends {{bytes|method=hiso|bytes_up}} B up.\n\n"
+                        "- A step costs {{step|model=tiny-llama,method=hiso,P=5,cache_directions=False|ratio}}.\n")
+    p = subprocess.run([SNAKEMAKE, "--cores", "1", "--configfile", "workflows/config/perf.yaml", "--config",
+                        f"results={out}", "only=[bytes]"], cwd=repo, check=True, capture_output=True, text=True,
+                       env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert job_counts(p.stdout + p.stderr) == {"perf_job": 1, "perf_report": 1, "all": 1, "total": 3}
+    df = pd.read_csv(out / "perf" / "bytes.csv").set_index("method")
     # vector methods: header only on top of 4*d bytes; scalar-only: 76 B up for 2 clients (headers + 20 B each)
     assert (df.loc[["fedzo", "fedavg", "fedadam"], "up_ratio"] < 1.001).all()
     assert df.loc["hiso", "bytes_up"] == df.loc["decomfl", "bytes_up"] == 2 * (18 + 5 * 4)
+    page = (out / "pages" / "perf.md").read_text()
+    assert "`python -m bench.perf --only bytes` (job `bytes`" in page and "| fedkseed |" in page
+    assert (out / "pages" / "perf" / "bytes.csv").exists() and (out / "pages" / "perf" / "bytes.json").exists()
+    # the readings as the report fills them: a block citing a job left out of the slice is dropped
+    import yaml
+
+    from bench.perf_report import page as render
+    perf = yaml.safe_load((repo / "workflows" / "config" / "perf.yaml").read_text())["perf"]
+    text = render(perf, out / "pages" / "perf", "c", "x", "d",
+                  readings.read_text())
+    assert "HiSo sends 76 B up." in text and "A step costs" not in text
+
+
+def test_perf_report_placeholders_name_one_row_or_fail():
+    from bench.perf_report import fill, number
+    t = {"step": pd.DataFrame({"model": ["a", "a"], "P": [1, 5], "cache": [False, True], "ratio": [1.23456, 2.0]})}
+    jobs = {"step": {}, "bytes": {}}
+    assert fill("x {{step|model=a,P=5|ratio}}", t, jobs) == "x 2"
+    assert fill("x {{step|P=1,cache=False|ratio}}", t, jobs) == "x 1.23"
+    assert fill("kept\n\n- dropped {{bytes||up}}\n- kept too", t, jobs) == "kept\n\n- kept too"
+    for bad, why in [("{{step|model=a|ratio}}", "2 rows"), ("{{step|P=7|ratio}}", "0 rows"),
+                     ("{{step|P=1|nope}}", "no column 'nope'"), ("{{step|size=1|ratio}}", "no column 'size'"),
+                     ("{{zeta|P=1|ratio}}", "not a job")]:
+        with pytest.raises(KeyError, match=why):
+            fill(bad, t, jobs)
+    assert [number(v) for v in (134515008, 0.000123456, 1.0005, 81_234_567.8, 2.5e-7, True)] == \
+        ["134,515,008", "0.000123", "1.00", "8.12e+07", "2.5e-07", "True"]
 
 
 @pytest.mark.slow

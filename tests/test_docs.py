@@ -99,6 +99,19 @@ def test_committed_curvature_page_is_what_its_report_writes():
     assert again == text
 
 
+def test_committed_perf_page_is_what_its_report_writes():
+    """docs/results/perf.md re-rendered from its committed CSVs and JSONs, readings and tier config."""
+    import yaml
+
+    from bench.perf_report import page
+    text = (ROOT / "docs" / "results" / "perf.md").read_text()
+    head = re.search(r"^Written by the workflow \(`(.*)`\) at commit (\S+) on (\S+);", text, re.M)
+    perf = yaml.safe_load((ROOT / "workflows" / "config" / "perf.yaml").read_text())["perf"]
+    again = page(perf, ROOT / "docs" / "results" / "perf", head.group(1), head.group(2), head.group(3),
+                 (ROOT / perf["readings"]).read_text())
+    assert again == text
+
+
 def test_readme_headline_table_is_generated_from_its_table():
     p = subprocess.run([sys.executable, "workflows/scripts/readme_headline.py", "--check"], cwd=ROOT,
                        capture_output=True, text=True)
