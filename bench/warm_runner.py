@@ -19,9 +19,9 @@ from pathlib import Path
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNS = {
-    "quadratic d=1000, 40 rounds": ["--config", "workflows/config/base/quadratic.yaml", "--set", "federation.rounds=40"],
-    "digits CNN, 20 rounds": ["--config", "workflows/config/base/digits.yaml", "--set", "federation.rounds=20"],
+RUNS = {  # name -> (base config, rounds)
+    "quadratic-d1000": ("workflows/config/base/quadratic.yaml", 40),
+    "digits-cnn": ("workflows/config/base/digits.yaml", 20),
 }
 THREADS = {k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
 
@@ -47,14 +47,15 @@ def measure(repeats: int) -> list[dict]:
                 raise RuntimeError(f"the warm server exited with {server.returncode}")
             time.sleep(0.1)
         try:
-            for k, (name, args) in enumerate(RUNS.items()):
+            for k, (name, (base, rounds)) in enumerate(RUNS.items()):
                 cold, warm = [], []
                 for i in range(repeats):
-                    common = [*args, "--set", "run.progress=false", "--set", "run.threads=1"]
+                    common = ["--config", base, "--set", f"federation.rounds={rounds}", "--set", "run.progress=false",
+                              "--set", "run.threads=1"]
                     cold.append(timed([*common, "--out", f"{tmp}/cold-{k}-{i}"], env))
                     warm.append(timed([*common, "--out", f"{tmp}/warm-{k}-{i}"], {**env, "HISO_WARM_SOCKET": str(sock)}))
                 c, w = statistics.median(cold), statistics.median(warm)
-                rows.append({"run": name, "repeats": repeats, "cold_s": c, "warm_s": w, "cold_over_warm": c / w})
+                rows.append({"run": name, "rounds": rounds, "repeats": repeats, "cold_s": c, "warm_s": w, "cold_over_warm": c / w})
                 print(rows[-1], flush=True)
         finally:
             server.terminate()
