@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hiso.results import fill_blocks
+
 REFERENCE, ORACLES = "identity (DeComFL)", ("oracle", "oracle_central", "oracle_mu_rms")  # labels (defaults)
 
 
@@ -108,14 +110,7 @@ def fill(text: str, tables: dict[str, pd.DataFrame], problems=(), methods=()) ->
             return "never"
         return str(int(v)) if v.is_integer() and abs(v) < 1e6 else f"{v:.3g}"
 
-    blocks = re.split(r"\n(?=- |\n)", text)
-    out = []
-    for block in blocks:
-        values = [cell(m) for m in PLACEHOLDER.finditer(block)]
-        if None not in values:
-            it = iter(values)
-            out.append(PLACEHOLDER.sub(lambda _: next(it), block))
-    return "\n".join(out)
+    return fill_blocks(text, PLACEHOLDER, cell)
 
 
 def page(study: dict, csv_dir: Path, figure_rel: str, command: str, commit: str, date: str,

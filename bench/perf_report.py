@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from hiso.io import atomic_write
+from hiso.results import fill_blocks
 
 PLACEHOLDER = re.compile(r"\{\{([^|}]+)\|([^|}]*)\|([^|}]+)\}\}")
 
@@ -69,13 +70,7 @@ def fill(text: str, tables: dict[str, pd.DataFrame], jobs) -> str:
             raise KeyError(f"{where}: no column {col!r}")
         return number(row[col])
 
-    out = []
-    for block in re.split(r"\n(?=- |\n)", text):
-        values = [cell(m) for m in PLACEHOLDER.finditer(block)]
-        if None not in values:
-            it = iter(values)
-            out.append(PLACEHOLDER.sub(lambda _: next(it), block))
-    return "\n".join(out)
+    return fill_blocks(text, PLACEHOLDER, cell)
 
 
 def command_of(meta: dict) -> str:

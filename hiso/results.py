@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -238,3 +239,16 @@ def provenance_line(metrics_paths) -> str:
     commits = ", ".join(sorted(s for s in shas if s)) or "unknown"
     return (f"Provenance: {len(metrics_paths)} runs, {len(hashes)} configs (hashes in each run.json), "
             f"commit {commits}{' with uncommitted changes' if dirty else ''}.")
+
+
+def fill_blocks(text: str, pattern, cell) -> str:
+    """Each match of `pattern` in the readings -> cell(match).  A block (paragraph or bullet) with a match whose
+    cell is None, a problem or job that a sliced run left out, is dropped whole, so that no sentence loses a
+    number; `cell` raises for a citation the tables can never hold."""
+    out = []
+    for block in re.split(r"\n(?=- |\n)", text):
+        values = [cell(m) for m in pattern.finditer(block)]
+        if None not in values:
+            it = iter(values)
+            out.append(pattern.sub(lambda _: next(it), block))
+    return "\n".join(out)
