@@ -24,6 +24,8 @@ process (median of --repeats), because these machines are noisy.
   tier      wall time of a workflow tier (default: the embedded CPU default, `make run`) in a fresh copy of the
             workflow with a fresh results folder on --cores cores, as a clean clone's first run (set-up excluded),
             and of the no-op rerun that follows.
+  flower    bytes at every layer (payload, protocol messages, Flower messages, TCP) and time per round on a Flower
+            deployment on 127.0.0.1, per problem and method (bench/flower_bytes.py); --rounds rounds each.
   warm      wall time of small runs started cold (a fresh `python -m hiso run`) over warm (forked from the
             workflow's warm runner), alternated (bench/warm_runner.py).
 
@@ -66,7 +68,7 @@ from hiso.perturb import Scratch, StepDirections, directions, step_  # noqa: E40
 from hiso.protocol import RoundRecord  # noqa: E402
 from hiso.run import build_federation  # noqa: E402
 
-PARTS = ("step", "bound", "memory", "clients", "replay", "profile", "chunk", "bytes", "warm", "tier")
+PARTS = ("step", "bound", "memory", "clients", "replay", "profile", "chunk", "bytes", "warm", "tier", "flower")
 MODELS = {
     "tiny-llama": {"model": "tiny-llama", "trainable": "full"},
     "smollm2-lora": {"model": "smollm2-135m-instruct", "trainable": "lora"},
@@ -376,11 +378,12 @@ def machine() -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--only", default="step,bound,memory,clients,replay,profile,chunk,bytes,warm,tier",
+    ap.add_argument("--only", default="step,bound,memory,clients,replay,profile,chunk,bytes,warm,tier,flower",
                     help="the parts to run, comma-separated")
     ap.add_argument("--models", default="tiny-llama,smollm2-lora", help=f"of {', '.join(MODELS)}")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--P", default="1,5", help="perturbation counts of the step bench")
+    ap.add_argument("--rounds", type=int, default=5, help="the flower part's rounds per deployment")
     ap.add_argument("--tier", default="default", help="the tier the tier part runs (workflows/config/<tier>.yaml)")
     ap.add_argument("--cores", type=int, default=2, help="the tier part's snakemake --cores")
     ap.add_argument("--out", default=None, help="write <out>_<part>.csv")
@@ -407,13 +410,15 @@ def main() -> None:
              "clients": lambda: bench_clients(5), "replay": lambda: bench_replay(args.repeats),
              "chunk": lambda: bench_chunk(args.repeats), "profile": lambda: bench_profile(args.repeats),
              "bound": lambda: bench_bound(models, args.repeats), "bytes": bench_bytes,
-             "warm": lambda: warm_runner.measure(args.repeats), "tier": lambda: bench_tier(args.tier, args.cores)}
+             "warm": lambda: warm_runner.measure(args.repeats), "tier": lambda: bench_tier(args.tier, args.cores),
+             "flower": lambda: __import__("bench.flower_bytes").flower_bytes.measure_all(args.rounds)}  # imports flwr
     for part in only:
         load0, t0 = os.getloadavg()[0], time.perf_counter()
         df = pd.DataFrame(parts[part]())
         meta = {"part": part, "models": models if part in ("step", "memory", "bound") else None,
                 "repeats": args.repeats, "P": P if part == "step" else None,
-                **({"tier": args.tier, "cores": args.cores} if part == "tier" else {}), **machine(),
+                **({"tier": args.tier, "cores": args.cores} if part == "tier" else {}),
+                **({"rounds": args.rounds} if part == "flower" else {}), **machine(),
                 "load_before": load0, "load_after": os.getloadavg()[0], "wall_s": time.perf_counter() - t0,
                 "commit": commit(ROOT)}
         print(f"\n## {part}\n")

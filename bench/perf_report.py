@@ -80,6 +80,8 @@ def command_of(meta: dict) -> str:
             args.append(f"--{k} {','.join(map(str, meta[k]))}")
     if meta["part"] == "tier":
         args.append(f"--tier {meta['tier']} --cores {meta['cores']}")
+    elif meta["part"] == "flower":
+        args.append(f"--rounds {meta['rounds']}")
     elif meta["part"] not in ("bytes", "memory", "clients"):
         args.append(f"--repeats {meta['repeats']}")
     return "python -m bench.perf " + " ".join(args)

@@ -15,7 +15,7 @@ rule perf_job:
         py=PY,
         args=lambda w: " ".join(
             f"--{k} {','.join(map(str, v)) if isinstance(v, list) else v}"
-            for k, v in PERF_JOBS[w.job].items() if k in ("models", "repeats", "P", "tier", "cores")),
+            for k, v in PERF_JOBS[w.job].items() if k in ("models", "repeats", "P", "tier", "cores", "rounds")),
         part=lambda w: PERF_JOBS[w.job]["part"],
     wildcard_constraints:
         job="|".join(re.escape(j) for j in PERF_JOBS) or "(?!)",
