@@ -31,9 +31,10 @@ def planned_configs(name):
 
 def test_every_run_of_every_tier_loads():
     counts = {t: sum(1 for _ in planned_configs(t)) for t in TIERS}
-    # the curvature tier has no experiments: its jobs build their runs from its study (tests/test_bench.py)
+    # the curvature and perf tiers have no experiments: their jobs are the study's and the perf parts
+    # (tests/test_bench.py)
     assert counts == {"ablations": 600, "curvature": 0, "default": 62, "deploy": 4, "lm": 2, "paper": 1232,
-                      "smoke": 14}, counts
+                      "perf": 0, "smoke": 14}, counts
 
 
 def test_a_task_the_registry_lacks_fails_at_plan_time(tmp_path):
