@@ -1,12 +1,13 @@
 # The performance tier (workflows/config/perf.yaml; the parts are bench/perf.py, the page bench/perf_report.py):
-# one job per entry of perf.jobs and one report.  A perf job takes every core so that no other job runs beside
-# it (the parts set torch to one thread; the ratios are measured side by side, but a quiet machine keeps their
-# noise down).  Like run jobs, perf jobs are not rerun when the code changes: delete a job's CSV to rerun it.
+# one job per entry of perf.jobs and one report.  A local perf job takes every core so that no other job runs
+# beside it: the parts set torch to one thread and time their ratios side by side, but a quiet machine keeps
+# their noise down.  On a cluster a perf job is submitted like a run job, to measure the node it lands on.
+# Like run jobs, perf jobs are not rerun when the code changes: delete a job's CSV to rerun it.
 rule perf_job:
     output:
         csv=f"{PERF_OUT}/{{job}}.csv",
         meta=f"{PERF_OUT}/{{job}}.json",
-    threads: workflow.cores
+    threads: workflow.cores if workflow.local_exec else 1  # on a cluster: one core of the node it measures
     conda:
         ENV
     log:
