@@ -107,7 +107,9 @@ def test_config_schema_rejects_unknown_keys_and_wrong_types(tmp_path):
     for text, msg in (("seeds: [0]\nexperimentz: {}\n", "experimentz"),
                       ("seeds: zero\nexperiments: {}\n", "seeds"),
                       ("seeds: [0]\nexperiments: {q: {base: b.yaml, metric: m, target: x, methods: {a: {}}}}\n",
-                       "target")):
+                       "target"),
+                      ("experiments: {}\n", "'seeds' is a dependency of 'experiments'"),
+                      ("perf: {title: t, jobs: {b: {part: bites}}}\n", "bites")):
         bad.write_text(text)
         p = subprocess.run([SNAKEMAKE, "-n", "--configfile", str(bad)], cwd=ROOT, capture_output=True, text=True)
         assert p.returncode != 0 and msg in p.stdout + p.stderr, p.stdout + p.stderr
