@@ -22,8 +22,8 @@ PLACEHOLDER = re.compile(r"\{\{([^|}]+)\|([^|}]*)\|([^|}]+)\}\}")
 
 
 def number(v) -> str:
-    """A cell as text: integers as integers, other numbers with 3 significant digits (no exponent between 1e-4
-    and 1e6; thousands separated), booleans and strings as they are."""
+    """A cell as text: integers and numbers from 1,000 up as integers with thousands separated, smaller ones with
+    3 significant digits (an exponent only below 1e-4), booleans and strings as they are."""
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
         return str(v)
     v = float(v)
@@ -33,7 +33,9 @@ def number(v) -> str:
         return "∞" if v > 0 else "-∞"
     if v.is_integer() and abs(v) < 1e15:
         return f"{int(v):,}"
-    if 1e-4 <= abs(v) < 1e6:
+    if abs(v) >= 1e3:
+        return f"{v:,.0f}"
+    if abs(v) >= 1e-4:
         digits = max(0, 2 - math.floor(math.log10(abs(v))))
         return f"{round(v, digits):,.{digits}f}"
     return f"{v:.3g}"
