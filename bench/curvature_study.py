@@ -22,7 +22,6 @@ from them without computing.  Every run goes through the suite's runner, hiso.ru
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import json
 import logging
 import math
@@ -38,7 +37,7 @@ from hiso import tuning
 from hiso.config import load_config, set_dotted
 from hiso.diagnostics import agreement, true_diagonal, zeta
 from hiso.io import atomic_write
-from hiso.plan import assignment
+from hiso.plan import assignment, kept
 from hiso.results import HIGHER_IS_BETTER, reached
 from hiso.run import RunFailed, run
 
@@ -210,7 +209,7 @@ def problems(tier: dict) -> dict:
             raise ValueError(f"{where}: {unknown} not in study.methods ({', '.join(study['methods'])})")
     out = {}
     for p, spec in tier["study"]["problems"].items():
-        if tier.get("only") and not any(fnmatch.fnmatchcase(p, pat) for pat in tier["only"]):
+        if not kept(tier, p):
             continue
         methods = [m for m in spec["methods"] if not keep_m or m in keep_m]
         if methods:

@@ -368,6 +368,11 @@ def bench_tier(tier: str, cores: int) -> list[dict]:
     return [row]
 
 
+def bench_flower(rounds: int) -> list[dict]:
+    from bench import flower_bytes  # imports flwr: only for this part
+    return flower_bytes.measure_all(rounds)
+
+
 def machine() -> dict:
     """What a timing depends on: the CPU, how many, torch and its threads, and the load average (1 min)."""
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -411,7 +416,7 @@ def main() -> None:
              "chunk": lambda: bench_chunk(args.repeats), "profile": lambda: bench_profile(args.repeats),
              "bound": lambda: bench_bound(models, args.repeats), "bytes": bench_bytes,
              "warm": lambda: warm_runner.measure(args.repeats), "tier": lambda: bench_tier(args.tier, args.cores),
-             "flower": lambda: __import__("bench.flower_bytes").flower_bytes.measure_all(args.rounds)}  # imports flwr
+             "flower": lambda: bench_flower(args.rounds)}
     for part in only:
         load0, t0 = os.getloadavg()[0], time.perf_counter()
         df = pd.DataFrame(parts[part]())

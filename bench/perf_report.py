@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from hiso.io import atomic_write
-from hiso.results import fill_blocks
+from hiso.results import _sig, fill_blocks
 
 PLACEHOLDER = re.compile(r"\{\{([^|}]+)\|([^|}]*)\|([^|}]+)\}\}")
 
@@ -33,12 +33,7 @@ def number(v) -> str:
         return "∞" if v > 0 else "-∞"
     if v.is_integer() and abs(v) < 1e15:
         return f"{int(v):,}"
-    if abs(v) >= 1e3:
-        return f"{v:,.0f}"
-    if abs(v) >= 1e-4:
-        digits = max(0, 2 - math.floor(math.log10(abs(v))))
-        return f"{round(v, digits):,.{digits}f}"
-    return f"{v:.3g}"
+    return _sig(v)
 
 
 def row_of(table: pd.DataFrame, selector: str, where: str) -> pd.Series:

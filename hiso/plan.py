@@ -84,13 +84,19 @@ def expand_lr_grids(experiments: dict) -> dict:
     return experiments
 
 
+def kept(config: dict, name: str) -> bool:
+    """Whether the tier's `only` patterns (shell patterns, fnmatch) keep `name`: an experiment, a study's problem or
+    a perf job.  Every name is kept when there are none."""
+    return not config.get("only") or any(fnmatch.fnmatchcase(name, p) for p in config["only"])
+
+
 def experiments(config: dict) -> dict:
     """Every experiment of a tier (explicit ones and expanded grids), lr grids expanded."""
     explicit = {name: {**spec, "methods": dict(spec["methods"])}  # YAML anchors share dicts: expand copies
                 for name, spec in (config.get("experiments") or {}).items()}
     exps = expand_lr_grids({**explicit, **expand_grids(config)})
     if config.get("only"):
-        exps = {n: s for n, s in exps.items() if any(fnmatch.fnmatchcase(n, p) for p in config["only"])}
+        exps = {n: s for n, s in exps.items() if kept(config, n)}
         if not exps and not config.get("study") and not config.get("perf"):  # a study's `only` selects its problems,
             # the perf tier's its jobs (workflows/rules/perf.smk)
             raise ValueError(f"only: {config['only']} matches no experiment of the tier")

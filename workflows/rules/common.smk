@@ -149,10 +149,7 @@ def all_study():
 
 
 # The performance tier (`perf:`; rules in perf.smk, parts in bench/perf.py): `only` selects its jobs.
-import fnmatch  # noqa: E402
-
-PERF_JOBS = {n: j for n, j in ((config.get("perf") or {}).get("jobs") or {}).items()
-             if not config.get("only") or any(fnmatch.fnmatchcase(n, p) for p in config["only"])}
+PERF_JOBS = {n: j for n, j in ((config.get("perf") or {}).get("jobs") or {}).items() if plan.kept(config, n)}
 if config.get("perf") and not PERF_JOBS:
     raise ValueError(f"only: {config['only']} matches no job of the perf tier ({', '.join(config['perf']['jobs'])})")
 PERF_OUT = f"{OUT}/perf"
