@@ -298,7 +298,8 @@ def main() -> None:
     s.add_argument("--only", nargs="+", default=None, help="the problems to write (shell patterns, as the tier's only)")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    logging.disable(logging.WARNING)
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("hiso.run").setLevel(logging.INFO)  # one line per evaluation in every job's log
     {"tune": cmd_tune, "eval": cmd_eval, "report": cmd_report, "split": cmd_split}[a.cmd](a)
 
 
