@@ -1,4 +1,4 @@
-# The performance tier (workflows/config/perf.yaml; the parts are bench/perf.py, the page bench/perf_report.py):
+# The performance tier (workflows/config/perf.yaml; the parts run through bench/perf.py, the page bench/perf_report.py):
 # one job per entry of perf.jobs and one report.  A local perf job takes every core so that no other job runs
 # beside it: the parts set torch to one thread and time their ratios side by side, but a quiet machine keeps
 # their noise down.  On a cluster a perf job is submitted like a run job, to measure the node it lands on.
