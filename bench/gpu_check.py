@@ -26,8 +26,9 @@ import torch
 
 from hiso.config import CurvatureConfig, FederationConfig
 from hiso.curvature import make_factory
-from hiso.federation import Federation, apply_record
+from hiso.federation import Federation
 from hiso.perturb import Scratch, StepDirections
+from hiso.server import apply_record
 
 CONFIGS = Path(__file__).resolve().parent / "model_configs"
 TINY = {"vocab_size": 512, "hidden_size": 64, "ffn_dim": 128, "num_hidden_layers": 2, "num_attention_heads": 4,

@@ -11,10 +11,10 @@ import torch
 from hiso.config import load_config
 from hiso.curvature import Diagonal, Identity
 from hiso.estimators import estimate
-from hiso.federation import apply_record
 from hiso.perturb import Scratch, StepDirections, directions, step_
 from hiso.protocol import RoundRecord
 from hiso.run import build_federation
+from hiso.server import apply_record
 
 MODELS = {
     "tiny-llama": {"model": "tiny-llama", "trainable": "full"},

@@ -20,9 +20,9 @@ import torch
 from hiso.config import load_config
 from hiso.curvature import Diagonal, Identity
 from hiso.estimators import estimate
-from hiso.federation import apply_record
 from hiso.perturb import Scratch, StepDirections, step_
 from hiso.protocol import RoundRecord
+from hiso.server import apply_record
 
 from .perf_kernels import MODELS, lm_task
 

@@ -5,7 +5,8 @@ Where things live:
     perturb.py     seeded in-place perturbation streams (no d-sized buffer)
     estimators.py  forward / central ZO directional derivatives
     curvature/     Identity (DeComFL), Diagonal (HiSo), LayerScalar, BlockDiagonal, Oracle; controls
-    federation.py  server, clients, catch-up replay, aggregation, the round loop
+    server.py      the round log, upload validation, aggregation, the replay rule (apply_record)
+    federation.py  clients, catch-up, the round loop
     methods.py     the method registry (baselines/ registers FedAvg, FedZO, MeZO, FedKSeed, ...)
     models.py      model registry (hub, packaged SmolLM2, tiny random) and LoRA
     tasks/         quadratic (synthetic spectrum), digits (federated CNN), text (LM classification, SQuAD)

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from hiso.curvature import BlockDiagonal, CurvatureError, Diagonal, LayerScalar, Oracle
-from hiso.federation import apply_record
 from hiso.perturb import Scratch, stream_seed
 from hiso.protocol import RoundRecord
+from hiso.server import apply_record
 
 
 def record(scalars, seeds=(7,), extra=()):

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from hiso.federation import apply_record
 from hiso.perturb import Scratch
 from hiso.protocol import RoundStart
 from hiso.run import build_federation
+from hiso.server import apply_record
 
 QUAD = {"name": "quadratic", "dim": 40, "spectrum": "lognormal", "sigma": 1.5}
 

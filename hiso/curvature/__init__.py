@@ -5,7 +5,7 @@ itself from the aggregated update of a round.  Identity gives DeComFL; Diagonal 
 
     H_{r+1} = beta * H_r + (1 - beta) * (Delta x_r ** 2 + eps),   H_0 = 1.
 
-`moment` picks what "Delta x ** 2" means (HISO.md section 3):
+`moment` picks what "Delta x ** 2" means (docs/algorithm.md, the decisions table):
 - "square_of_mean" (default, the authors' code): the square of the aggregated update (needs only g-bar);
 - "mean_of_squares" (paper Eq. 12): the average over clients of each client's squared update, rebuilt from
   the P x P Gram matrix of client scalars that the server adds to the log (P(P+1)/2 extra scalars per step).
