@@ -90,7 +90,7 @@ def test_every_tier_plans_offline(tmp_path):
     p = subprocess.run([SNAKEMAKE, "-n", "--configfile", "workflows/config/curvature.yaml", "--config",
                         f"results={tmp_path / 'curvature'}"], cwd=ROOT, capture_output=True, text=True, check=True,
                        env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    assert job_counts(p.stdout) == {"study_tune": 66, "study_eval": 264, "study_report": 1, "all": 1, "total": 332}
+    assert job_counts(p.stdout) == {"study_tune": 64, "study_eval": 258, "study_report": 1, "all": 1, "total": 324}
 
 
 def test_paper_tier_plans_the_grid_on_gpus(tmp_path):
