@@ -23,12 +23,16 @@ MODELS = {
 }
 
 
+def lm_config(name: str, clients: int = 6):
+    """The perf suite's LM problem for model `name`: Rotten Tomatoes, 200 training snippets, batches of 16."""
+    return load_config(data={"task": {"name": "rotten_tomatoes", "train_size": 200, "dev_size": 20, "test_size": 20,
+                                      "max_length": 64, **MODELS[name]},
+                             "federation": {"num_clients": clients, "batch_size": 16},
+                             "run": {"progress": False}})
+
+
 def lm_task(name: str, clients: int = 6):
-    cfg = load_config(data={"task": {"name": "rotten_tomatoes", "train_size": 200, "dev_size": 20, "test_size": 20,
-                                     "max_length": 64, **MODELS[name]},
-                            "federation": {"num_clients": clients, "batch_size": 16},
-                            "run": {"progress": False}})
-    fed, task = build_federation(cfg)
+    fed, task = build_federation(lm_config(name, clients))
     return fed, task
 
 

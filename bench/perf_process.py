@@ -17,14 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hiso.config import load_config
 from hiso.curvature import Diagonal, Identity
 from hiso.estimators import estimate
 from hiso.perturb import Scratch, StepDirections, step_
 from hiso.protocol import RoundRecord
 from hiso.server import apply_record
 
-from .perf_kernels import MODELS, lm_task
+from .perf_kernels import lm_config, lm_task
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,11 +49,8 @@ def _memory_child(name: str, method: str, steps: int, cache: bool) -> dict:
     state, scratch pieces, cached directions, and the forward passes' activations again).  What the method
     adds is (b) - (a); reported in units of the fp32 trainable bytes."""
     torch.set_num_threads(1)
-    cfg = load_config(data={"task": {"name": "rotten_tomatoes", "train_size": 200, "dev_size": 20,
-                                     "test_size": 20, "max_length": 64, **MODELS[name]},
-                            "run": {"progress": False}})
     from hiso.config import task_options
-    task_cls, opts = task_options(cfg)
+    task_cls, opts = task_options(lm_config(name))  # the task alone: no server copy of the model
     task = task_cls(opts, num_clients=6, seed=0)
     batch = task.batch(0, np.random.default_rng(0), 16)
     task.loss(batch)  # warm-up: allocator pools and lazy buffers
