@@ -126,6 +126,12 @@ class RunOptions:
 
 
 @dataclass
+class PerturbConfig:  # how directions are laid out and drawn (hiso/layout.py); part of the stream's fingerprint
+    layout: Literal["auto", "tensors", "flat"] = "auto"  # auto: flat on an accelerator, tensors on the CPU
+    chunk: int | None = None  # entries per piece, a multiple of 16 (null: 2^18 on tensors, 2^26 on flat)
+
+
+@dataclass
 class Config:
     name: str = "run"  # the run's name (default output folder results/runs/<name>)
     seed: int = 0  # every random draw derives from it (clients, seeds, data split, init)
@@ -135,6 +141,7 @@ class Config:
     federation: FederationConfig = field(default_factory=FederationConfig)
     curvature: CurvatureConfig = field(default_factory=CurvatureConfig)
     run: RunOptions = field(default_factory=RunOptions)
+    perturb: PerturbConfig = field(default_factory=PerturbConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -160,7 +167,8 @@ LATER_DEFAULTS = {("run", "eval_split"): "test", ("task", "dev_fraction"): 0.0, 
                   ("federation", "fault"): "random_scale", ("federation", "fault_scale"): 1.0e5,
                   ("run", "stop_target"): None, ("run", "stop_patience"): 0,
                   ("federation", "engine"): "simulator", ("federation", "supernodes"): 0,
-                  ("federation", "round_timeout"): 600.0, ("federation", "dropped_from"): None}
+                  ("federation", "round_timeout"): 600.0, ("federation", "dropped_from"): None,
+                  ("perturb", "layout"): "auto", ("perturb", "chunk"): None}
 
 
 def canonical(d: dict) -> dict:
@@ -169,6 +177,8 @@ def canonical(d: dict) -> dict:
     for (section, key), default in LATER_DEFAULTS.items():
         if d.get(section, {}).get(key, default) == default:
             d.get(section, {}).pop(key, None)
+    if d.get("perturb") == {}:  # a section added later, at its defaults
+        d.pop("perturb")
     return d
 
 
@@ -314,6 +324,8 @@ def _check_ranges(cfg: Config) -> None:
     require("curvature.eps", c.eps, c.eps >= 0 and math.isfinite(c.eps), "finite and >= 0")
     require("run.diverge_factor", r.diverge_factor, r.diverge_factor >= 0, ">= 0")
     require("run.checkpoint_every", r.checkpoint_every, r.checkpoint_every >= 0, ">= 0")
+    k = cfg.perturb.chunk
+    require("perturb.chunk", k, k is None or (16 <= k <= 2**31 and k % 16 == 0), "null or a multiple of 16 in [16, 2^31]")
     spec, _ = method_options(cfg)
     require("federation.weight_decay", f.weight_decay, f.weight_decay >= 0 and math.isfinite(f.weight_decay),
             "finite and >= 0")

@@ -25,6 +25,7 @@ from .contracts import RoundRow
 from .curvature import Curvature
 from .estimators import estimate
 from .faults import corrupt, faulty_set
+from .layout import chunk_of, fingerprint, resolve, trainable
 from .perturb import Scratch, StepDirections, step_
 from .protocol import RoundRecord, RoundStart, Upload
 from .server import Server, Wire, apply_record
@@ -82,8 +83,9 @@ class Federation:
 
     replay_tolerance = 1e-6  # max |x_client - x_server| after catch-up (replay is in fact bit-exact)
 
-    def __init__(self, task, curvature_factory, fed, seed: int = 0):
-        """`fed`: the config's federation section (hiso.config.FederationConfig, already validated)."""
+    def __init__(self, task, curvature_factory, fed, seed: int = 0, perturb=None):
+        """`fed`: the config's federation section (hiso.config.FederationConfig, already validated); `perturb`: its
+        perturb section (layout and chunk, hiso/layout.py; None: the defaults)."""
         if not 1 <= fed.clients_per_round <= fed.num_clients:
             raise ValueError(f"clients_per_round must be in [1, num_clients={fed.num_clients}], "
                              f"got {fed.clients_per_round}")
@@ -94,12 +96,18 @@ class Federation:
         self.mu, self.lr, self.difference, self.batch_size = fed.mu, fed.lr, fed.difference, fed.batch_size
         self.weight_decay, self.mu_scale = fed.weight_decay, fed.mu_scale
         self.verify, self.cache = fed.verify_replay, fed.cache_directions
-        self.work = task.params()
-        self.scratch = Scratch(self.work)
+        params = task.params()
+        self.device = params[0].device
+        self.layout = resolve(getattr(perturb, "layout", "auto"), self.device)
+        self.chunk = chunk_of(self.layout, getattr(perturb, "chunk", None))
+        self.work = trainable(params, self.layout, getattr(curvature_factory, "elementwise", True))
+        # flat layout, forward differences: each restore folds into the next write (P + 1 passes per step)
+        self.fused = self.layout == "flat" and self.difference == "forward"
+        self.scratch = Scratch(self.work, self.chunk)
         server_params = [p.detach().clone() for p in self.work]
         self.server = Server(server_params, curvature_factory(server_params), fed.lr, fed.local_steps,
                              fed.perturbations, fed.aggregator, fed.trim_fraction, fed.max_abs_scalar,
-                             fed.weight_decay, fed.clip_factor)
+                             fed.weight_decay, fed.clip_factor, chunk=self.chunk)
         self.faulty = faulty_set(seed, fed.num_clients, fed.faulty_clients)  # hiso/faults.py
         self.fault, self.fault_scale = fed.fault, fed.fault_scale
         self.clients = [ClientState(i) for i in range(fed.num_clients)]
@@ -108,6 +116,15 @@ class Federation:
             for c in self.clients:
                 c.params = [p.clone() for p in server_params]
                 c.curvature = curvature_factory(c.params)
+
+    @property
+    def stream(self) -> dict:
+        """The fingerprint of this run's directions (hiso/layout.py): run.json and checkpoints carry it."""
+        return fingerprint(self.layout, self.chunk, "native", self.device)
+
+    def new_scratch(self, params: list[torch.Tensor]) -> Scratch:
+        """Scratch space for a replica (replay draws the same pieces as the server)."""
+        return Scratch(params, self.chunk)
 
     @property
     def rounds_done(self) -> int:
@@ -135,7 +152,7 @@ class Federation:
             self.load_server_model()
             c.synced = len(self.server.log)
             return self.server.curvature, 0.0
-        self.replay(c, msg, Scratch(c.params))
+        self.replay(c, msg, self.new_scratch(c.params))
         diff = 0.0
         if check:
             diff = max(float((a - b).abs().max()) for a, b in zip(c.params, self.server.params))
@@ -153,19 +170,22 @@ class Federation:
         scalars = np.empty((self.tau, self.P), np.float32)
         second = np.empty((self.tau, self.P), np.float32) if curvature.second_differences else None
         loss0, passes = float("nan"), 0
+        loss = getattr(self.task, "device_loss", None) or self.task.loss  # a tensor: no host sync per forward pass
         for k in range(self.tau):
             batch = self.task.batch(client, rng, self.batch_size)
             dirs = StepDirections(int(seeds[k]), self.P, self.work, curvature, self.scratch, self.cache)
-            est = estimate(self.work, lambda: self.task.loss(batch), dirs, mu, self.difference,
-                           second=second is not None)
+            update = k < self.tau - 1  # the last local update is discarded with the round: skip it (exact)
+            est = estimate(self.work, lambda: loss(batch), dirs, mu, self.difference, second=second is not None,
+                           fused=self.fused, leave=self.fused and update)
             scalars[k] = est.scalars
             if second is not None:
                 second[k] = est.second
             passes += est.forward_passes
             if k == 0:
                 loss0 = est.loss
-            if k < self.tau - 1:  # the last local update is discarded with the round: skip it (exact)
-                step_(self.work, dirs, est.scalars / np.float32(self.P), self.lr, weight_decay=self.weight_decay)
+            if update:
+                step_(self.work, dirs, est.scalars / np.float32(self.P), self.lr, weight_decay=self.weight_decay,
+                      restore=mu if self.fused else 0.0)
         extra = np.zeros(0, np.float32) if second is None else second.reshape(-1)
         return scalars, extra, loss0, passes
 

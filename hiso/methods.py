@@ -51,7 +51,8 @@ def scalar_only(cfg, task, options, cls=None, **extra):
     """Build the scalar-only federation (or a subclass `cls`, with its `extra` keyword arguments)."""
     from .curvature import make_factory
     from .federation import Federation
-    return (cls or Federation)(task, make_factory(cfg.curvature, task), cfg.federation, cfg.seed, **extra)
+    return (cls or Federation)(task, make_factory(cfg.curvature, task), cfg.federation, cfg.seed,
+                               perturb=cfg.perturb, **extra)
 
 
 register_method("hiso", scalar_only, default_curvature="diagonal", weight_decay=True, faults=True,

@@ -137,7 +137,18 @@ def exploded(loss: float, first_loss: float, factor: float) -> bool:
 
 
 def _finite_model(fed) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in fed.global_params())
+    """One device reduction over every tensor and one host sync (not one per tensor)."""
+    return bool(torch.stack([torch.isfinite(p).all() for p in fed.global_params()]).all())
+
+
+def _same_stream(out: Path, recorded: dict | None, stream: dict | None, where: str) -> None:
+    """Refuse to continue a run whose directions were drawn under another stream fingerprint (hiso/layout.py)."""
+    from .layout import mismatch
+    why = stream is not None and mismatch(recorded, stream)
+    if why:
+        raise RunDirError(f"{out}: {where} records directions drawn under another stream ({why}); continuing here "
+                          "would follow other directions than the round log's. Resume where it ran (same device, "
+                          "perturb.layout and perturb.chunk), or start over with --restart")
 
 
 def _segment(old_segments: list, from_round: int, p: dict) -> list:
@@ -239,11 +250,16 @@ def _run(cfg: Config, rundir: RunDir | None, old: dict, stop_after, federation_h
     if federation_hook is not None:
         federation_hook(fed)
     info.update(metric=task.metric, higher_is_better=task.higher_is_better)  # the task's own direction
+    stream = getattr(fed, "stream", None)  # methods that draw directions from the round log's seeds
+    if stream is not None:
+        info["stream"] = stream
     if out is not None:
         _check_space(out, fed)
     if old:
+        _same_stream(out, old.get("stream"), stream, "run.json")
         state = rundir.load_checkpoint()
         if state is not None:
+            _same_stream(out, state.get("stream"), stream, "checkpoint.pt")
             fed.load_state_dict(state["federation"])
             rows = state["rows"]
             if old.get("extended_from") and rows:
@@ -262,7 +278,7 @@ def _run(cfg: Config, rundir: RunDir | None, old: dict, stop_after, federation_h
         if out is None:
             return
         if checkpoint:
-            rundir.save_checkpoint({"federation": fed.state_dict(), "rows": rows})
+            rundir.save_checkpoint({"federation": fed.state_dict(), "rows": rows, "stream": stream})
         # metrics.csv appears only when the run has ended (the workflow's output); metrics.partial.csv
         # shows progress meanwhile
         final = status != "running"

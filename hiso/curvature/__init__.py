@@ -82,4 +82,8 @@ def make_factory(c, task):
     kw = dict(beta=c.beta, eps=c.eps, feed=c.feed, moment=c.moment,
               **{arg: getattr(c, key) for arg, key in cls.config_keys.items()})
     args = cls.task_args(task)
-    return lambda params: cls(*args, **kw).bind(params)
+
+    def factory(params):
+        return cls(*args, **kw).bind(params)
+    factory.elementwise = cls.elementwise  # the flat layout gives such kinds one buffer, others one view per tensor
+    return factory

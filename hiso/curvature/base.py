@@ -78,6 +78,7 @@ class Curvature:
     # True: precondition_, scale_update and the EMA act entry by entry, so directions may be drawn and applied
     # in pieces of a few MiB (perturb.CHUNK) instead of whole tensors (the scratch memory stays that small).
     elementwise: ClassVar[bool] = True
+    positive_state: ClassVar[bool] = True  # the validity check requires entries > 0 (not for Stein's signed M)
     # True: every client also uploads P second differences per local step (2P + 1 forward passes per step),
     # the server averages them into the log record, and every party updates H from them.
     second_differences: ClassVar[bool] = False
@@ -191,10 +192,10 @@ class Curvature:
             piece = target.view(-1)[start:start + m.delta.numel()]
             self._ema_(piece, m, i, start)
             if self._staged is None:
-                self._check(i, piece)
+                self._flag(piece)
         elif self._staged is None:
             self.state[i] = self._ema(self.state[i], m, i)
-            self._check(i, self.state[i])
+            self._flag(self.state[i])
         else:
             cur = self._staged.get(i, self.state[i])
             self._staged[i] = self._ema(cur, m, i)
@@ -204,8 +205,9 @@ class Curvature:
         if self._staged:
             for i, s in self._staged.items():
                 self.state[i] = s
-                self._check(i, s)
+                self._flag(s)
         self._staged = None
+        self._raise_if_flagged()
         self._after_update()
 
     def _ema(self, h: torch.Tensor, m: Moment, i: int) -> torch.Tensor:
@@ -224,14 +226,32 @@ class Curvature:
     def _after_update(self) -> None:
         pass
 
-    def _check(self, i: int, h: torch.Tensor) -> None:
-        # one pass without temporaries (min/max propagate NaN); the count is computed only for the message
+    def _invalid(self, h: torch.Tensor) -> torch.Tensor:
+        """A device bool: does this part of the state hold an unusable entry?  One pass, no host sync."""
+        return _bad_range(*torch.aminmax(h), self.positive_state and h.dim() < 3)
+
+    def _flag(self, h: torch.Tensor) -> None:
+        """Keep the range of an updated piece on the device; `end_round` reads the ranges once: one host sync per
+        round's update, and one reduction (aminmax) per piece, not two syncs per piece."""
         if h.numel() == 0:
             return
-        if h.dim() < 3:
-            lo, hi = torch.aminmax(h)
-            if bool(lo > 0) and bool(torch.isfinite(hi)):
-                return
+        if getattr(self, "_ranges", None) is None:
+            self._ranges = {True: [], False: []}
+        self._ranges[self.positive_state and h.dim() < 3].append(torch.aminmax(h))
+
+    def _raise_if_flagged(self) -> None:
+        ranges, self._ranges = getattr(self, "_ranges", None), None
+        if not ranges:
+            return
+        bad = [_bad_range(torch.stack([lo for lo, _ in r]).min(), torch.stack([hi for _, hi in r]).max(), positive)
+               for positive, r in ranges.items() if r]
+        if bad and bool(torch.stack(bad).any()):
+            for i, h in enumerate(self.state):  # name the first unusable tensor, as the per-piece check did
+                self._check(i, h)
+
+    def _check(self, i: int, h: torch.Tensor) -> None:
+        if h.numel() == 0 or not bool(self._invalid(h)):
+            return
         bad = ~torch.isfinite(h) | (h <= 0) if h.dim() < 3 else ~torch.isfinite(h)
         if bool(bad.any()):
             raise CurvatureError(
@@ -262,3 +282,11 @@ class Curvature:
 
     def diagonal(self, i: int) -> torch.Tensor:
         return torch.ones(self.shapes[i])
+
+
+def _bad_range(lo: torch.Tensor, hi: torch.Tensor, positive: bool) -> torch.Tensor:
+    """A device bool from a state's range: a NaN or an infinity (min/max propagate NaN), or, where the state must be
+    positive (diagonal and per-tensor H; block states' eigenvalues are checked where they are factorised), an entry
+    <= 0."""
+    bad = ~torch.isfinite(lo) | ~torch.isfinite(hi)
+    return bad | (lo <= 0) if positive else bad

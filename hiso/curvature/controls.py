@@ -104,6 +104,7 @@ class Stein(Diagonal):
     kind = "stein"
     config_keys = {"floor": "floor"}
     second_differences = True
+    positive_state = False  # M may be negative (an unbiased estimate): only finiteness is checked
 
     @classmethod
     def option_checks(cls, cfg):
@@ -133,8 +134,7 @@ class Stein(Diagonal):
         h.mul_(self.beta).add_(sample, alpha=1.0 - self.beta)
 
     def _check(self, i, h):
-        lo, hi = torch.aminmax(h)  # NaN propagates
-        if not (bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))):
+        if h.numel() and bool(self._invalid(h)):
             raise CurvatureError(f"stein curvature of tensor {i} has non-finite entries; lower federation.lr/mu")
 
     def _refresh(self, states):

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from ..perturb import flat, head, shaped
 from .base import Curvature, CurvatureError, _pad_blocks
 
 
@@ -47,12 +48,12 @@ class Diagonal(Curvature):
         if self._tmp.numel() < n:
             self._tmp = torch.empty(n, dtype=h.dtype, device=h.device)
             self._tmp_key = None
-        r = self._tmp[:n]
+        r = head(self._tmp, n)
         key = (i, start, n, id(h), h._version)
         if self._tmp_key != key:
-            self._fill_inv_sqrt(h.view(-1)[start:start + n], r)
+            self._fill_inv_sqrt(flat(h)[start:start + n], r)
             self._tmp_key = key
-        return u.mul_(r.view(u.shape))
+        return u.mul_(shaped(r, u.shape))
 
     def _fill_inv_sqrt(self, h: torch.Tensor, out: torch.Tensor) -> None:
         torch.rsqrt(h, out=out)
@@ -168,7 +169,10 @@ class Oracle(Curvature):
             self.elementwise = False
             return [self.hessian.diagonal().clone()]
         self._dense = None
-        states = [h.to(p).reshape(p.shape).clone() for h, p in zip(self.hessian, params, strict=True)]
+        hessian = self.hessian
+        if len(params) == 1 and len(hessian) > 1:  # the flat layout: one buffer for every tensor, in their order
+            hessian = [torch.cat([h.reshape(-1) for h in hessian])]
+        states = [h.to(p).reshape(p.shape).clone() for h, p in zip(hessian, params, strict=True)]
         for i, s in enumerate(states):
             self._check(i, s)
         self._rsqrt = [s.rsqrt() for s in states]

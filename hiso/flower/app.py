@@ -271,7 +271,7 @@ def query(msg: Message, context: Context) -> Message:
     c = node.load(cid)
     fed = node.federation()
     received = node.catch_up_only(c, RoundStart.decode(bytes(sync["round_start"])))
-    fed.replay(c, received, _scratch(c))
+    fed.replay(c, received, fed.new_scratch(c.params))
     node.save(c)
     return Message(RecordDict({"sync": ConfigRecord({"client": cid, "digest": digest(c.params, c.curvature)})}),
                    reply_to=msg)
@@ -299,7 +299,7 @@ def train(msg: Message, context: Context) -> Message:
     t["load"] = time.perf_counter() - t0
     received = node.catch_up_only(c, RoundStart.decode(bytes(down["round_start"])))
     if node.corrupt:
-        fed.replay(c, received, _scratch(c))
+        fed.replay(c, received, fed.new_scratch(c.params))
         with torch.no_grad():
             c.params[0].view(-1)[0] += node.corrupt
         received = RoundStart(received.round, received.seeds, [])
@@ -314,6 +314,3 @@ def train(msg: Message, context: Context) -> Message:
         "mu": float(reply.mu), "timing": json.dumps(t)})}), reply_to=msg)
 
 
-def _scratch(c: ClientState):
-    from ..perturb import Scratch
-    return Scratch(c.params)

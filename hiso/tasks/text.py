@@ -248,8 +248,12 @@ class TextClassification:
                          position_ids=batch["position_ids"], logits_to_keep=1)
         return out.logits[:, -1, self.label_ids].float()
 
+    def device_loss(self, batch: dict) -> torch.Tensor:
+        """The loss as a 0-dim device tensor (a ZO step reads its P + 1 losses with one host sync)."""
+        return F.cross_entropy(self.label_logits(batch), batch["labels"])
+
     def loss(self, batch: dict) -> float:
-        return float(F.cross_entropy(self.label_logits(batch), batch["labels"]))
+        return float(self.device_loss(batch))
 
     def grad_loss(self, batch: dict) -> torch.Tensor:
         """Differentiable loss (first-order baselines): the same logits, with autograd on."""
@@ -348,8 +352,11 @@ class Squad(TextClassification):
                     target[row, : width - n] = -100  # prompt tokens inside the window are not scored
             return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100)
 
+    def device_loss(self, batch):
+        return self._answer_loss(batch, grad=False)
+
     def loss(self, batch):
-        return float(self._answer_loss(batch, grad=False))
+        return float(self.device_loss(batch))
 
     def grad_loss(self, batch):
         return self._answer_loss(batch, grad=True)
