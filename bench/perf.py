@@ -18,6 +18,10 @@ process (median of --repeats), because these machines are noisy.
   chunk     seconds of one HiSo replay (apply_record) and of one forward-difference perturb/restore pass on a
             10M-entry tensor with directions drawn in pieces of 2^14 .. 2^22 entries, over whole-tensor draws
             (the piece size bounds the scratch memory; it must not cost time).
+  dispatch  aten ops, kernel launches, host syncs, passes over the parameters and scratch bytes of one client step
+            and one server apply, counted on the meta-device shapes of OPT-125M / 1.3B / 2.7B (full parameters, P = 5,
+            forward differences) for HiSo and DeComFL on both layouts (bench/perf_dispatch.py): what a step asks of
+            the host, whatever the device.
   bytes     measured bytes per round per method over the minimum (scalar-only: tau*P*4 up + 4*tau seeds
             down; vector methods: 4*d each way).
 
@@ -51,14 +55,17 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from bench import (
+    perf_dispatch,  # noqa: E402
+    warm_runner,  # noqa: E402
+)
 from bench import perf_kernels as kernels  # noqa: E402
 from bench import perf_process as process  # noqa: E402
-from bench import warm_runner  # noqa: E402
 from hiso.gitinfo import commit  # noqa: E402
 from hiso.io import atomic_write  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ("step", "bound", "memory", "clients", "replay", "profile", "chunk", "bytes", "warm", "tier", "flower")
+PARTS = ("dispatch", "step", "bound", "memory", "clients", "replay", "profile", "chunk", "bytes", "warm", "tier", "flower")
 
 
 def bench_flower(rounds: int) -> list[dict]:
@@ -76,7 +83,7 @@ def machine() -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--only", default="step,bound,memory,clients,replay,profile,chunk,bytes,warm,tier,flower",
+    ap.add_argument("--only", default="dispatch,step,bound,memory,clients,replay,profile,chunk,bytes,warm,tier,flower",
                     help="the parts to run, comma-separated")
     ap.add_argument("--models", default="tiny-llama,smollm2-lora", help=f"of {', '.join(kernels.MODELS)}")
     ap.add_argument("--repeats", type=int, default=3)
@@ -101,13 +108,14 @@ def main() -> None:
              "replay": lambda: kernels.bench_replay(args.repeats), "chunk": lambda: kernels.bench_chunk(args.repeats),
              "profile": lambda: kernels.bench_profile(args.repeats),
              "bound": lambda: kernels.bench_bound(models, args.repeats), "bytes": kernels.bench_bytes,
+             "dispatch": lambda: perf_dispatch.bench_dispatch(P=max(P)),
              "warm": lambda: warm_runner.measure(args.repeats),
              "tier": lambda: process.bench_tier(args.tier, args.cores), "flower": lambda: bench_flower(args.rounds)}
     for part in only:
         load0, t0 = os.getloadavg()[0], time.perf_counter()
         df = pd.DataFrame(parts[part]())
         meta = {"part": part, "models": models if part in ("step", "memory", "bound") else None,
-                "repeats": args.repeats, "P": P if part == "step" else None,
+                "repeats": args.repeats, "P": P if part == "step" else [max(P)] if part == "dispatch" else None,
                 **({"tier": args.tier, "cores": args.cores} if part == "tier" else {}),
                 **({"rounds": args.rounds} if part == "flower" else {}), **machine(),
                 "load_before": load0, "load_after": os.getloadavg()[0], "wall_s": time.perf_counter() - t0,

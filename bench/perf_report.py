@@ -79,7 +79,7 @@ def command_of(meta: dict) -> str:
         args.append(f"--tier {meta['tier']} --cores {meta['cores']}")
     elif meta["part"] == "flower":
         args.append(f"--rounds {meta['rounds']}")
-    elif meta["part"] not in ("bytes", "memory", "clients"):
+    elif meta["part"] not in ("bytes", "memory", "clients", "dispatch"):
         args.append(f"--repeats {meta['repeats']}")
     return "python -m bench.perf " + " ".join(args)
 
