@@ -10,6 +10,8 @@ layouts (hiso/layout.py).  Per client step and per server apply it counts
   syncs     host syncs: a value read back to the host (_local_scalar_dense, a copy from the device to the CPU);
   passes    writes into the parameters' storage, in units of the trainable size d (the memory traffic a step
             cannot avoid: every pass reads and writes d entries);
+  bytes     bytes the launched kernels move (each reads its tensor arguments and writes its outputs once: a roofline
+            count, per 4d) and entries drawn from the generator (per d): the device work of the time model;
   scratch   the bytes of the step's scratch buffers (perturb.Scratch: never d-sized on the tensors layout).
 
 The forward passes are not counted: the step's loss is a stand-in (a 0-dim tensor derived from the parameters,
@@ -41,6 +43,7 @@ class Counter(TorchDispatchMode):
         self.storages, self.d = storages, d
         self.ops = self.launch = self.syncs = 0
         self.passes = 0.0
+        self.bytes = self.drawn = 0
         self.paused = False
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -61,7 +64,23 @@ class Counter(TorchDispatchMode):
             v = args[k] if k < len(args) else kwargs.get(func._schema.arguments[k].name)
             if isinstance(v, torch.Tensor) and v.untyped_storage()._cdata in self.storages:
                 self.passes += v.numel() / self.d
-        return func(*args, **kwargs)
+        out = func(*args, **kwargs)
+        if launches and name == "normal_":
+            self.drawn += args[0].numel()  # a draw: costed by the generator's rate, not by bytes
+        elif launches:  # a kernel reads its tensor arguments once and writes its outputs once (a roofline count)
+            self.bytes += sum(_nbytes(v) for v in list(args) + list(kwargs.values()))
+            self.bytes += sum(_nbytes(args[k]) for k in written if k < len(args))
+            if not written:
+                self.bytes += sum(_nbytes(v) for v in (out if isinstance(out, (tuple, list)) else [out]))
+        return out
+
+
+def _nbytes(v) -> int:
+    if isinstance(v, torch.Tensor):
+        return v.numel() * v.element_size()
+    if isinstance(v, (list, tuple)):
+        return sum(_nbytes(x) for x in v)
+    return 0
 
 
 @functools.cache
@@ -125,7 +144,7 @@ def count_client(shape: str, method: str, layout: str, P: int, tau: int, chunk: 
     with Counter(storages, d) as c:
         task.counter = c
         fed._local_steps(0, 0, seeds, fed.server.curvature, fed.step_mu())
-    return {"ops": c.ops, "launch": c.launch, "syncs": c.syncs, "passes": c.passes,
+    return {"ops": c.ops, "launch": c.launch, "syncs": c.syncs, "passes": c.passes, "bytes": c.bytes, "drawn": c.drawn,
             "scratch_bytes": fed.scratch.nbytes(), "d": d, "fed": fed}
 
 
@@ -138,7 +157,7 @@ def count_server(fed, P: int, tau: int) -> dict:
     d = sum(p.numel() for p in s.params)
     with Counter({p.untyped_storage()._cdata for p in s.params}, d) as c:
         apply_record(s.params, s.curvature, rec, fed.lr, s.scratch, fed.weight_decay)
-    return {"ops": c.ops, "launch": c.launch, "syncs": c.syncs, "passes": c.passes}
+    return {"ops": c.ops, "launch": c.launch, "syncs": c.syncs, "passes": c.passes, "bytes": c.bytes, "drawn": c.drawn}
 
 
 def bench_dispatch(shapes=SHAPES, P: int = 5, methods=("hiso", "decomfl"), layouts=("tensors", "flat")) -> list[dict]:
@@ -162,5 +181,11 @@ def bench_dispatch(shapes=SHAPES, P: int = 5, methods=("hiso", "decomfl"), layou
                     "passes_step": round(one["passes"], 3),  # tau = 1: perturb, restore (no update)
                     "passes_step_update": round(two["passes"] - one["passes"], 3),  # a step with its update
                     "server_passes": round(server["passes"], 3),
+                    # device work (the time model, bench/timemodel.py): bytes moved by the launched kernels (each
+                    # reads its arguments and writes its outputs once) and entries drawn, per d
+                    "client_bytes_over_4d": round(one["bytes"] / (4 * one["d"]), 3),
+                    "client_drawn_over_d": round(one["drawn"] / one["d"], 3),
+                    "server_bytes_over_4d": round(server["bytes"] / (4 * one["d"]), 3),
+                    "server_drawn_over_d": round(server["drawn"] / one["d"], 3),
                     "scratch_bytes": one["scratch_bytes"], "scratch_over_d": one["scratch_bytes"] / (4 * one["d"])})
     return rows

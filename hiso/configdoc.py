@@ -74,7 +74,7 @@ def _kinds() -> str:
 
 
 def render() -> str:
-    from .config import Config, CurvatureConfig, FederationConfig, RunOptions
+    from .config import Config, CurvatureConfig, FederationConfig, PerturbConfig, RunOptions
     from .methods import METHODS, load_baselines
     from .tasks import TASKS
     load_baselines()
@@ -85,6 +85,10 @@ def render() -> str:
            "keys, wrong types and out-of-range values are refused before compute ([bad-inputs.md](bad-inputs.md)).\n",
            "## Top level\n", table(Config, ""), "## `federation`\n", table(FederationConfig, "federation."),
            "## `curvature`\n", table(CurvatureConfig, "curvature."), _kinds(), "## `run`\n", table(RunOptions, "run."),
+           "## `perturb`\n", "How directions are laid out and drawn (`hiso/layout.py`); both keys define the stream, so "
+           "changing either is another run. The run records a fingerprint of its stream (generator, layout, chunk, "
+           "device, a hash of one drawn chunk) in run.json and its checkpoints, and refuses to resume under "
+           "another.\n", table(PerturbConfig, "perturb."),
            "## `task`\n",
            "`task.name` picks a registered task; the other `task.*` keys are that task's options.\n"]
     seen = {}
