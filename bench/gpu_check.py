@@ -2,10 +2,17 @@
 configs shipped in bench/model_configs/, random token batches; no tokenizer).  Prints one JSON document:
 
   (a) seeded perturbations on the device: the same seed gives the same bits twice, and verified replay
-      (every client really replays the round log) stays within 1e-6 of the server over >= 100 rounds;
-  (b) client step time / ((P + 1) x one forward pass), DeComFL and HiSo, P = 5, per model;
-  (c) peak device memory of a client step / peak of a plain forward pass (MeZO's inference-memory claim);
+      (every client really replays the round log) stays within 1e-6 of the server over >= 100 rounds, on the
+      device's default layout; the stream fingerprint of each layout (hiso/layout.py);
+  (b) client step time / ((P + 1) x one forward pass), DeComFL and HiSo, P = 5, per model and layout (the
+      per-tensor layout and the flat one CUDA runs by default), with the step's aten ops, kernel launches and
+      host syncs counted around it (bench/perf_dispatch.Counter);
+  (c) memory above inference: the peak device memory of a client step minus the peak of a forward pass with the
+      same resident state (model, curvature, scratch), in bytes and over the trainable fp32 bytes;
   (d) catch-up replay time per missed round / one torch.randn(d) on the device.
+
+The forward pass is the classification tasks' own: last-token logits over a two-word verbaliser (logits_to_keep=1)
+on prompts of --seq tokens (SST-2's 32 by default), not a full-vocabulary head at every position.
 
   .venv/bin/python -m bench.gpu_check --device cuda --out gpu_check.json     # on one GPU, < 8 minutes
   .venv/bin/python -m bench.gpu_check --device cpu --tiny                    # the same code path on CPU (CI)
@@ -24,20 +31,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hiso.config import CurvatureConfig, FederationConfig
+from bench.perf_dispatch import Counter
+from hiso.config import CurvatureConfig, FederationConfig, PerturbConfig
 from hiso.curvature import make_factory
 from hiso.federation import Federation
 from hiso.perturb import Scratch, StepDirections
 from hiso.server import apply_record
 
+VERBALISER = [3, 4]  # two token ids standing for the label words ("negative", "positive")
 CONFIGS = Path(__file__).resolve().parent / "model_configs"
 TINY = {"vocab_size": 512, "hidden_size": 64, "ffn_dim": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
         "max_position_embeddings": 256, "word_embed_proj_dim": 64}
 
 
 class RandomTokens:
-    """A federated task over an OPT-architecture model with random weights and random token batches: the
-    loss is next-token cross-entropy, so every forward pass costs what a real one of that length costs."""
+    """A federated task over an OPT-architecture model with random weights and random token batches: the loss is
+    the classification tasks' (cross-entropy of the last position's logits over a two-word verbaliser), so every
+    forward pass costs what a real one of that length costs."""
 
     def __init__(self, model_name: str, device: torch.device, seq: int, seed: int = 0):
         from transformers import OPTConfig, OPTForCausalLM
@@ -58,11 +68,17 @@ class RandomTokens:
 
     def batch(self, client: int, rng: np.random.Generator, size: int):
         ids = rng.integers(3, self.vocab, (size, self.seq))
-        return torch.as_tensor(ids, device=self.device)
+        labels = rng.integers(0, 2, size)
+        return torch.as_tensor(ids, device=self.device), torch.as_tensor(labels, device=self.device)
 
     @torch.no_grad()
+    def device_loss(self, batch) -> torch.Tensor:
+        ids, labels = batch
+        logits = self.model(input_ids=ids, logits_to_keep=1).logits[:, -1, VERBALISER]
+        return torch.nn.functional.cross_entropy(logits.float(), labels)
+
     def loss(self, batch) -> float:
-        return float(self.model(input_ids=batch, labels=batch).loss)
+        return float(self.device_loss(batch))
 
 
 def sync(device):
@@ -83,10 +99,11 @@ def timed(fn, device, repeat: int) -> float:
     return statistics.median(out)
 
 
-def federation(task, kind: str, P: int, verify: bool, lr: float = 1e-6) -> Federation:
+def federation(task, kind: str, P: int, verify: bool, lr: float = 1e-6, layout: str = "auto") -> Federation:
     fed = FederationConfig(num_clients=6, clients_per_round=2, local_steps=1, perturbations=P, mu=1e-3, lr=lr,
                            batch_size=task.batch_size, verify_replay=verify)
-    return Federation(task, make_factory(CurvatureConfig(kind=kind), task), fed, seed=0)
+    return Federation(task, make_factory(CurvatureConfig(kind=kind), task), fed, seed=0,
+                      perturb=PerturbConfig(layout=layout))
 
 
 def check_determinism(task, rounds: int) -> dict:
@@ -101,48 +118,60 @@ def check_determinism(task, rounds: int) -> dict:
     fed = federation(task, "diagonal", 5, verify=True)
     worst = max(fed.run_round()["replay_max_abs_diff"] for _ in range(rounds))
     moved = float(max((a - b).abs().max() for a, b in zip(fed.server.params, init)))
-    return {"same_seed_same_bits": bool(torch.equal(*draws)), "replay_rounds": rounds,
+    return {"same_seed_same_bits": bool(torch.equal(*draws)), "layout": fed.layout, "replay_rounds": rounds,
             "replay_max_abs_diff": worst, "replay_ok": worst <= 1e-6, "model_moved": moved > 0}
 
 
+def peak_bytes(fn, dev) -> int | None:
+    """Peak device memory allocated while fn() runs (None on CPU: device memory is a GPU measurement)."""
+    if dev.type != "cuda":
+        fn()
+        return None
+    sync(dev)
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    sync(dev)
+    return torch.cuda.max_memory_allocated()
+
+
 def measure_model(task, P: int, repeat: int) -> dict:
-    """(b), (c), (d) for one model."""
+    """(b), (c), (d) for one model, per layout."""
     dev = task.device
     b = task.batch(0, np.random.default_rng(0), task.batch_size)
     t_fwd = timed(lambda: task.loss(b), dev, repeat)
     out = {"params": task.d, "forward_s": t_fwd}
-    for kind, name in (("identity", "decomfl"), ("diagonal", "hiso")):
-        fed = federation(task, kind, P, verify=False)
-        fed.run_round()  # warm-up (and H moves away from 1)
-        curvature = fed.server.curvature
-        rng_round = iter(range(10**6))
+    for layout in ("tensors", "flat"):
+        for kind, name in (("identity", "decomfl"), ("diagonal", "hiso")):
+            fed = federation(task, kind, P, verify=False, layout=layout)
+            fed.run_round()  # warm-up (and H moves away from 1)
+            curvature = fed.server.curvature
+            rng_round = iter(range(10**6))
 
-        def step():
-            r = next(rng_round)
-            fed._local_steps(0, r, np.array([r], np.uint32), curvature, fed.mu)
-        t_step = timed(step, dev, repeat)
-        out[f"{name}_step_s"] = t_step
-        out[f"{name}_step_over_P1_forwards"] = t_step / ((P + 1) * t_fwd)
-        rec = fed.server.log[-1]
-        scratch = Scratch(fed.server.params)
-        out[f"{name}_replay_round_s"] = timed(lambda: apply_record(fed.server.params, curvature, rec, fed.lr, scratch),
-                                              dev, repeat)
-        if dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-            task.loss(b)
-            sync(dev)
-            fwd_peak = torch.cuda.max_memory_allocated()
-            torch.cuda.reset_peak_memory_stats()
-            step()
-            sync(dev)
-            out[f"{name}_peak_step_over_forward"] = torch.cuda.max_memory_allocated() / fwd_peak
-        else:
-            out[f"{name}_peak_step_over_forward"] = None  # device memory is a GPU measurement
-        fed = None  # frees the device memory before the next model
+            def step():
+                r = next(rng_round)
+                fed._local_steps(0, r, np.array([r], np.uint32), curvature, fed.mu)
+            t_step = timed(step, dev, repeat)
+            key = f"{name}_{layout}"
+            out[f"{key}_step_s"] = t_step
+            out[f"{key}_step_over_P1_forwards"] = t_step / ((P + 1) * t_fwd)
+            with Counter(set(), task.d, fake_reads=False) as c:
+                step()
+            out[f"{key}_step_aten_ops"], out[f"{key}_step_launches"], out[f"{key}_step_syncs"] = c.ops, c.launch, c.syncs
+            rec = fed.server.log[-1]
+            out[f"{key}_replay_round_s"] = timed(
+                lambda: apply_record(fed.server.params, curvature, rec, fed.lr, fed.server.scratch), dev, repeat)
+            # (c) the same resident state (model, curvature, scratch) for both peaks: step minus forward
+            fwd_peak, step_peak = peak_bytes(lambda: task.loss(b), dev), peak_bytes(step, dev)
+            above = None if fwd_peak is None else step_peak - fwd_peak
+            out[f"{key}_memory_above_forward_bytes"] = above
+            out[f"{key}_memory_above_forward_over_4d"] = None if above is None else above / (4 * task.d)
+            out[f"{layout}_stream"] = fed.stream
+            fed = None  # frees the device memory before the next configuration
     t_randn = timed(lambda: torch.randn(task.d, device=dev), dev, repeat)
     out["randn_d_s"] = t_randn
-    for name in ("decomfl", "hiso"):
-        out[f"{name}_replay_round_over_randn_d"] = out[f"{name}_replay_round_s"] / t_randn
+    for layout in ("tensors", "flat"):
+        for name in ("decomfl", "hiso"):
+            out[f"{name}_{layout}_replay_round_over_randn_d"] = out[f"{name}_{layout}_replay_round_s"] / t_randn
     return out
 
 
@@ -154,7 +183,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--rounds", type=int, default=100, help="verified-replay rounds of check (a)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--seq", type=int, default=64)
+    ap.add_argument("--seq", type=int, default=32, help="prompt tokens (SST-2's max_length)")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     a = ap.parse_args(argv)
     if a.device == "cuda" and not torch.cuda.is_available():

@@ -38,8 +38,11 @@ NO_KERNEL = {"empty", "empty_strided", "empty_like", "detach", "alias", "set_", 
 class Counter(TorchDispatchMode):
     """Counts aten ops, kernel launches, host syncs and writes into the given storages (in units of d)."""
 
-    def __init__(self, storages: set[int], d: int):
+    def __init__(self, storages: set[int], d: int, fake_reads: bool = True):
+        """`fake_reads`: answer reads back to the host with zeros (meta tensors hold no values); on a real device
+        the reads happen and are counted."""
         super().__init__()
+        self.fake_reads = fake_reads
         self.storages, self.d = storages, d
         self.ops = self.launch = self.syncs = 0
         self.passes = 0.0
@@ -55,6 +58,8 @@ class Counter(TorchDispatchMode):
         if name == "_local_scalar_dense" or (name == "_to_copy" and _to_host(args, kwargs)):
             self.syncs += 1
             src = args[0]
+            if not self.fake_reads:
+                return func(*args, **kwargs)
             if name == "_local_scalar_dense":
                 return False if src.dtype == torch.bool else 0
             return torch.zeros(src.shape, dtype=kwargs.get("dtype") or src.dtype, device="cpu")
@@ -93,7 +98,7 @@ def _schema(func, name: str) -> tuple[int, tuple[int, ...]]:
 
 def _to_host(args, kwargs) -> bool:
     dev = kwargs.get("device")
-    return isinstance(args[0], torch.Tensor) and args[0].device.type == "meta" and dev is not None \
+    return isinstance(args[0], torch.Tensor) and args[0].device.type != "cpu" and dev is not None \
         and torch.device(dev).type == "cpu"
 
 

@@ -216,3 +216,37 @@ def test_curvature_study_tuning_extends_the_grid_past_an_edge_where_the_best_lie
     outside = [lr for lr in ran if lr > 1.01 or lr < 0.0099]
     assert len(outside) == 2 and math.isclose(outside[0], best)  # best, then one step further (worse): stop
     assert sum(bool(r.get("extended")) for r in rows) == 2
+
+
+def test_dispatch_counts_meet_the_flat_layouts_goals_on_opt_1_3b():
+    """The accelerator layout's step, counted on meta tensors of OPT-1.3B's shapes: a few hundred ops, one host sync
+    per client step and per server apply, P + 1 writes of the parameters per forward-difference step."""
+    from bench.perf_dispatch import bench_dispatch, count_client
+    P = 5
+    rows = {r["method"]: r for r in bench_dispatch(["opt-1.3b"], P=P, layouts=("flat",))}
+    for method, r in rows.items():
+        assert r["pieces_per_pass"] == 20 and r["tensors"] == 388, r
+        assert r["client_ops"] <= 2000 and r["client_syncs"] <= P + 2, r
+        assert r["server_ops"] <= 1000 and r["server_syncs"] <= 1, r
+        assert r["passes_step"] == P + 1 and r["passes_step_update"] == P + 1 and r["server_passes"] == 1, r
+        assert r["client_drawn_over_d"] == 2 * P and r["server_drawn_over_d"] == P  # each swap redraws z_{j-1}
+    assert rows["hiso"]["server_syncs"] == 1 and rows["decomfl"]["server_syncs"] == 0  # the curvature check
+    tensors = count_client("opt-125m", "decomfl", "tensors", P, 1)
+    assert tensors["passes"] == pytest.approx(2 * P)  # perturb and restore separately (summed over 196 tensors)
+    assert tensors["ops"] > 20 * count_client("opt-125m", "decomfl", "flat", P, 1)["ops"]
+
+
+def test_time_model_is_the_max_of_device_and_host_plus_syncs():
+    from bench.timemodel import Device, predict
+    dev = Device(copy_bw=1e12, randn_per_s=1e11, launch_s=1e-5, sync_s=1e-4, fp32_flops=1e12)
+    row = {"P": 5, "d": 1e9, "client_bytes_over_4d": 10, "client_drawn_over_d": 10, "client_launch": 100,
+           "client_syncs": 1, "server_bytes_over_4d": 5, "server_drawn_over_d": 5, "server_launch": 10,
+           "server_syncs": 1}
+    p = predict(row, tokens=100, params=1e9, dev=dev)
+    fwd = 2 * 1e9 * 100 / 1e12  # 0.2 s
+    zo = 10 * 4e9 / 1e12 + 10 * 1e9 / 1e11  # 0.04 + 0.1
+    assert p["forward_s"] == pytest.approx(fwd) and p["zo_device_s"] == pytest.approx(zo)
+    assert p["step_s"] == pytest.approx(6 * fwd + zo + 1e-4) and not p["host_bound"]
+    assert p["ratio"] == pytest.approx((6 * fwd + zo + 1e-4) / (6 * fwd))
+    host_bound = predict({**row, "client_launch": 10**6}, tokens=100, params=1e9, dev=dev)
+    assert host_bound["host_bound"] and host_bound["step_s"] == pytest.approx(10.0 + 1e-4)

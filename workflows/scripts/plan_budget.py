@@ -1,10 +1,12 @@
 """The size and GPU budget of a tier's plan, from the same plan the workflow runs (hiso.plan).
 
-For every run: forward passes = rounds x passes per round (ZO: sampled clients x tau x (P + 1), or 2P + 1
-with central differences; first order: sampled clients x tau x 3, a backward pass counted as two forwards)
-plus evaluations (test examples / batch, every eval_every rounds).  Seconds per forward pass of one batch
-come from a bench/gpu_check.py JSON (`--measured`, forward_s at its batch and length, scaled by tokens), or,
-without one, from 2 N FLOPs per token at an assumed sustained rate (`--tflops`), stated in the output.
+For every run: client steps = rounds x sampled clients x tau (MeZO: rounds x tau), each costing
+ratio x (P + 1) forward passes of one batch (first order: 3 forward passes, a backward pass counted as two), plus
+one server apply per round and the evaluations (test examples / batch, every eval_every rounds).  A forward pass
+costs 2 N FLOPs per token at the fp32 matmul rate, and the ZO step's ratio comes from the GPU time model
+(bench/timemodel.py: the perf tier's dispatch counts of the flat layout with stated H200 constants; P scales the
+counts by (P + 1) / 6).  A bench/gpu_check.py JSON (`--measured`) replaces both with measured forward times and
+step ratios.
 
   .venv/bin/python workflows/scripts/plan_budget.py --configfile workflows/config/paper.yaml --md docs/paper-budget.md
 """
@@ -13,12 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from collections import defaultdict
 from pathlib import Path
 
 import yaml
 
-from hiso import plan
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the working tree's code, not another checkout's
+from bench import timemodel  # noqa: E402
+from hiso import plan  # noqa: E402
 
 # parameters (N) of the planned models, and mean prompt tokens per example of each task (an assumption:
 # OPT tokenizer on the public splits, rounded; SST-2 capped at its max_length of 32)
@@ -28,16 +33,14 @@ TOKENS = {"sst2": 25, "qqp": 45, "squad": 190, "cb": 90, "wsc": 40, "wic": 45, "
 TEST_ROWS = {"sst2": 872, "qqp": 40430, "squad": 10570, "cb": 56, "wsc": 104, "wic": 638, "rte": 277, "boolq": 3270}
 
 
-def run_cost(cfg) -> tuple[float, float]:
-    """(training forward passes of one batch, evaluation forward passes of one eval batch) of one run."""
+FIRST_ORDER = ("fedavg", "fedadam", "fedyogi", "fedadagrad", "fo")
+CENTRAL = ("mezo", "mezo_momentum", "zo_adam", "hizoo")
+
+
+def run_cost(cfg) -> tuple[float, float, int]:
+    """(client steps, evaluation forward passes of one eval batch, rounds) of one run."""
     f = cfg.federation
-    if cfg.method in ("fedavg", "fedadam", "fedyogi", "fedadagrad", "fo"):
-        per_round = f.clients_per_round * f.local_steps * 3
-    elif cfg.method in ("mezo", "mezo_momentum", "zo_adam", "hizoo"):
-        per_round = f.local_steps * (f.perturbations + 1)
-    else:
-        passes = 2 * f.perturbations + 1 if f.difference == "central" else f.perturbations + 1
-        per_round = f.clients_per_round * f.local_steps * passes
+    clients = 1 if cfg.method in CENTRAL else f.clients_per_round
     task = cfg.task["name"]
     rows = min(cfg.task["test_size"], TEST_ROWS.get(task, cfg.task["test_size"]))
     if cfg.run.eval_split == "dev":
@@ -45,50 +48,91 @@ def run_cost(cfg) -> tuple[float, float]:
     evals = math.ceil(f.rounds / cfg.run.eval_every) + 1
     gen = cfg.task.get("max_new_tokens", 0) if task == "squad" else 0  # one pass per generated token
     eval_passes = evals * math.ceil(rows / cfg.task["eval_batch_size"]) * (1 + gen)
-    return f.rounds * per_round, eval_passes
+    return f.rounds * clients * f.local_steps, eval_passes, f.rounds
+
+
+def step_seconds(cfg, model: str, tokens: int, dispatch, dev, measured) -> tuple[float, float, float]:
+    """(seconds of one client step, of one server apply, of one forward pass of `tokens` tokens)."""
+    f = cfg.federation
+    if measured and model in measured["models"]:
+        m = measured["models"][model]
+        fwd = m["forward_s"] * tokens / (measured["batch"] * measured["seq"])
+    else:
+        m, fwd = None, 2 * PARAMS[model] * tokens / dev.fp32_flops
+    if cfg.method in FIRST_ORDER:
+        return 3 * fwd, 0.0, fwd
+    passes = 2 * f.perturbations + 1 if f.difference == "central" else f.perturbations + 1
+    kind = "hiso" if cfg.method == "hiso" else "decomfl"  # other ZO methods: the identity-curvature machinery
+    if m is not None and f"{kind}_step_over_P1_forwards" in m:
+        return m[f"{kind}_step_over_P1_forwards"] * passes * fwd, 0.0, fwd
+    row = dict(timemodel.row_for(dispatch, PARAMS[model], kind, "flat"))
+    c, s = (f.perturbations + 1) / (row["P"] + 1), f.perturbations / row["P"]
+    for k in ("client_bytes_over_4d", "client_drawn_over_d", "client_launch"):
+        row[k] *= c
+    for k in ("server_bytes_over_4d", "server_drawn_over_d", "server_launch"):
+        row[k] *= s
+    p = timemodel.predict(row, tokens, PARAMS[model], dev)
+    step = p["step_s"] - (row["P"] + 1) * p["forward_s"] + passes * p["forward_s"]  # central: 2P (+ 1) passes
+    return step, p["server_apply_s"], fwd
+
+
+def _shown(path: str, root: Path) -> str:
+    p = Path(path).resolve()
+    return str(p.relative_to(root)) if p.is_relative_to(root) else path
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configfile", required=True)
-    ap.add_argument("--tflops", type=float, default=150.0,
-                    help="assumed sustained TFLOP/s of one GPU (fp32 weights, TF32 matmuls) without --measured")
+    ap.add_argument("--tflops", type=float, default=timemodel.H200.fp32_flops / 1e12,
+                    help="sustained fp32 matmul TFLOP/s of one GPU without --measured")
     ap.add_argument("--measured", default=None, help="a bench/gpu_check.py JSON with forward_s per model")
+    ap.add_argument("--dispatch", default=str(timemodel.DISPATCH), help="the perf tier's dispatch.csv")
     ap.add_argument("--md", default=None)
     a = ap.parse_args(argv)
     root = Path(__file__).resolve().parents[2]
     config = yaml.safe_load(Path(a.configfile).read_text())
     measured = json.loads(Path(a.measured).read_text()) if a.measured else None
+    dev = timemodel.Device(fp32_flops=a.tflops * 1e12)
+    dispatch = timemodel.load(a.dispatch)
     hours = defaultdict(float)
+    fwd_hours = defaultdict(float)
     runs = defaultdict(int)
     exps = plan.experiments(config)
     for exp, method, seed, cfg in plan.run_configs(config, exps, root):
         spec = exps[exp]
         model, task = cfg.task["model"], cfg.task["name"]
-        train, evals = run_cost(cfg)
+        steps, evals, rounds = run_cost(cfg)
         tok = TOKENS.get(task, 64)
-        batch_tokens = cfg.federation.batch_size * tok
-        eval_tokens = cfg.task["eval_batch_size"] * tok
-        if measured and model in measured["models"]:
-            per_token = measured["models"][model]["forward_s"] / (measured["batch"] * measured["seq"])
-        else:
-            per_token = 2 * PARAMS[model] / (a.tflops * 1e12)
+        step_s, server_s, fwd_s = step_seconds(cfg, model, cfg.federation.batch_size * tok, dispatch, dev, measured)
+        eval_s = fwd_s * cfg.task["eval_batch_size"] / cfg.federation.batch_size
         stage = "tuning" if plan.is_tuning(config, spec, method, seed) else "reported"
         key = (exp.split("-")[0], model, stage)
-        hours[key] += (train * batch_tokens + evals * eval_tokens) * per_token / 3600
+        hours[key] += (steps * step_s + rounds * server_s + evals * eval_s) / 3600
+        passes = 3 if cfg.method in FIRST_ORDER else (cfg.federation.perturbations + 1)
+        fwd_hours[key] += (steps * passes * fwd_s + evals * eval_s) / 3600
         runs[key] += 1
-    lines = ["| grid | model | stage | runs | GPU-hours |", "|---|---|---|---:|---:|"]
+    lines = ["| grid | model | stage | runs | GPU-hours | of them forward passes |", "|---|---|---|---:|---:|---:|"]
     for key in sorted(hours):
-        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {runs[key]} | {hours[key]:.1f} |")
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {runs[key]} | {hours[key]:.1f} | {fwd_hours[key]:.1f} |")
     total_runs, total_hours = sum(runs.values()), sum(hours.values())
-    lines.append(f"| **all** | | | **{total_runs}** | **{total_hours:.0f}** |")
-    basis = (f"measured forward times from {a.measured}" if measured else
-             f"2 N FLOPs per token at an assumed {a.tflops:g} TFLOP/s sustained (replace with --measured "
-             "bench/gpu_check.py output from the target GPU)")
+    lines.append(f"| **all** | | | **{total_runs}** | **{total_hours:.0f}** | **{sum(fwd_hours.values()):.0f}** |")
+    consts = ", ".join(f"{k} {v:g}" for k, v in timemodel.constants(dev).items() if k != "name")
+    basis = (f"measured forward times and step ratios from {a.measured}" if measured else
+             f"the GPU time model (bench/timemodel.py) with stated constants ({consts}; bytes/s, entries/s, s, "
+             f"FLOP/s) and the dispatch counts of {_shown(a.dispatch, root)}; "
+             "replace with --measured bench/gpu_check.py output from the target GPU")
+    ratios = timemodel.ratio_table(dispatch, {m: PARAMS[m] for m in ("opt-125m", "opt-1.3b", "opt-2.7b")},
+                                   tokens=32 * TOKENS["sst2"], dev=dev)
+    ratio_md = ratios.to_markdown(index=False, floatfmt=".3g")
     text = (f"Plan of `{a.configfile}`: {total_runs} runs, about {total_hours:.0f} GPU-hours on one GPU per run.\n"
             f"Basis: {basis}; prompt lengths per task are the assumptions in workflows/scripts/plan_budget.py.\n"
             f"Command: `.venv/bin/python workflows/scripts/plan_budget.py --configfile {a.configfile}"
-            f"{' --measured ' + a.measured if measured else ''}`\n\n" + "\n".join(lines) + "\n")
+            f"{' --measured ' + a.measured if measured else ''}`\n\n" + "\n".join(lines) + "\n\n"
+            "Predicted client step over its P + 1 forward passes (P = 5, forward differences, all parameters "
+            f"trainable, a batch of 32 SST-2 prompts of {TOKENS['sst2']} tokens), on the CPU's per-tensor layout and "
+            "the flat layout that CUDA runs by default; host_bound: launching the ZO ops takes longer than the "
+            "device's work, so the GPU waits for the host.\n\n" + ratio_md + "\n")
     print(text)
     if a.md:
         Path(a.md).parent.mkdir(parents=True, exist_ok=True)
