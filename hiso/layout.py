@@ -126,3 +126,13 @@ def mismatch(old: dict | None, new: dict) -> str | None:
         return None
     diff = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in COMPARED if old.get(k) != new.get(k)]
     return "; ".join(diff) or None
+
+
+def config_stream(cfg) -> dict:
+    """The fingerprint a config's run will draw under on this machine, without building its model (the Flower
+    hello: every SuperNode compares the server's with its own before it computes anything)."""
+    name = (cfg.task or {}).get("device", "cpu")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    layout = resolve(cfg.perturb.layout, name)
+    return fingerprint(layout, chunk_of(layout, cfg.perturb.chunk), "native", name)

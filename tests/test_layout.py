@@ -165,3 +165,35 @@ def test_mismatch_names_each_field():
     assert mismatch(None, a) is None and mismatch(a, dict(a)) is None
     assert mismatch({**a, "torch": "0.0"}, a) is None  # versions are recorded; the draw's hash decides
     assert mismatch({**a, "layout": "tensors"}, a) == "layout 'tensors' -> 'flat'"
+
+
+def test_a_supernode_that_would_draw_other_directions_refuses_to_join(tmp_path, monkeypatch):
+    """The Flower hello carries the server's stream fingerprint; a SuperNode whose own differs (another GPU model,
+    torch or perturb setting) answers with a refusal and writes nothing, and the server stops with its reason."""
+    pytest.importorskip("flwr")
+    from types import SimpleNamespace
+
+    from hiso.config import load_config
+    from hiso.flower import app
+    from hiso.layout import config_stream
+    config = {**DIGITS, "federation": {**DIGITS["federation"], "rounds": 2}}
+    own = config_stream(load_config(data=config))
+    node = SimpleNamespace(dir=tmp_path / "node", ids=[0, 1])
+    assert app.answer_hello(node, {"config": json.dumps(config), "stream": json.dumps(own)}) == {"clients": "[0, 1]"}
+    other = SimpleNamespace(dir=tmp_path / "other", ids=[2])
+    answer = app.answer_hello(other, {"config": json.dumps(config),
+                                      "stream": json.dumps({**own, "draw_sha256": "0" * 16})})
+    assert "directions would differ" in answer["refused"] and "draw_sha256" in answer["refused"]
+    assert not other.dir.exists()
+
+    class Grid:  # one SuperNode on another GPU model: its own draw differs from the server's
+        def send_and_receive(self, msgs, timeout):
+            for m in msgs:
+                hello = dict(m.content["hello"])
+                hello["stream"] = json.dumps({**json.loads(hello["stream"]), "draw_sha256": "f" * 16})
+                yield SimpleNamespace(has_content=lambda: True, content={"hello": app.answer_hello(other, hello)},
+                                      metadata=SimpleNamespace(src_node_id=7))
+    # a Message outside a Flower run has no run id: the grid above only reads its content
+    monkeypatch.setattr(app, "Message", lambda content, **kw: SimpleNamespace(content=content))
+    with pytest.raises(app.StreamMismatch, match="SuperNode 7: its directions would differ"):
+        app._hello(Grid(), [7], config, timeout=1.0)

@@ -10,7 +10,8 @@ curvature, and its log position) lives in a file under the SuperNode's `state-di
 atomically after each round; the data partition is rebuilt from the config and seed.  A SuperNode hosts the
 clients `partition-ids` (node config, e.g. "0,3").
 
-The first message to every SuperNode (QUERY "hello") carries the run's config; the last (QUERY "sync") carries
+The first message to every SuperNode (QUERY "hello") carries the run's config and the server's stream fingerprint
+(hiso/layout.py); a SuperNode whose own fingerprint differs refuses to join, and the run stops.  The last (QUERY "sync") carries
 the rest of the log, after which every client reports a digest of its replayed model and curvature: the run
 fails unless each equals the server's.
 """
@@ -123,14 +124,25 @@ class FlowerClients:
                 "exchange_seconds": self.seconds, "exchange_started_at": self.started_at, **self.timing, "dropped_clients": json.dumps(self.dropped)}
 
 
+class StreamMismatch(RuntimeError):
+    """A SuperNode would draw other directions than the server (another GPU model, torch or layout)."""
+
+
 def _hello(grid: Grid, nodes: list[int], config: dict, timeout: float) -> dict[int, int]:
-    """client id -> node id for the given SuperNodes, from their answers to a hello that hands them the config."""
-    msgs = [Message(RecordDict({"hello": ConfigRecord({"config": json.dumps(config)})}), dst_node_id=n,
-                    message_type=MessageType.QUERY) for n in nodes]
+    """client id -> node id for the given SuperNodes, from their answers to a hello that hands them the config and
+    the server's stream fingerprint; StreamMismatch when a SuperNode refuses to join under that fingerprint."""
+    from ..config import load_config
+    from ..layout import config_stream
+    stream = json.dumps(config_stream(load_config(data=config)))
+    msgs = [Message(RecordDict({"hello": ConfigRecord({"config": json.dumps(config), "stream": stream})}),
+                    dst_node_id=n, message_type=MessageType.QUERY) for n in nodes]
     found = {}
     for m in grid.send_and_receive(msgs, timeout=timeout):
         if m.has_content():
-            for cid in json.loads(m.content["hello"]["clients"]):
+            hello = m.content["hello"]
+            if "refused" in hello:
+                raise StreamMismatch(f"SuperNode {m.metadata.src_node_id}: {hello['refused']}")
+            for cid in json.loads(hello["clients"]):
                 found[int(cid)] = int(m.metadata.src_node_id)
     return found
 
@@ -253,19 +265,32 @@ class NodeClients:
         return RoundStart(msg.round, msg.seeds, [r for r in msg.catch_up if r.round >= c.synced])
 
 
+def answer_hello(node: NodeClients, hello) -> dict:
+    """A SuperNode's answer to the hello: the clients it hosts, or a refusal (nothing written) when its directions
+    would differ from the server's (the fingerprint of the config's stream on this node's device, hiso/layout.py)."""
+    from ..config import load_config
+    from ..layout import config_stream, mismatch
+    config = str(hello["config"])
+    if "stream" in hello:
+        why = mismatch(json.loads(str(hello["stream"])), config_stream(load_config(data=json.loads(config))))
+        if why:
+            return {"refused": f"its directions would differ from the server's ({why}); join from a node with the "
+                               "server's device model, torch and perturb settings"}
+    node.dir.mkdir(parents=True, exist_ok=True)
+    path = node.dir / "config.json"
+    if path.exists() and path.read_text() != config:  # another run's state: start this one afresh
+        for f in node.dir.glob("client*.pt"):
+            f.unlink()
+    from ..io import atomic_write
+    atomic_write(path, config)
+    return {"clients": json.dumps(node.ids)}
+
+
 @client.query()
 def query(msg: Message, context: Context) -> Message:
     node = NodeClients(context)
     if "hello" in msg.content:
-        node.dir.mkdir(parents=True, exist_ok=True)
-        config = str(msg.content["hello"]["config"])
-        path = node.dir / "config.json"
-        if path.exists() and path.read_text() != config:  # another run's state: start this one afresh
-            for f in node.dir.glob("client*.pt"):
-                f.unlink()
-        from ..io import atomic_write
-        atomic_write(path, config)
-        return Message(RecordDict({"hello": ConfigRecord({"clients": json.dumps(node.ids)})}), reply_to=msg)
+        return Message(RecordDict({"hello": ConfigRecord(answer_hello(node, msg.content["hello"]))}), reply_to=msg)
     sync = msg.content["sync"]
     cid = int(sync["client"])
     c = node.load(cid)
