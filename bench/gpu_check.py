@@ -9,7 +9,10 @@ configs shipped in bench/model_configs/, random token batches; no tokenizer).  P
       host syncs counted around it (bench/perf_dispatch.Counter);
   (c) memory above inference: the peak device memory of a client step minus the peak of a forward pass with the
       same resident state (model, curvature, scratch), in bytes and over the trainable fp32 bytes;
-  (d) catch-up replay time per missed round / one torch.randn(d) on the device.
+  (d) catch-up replay time per missed round / one torch.randn(d) on the device;
+  (e) the portable generator (perturb.generator: portable): its draw on the device has the same bits as on the
+      CPU, and a CPU replay of the device's round log reproduces the device's model (how a user checks that a CPU
+      can replay, or join, their GPU runs).
 
 The forward pass is the classification tasks' own: last-token logits over a two-word verbaliser (logits_to_keep=1)
 on prompts of --seq tokens (SST-2's 32 by default), not a full-vocabulary head at every position.
@@ -99,11 +102,12 @@ def timed(fn, device, repeat: int) -> float:
     return statistics.median(out)
 
 
-def federation(task, kind: str, P: int, verify: bool, lr: float = 1e-6, layout: str = "auto") -> Federation:
+def federation(task, kind: str, P: int, verify: bool, lr: float = 1e-6, layout: str = "auto",
+               generator: str = "native") -> Federation:
     fed = FederationConfig(num_clients=6, clients_per_round=2, local_steps=1, perturbations=P, mu=1e-3, lr=lr,
                            batch_size=task.batch_size, verify_replay=verify)
     return Federation(task, make_factory(CurvatureConfig(kind=kind), task), fed, seed=0,
-                      perturb=PerturbConfig(layout=layout))
+                      perturb=PerturbConfig(layout=layout, generator=generator))
 
 
 def check_determinism(task, rounds: int) -> dict:
@@ -120,6 +124,34 @@ def check_determinism(task, rounds: int) -> dict:
     moved = float(max((a - b).abs().max() for a, b in zip(fed.server.params, init)))
     return {"same_seed_same_bits": bool(torch.equal(*draws)), "layout": fed.layout, "replay_rounds": rounds,
             "replay_max_abs_diff": worst, "replay_ok": worst <= 1e-6, "model_moved": moved > 0}
+
+
+def check_portable(task, rounds: int) -> dict:
+    """(e) the portable generator: its draw on the device has the CPU's bits, and a CPU replay of the device's round
+    log (HiSo and DeComFL, `rounds` rounds) reproduces the device's server model (max |diff|, and bitwise)."""
+    from hiso.perturb import stream_seed
+    from hiso.portable import normal_
+    dev = task.device
+    cpu = normal_(torch.empty(1 << 20), stream_seed(1, 0), 0)
+    out = {"portable_draw_same_bits_as_cpu": bool(torch.equal(cpu, normal_(torch.empty(1 << 20, device=dev),
+                                                                              stream_seed(1, 0), 0).cpu()))}
+    for kind, name in (("identity", "decomfl"), ("diagonal", "hiso")):
+        fed = federation(task, kind, 5, verify=False, lr=1e-4, generator="portable")
+        params = [p.detach().cpu().clone() for p in fed.server.params]
+        init = [p.clone() for p in params]
+        for _ in range(rounds):
+            fed.run_round()
+        curvature = make_factory(CurvatureConfig(kind=kind), task)(params)
+        scratch = Scratch(params, fed.chunk, "portable")
+        for rec in fed.server.log:
+            apply_record(params, curvature, rec, fed.lr, scratch, fed.weight_decay)
+        pairs = list(zip(params, (p.cpu() for p in fed.server.params), strict=True))
+        out[f"{name}_portable_cpu_replay_max_abs_diff"] = max(float((a - b).abs().max()) for a, b in pairs)
+        out[f"{name}_portable_cpu_replay_same_bits"] = all(torch.equal(a, b) for a, b in pairs)
+        out[f"{name}_portable_model_moved"] = any(not torch.equal(a, b) for a, b in zip(init, params, strict=True))
+        fed = None
+    out["portable_rounds"] = rounds
+    return out
 
 
 def peak_bytes(fn, dev) -> int | None:
@@ -181,6 +213,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--tiny", action="store_true", help="a 2-layer OPT instead of the real configs (CPU, CI)")
     ap.add_argument("--models", default="opt-125m,opt-1.3b,opt-2.7b")
     ap.add_argument("--rounds", type=int, default=100, help="verified-replay rounds of check (a)")
+    ap.add_argument("--portable-rounds", type=int, default=20, help="rounds of check (e), the CPU replay")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seq", type=int, default=32, help="prompt tokens (SST-2's max_length)")
@@ -196,6 +229,7 @@ def main(argv=None) -> dict:
     first = RandomTokens(models[0], dev, a.seq)
     first.batch_size = a.batch
     report["determinism"] = {"model": models[0], **check_determinism(first, a.rounds)}
+    report["portable"] = {"model": models[0], **check_portable(first, a.portable_rounds)}
     for name in models:
         task = first if name == models[0] else RandomTokens(name, dev, a.seq)
         task.batch_size = a.batch

@@ -22,6 +22,7 @@ process (median of --repeats), because these machines are noisy.
             and one server apply, counted on the meta-device shapes of OPT-125M / 1.3B / 2.7B (full parameters, P = 5,
             forward differences) for HiSo and DeComFL on both layouts (bench/perf_dispatch.py): what a step asks of
             the host, whatever the device.
+  portable  the portable generator's CPU cost per entry over torch's normal_, alternated, per piece size.
   bytes     measured bytes per round per method over the minimum (scalar-only: tau*P*4 up + 4*tau seeds
             down; vector methods: 4*d each way).
 
@@ -65,7 +66,7 @@ from hiso.gitinfo import commit  # noqa: E402
 from hiso.io import atomic_write  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ("dispatch", "step", "bound", "memory", "clients", "replay", "profile", "chunk", "bytes", "warm", "tier", "flower")
+PARTS = ("dispatch", "portable", "step", "bound", "memory", "clients", "replay", "profile", "chunk", "bytes", "warm", "tier", "flower")
 
 
 def bench_flower(rounds: int) -> list[dict]:
@@ -83,7 +84,7 @@ def machine() -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--only", default="dispatch,step,bound,memory,clients,replay,profile,chunk,bytes,warm,tier,flower",
+    ap.add_argument("--only", default="dispatch,portable,step,bound,memory,clients,replay,profile,chunk,bytes,warm,tier,flower",
                     help="the parts to run, comma-separated")
     ap.add_argument("--models", default="tiny-llama,smollm2-lora", help=f"of {', '.join(kernels.MODELS)}")
     ap.add_argument("--repeats", type=int, default=3)
@@ -109,6 +110,7 @@ def main() -> None:
              "profile": lambda: kernels.bench_profile(args.repeats),
              "bound": lambda: kernels.bench_bound(models, args.repeats), "bytes": kernels.bench_bytes,
              "dispatch": lambda: perf_dispatch.bench_dispatch(P=max(P)),
+             "portable": lambda: kernels.bench_portable(args.repeats),
              "warm": lambda: warm_runner.measure(args.repeats),
              "tier": lambda: process.bench_tier(args.tier, args.cores), "flower": lambda: bench_flower(args.rounds)}
     for part in only:

@@ -185,6 +185,26 @@ def bench_chunk(repeats: int, d: int = 10**7) -> list[dict]:
     return rows
 
 
+def bench_portable(repeats: int, d: int = 10**7) -> list[dict]:
+    """The portable generator (hiso/portable.py) against torch's normal_, per entry, on one CPU thread: one piece
+    drawn by each, alternated (native, portable, native, ...), at the tensors layout's 2^18 and at larger pieces."""
+    from hiso.portable import Work, normal_
+    rows = []
+    gen, work = torch.Generator().manual_seed(0), Work()
+    for piece in (2**16, 2**18, 2**20, 2**22):
+        u = torch.empty(piece)
+        reps = max(1, d // piece)
+        native, portable = [], []
+        for _ in range(repeats):
+            native.append(median_time(lambda: [u.normal_(generator=gen) for _ in range(reps)], 1) / (reps * piece))
+            portable.append(median_time(lambda: [normal_(u, 12345, 0, work) for _ in range(reps)], 1) / (reps * piece))
+        n, p = statistics.median(native), statistics.median(portable)
+        rows.append({"piece": piece, "native_ns_per_entry": 1e9 * n, "portable_ns_per_entry": 1e9 * p,
+                     "portable_over_native": p / n})
+        print(rows[-1], flush=True)
+    return rows
+
+
 def bench_bytes() -> list[dict]:
     rows = []
     d, P, tau = 10_000, 5, 1

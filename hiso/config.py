@@ -129,6 +129,7 @@ class RunOptions:
 class PerturbConfig:  # how directions are laid out and drawn (hiso/layout.py); part of the stream's fingerprint
     layout: Literal["auto", "tensors", "flat"] = "auto"  # auto: flat on an accelerator, tensors on the CPU
     chunk: int | None = None  # entries per piece, a multiple of 16 (null: 2^18 on tensors, 2^26 on flat)
+    generator: Literal["native", "portable"] = "native"  # portable: the same directions on any device and chunk
 
 
 @dataclass
@@ -168,7 +169,8 @@ LATER_DEFAULTS = {("run", "eval_split"): "test", ("task", "dev_fraction"): 0.0, 
                   ("run", "stop_target"): None, ("run", "stop_patience"): 0,
                   ("federation", "engine"): "simulator", ("federation", "supernodes"): 0,
                   ("federation", "round_timeout"): 600.0, ("federation", "dropped_from"): None,
-                  ("perturb", "layout"): "auto", ("perturb", "chunk"): None}
+                  ("perturb", "layout"): "auto", ("perturb", "chunk"): None,
+                  ("perturb", "generator"): "native"}
 
 
 def canonical(d: dict) -> dict:

@@ -103,11 +103,13 @@ class Federation:
         self.work = trainable(params, self.layout, getattr(curvature_factory, "elementwise", True))
         # flat layout, forward differences: each restore folds into the next write (P + 1 passes per step)
         self.fused = self.layout == "flat" and self.difference == "forward"
-        self.scratch = Scratch(self.work, self.chunk)
+        self.generator = getattr(perturb, "generator", "native")
+        self.scratch = Scratch(self.work, self.chunk, self.generator)
         server_params = [p.detach().clone() for p in self.work]
         self.server = Server(server_params, curvature_factory(server_params), fed.lr, fed.local_steps,
                              fed.perturbations, fed.aggregator, fed.trim_fraction, fed.max_abs_scalar,
-                             fed.weight_decay, fed.clip_factor, chunk=self.chunk)
+                             fed.weight_decay, fed.clip_factor, chunk=self.chunk,
+                             generator=self.generator)
         self.faulty = faulty_set(seed, fed.num_clients, fed.faulty_clients)  # hiso/faults.py
         self.fault, self.fault_scale = fed.fault, fed.fault_scale
         self.clients = [ClientState(i) for i in range(fed.num_clients)]
@@ -120,11 +122,11 @@ class Federation:
     @property
     def stream(self) -> dict:
         """The fingerprint of this run's directions (hiso/layout.py): run.json and checkpoints carry it."""
-        return fingerprint(self.layout, self.chunk, "native", self.device)
+        return fingerprint(self.layout, self.chunk, self.generator, self.device)
 
     def new_scratch(self, params: list[torch.Tensor]) -> Scratch:
         """Scratch space for a replica (replay draws the same pieces as the server)."""
-        return Scratch(params, self.chunk)
+        return Scratch(params, self.chunk, self.generator)
 
     @property
     def rounds_done(self) -> int:

@@ -31,6 +31,9 @@ FINGERPRINT_SEED = 20240917  # the fixed seed of the fingerprint's draw
 # the fields two runs must share for their directions to agree (torch/CUDA versions are recorded, not compared:
 # the draw's hash already tells whether the generator's output changed)
 COMPARED = ("generator", "layout", "chunk", "device", "draw_sha256")
+# the layout still matters under the portable generator: the flat layout folds restores, which changes a client's
+# losses by float rounding (not its directions)
+PORTABLE_COMPARED = ("generator", "layout", "draw_sha256")
 
 
 def resolve(layout: str, device: torch.device | str) -> str:
@@ -99,12 +102,16 @@ def trainable(params: list[torch.Tensor], layout: str, elementwise: bool = True)
 
 
 @functools.lru_cache(maxsize=8)
-def _draw_digest(chunk: int, device: str) -> str:
+def _draw_digest(chunk: int, device: str, generator: str = "native") -> str:
     if device == "meta":  # shapes only (the dispatch counts): nothing is drawn
         return "meta"
-    gen = torch.Generator(device=device)
-    gen.manual_seed(FINGERPRINT_SEED)
-    x = torch.empty(chunk, dtype=torch.float32, device=device).normal_(generator=gen)
+    if generator == "portable":  # a fixed 2^16 entries: the hash must not depend on the chunk, nor the device
+        from .portable import normal_
+        x = normal_(torch.empty(1 << 16, dtype=torch.float32, device=device), FINGERPRINT_SEED, 0)
+    else:
+        gen = torch.Generator(device=device)
+        gen.manual_seed(FINGERPRINT_SEED)
+        x = torch.empty(chunk, dtype=torch.float32, device=device).normal_(generator=gen)
     return hashlib.sha256(x.cpu().numpy().tobytes()).hexdigest()[:16]
 
 
@@ -116,15 +123,18 @@ def fingerprint(layout: str, chunk: int, generator: str, device: torch.device | 
         name = torch.cuda.get_device_name(dev)
     return {"generator": generator, "layout": layout, "chunk": int(chunk), "device": dev.type, "device_name": name,
             "torch": torch.__version__, "cuda": torch.version.cuda,
-            "draw_sha256": _draw_digest(int(chunk), str(dev))}
+            "draw_sha256": _draw_digest(int(chunk), str(dev), generator)}
 
 
 def mismatch(old: dict | None, new: dict) -> str | None:
     """Why directions drawn under `new` would differ from those recorded under `old` (None: they agree, or
-    `old` predates fingerprints: a run of the CPU default, recorded before layouts existed)."""
+    `old` predates fingerprints: a run of the CPU default, recorded before layouts existed).  Under the portable
+    generator the chunk and the device do not matter; its draw's hash still must agree."""
     if not old:
         return None
-    diff = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in COMPARED if old.get(k) != new.get(k)]
+    both_portable = old.get("generator") == new.get("generator") == "portable"
+    fields = PORTABLE_COMPARED if both_portable else COMPARED
+    diff = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in fields if old.get(k) != new.get(k)]
     return "; ".join(diff) or None
 
 
@@ -135,4 +145,4 @@ def config_stream(cfg) -> dict:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     layout = resolve(cfg.perturb.layout, name)
-    return fingerprint(layout, chunk_of(layout, cfg.perturb.chunk), "native", name)
+    return fingerprint(layout, chunk_of(layout, cfg.perturb.chunk), cfg.perturb.generator, name)

@@ -28,6 +28,9 @@ CHUNK = 1 << 18
 # The flat layout's pieces: 2^26 entries (256 MiB per fp32 scratch buffer, four of them at most): OPT-1.3B's
 # 1.3 G entries are 20 pieces, so a pass costs a few dozen ops, not thousands (bench/perf_dispatch.py).
 FLAT_CHUNK = 1 << 26
+# native: the device's normal_ (fast; bits depend on the device, and on CUDA on the GPU model and the chunk);
+# portable: a pure function of (seed, j, global entry index), the same bits everywhere (hiso/portable.py)
+GENERATORS = ("native", "portable")
 
 
 def stream_seed(seed: int, j: int) -> int:
@@ -83,8 +86,12 @@ class Scratch:
     whole tensors), reused for every direction: never d-sized.  Allocation is expensive (page faults on a fresh
     tensor), so the buffers are allocated once and grown only if a larger piece is asked for."""
 
-    def __init__(self, params: list[torch.Tensor], chunk: int | None = None):
+    def __init__(self, params: list[torch.Tensor], chunk: int | None = None, generator: str = "native"):
         chunk = CHUNK if chunk is None else chunk
+        if generator not in GENERATORS:
+            raise ValueError(f"perturb.generator must be one of {list(GENERATORS)}, got {generator!r}")
+        self.generator = generator
+        self.work = None  # the portable generator's scratch (hiso/portable.py), made when first used
         if chunk < 16 or chunk % 16:
             raise ValueError(f"chunk must be a positive multiple of 16, got {chunk}")
         self.chunk = int(chunk)
@@ -115,7 +122,8 @@ class Scratch:
         return head(self.v, n)
 
     def nbytes(self) -> int:
-        return sum(b.numel() * b.element_size() for b in (self.u, self.v, self.acc))
+        own = sum(b.numel() * b.element_size() for b in (self.u, self.v, self.acc))
+        return own + (self.work.nbytes() if self.work is not None else 0)
 
 
 def generator(device: torch.device) -> torch.Generator:
@@ -131,9 +139,20 @@ def directions(seed: int, j: int, params: list[torch.Tensor], curvature, scratch
 
     Calling it again with the same arguments yields the same values (the generator is reseeded).
     """
+    chunk = scratch.chunk_for(curvature)
+    if scratch.generator == "portable":
+        from .portable import Work, normal_
+        stream, offset = stream_seed(seed, j), 0
+        scratch.work = scratch.work or Work()
+        for i, p in enumerate(params):  # entry k of the concatenated tensors is a function of (seed, j, k) alone
+            for start, stop in pieces(p.numel(), chunk):
+                u = scratch.first(stop - start) if slot == 0 else scratch.second(stop - start)
+                normal_(u, stream, offset + start, scratch.work)
+                yield Piece(i, start, curvature.precondition_(i, u, start))
+            offset += p.numel()
+        return
     gen = generator(scratch.kw["device"])
     gen.manual_seed(stream_seed(seed, j))
-    chunk = scratch.chunk_for(curvature)
     for i, p in enumerate(params):
         for start, stop in pieces(p.numel(), chunk):
             u = scratch.first(stop - start) if slot == 0 else scratch.second(stop - start)

@@ -89,12 +89,13 @@ class Server:
     weight_decay: float = 0.0
     clip_factor: float = 3.0
     chunk: int | None = None  # the pieces directions are drawn in (hiso/layout.py; None: perturb.CHUNK)
+    generator: str = "native"  # perturb.GENERATORS
     log: list[RoundRecord] = field(default_factory=list)
 
     def __post_init__(self):
         if self.aggregator not in AGGREGATORS:
             raise ValueError(f"unknown aggregator {self.aggregator!r}; choose one of {list(AGGREGATORS)}")
-        self.scratch = Scratch(self.params, self.chunk)
+        self.scratch = Scratch(self.params, self.chunk, self.generator)
         self._round = None
 
     def open_round(self, r: int, seeds: np.ndarray, sampled: list[int]) -> None:

@@ -224,7 +224,7 @@ def test_dispatch_counts_meet_the_flat_layouts_goals_on_opt_1_3b():
     from bench.perf_dispatch import bench_dispatch, count_client
     P = 5
     rows = {r["method"]: r for r in bench_dispatch(["opt-1.3b"], P=P, layouts=("flat",))}
-    for method, r in rows.items():
+    for r in rows.values():
         assert r["pieces_per_pass"] == 20 and r["tensors"] == 388, r
         assert r["client_ops"] <= 2000 and r["client_syncs"] <= P + 2, r
         assert r["server_ops"] <= 1000 and r["server_syncs"] <= 1, r

@@ -25,4 +25,9 @@ def test_gpu_check_runs_on_cpu_tiny(capsys):
     for name in ("decomfl", "hiso"):  # one buffer instead of ~30 tensors: fewer ops per step
         assert tiny[f"{name}_flat_step_aten_ops"] < tiny[f"{name}_tensors_step_aten_ops"] / 2
     assert tiny["tensors_stream"]["draw_sha256"] != tiny["flat_stream"]["draw_sha256"]  # another chunk, another draw
+    port = report["portable"]  # on CPU the "device" is the CPU: the check's code path, trivially equal
+    assert port["portable_draw_same_bits_as_cpu"]
+    for name in ("decomfl", "hiso"):
+        assert port[f"{name}_portable_cpu_replay_same_bits"] and port[f"{name}_portable_model_moved"]
+        assert port[f"{name}_portable_cpu_replay_max_abs_diff"] == 0.0
     assert '"determinism"' in capsys.readouterr().out
