@@ -67,7 +67,9 @@ def provenance() -> dict:
             "runner": "warm" if os.environ.get("HISO_WARM_CHILD") else "cold",
             "hardware": {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(),
                          "torch_threads": torch.get_num_threads(),
-                         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}}
+                         # only a process that already uses CUDA asks it for a name (a probe before a fork would
+                         # cost every forked child its CUDA); a GPU run's device name is also in its stream
+                         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_initialized() else None}}
 
 
 def build_federation(cfg: Config):

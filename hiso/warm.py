@@ -9,7 +9,9 @@ child adopts them and calls the same `hiso.__main__.main`, so the log, the exit 
 of a cold `python -m hiso run`. The client forwards SIGINT/SIGTERM to the child, and the server terminates a
 child whose client went away. The client runs the command itself (cold) when no server answers (a cluster node,
 a stale socket), when the server was started under other import-time settings (HF_*, TRANSFORMERS_*, OMP_*, ...),
-or when the suite's source changed after the server imported it.
+or when the suite's source changed after the server imported it.  A job that takes a GPU slot or whose task
+runs on a device other than the CPU also runs cold, and the server never probes CUDA (a probe before a fork
+leaves every forked child unable to use CUDA).
 
 This module imports only the standard library at module level: the client must stay cheap.
 """
@@ -147,6 +149,27 @@ def _child(sockets: list[socket.socket], request: dict, fds: list[int]) -> None:
             os._exit(code if isinstance(code, int) else 1)
 
 
+def _needs_device(argv: list[str], cwd: str) -> str | None:
+    """Why a job must own its process (run cold): it takes a GPU slot, or its task runs on a device other than the
+    CPU.  Read from the arguments and the config file's text, without asking CUDA anything."""
+    if "--gpu-slot" in argv:
+        return "the job takes a GPU slot"
+    device = None
+    for k, a in enumerate(argv[:-1]):
+        if a == "--set" and argv[k + 1].replace(" ", "").startswith("task.device="):
+            device = argv[k + 1].split("=", 1)[1].strip()
+        elif a == "--config" and device is None:
+            try:
+                import yaml
+                data = yaml.safe_load((Path(cwd) / argv[k + 1]).read_text())
+                device = ((data or {}).get("task") or {}).get("device") if isinstance(data, dict) else None
+            except Exception:  # noqa: BLE001 - an unreadable config: the child reports it as a cold run would
+                device = None
+    if device not in (None, "cpu"):
+        return f"task.device is {device}: a process that uses CUDA must not be forked from the server"
+    return None
+
+
 def serve(path: str, idle_exit: float = 0.0) -> int:
     import importlib
     import threading
@@ -154,7 +177,9 @@ def serve(path: str, idle_exit: float = 0.0) -> int:
     for name in PRELOAD:
         importlib.import_module(name)
     import torch
-    if torch.cuda.is_available() and torch.cuda.is_initialized():  # pragma: no cover - a child could not use it
+    # no CUDA probe here: is_available() or device_count() before a fork leaves every child unable to use CUDA;
+    # is_initialized() only reads torch's own flag
+    if torch.cuda.is_initialized():  # pragma: no cover - a child could not use it
         print("warm runner: CUDA was initialised while importing; refusing to fork", file=sys.stderr)
         return 1
     if threading.active_count() != 1:
@@ -226,11 +251,11 @@ def _accept(listener, children, started_env, loaded_mtime) -> None:
             os.close(fd)
         conn.close()
         return
-    reason = None
-    if _import_env(request["env"]) != started_env:
+    reason = _needs_device(request["argv"], request["cwd"])
+    if not reason and _import_env(request["env"]) != started_env:
         changed = sorted(set(_import_env(request["env"]).items()) ^ set(started_env.items()))
         reason = f"import-time environment differs: {sorted({k for k, _ in changed})}"
-    elif _source_mtime() != loaded_mtime:
+    elif not reason and _source_mtime() != loaded_mtime:
         reason = "the suite's source changed after the server imported it"
     if reason:
         for fd in fds:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
 from hiso import plan
@@ -133,3 +134,24 @@ def test_committed_budget_page_is_what_its_script_writes(tmp_path):
                     "--md", str(out)], cwd=ROOT, check=True, capture_output=True)
     assert out.read_text() == (ROOT / "docs" / "paper-budget.md").read_text(), \
         "docs/paper-budget.md is stale: rerun the command at its top"
+
+
+def test_a_measured_gpu_check_replaces_the_time_model(tmp_path):
+    """With --measured, forward times and step ratios come from bench/gpu_check.py's JSON: doubling every measured
+    forward time doubles every run's hours, and the page names the measurement."""
+    def hours(forward_s: float) -> tuple[float, str]:
+        models = {m: {"forward_s": forward_s, "decomfl_flat_step_over_P1_forwards": 1.3,
+                      "hiso_flat_step_over_P1_forwards": 1.6, "decomfl_flat_replay_round_s": 0.0,
+                      "hiso_flat_replay_round_s": 0.0}
+                  for m in ("opt-125m", "opt-350m", "opt-1.3b", "opt-2.7b", "llama-3.2-1b", "llama-3.2-3b")}
+        path = tmp_path / f"gpu{forward_s}.json"
+        path.write_text(json.dumps({"batch": 32, "seq": 32, "models": models}))
+        text = subprocess.run([sys.executable, "workflows/scripts/plan_budget.py", "--configfile",
+                               "workflows/config/paper.yaml", "--measured", str(path)], cwd=ROOT, check=True,
+                              capture_output=True, text=True).stdout
+        total = re.search(r"\| \*\*all\*\* \| \| \| \*\*\d+\*\* \| \*\*([\d.]+)\*\*", text)
+        return float(total.group(1)), text
+    one, text = hours(0.01)
+    two, _ = hours(0.02)
+    assert "measured forward times and step ratios from" in text
+    assert two == pytest.approx(2 * one, rel=0.01)

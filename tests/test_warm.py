@@ -112,3 +112,52 @@ def test_killing_the_client_kills_its_run(server, tmp_path):
 def _children(pid: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
     return [int(x) for x in out.split()]
+
+
+PROBED = """
+import sys, torch
+log = open(sys.argv[1], "a")
+for name in ("is_available", "device_count", "get_device_name", "init", "_lazy_init", "current_device"):
+    real = getattr(torch.cuda, name)
+    def probe(*a, _name=name, _real=real, **k):
+        log.write(_name + "\\n"); log.flush()
+        return _real(*a, **k)
+    setattr(torch.cuda, name, probe)
+from hiso.warm import serve
+raise SystemExit(serve(sys.argv[2], idle_exit=600))
+"""
+
+
+def test_neither_the_server_nor_a_cpu_job_probes_cuda_and_device_jobs_run_cold(tmp_path):
+    """A CUDA probe before a fork leaves every forked child unable to use CUDA: the server never probes, a CPU job
+    forked from it never does either, and a job that takes a GPU slot or a device runs cold."""
+    probes, sock = tmp_path / "probes.txt", tmp_path / "s.sock"
+    probes.touch()
+    env = {**os.environ, **THREADS}
+    proc = subprocess.Popen([sys.executable, "-c", PROBED, str(probes), str(sock)], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not sock.exists():
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.time() < deadline
+            time.sleep(0.1)
+        warm = hiso([*BASE, "--out", str(tmp_path / "cpu")], env, str(sock))
+        assert warm.returncode == 0 and "running cold" not in warm.stderr, warm.stderr
+        assert json.loads((tmp_path / "cpu/run.json").read_text())["runner"] == "warm"
+        assert probes.read_text() == ""  # no CUDA probe in the server or in its forked CPU job
+        gpu = hiso([*BASE, "--gpu-slot", "--out", str(tmp_path / "gpu")], {**env, "HISO_GPUS": "0"}, str(sock))
+        assert "running cold (the job takes a GPU slot)" in gpu.stderr, gpu.stderr
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_a_task_on_a_device_runs_cold(tmp_path):
+    from hiso.warm import _needs_device
+    conf = tmp_path / "c.yaml"
+    conf.write_text("task: {name: rotten_tomatoes, device: cuda}\n")
+    assert "task.device is cuda" in _needs_device(["run", "--config", str(conf)], str(tmp_path))
+    assert _needs_device(["run", "--config", str(conf), "--set", "task.device=cpu"], str(tmp_path)) is None
+    assert "auto" in _needs_device(["run", "--config", "x.yaml", "--set", "task.device=auto"], str(tmp_path))
+    assert _needs_device([*BASE], str(ROOT)) is None

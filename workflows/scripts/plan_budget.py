@@ -63,8 +63,8 @@ def step_seconds(cfg, model: str, tokens: int, dispatch, dev, measured) -> tuple
         return 3 * fwd, 0.0, fwd
     passes = 2 * f.perturbations + 1 if f.difference == "central" else f.perturbations + 1
     kind = "hiso" if cfg.method == "hiso" else "decomfl"  # other ZO methods: the identity-curvature machinery
-    if m is not None and f"{kind}_step_over_P1_forwards" in m:
-        return m[f"{kind}_step_over_P1_forwards"] * passes * fwd, 0.0, fwd
+    if m is not None and f"{kind}_flat_step_over_P1_forwards" in m:  # measured on CUDA's default layout
+        return m[f"{kind}_flat_step_over_P1_forwards"] * passes * fwd, m[f"{kind}_flat_replay_round_s"], fwd
     row = dict(timemodel.row_for(dispatch, PARAMS[model], kind, "flat"))
     c, s = (f.perturbations + 1) / (row["P"] + 1), f.perturbations / row["P"]
     for k in ("client_bytes_over_4d", "client_drawn_over_d", "client_launch"):
