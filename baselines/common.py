@@ -78,7 +78,8 @@ class VectorFederation:
         pass
 
     def state_dict(self) -> dict:
-        return {"server": [p.clone() for p in self.server], "rounds": self._rounds, "extra": self.extra_state()}
+        # references, not clones: the runner saves them at once, and torch.save copies each storage to the host
+        return {"server": [p.detach() for p in self.server], "rounds": self._rounds, "extra": self.extra_state()}
 
     @torch.no_grad()
     def load_state_dict(self, sd: dict) -> None:

@@ -70,7 +70,7 @@ class FirstOrderFederation(VectorFederation):
             s.sub_(self.server_lr * m / (v.sqrt() + o.tau))
 
     def extra_state(self):
-        return {"m": [t.clone() for t in self.m], "v": [t.clone() for t in self.v]}
+        return {"m": list(self.m), "v": list(self.v)}  # references: torch.save copies them to the host
 
     @torch.no_grad()
     def load_extra_state(self, sd):

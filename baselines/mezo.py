@@ -151,9 +151,10 @@ class SingleParty:
         return RoundRow(r + 1, losses[0], 0, 0, 0, 0, 0, passes, rejected=0, accepted=1, extra=extra).as_dict()
 
     def state_dict(self) -> dict:
-        return {"params": [p.detach().clone() for p in self.params], "rounds": self._rounds,
-                "step": self.state["step"], "m": [t.clone() for t in self.state["m"]],
-                "v": [t.clone() for t in self.state["v"]], "h": [h.clone() for h in self.curv.state]}
+        # references, not clones: the runner saves them at once, and torch.save copies each storage to the host
+        return {"params": [p.detach() for p in self.params], "rounds": self._rounds,
+                "step": self.state["step"], "m": list(self.state["m"]), "v": list(self.state["v"]),
+                "h": list(self.curv.state)}
 
     @torch.no_grad()
     def load_state_dict(self, sd: dict) -> None:

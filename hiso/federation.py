@@ -280,10 +280,12 @@ class Federation:
 
     # --- persistence: the log is the training state --------------------------------------------------
     def state_dict(self) -> dict:
-        sd = {"server_params": [p.clone() for p in self.server.params], "curvature": self.server.curvature.state_dict(),
+        """References, not clones (a clone of OPT-2.7B's model and H on the GPU would need about 20 GB): the runner
+        saves the dict at once, and torch.save copies each storage to the host as it writes it."""
+        sd = {"server_params": [p.detach() for p in self.server.params], "curvature": self.server.curvature.state_dict(),
               "log": b"".join(r.encode() for r in self.server.log), "synced": [c.synced for c in self.clients]}
         if self.verify:
-            sd["replicas"] = [([p.clone() for p in c.params], c.curvature.state_dict()) for c in self.clients]
+            sd["replicas"] = [([p.detach() for p in c.params], c.curvature.state_dict()) for c in self.clients]
         return sd
 
     @torch.no_grad()

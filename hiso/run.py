@@ -236,14 +236,27 @@ def _prior(cfg: Config, rundir: RunDir, replace_different: bool) -> dict:
                       f"{new_hash}); choose another output folder, or pass --replace-different")
 
 
+def state_nbytes(obj) -> int:
+    """Bytes of the tensors in a (nested) state dict: what its checkpoint holds, counted without copying (state
+    dicts hold references)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(state_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(state_nbytes(v) for v in obj)
+    return len(obj) if isinstance(obj, (bytes, bytearray)) else 0
+
+
 def _check_space(out: Path, fed) -> None:
-    """Refuse before the first round when the folder cannot hold two checkpoints (the new one and the previous)."""
-    need = 2 * sum(p.numel() * p.element_size() for p in fed.global_params())
-    free = shutil.disk_usage(out).free
+    """Refuse before the first round when the folder cannot hold two checkpoints (the new one and the previous) of
+    the real state: the model, the curvature or the optimizer's moments, the replicas of a verified run."""
+    one = state_nbytes(fed.state_dict())
+    need, free = 2 * one, shutil.disk_usage(out).free
     if free < need:
-        raise RunDirError(f"--out {out}: {free / 1e9:.2f} GB free, but this model's checkpoints need about "
-                          f"{need / 1e9:.2f} GB (the checkpoint and the previous one); free space there or choose "
-                          "another folder")
+        raise RunDirError(f"--out {out}: {free / 1e9:.2f} GB free, but this run's checkpoints need about "
+                          f"{need / 1e9:.2f} GB (two of {one / 1e9:.2f} GB: the checkpoint and the previous one); "
+                          "free space there or choose another folder")
 
 
 def _run(cfg: Config, rundir: RunDir | None, old: dict, stop_after, federation_hook, on_evaluate=None) -> RunResult:
@@ -281,11 +294,11 @@ def _run(cfg: Config, rundir: RunDir | None, old: dict, stop_after, federation_h
     def save(status: str, message: str = "", checkpoint: bool = True):
         if out is None:
             return
-        if checkpoint:
+        final = status != "running"
+        if checkpoint and not (final and not cfg.run.keep_checkpoint):  # no final checkpoint when none is kept
             rundir.save_checkpoint({"federation": fed.state_dict(), "rows": rows, "stream": stream})
         # metrics.csv appears only when the run has ended (the workflow's output); metrics.partial.csv
         # shows progress meanwhile
-        final = status != "running"
         atomic_write(out / ("metrics.csv" if final else "metrics.partial.csv"), pd.DataFrame(rows).to_csv(index=False))
         if final:
             (out / "metrics.partial.csv").unlink(missing_ok=True)

@@ -97,7 +97,7 @@ class RunDir:
             if not path.exists():
                 continue
             try:
-                state = torch.load(path, weights_only=False)
+                state = torch.load(path, map_location="cpu", weights_only=False)  # a GPU run's, on any node
             except Exception as e:  # noqa: BLE001 - torch raises EOFError, RuntimeError, UnpicklingError, ...
                 errors.append(f"{path} ({type(e).__name__}: {e})")
                 log.warning("%s is unreadable (%s); trying the previous checkpoint", path, e)

@@ -20,6 +20,8 @@ from hiso.rundir import RunDir, RunDirError
 
 ROOT = Path(__file__).resolve().parents[1]
 QUAD = {"task": {"name": "quadratic", "dim": 50}, "federation": {"rounds": 25, "lr": 0.02}}
+DIG = {"task": {"name": "digits", "alpha": 1.0},
+       "federation": {"lr": 2e-3, "perturbations": 2, "batch_size": 16, "local_steps": 2}}
 
 
 def no_wall(df):
@@ -164,9 +166,66 @@ def test_a_folder_without_room_for_two_checkpoints_is_refused_before_the_first_r
 
     import hiso.run
     monkeypatch.setattr(hiso.run.shutil, "disk_usage", lambda p: sh._ntuple_diskusage(10**9, 10**9 - 100, 100))
-    with pytest.raises(RunDirError, match=r"GB free, but this model's checkpoints need about"):
+    with pytest.raises(RunDirError, match=r"GB free, but this run's checkpoints need about"):
         run(cfg_factory(**QUAD), tmp_path / "run")
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".lock"]
+
+
+@pytest.mark.parametrize("method,kept", [("hiso", 2), ("fedadam", 3)])
+def test_the_free_space_check_counts_the_real_state(cfg_factory, tmp_path, monkeypatch, method, kept):
+    """HiSo's checkpoint holds the model and H, FedAdam's the model and two moments: room for two copies of the
+    model alone is refused, room for two copies of the real state is enough."""
+    import shutil as sh
+
+    import hiso.run
+    cfg = cfg_factory(method=method, task={"name": "quadratic", "dim": 5000},
+                      federation={"rounds": 2, "lr": 1e-3, "weight_decay": 0.0})
+    model = 4 * 5000
+    for free, ok in ((2 * model + 100, False), (2 * kept * model + 4096, True)):
+        monkeypatch.setattr(hiso.run.shutil, "disk_usage", lambda p, f=free: sh._ntuple_diskusage(10**9, 10**9 - f, f))
+        out = tmp_path / f"{free}"
+        if ok:
+            assert run(cfg, out).status == "complete"
+        else:
+            with pytest.raises(RunDirError, match="need about"):
+                run(cfg, out)
+
+
+def test_no_final_checkpoint_is_written_when_none_is_kept(cfg_factory, tmp_path, monkeypatch):
+    from hiso.rundir import RunDir
+    saved = []
+    real = RunDir.save_checkpoint
+    monkeypatch.setattr(RunDir, "save_checkpoint", lambda self, obj: (saved.append(len(obj["rows"])), real(self, obj)))
+    base = {"task": QUAD["task"], "federation": {**QUAD.get("federation", {}), "rounds": 10}}
+    run(cfg_factory(**base, run={"checkpoint_every": 4, "keep_checkpoint": False, "progress": False}), tmp_path / "a")
+    assert saved == [4, 8] and not (tmp_path / "a" / "checkpoint.pt").exists()
+    saved.clear()
+    run(cfg_factory(**base, run={"checkpoint_every": 4, "progress": False}), tmp_path / "b")
+    assert saved == [4, 8, 10] and (tmp_path / "b" / "checkpoint.pt").exists()
+
+
+def test_a_checkpoint_written_on_another_device_is_read_onto_the_cpu(cfg_factory, tmp_path, monkeypatch):
+    """Checkpoints are read with map_location="cpu" and each tensor goes to the run's device: a GPU run's checkpoint
+    resumes on a CPU node.  Here torch.load refuses, as it does for a CUDA checkpoint on a node without CUDA, unless
+    the runner maps the storages to the CPU."""
+    import pandas as pd
+    import torch
+
+    cfg = cfg_factory(task=DIG["task"], federation={**DIG["federation"], "rounds": 12},
+                      run={"checkpoint_every": 5, "eval_every": 4, "progress": False})
+    full = run(cfg, tmp_path / "full").metrics
+    run(cfg, tmp_path / "resumed", stop_after=7)
+    real = torch.load
+
+    def cuda_checkpoint(f, *a, map_location=None, **k):
+        if map_location != "cpu":
+            raise RuntimeError("Attempting to deserialize object on a CUDA device but torch.cuda.is_available() "
+                               "is False")
+        return real(f, *a, map_location=map_location, **k)
+    monkeypatch.setattr(torch, "load", cuda_checkpoint)
+    resumed = run(cfg, tmp_path / "resumed").metrics
+    pd.testing.assert_frame_equal(full.drop(columns="wall_seconds"), resumed.drop(columns="wall_seconds"),
+                                  check_exact=True)
 
 
 def test_a_run_stops_at_its_target_and_stays_stopped(cfg_factory, tmp_path):

@@ -260,12 +260,13 @@ class Curvature:
 
     # --- persistence --------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"kind": self.kind, "state": [s.clone() for s in self.state]}
+        return {"kind": self.kind, "state": list(self.state)}  # references: saved at once (Federation.state_dict)
 
     def load_state_dict(self, sd: dict) -> None:
         if sd["kind"] != self.kind:
             raise ValueError(f"checkpoint holds {sd['kind']} curvature, config asks for {self.kind}")
-        self.state = [s.clone() for s in sd["state"]]
+        # a checkpoint is read onto the CPU (map_location): each state goes to the device of the state it replaces
+        self.state = [s.to(old.device, copy=True) for s, old in zip(sd["state"], self.state, strict=True)]
         self._tmp_key = None
         for i, s in enumerate(self.state):
             self._check(i, s)
