@@ -302,6 +302,8 @@ def _methods_with(flag: str) -> str:
 
 def _check_ranges(cfg: Config) -> None:
     f = cfg.federation
+    require("name", cfg.name, bool(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]*", cfg.name)) and cfg.name not in (".", ".."),
+            "one folder name (letters, digits and ._-, not starting with . or -): it names results/runs/<name>")
     require("seed", cfg.seed, 0 <= cfg.seed < 2**32, "in [0, 2^32)")
     require("run.stop_patience", cfg.run.stop_patience, cfg.run.stop_patience >= 0, ">= 0")
     if cfg.run.stop_target is not None:
@@ -396,11 +398,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), data:
     raw: dict = {}
     if path is not None:
         p = Path(path)
-        if not p.exists():
-            raise ConfigError(f"config file {p} does not exist")
-        raw = load_yaml(p.read_text(), str(p))
+        if not p.is_file():
+            raise ConfigError(f"config file {p} " + ("is a directory" if p.is_dir() else "does not exist"))
+        try:
+            text = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config file {p} is not readable UTF-8 text ({type(e).__name__})") from None
+        raw = load_yaml(text, str(p))
         if raw is None:
             raise ConfigError(f"config file {p} is empty (an empty file would silently run every default)")
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {p} holds a {type(raw).__name__}, not a mapping of sections (task:, "
+                              "federation:, ...)")
     if data is not None:
         raw = _merge(raw, data)
     for a in overrides:

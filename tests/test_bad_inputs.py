@@ -68,6 +68,14 @@ CASES = [
      "federation.faulty_clients must be 0 with engine flower", 2),
     ("participation file that does not exist", "federation: {dropped_from: nowhere.csv}\n", [],
      "federation.dropped_from must be an existing metrics.csv of a deployed run", 2),
+    ("binary config file", b"\xff\xfe\x00\x01\x02binary", [], "is not readable UTF-8 text (UnicodeDecodeError)", 2),
+    ("UTF-16 config file", "task: {name: quadratic}\n".encode("utf-16"), [], "is not readable UTF-8 text", 2),
+    ("a folder as --config", Q, ["--config", "{tmp}"], "is a directory", 2),
+    ("a YAML list with --set", "- federation\n- rounds\n", ["--set", "federation.rounds=3"],
+     "holds a list, not a mapping of sections", 2),
+    ("a name that climbs out of results/runs", Q + "name: ../../x\n", [], "name must be one folder name", 2),
+    ("an absolute name", Q + "name: /abs\n", [], "got '/abs'", 2),
+    ("the name ..", Q + "name: '..'\n", [], "got '..'", 2),
     ("unwritable --out", Q, ["--out", "{tmp}/file/run"], "cannot write there", 2),
     ("--out held by another run", Q, ["--out", "{tmp}/held"], "is being written by another run (pid", 2),
     ("--out holds another config", Q, ["--out", "{tmp}/other"], "holds a run of a different config", 2),
@@ -97,7 +105,7 @@ def _snapshot(tmp: Path) -> dict:
 
 def refusal(tmp: Path, what, text, args, capsys):
     conf = tmp / "c.yaml"
-    conf.write_text(text)
+    conf.write_bytes(text) if isinstance(text, bytes) else conf.write_text(text)
     held = _prepare(tmp, what)
     capsys.readouterr()
     before = _snapshot(tmp)
@@ -129,7 +137,10 @@ def test_the_docs_table_is_what_the_cases_produce(tmp_path_factory, capsys):
         err = " ".join(err.split())
         shown = " ".join(a.format(tmp="<tmp>") for a in args)
         err = re.sub(r"\b[0-9a-f]{16}\b", "<hash>", err)
-        given = f"`{text.strip().replace(chr(10), '; ')}`" if text.strip() else "(empty file)"
+        if isinstance(text, bytes):
+            given = f"bytes `{text[:16]!r}`"
+        else:
+            given = f"`{text.strip().replace(chr(10), '; ')}`" if text.strip() else "(empty file)"
         rows.append(f"| {what} | {given}{f' + `{shown}`' if shown else ''} | {err} | {rc} |")
     page = ("# Bad input: what `python -m hiso run` refuses\n\n"
             "Every row is a case of `tests/test_bad_inputs.py`, with the message it really printed (paths shown as\n"
