@@ -86,9 +86,14 @@ def test_flat_layout_replays_bit_exactly(cfg_factory, method, curv):
     assert fed.task.params()[0].data_ptr() == fed.work[0].data_ptr()
 
 
-def test_flat_layout_resumes_bit_exactly(cfg_factory, tmp_path):
-    cfg = cfg_factory(**{**DIGITS, "federation": {**DIGITS["federation"], "rounds": 30},
-                         "run": {"checkpoint_every": 10, "eval_every": 5, "progress": False}})
+KINDS = [("hiso", {"kind": "diagonal"}), ("decomfl", {}), ("hiso", {"kind": "block_diagonal", "block_size": 4})]
+
+
+@pytest.mark.parametrize("method,curv", KINDS)
+def test_flat_layout_resumes_bit_exactly(cfg_factory, tmp_path, method, curv):
+    cfg = cfg_factory(method=method, curvature=curv, **{**DIGITS, "federation": {**DIGITS["federation"], "rounds": 30},
+                                                       "run": {"checkpoint_every": 10, "eval_every": 5,
+                                                               "progress": False}})
     full = run(cfg, tmp_path / "full").metrics
     assert run(cfg, tmp_path / "resumed", stop_after=17).status == "interrupted"
     resumed = run(cfg, tmp_path / "resumed").metrics
@@ -111,14 +116,15 @@ def test_folding_restores_changes_losses_by_rounding_only(cfg_factory):
     assert a != b  # the fused path ran (measured: 31 of 40 losses differ, by at most 6e-7 relative)
 
 
-def test_another_chunk_is_another_run(cfg_factory, tmp_path):
-    cfg = cfg_factory(**{**DIGITS, "federation": {**DIGITS["federation"], "rounds": 4}})
+@pytest.mark.parametrize("method,curv", KINDS)
+def test_another_chunk_is_another_run(cfg_factory, tmp_path, method, curv):
+    cfg = cfg_factory(method=method, curvature=curv, **{**DIGITS, "federation": {**DIGITS["federation"], "rounds": 4}})
     run(cfg, tmp_path)
-    other = cfg_factory(**{**DIGITS, "perturb": {"layout": "flat", "chunk": 512},
-                           "federation": {**DIGITS["federation"], "rounds": 4}})
+    other = cfg_factory(method=method, curvature=curv, **{**DIGITS, "perturb": {"layout": "flat", "chunk": 512},
+                                                         "federation": {**DIGITS["federation"], "rounds": 4}})
     with pytest.raises(RuntimeError, match="different config"):
         run(other, tmp_path)
-    tensors = cfg_factory(**{**DIGITS, "perturb": {"layout": "tensors", "chunk": 256},
+    tensors = cfg_factory(method=method, curvature=curv, **{**DIGITS, "perturb": {"layout": "tensors", "chunk": 256},
                              "federation": {**DIGITS["federation"], "rounds": 4}})
     with pytest.raises(RuntimeError, match="different config"):
         run(tensors, tmp_path)
