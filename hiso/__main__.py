@@ -52,7 +52,8 @@ def _main(argv: list[str]) -> int:
                    help="exit 0 when the run diverges (its metrics and run.json record it): a diverged run is a "
                         "result of a sweep, not a failure of the workflow")
     r.add_argument("--gpu-slot", action="store_true",
-                   help="claim one free GPU of $HISO_GPUS for this run (hiso/gpu_slot.py); no-op without it")
+                   help="claim one free GPU for this run: of $HISO_GPUS, else of $CUDA_VISIBLE_DEVICES, else of "
+                        "the machine's (hiso/gpu_slot.py)")
     r.add_argument("--hub-mirror", default=None, metavar="DIR",
                    help="load hub models and data sets from this mirror only (hiso/hub.py; default $HISO_HUB_MIRROR)")
     f = sub.add_parser("fetch", help="download every hub model and data set a workflow tier plans into a mirror")

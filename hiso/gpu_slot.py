@@ -1,29 +1,49 @@
 """One GPU per job on a multi-GPU workstation: a run claims a free device slot with an advisory lock.
 
-`python -m hiso run --gpu-slot` (the workflow passes it to GPU runs) reads the devices to share from
-HISO_GPUS (e.g. "0,1,2,3"); without it, or when CUDA_VISIBLE_DEVICES is already set (SLURM sets it per job),
-nothing changes.  The run takes the first device whose lock file it can lock and sets CUDA_VISIBLE_DEVICES to
-it before CUDA initialises; the lock is held for the process's life and released by the kernel when it ends,
-also on kill -9.  Snakemake's `--resources gpu=N` keeps at most N GPU runs alive, so one is always free.
+`python -m hiso run --gpu-slot` (the workflow passes it to GPU runs) shares the devices listed in HISO_GPUS
+(e.g. "0,1,2,3"), else those CUDA_VISIBLE_DEVICES already lists, else every /dev/nvidiaN of the machine (counted
+without initialising CUDA).  The run takes the first device whose lock file it can lock and narrows
+CUDA_VISIBLE_DEVICES to it before CUDA initialises; the lock is held for the process's life and released by the
+kernel when it ends, also on kill -9.  Snakemake's `--resources gpu=N` keeps at most N GPU runs alive, so one is
+always free; asked for more slots than devices, a run is refused with a message that says so.  A job that sees a
+single device (SLURM's per-job CUDA_VISIBLE_DEVICES) has nothing to share and takes it without a lock, so jobs
+whose device namespaces differ never contend for one lock name.
 """
 from __future__ import annotations
 
 import fcntl
 import os
+import re
 import tempfile
 from pathlib import Path
 
 _held = []  # open lock files: closing one would release its slot
 
 
-def claim(devices: str | None = None, lock_dir: str | Path | None = None) -> str | None:
-    """Claim a device from `devices` (default $HISO_GPUS); returns it (and sets CUDA_VISIBLE_DEVICES), or None
-    when there is nothing to share.  RuntimeError when every device is taken."""
-    devices = os.environ.get("HISO_GPUS") if devices is None else devices
-    if not devices or "CUDA_VISIBLE_DEVICES" in os.environ:
+def devices_to_share(dev_dir: str | Path = "/dev") -> tuple[list[str], str]:
+    """The device ids a slot is chosen from, and where the list came from."""
+    for var in ("HISO_GPUS", "CUDA_VISIBLE_DEVICES"):
+        value = os.environ.get(var)
+        if value is not None and value.strip():
+            return [d.strip() for d in value.split(",") if d.strip()], var
+    found = sorted(int(m.group(1)) for p in Path(dev_dir).glob("nvidia*") if (m := re.fullmatch(r"nvidia(\d+)", p.name)))
+    return [str(i) for i in found], f"{dev_dir}/nvidiaN"
+
+
+def claim(devices: str | None = None, lock_dir: str | Path | None = None, dev_dir: str | Path = "/dev") -> str | None:
+    """Claim a device (from `devices`, else devices_to_share()); returns it and sets CUDA_VISIBLE_DEVICES, or None
+    when there is no device.  RuntimeError when every device is taken."""
+    if devices is not None:
+        listed, source = [d.strip() for d in devices.split(",") if d.strip()], "devices"
+    else:
+        listed, source = devices_to_share(dev_dir)
+    if not listed:
         return None
+    if len(listed) == 1:
+        os.environ["CUDA_VISIBLE_DEVICES"] = listed[0]
+        return listed[0]
     lock_dir = Path(lock_dir or os.environ.get("HISO_GPU_LOCKS", tempfile.gettempdir()))
-    for dev in [d.strip() for d in devices.split(",") if d.strip()]:
+    for dev in listed:
         f = open(lock_dir / f"hiso-gpu-{dev}.lock", "a+")  # noqa: SIM115 - held open on purpose
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -33,5 +53,5 @@ def claim(devices: str | None = None, lock_dir: str | Path | None = None) -> str
         _held.append(f)
         os.environ["CUDA_VISIBLE_DEVICES"] = dev
         return dev
-    raise RuntimeError(f"every GPU in HISO_GPUS={devices} is held by another run; run snakemake with "
-                       f"--resources gpu=<number of GPUs>")
+    raise RuntimeError(f"all {len(listed)} GPUs of {source} ({','.join(listed)}) are held by other runs; run "
+                       f"snakemake with --resources gpu={len(listed)} (at most one GPU run per device)")
