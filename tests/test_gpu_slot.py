@@ -1,7 +1,6 @@
 """hiso/gpu_slot.py: concurrent GPU jobs get distinct devices within whatever device list they are given."""
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
