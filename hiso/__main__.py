@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -25,6 +26,15 @@ def main(argv: list[str] | None = None) -> int:
         if code is not None:
             return code
     return _main(argv)
+
+
+def exit_on_signals() -> None:
+    """SIGTERM and SIGHUP (a scheduler's kill, a closed terminal) raise SystemExit(128 + signal) like SIGINT's
+    KeyboardInterrupt, so a write in progress removes its temp file (hiso/io.py) before the process ends."""
+    def handler(signum, _frame):
+        raise SystemExit(128 + signum)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
 
 
 def _main(argv: list[str]) -> int:
@@ -93,6 +103,7 @@ def _main(argv: list[str]) -> int:
         except RuntimeError as e:
             print(f"gpu slot: {e}", file=sys.stderr)
             return 2
+    exit_on_signals()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("hiso.run").setLevel(logging.INFO)  # one line per evaluation in every run log
     try:

@@ -211,6 +211,11 @@ def _prior(cfg: Config, rundir: RunDir, replace_different: bool) -> dict:
     """The folder's earlier run.json when this config continues it ({} for a fresh start)."""
     old = rundir.read_info()
     if old is None:  # a fresh start: no checkpoint left by something else may be resumed or fallen back to
+        found = rundir.results()
+        if found and not replace_different:
+            raise RunDirError(f"{rundir.path} holds {', '.join(found)} but no run.json: another run's results, or "
+                              "a run whose record was lost; nothing was removed. Choose another output folder, or "
+                              "pass --replace-different (or --restart) to replace them")
         rundir.clear()
         return {}
     new_config, new_hash = cfg.to_dict(), cfg.hash()

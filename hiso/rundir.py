@@ -54,6 +54,10 @@ class RunDir:
         f.write(str(os.getpid()))
         f.flush()
         self._lock_file = f
+        # no other writer holds the folder: a temp file of an atomic write (.<name>.XXXX) is a killed process's
+        for name in STATE_FILES:
+            for stale in self.path.glob(f".{name}.*"):
+                stale.unlink(missing_ok=True)
 
     def unlock(self) -> None:
         if self._lock_file is not None:
@@ -71,10 +75,19 @@ class RunDir:
         if not path.exists():
             return None
         try:
-            return json.loads(path.read_text())
+            info = json.loads(path.read_text())
         except (OSError, ValueError) as e:
             raise RunDirError(f"{path} is unreadable ({e}); rerun with --restart to start this run again from "
                               "round 0") from None
+        why = _invalid_info(info)
+        if why:
+            raise RunDirError(f"{path} is not a run's record ({why}); nothing was removed. Rerun with --restart to "
+                              "start this run again from round 0, or move the folder away")
+        return info
+
+    def results(self) -> list[str]:
+        """The state files the folder holds (what starting afresh would remove)."""
+        return [name for name in STATE_FILES if (self.path / name).exists()]
 
     def save_checkpoint(self, obj) -> None:
         ckpt = self.path / "checkpoint.pt"
@@ -107,3 +120,17 @@ class RunDir:
             raise RunDirError(f"no readable checkpoint: {'; '.join(errors)}; rerun with --restart to start this run "
                               "again from round 0")
         return None
+
+
+# the fields a resume reads, and the types they must have (missing ones are allowed: older runs lack some)
+INFO_FIELDS = {"config": dict, "config_hash": str, "status": str, "segments": list, "rounds_done": int,
+               "stream": (dict, type(None)), "initial_eval": (dict, type(None)), "message": str}
+
+
+def _invalid_info(info) -> str | None:
+    if not isinstance(info, dict):
+        return f"it holds a {type(info).__name__}, not an object"
+    for key, kind in INFO_FIELDS.items():
+        if key in info and not isinstance(info[key], kind):
+            return f"its {key!r} is a {type(info[key]).__name__}"
+    return None

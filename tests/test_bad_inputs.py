@@ -4,6 +4,7 @@ docs/bad-inputs.md is rendered from these cases and the messages they really pro
 
     HISO_WRITE_DOCS=1 .venv/bin/python -m pytest tests/test_bad_inputs.py   # rewrite the page
 """
+import json
 import os
 import re
 from pathlib import Path
@@ -80,6 +81,11 @@ CASES = [
     ("--out held by another run", Q, ["--out", "{tmp}/held"], "is being written by another run (pid", 2),
     ("--out holds another config", Q, ["--out", "{tmp}/other"], "holds a run of a different config", 2),
     ("unreadable run.json", Q, ["--out", "{tmp}/corrupt"], "run.json is unreadable", 2),
+    ("results without a run.json", Q, ["--out", "{tmp}/orphan"],
+     "holds checkpoint.pt, metrics.csv but no run.json", 2),
+    ("a run.json that is null", Q, ["--out", "{tmp}/null"], "is not a run's record (it holds a NoneType", 2),
+    ("a run.json whose segments is not a list", Q, ["--out", "{tmp}/segments"],
+     "is not a run's record (its 'segments' is a str)", 2),
 ]
 
 
@@ -93,6 +99,17 @@ def _prepare(tmp: Path, what: str):
         other = tmp / "o.yaml"
         other.write_text(Q.replace("rounds: 2", "rounds: 2, lr: 0.5"))
         assert main(["run", "--config", str(other), "--out", str(tmp / "other")]) == 0
+    if what == "results without a run.json":
+        (tmp / "orphan").mkdir()
+        (tmp / "orphan" / "metrics.csv").write_text("round,train_loss\n1,0.5\n")
+        (tmp / "orphan" / "checkpoint.pt").write_bytes(b"another run's checkpoint")
+    if what in ("a run.json that is null", "a run.json whose segments is not a list"):
+        folder = tmp / ("null" if "null" in what else "segments")
+        other = tmp / "o.yaml"
+        other.write_text(Q)
+        assert main(["run", "--config", str(other), "--out", str(folder)]) == 0
+        info = json.loads((folder / "run.json").read_text())
+        (folder / "run.json").write_text("null" if "null" in what else json.dumps({**info, "segments": "x"}))
     if what == "unreadable run.json":
         (tmp / "corrupt").mkdir()
         (tmp / "corrupt" / "run.json").write_text('{"name": "run", "conf')

@@ -277,3 +277,41 @@ def test_an_ended_run_keeps_only_its_final_checkpoint_or_none(cfg_factory, tmp_p
     longer = run(cfg(40, False), tmp_path / "dropped").metrics  # no checkpoint to continue from: from round 0
     fresh = run(cfg(40, True), tmp_path / "fresh").metrics
     pd.testing.assert_frame_equal(no_wall(longer), no_wall(fresh), check_exact=True)
+
+
+SIGTERM_MID_WRITE = """
+import os, signal, sys, time
+import torch
+from hiso.__main__ import exit_on_signals
+from hiso.io import atomic_torch_save
+exit_on_signals()
+real = torch.save
+def slow_save(obj, f):
+    real(obj, f)  # the temp file exists, full size, not yet renamed
+    os.kill(os.getpid(), getattr(signal, sys.argv[2]))
+    time.sleep(30)
+torch.save = slow_save
+atomic_torch_save({"x": torch.zeros(10**6)}, sys.argv[1] + "/checkpoint.pt")
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP", "SIGINT"])
+def test_a_signal_during_a_checkpoint_write_leaves_no_temp_file(tmp_path, sig):
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-c", SIGTERM_MID_WRITE, str(tmp_path), sig], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], proc.stderr  # neither the temp file nor a checkpoint
+
+
+def test_the_next_run_removes_a_killed_writes_temp_files(cfg_factory, tmp_path):
+    out = tmp_path / "run"
+    run(cfg_factory(**QUAD), out)
+    for name in (".checkpoint.pt.k3j2h1", ".run.json.x8y7z6", ".metrics.csv.a1b2c3"):
+        (out / name).write_bytes(b"left by a kill -9")
+    keep = out / "notes.txt"
+    keep.write_text("a user's file")
+    run(cfg_factory(**QUAD), out)
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".") and p.name != ".lock") == []
+    assert keep.exists()
