@@ -418,6 +418,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), data:
     task_cls, opts = task_options(cfg)
     cfg.task = {"name": cfg.task["name"], **dataclasses.asdict(opts)}  # resolved: defaults are part of the hash
     _check_ranges(cfg)
+    from .tasks import check_memory
+    check_memory(task_cls, opts, cfg.federation.num_clients)
     _, mopts = method_options(cfg)
     if mopts is not None:
         cfg.method_options = dataclasses.asdict(mopts)

@@ -41,6 +41,8 @@ CASES = [
      "federation.clients_per_round must be in [1, 6], got 9", 2),
     ("absurd client count", "federation: {num_clients: 1000000000}\n", [],
      "federation.num_clients must be <= 100,000", 2),
+    ("data larger than memory", "task: {name: quadratic, dim: 50000000}\nfederation: {num_clients: 100000}\n", [],
+     "its data needs 37,254 GiB, more than this machine's memory", 2),
     ("absurd batch size", "federation: {batch_size: 1000000000}\n", [], "federation.batch_size must be <= 65,536", 2),
     ("Dirichlet alpha 0", "task: {name: digits, alpha: 0}\n", [], "task.alpha must be > 0 (or .inf), got 0", 2),
     ("Dirichlet alpha NaN", "task: {name: digits, alpha: .nan}\n", [], "task.alpha must be > 0 (or .inf), got nan", 2),

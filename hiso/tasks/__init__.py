@@ -24,3 +24,16 @@ def register_task(name: str, cls) -> None:
     if name in TASKS and TASKS[name] is not cls:
         raise ValueError(f"task {name!r} is already registered")
     TASKS[name] = cls
+
+
+def check_memory(cls, opts, num_clients: int) -> None:
+    """Refuse, with the config, a task whose data cannot fit in this machine's memory (a task declares its size
+    with `memory_bytes(opts, num_clients)`), before any run folder exists."""
+    import os
+
+    from ..config import ConfigError
+    need = cls.memory_bytes(opts, num_clients) if hasattr(cls, "memory_bytes") else 0
+    if need > os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"):
+        raise ConfigError(f"task {cls.__name__.lower()} with federation.num_clients={num_clients:,}: its data needs "
+                          f"{need / 2**30:,.0f} GiB, more than this machine's memory; lower the task's size or "
+                          "federation.num_clients")

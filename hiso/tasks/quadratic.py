@@ -61,6 +61,11 @@ class Quadratic:
     higher_is_better = False
     directions = {"suboptimality": False}
 
+    @staticmethod
+    def memory_bytes(o: QuadraticOptions, num_clients: int) -> int:
+        """The clients' optima (float64, num_clients x dim) and a dense eigenbasis when rotated."""
+        return 8 * o.dim * (num_clients + 4) + (8 * o.dim * o.dim if o.rotate else 0)
+
     @classmethod
     def check_options(cls, o: QuadraticOptions) -> None:
         from ..config import finite_positive, require
