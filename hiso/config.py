@@ -115,6 +115,7 @@ class RunOptions:
     # the quadratic has no data, so every split is its objective (its validation is another seed's instance)
     eval_split: Literal["test", "dev"] = "test"
     checkpoint_every: int = 50  # rounds between checkpoints (0: only at the end)
+    checkpoint_minutes: float = 0.0  # also checkpoint when this much wall time passed since the last (0: off)
     # keep the final checkpoint once the run has ended (false: delete it; a longer budget then recomputes from
     # round 0, and figures that read checkpoints (histograms, zeta) cannot use the run)
     keep_checkpoint: bool = True
@@ -157,7 +158,7 @@ class Config:
 
 
 # run options that change what is shown or kept on disk, not what is computed: no part of a run's identity
-NOT_COMPUTED = ("progress", "keep_checkpoint")
+NOT_COMPUTED = ("progress", "keep_checkpoint", "checkpoint_minutes")
 
 # options added after results existed: at these defaults a config is the one it was before they existed
 LATER_DEFAULTS = {("run", "eval_split"): "test", ("task", "dev_fraction"): 0.0, ("curvature", "damping"): 0.1,
@@ -328,6 +329,7 @@ def _check_ranges(cfg: Config) -> None:
     require("curvature.eps", c.eps, c.eps >= 0 and math.isfinite(c.eps), "finite and >= 0")
     require("run.diverge_factor", r.diverge_factor, r.diverge_factor >= 0, ">= 0")
     require("run.checkpoint_every", r.checkpoint_every, r.checkpoint_every >= 0, ">= 0")
+    require("run.checkpoint_minutes", r.checkpoint_minutes, 0 <= r.checkpoint_minutes < math.inf, "finite and >= 0")
     k = cfg.perturb.chunk
     require("perturb.chunk", k, k is None or (16 <= k <= 2**31 and k % 16 == 0), "null or a multiple of 16 in [16, 2^31]")
     spec, _ = method_options(cfg)

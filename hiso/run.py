@@ -69,7 +69,11 @@ def provenance() -> dict:
                          "torch_threads": torch.get_num_threads(),
                          # only a process that already uses CUDA asks it for a name (a probe before a fork would
                          # cost every forked child its CUDA); a GPU run's device name is also in its stream
-                         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_initialized() else None}}
+                         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_initialized() else None},
+            # the suite leaves torch's defaults: strict fp32 matmuls (no TF32) unless a user's code changes them
+            "precision": {"float32_matmul": torch.get_float32_matmul_precision(),
+                          "cuda_matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+                          "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32}}
 
 
 def build_federation(cfg: Config):
@@ -318,6 +322,7 @@ def _run(cfg: Config, rundir: RunDir | None, old: dict, stop_after, federation_h
         bar = tqdm(total=total, initial=fed.rounds_done, desc=cfg.name, unit="round", leave=False, disable=None)
     status, message = "complete", ""
     stalled, stopped = 0, None
+    saved_at = time.monotonic()  # run.checkpoint_minutes: a wall-clock cadence for long GPU rounds
     try:
         while fed.rounds_done < total:
             if stop_after is not None and fed.rounds_done >= stop_after:
@@ -365,8 +370,11 @@ def _run(cfg: Config, rundir: RunDir | None, old: dict, stop_after, federation_h
                 if why:
                     stopped = f"round {r}: {why}"
                     break
-            if cfg.run.checkpoint_every and r % cfg.run.checkpoint_every == 0 and r < total:
+            every = cfg.run.checkpoint_every and r % cfg.run.checkpoint_every == 0
+            late = cfg.run.checkpoint_minutes and time.monotonic() - saved_at >= 60 * cfg.run.checkpoint_minutes
+            if (every or late) and r < total:
                 save("running")
+                saved_at = time.monotonic()
     except CurvatureError as e:
         status, message = "failed", str(e)
     finally:

@@ -315,3 +315,19 @@ def test_the_next_run_removes_a_killed_writes_temp_files(cfg_factory, tmp_path):
     run(cfg_factory(**QUAD), out)
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".") and p.name != ".lock") == []
     assert keep.exists()
+
+
+def test_a_wall_clock_cadence_checkpoints_long_rounds_and_changes_no_result(cfg_factory, tmp_path, monkeypatch):
+    from hiso.rundir import RunDir
+    saved = []
+    real = RunDir.save_checkpoint
+    monkeypatch.setattr(RunDir, "save_checkpoint", lambda self, obj: (saved.append(len(obj["rows"])), real(self, obj)))
+    base = {"task": QUAD["task"], "federation": {**QUAD["federation"], "rounds": 5}}
+    timed = cfg_factory(**base, run={"checkpoint_every": 0, "checkpoint_minutes": 1e-9, "progress": False})
+    a = run(timed, tmp_path / "a").metrics
+    assert saved == [1, 2, 3, 4, 5]  # every round took longer than the cadence (and the final one)
+    plain = cfg_factory(**base, run={"checkpoint_every": 0, "progress": False})
+    assert timed.hash() == plain.hash() and run(plain, tmp_path / "a").status == "complete"  # not part of its identity
+    info = json.loads((tmp_path / "a" / "run.json").read_text())
+    assert info["precision"]["float32_matmul"] == "highest" and info["precision"]["cuda_matmul_allow_tf32"] is False
+    assert len(a) == 5
