@@ -69,12 +69,17 @@ def test_rounds_budgets_cover_every_reported_cell():
     experiment that regenerates it is at least that."""
     rep = pd.read_csv(ROOT / "paper_results" / "reported.csv")
     exps = plan.experiments(tier("paper"))
+    unplanned = set()
     for _, r in rep[rep["implied rounds"].notna()].iterrows():
         grid = "hiso" if r.source.startswith("HiSo") else "decomfl"
+        if f"{grid}-{r.model}-{r.task}" not in exps:
+            unplanned.add(r.source)
+            continue
         spec = exps[f"{grid}-{r.model}-{r.task}"]
         cfg = load_config(ROOT / spec["base"], [plan.assignment(k, v) for k, v in
                                                  plan.run_sets(tier("paper"), spec, r.method).items()])
         assert cfg.federation.rounds >= r["implied rounds"], (r.source, r.model, r.task, r.method)
+    assert unplanned == {"DeComFL LoRA table"}  # the one table the paper tier does not regenerate (side by side: empty)
 
 
 def test_choose_lr_picks_fewest_rounds_then_best_final_and_never_a_diverged_run(tmp_path):
