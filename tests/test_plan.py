@@ -160,3 +160,11 @@ def test_a_measured_gpu_check_replaces_the_time_model(tmp_path):
     two, _ = hours(0.02)
     assert "measured forward times and step ratios from" in text
     assert two == pytest.approx(2 * one, rel=0.01)
+
+
+def test_no_reported_cell_outlasts_its_runtime_and_retries():
+    """The budget page lists the runs predicted to outlast one job's runtime with their resume cadence; each must
+    finish within 1 + retries jobs (the page is regenerated and compared by the test above)."""
+    page = (ROOT / "docs" / "paper-budget.md").read_text()
+    assert "outlast one job's `runtime`" in page or "Every reported run fits" in page
+    assert "need more jobs than their retries allow" not in page

@@ -76,6 +76,24 @@ def step_seconds(cfg, model: str, tokens: int, dispatch, dev, measured) -> tuple
     return step, p["server_apply_s"], fwd
 
 
+def _over_md(over: list[dict]) -> str:
+    """The reported runs that outlast one job's runtime: each resumes from its last checkpoint in the next job
+    (the tier's `retries`); the table says how many jobs a run needs and how much work a kill can lose."""
+    if not over:
+        return "\nEvery reported run fits in one job's `runtime`.\n"
+    import pandas as pd
+    df = pd.DataFrame(over).groupby(["experiment", "rounds", "runtime h", "jobs allowed (1 + retries)",
+                                     "checkpoint every (rounds)"], as_index=False).agg(
+        {"method": lambda m: ", ".join(sorted(set(m))), "predicted h": "max", "jobs needed": "max",
+         "minutes between checkpoints": "max"})
+    short = df[df["jobs needed"] > df["jobs allowed (1 + retries)"]]
+    verdict = ("Every one finishes within its retries." if short.empty else
+               f"{len(short)} experiment(s) need more jobs than their retries allow: raise `retries` or `runtime`.")
+    return ("\nReported runs predicted to outlast one job's `runtime` (the slowest method of each experiment): a "
+            "cluster stops the job, and the retry resumes from the last checkpoint, losing at most the minutes "
+            f"between checkpoints. {verdict}\n\n" + df.to_markdown(index=False, floatfmt=".3g") + "\n")
+
+
 def _shown(path: str, root: Path) -> str:
     p = Path(path).resolve()
     return str(p.relative_to(root)) if p.is_relative_to(root) else path
@@ -98,6 +116,7 @@ def main(argv=None):
     hours = defaultdict(float)
     fwd_hours = defaultdict(float)
     runs = defaultdict(int)
+    over: list[dict] = []  # reported runs whose predicted time exceeds their job's runtime limit
     exps = plan.experiments(config)
     for exp, method, seed, cfg in plan.run_configs(config, exps, root):
         spec = exps[exp]
@@ -108,7 +127,16 @@ def main(argv=None):
         eval_s = fwd_s * cfg.task["eval_batch_size"] / cfg.federation.batch_size
         stage = "tuning" if plan.is_tuning(config, spec, method, seed) else "reported"
         key = (exp.split("-")[0], model, stage)
-        hours[key] += (steps * step_s + rounds * server_s + evals * eval_s) / 3600
+        run_h = (steps * step_s + rounds * server_s + evals * eval_s) / 3600
+        hours[key] += run_h
+        limit = spec.get("resources", {}).get("runtime")  # minutes a cluster job may run
+        if limit and 60 * run_h > limit and stage == "reported":
+            per_round_s = (steps * step_s + rounds * server_s) / rounds
+            over.append({"experiment": exp, "method": method, "rounds": rounds, "predicted h": run_h,
+                         "runtime h": limit / 60, "jobs needed": math.ceil(60 * run_h / limit),
+                         "jobs allowed (1 + retries)": 1 + int(config.get("retries", 0)),
+                         "checkpoint every (rounds)": cfg.run.checkpoint_every,
+                         "minutes between checkpoints": cfg.run.checkpoint_every * per_round_s / 60})
         passes = 3 if cfg.method in FIRST_ORDER else (cfg.federation.perturbations + 1)
         fwd_hours[key] += (steps * passes * fwd_s + evals * eval_s) / 3600
         runs[key] += 1
@@ -132,7 +160,7 @@ def main(argv=None):
             "Predicted client step over its P + 1 forward passes (P = 5, forward differences, all parameters "
             f"trainable, a batch of 32 SST-2 prompts of {TOKENS['sst2']} tokens), on the CPU's per-tensor layout and "
             "the flat layout that CUDA runs by default; host_bound: launching the ZO ops takes longer than the "
-            "device's work, so the GPU waits for the host.\n\n" + ratio_md + "\n")
+            "device's work, so the GPU waits for the host.\n\n" + ratio_md + "\n" + _over_md(over))
     print(text)
     if a.md:
         Path(a.md).parent.mkdir(parents=True, exist_ok=True)
