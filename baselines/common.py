@@ -25,6 +25,7 @@ class VectorFederation:
                                                              f.lr, f.batch_size)
         self.work = task.params()
         self.server = [p.detach().clone() for p in self.work]
+        self._acc, self._scratch = None, []
         self.d = sum(p.numel() for p in self.work)
         self._rounds = 0
 
@@ -53,7 +54,9 @@ class VectorFederation:
     def run_round(self) -> dict:
         r = self._rounds
         sampled = sample_clients(self.seed, r, self.M, self.per_round)
-        acc = [torch.zeros_like(p) for p in self.server]
+        if self._acc is None:  # the uplink sum: allocated once, zeroed each round
+            self._acc = [torch.zeros_like(p) for p in self.server]
+        acc = [a.zero_() for a in self._acc]
         losses, counters = [], {}
         vec_bytes = VectorMessage.wire_size(self.d)
         for c in sampled:
@@ -64,12 +67,21 @@ class VectorFederation:
                 counters[k] = counters.get(k, 0) + v
             with torch.no_grad():
                 for a, s, w in zip(acc, self.server, self.work):
-                    a.add_(s - w)  # uplink: the full delta
-        self.server_update([a / len(sampled) for a in acc])
+                    a.add_(torch.sub(s, w, out=self._tmp(s, 1)[0]))  # uplink: the full delta
+        self.server_update([a.div_(len(sampled)) for a in acc])
         self._rounds += 1
         n = len(sampled)
         return RoundRow(r + 1, float(np.mean(losses)), n * vec_bytes, n * 4 * self.d, n * vec_bytes, 0, 0, 0,
                         rejected=0, accepted=n, extra=counters).as_dict()
+
+    def _tmp(self, like: torch.Tensor, k: int) -> list[torch.Tensor]:
+        """k scratch tensors shaped like `like`: views of buffers the size of the largest trainable tensor,
+        allocated once (never d-sized per round)."""
+        n = max(p.numel() for p in self.server)
+        if len(self._scratch) < k:
+            self._scratch += [torch.empty(n, dtype=like.dtype, device=like.device)
+                              for _ in range(k - len(self._scratch))]
+        return [b[:like.numel()].view(like.shape) for b in self._scratch[:k]]
 
     def extra_state(self) -> dict:
         return {}

@@ -59,15 +59,20 @@ class FirstOrderFederation(VectorFederation):
             return
         o = self.opts
         for s, d, m, v in zip(self.server, delta, self.m, self.v):
+            # the same ops in the same order as the textbook expressions, into three scratch pieces (the largest
+            # tensor's size, allocated once) instead of d-sized temporaries each round
+            d2, t2, t3 = self._tmp(d, 3)
             m.mul_(o.beta1).add_(d, alpha=1 - o.beta1)
-            d2 = d * d
+            torch.mul(d, d, out=d2)
             if self.rule == "fedadam":
                 v.mul_(o.beta2).add_(d2, alpha=1 - o.beta2)
-            elif self.rule == "fedyogi":
-                v.sub_((1 - o.beta2) * d2 * torch.sign(v - d2))
+            elif self.rule == "fedyogi":  # v -= (1 - beta2) * d2 * sign(v - d2)
+                torch.sign(torch.sub(v, d2, out=t2), out=t2)
+                v.sub_(torch.mul(d2, 1 - o.beta2, out=t3).mul_(t2))
             else:  # fedadagrad
                 v.add_(d2)
-            s.sub_(self.server_lr * m / (v.sqrt() + o.tau))
+            torch.sqrt(v, out=t2).add_(o.tau)  # s -= server_lr * m / (sqrt(v) + tau)
+            s.sub_(torch.mul(m, self.server_lr, out=t3).div_(t2))
 
     def extra_state(self):
         return {"m": list(self.m), "v": list(self.v)}  # references: torch.save copies them to the host
