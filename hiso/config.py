@@ -303,8 +303,8 @@ def _methods_with(flag: str) -> str:
 
 def _check_ranges(cfg: Config) -> None:
     f = cfg.federation
-    require("name", cfg.name, bool(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]*", cfg.name)) and cfg.name not in (".", ".."),
-            "one folder name (letters, digits and ._-, not starting with . or -): it names results/runs/<name>")
+    require("name", cfg.name, bool(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._@+-]*", cfg.name)),
+            "one folder name (letters, digits and ._@+-, not starting with . or -): it names results/runs/<name>")
     require("seed", cfg.seed, 0 <= cfg.seed < 2**32, "in [0, 2^32)")
     require("run.stop_patience", cfg.run.stop_patience, cfg.run.stop_patience >= 0, ">= 0")
     if cfg.run.stop_target is not None:
