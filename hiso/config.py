@@ -171,7 +171,8 @@ LATER_DEFAULTS = {("run", "eval_split"): "test", ("task", "dev_fraction"): 0.0, 
                   ("federation", "engine"): "simulator", ("federation", "supernodes"): 0,
                   ("federation", "round_timeout"): 600.0, ("federation", "dropped_from"): None,
                   ("perturb", "layout"): "auto", ("perturb", "chunk"): None,
-                  ("perturb", "generator"): "native"}
+                  ("perturb", "generator"): "native", ("task", "eval_batch_size_cuda"): 256,
+                  ("task", "matmul_precision"): "highest", ("task", "deterministic"): True}
 
 
 def canonical(d: dict) -> dict:

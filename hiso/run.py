@@ -70,10 +70,24 @@ def provenance() -> dict:
                          # only a process that already uses CUDA asks it for a name (a probe before a fork would
                          # cost every forked child its CUDA); a GPU run's device name is also in its stream
                          "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_initialized() else None},
-            # the suite leaves torch's defaults: strict fp32 matmuls (no TF32) unless a user's code changes them
-            "precision": {"float32_matmul": torch.get_float32_matmul_precision(),
+            **backend_state()}
+
+
+def backend_state() -> dict:
+    """The matmul precision and determinism this process runs with (text tasks set them from task.matmul_precision
+    and task.deterministic; the default is strict fp32, no TF32)."""
+    cuda = torch.cuda.is_initialized()
+    algorithms = torch.are_deterministic_algorithms_enabled()
+    warn_only = algorithms and torch.is_deterministic_algorithms_warn_only_enabled()
+    return {"precision": {"float32_matmul": torch.get_float32_matmul_precision(),
                           "cuda_matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-                          "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32}}
+                          "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32},
+            "determinism": {"deterministic_algorithms": "warn-only" if warn_only else algorithms,
+                            "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+                            # CPU runs repeat bit for bit (tested); on CUDA, deterministic algorithms with a
+                            # fixed workspace repeat on the same GPU model and software unless torch warned of
+                            # an op without a deterministic kernel, which the suite does not verify
+                            "bit_reproducible": not cuda}}
 
 
 def build_federation(cfg: Config):
@@ -270,9 +284,9 @@ def _check_space(out: Path, fed) -> None:
 
 def _run(cfg: Config, rundir: RunDir | None, old: dict, stop_after, federation_hook, on_evaluate=None) -> RunResult:
     out = rundir.path if rundir is not None else None
-    info = {"name": cfg.name, "config": cfg.to_dict(), "config_hash": cfg.hash(), **provenance()}
     rows: list[dict] = []
-    fed, task = build_federation(cfg)
+    fed, task = build_federation(cfg)  # first: a text task sets the precision and determinism provenance records
+    info = {"name": cfg.name, "config": cfg.to_dict(), "config_hash": cfg.hash(), **provenance()}
     if federation_hook is not None:
         federation_hook(fed)
     info.update(metric=task.metric, higher_is_better=task.higher_is_better)  # the task's own direction

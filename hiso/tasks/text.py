@@ -44,8 +44,15 @@ class TextOptions:
     dev_size: int = 200
     test_size: int = 500
     alpha: float = math.inf  # Dirichlet label skew over clients; inf = IID
-    eval_batch_size: int = 64
+    eval_batch_size: int = 64  # examples per evaluation batch on the CPU (batches are sorted by prompt length)
+    eval_batch_size_cuda: int = 256  # the same on a CUDA device (a no-grad forward of the last position only)
     device: Literal["cpu", "cuda", "auto"] = "cpu"  # auto: cuda when available (the GPU tier), else cpu
+    # float32 matmuls: highest (strict fp32, the default), or high / medium (TF32 / bf16 inside matmuls, whose
+    # ~1e-3 relative error is the size of mu's finite differences); set process-wide, recorded in run.json
+    matmul_precision: Literal["highest", "high", "medium"] = "highest"
+    # on CUDA: torch.use_deterministic_algorithms (warn-only) and CUBLAS_WORKSPACE_CONFIG; run.json says whether
+    # the run is bit-reproducible (CPU runs are)
+    deterministic: bool = True
     template: Literal["suite", "authors", "mezo"] = "suite"  # prompt source (hiso/tasks/prompts.py)
     # train/dev/test drawn at random from each split, or its first rows (the authors' select(range(n)))
     sampling: Literal["random", "head"] = "random"
@@ -138,6 +145,29 @@ def _sample(rows: list[dict], n: int, rng: np.random.Generator, head: bool = Fal
     return [rows[i] for i in idx]
 
 
+def configure_backend(device: torch.device, opts: TextOptions) -> None:
+    """The process-wide matmul precision and determinism a run on `device` asks for (a run owns its process:
+    a cold interpreter or a forked warm child).  Set on every task build, so one run's choice never leaks into
+    the next run of the same process."""
+    import os
+    torch.set_float32_matmul_precision(opts.matmul_precision)  # also sets torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = opts.matmul_precision != "highest"
+    strict = device.type == "cuda" and opts.deterministic
+    if strict:  # read when cuBLAS makes its first handle, so before the model moves to the device
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # warn-only: an op without a deterministic CUDA kernel warns instead of stopping a long run
+    torch.use_deterministic_algorithms(strict, warn_only=strict)
+
+
+def eval_batch_size(opts: TextOptions, device: torch.device) -> int:
+    return opts.eval_batch_size_cuda if device.type == "cuda" else opts.eval_batch_size
+
+
+def length_order(ids: list[list[int]]) -> list[int]:
+    """Example indices sorted by prompt length (stable): evaluation batches pad to similar lengths."""
+    return sorted(range(len(ids)), key=lambda i: len(ids[i]))
+
+
 def resolve_device(name: str) -> torch.device:
     """cpu, cuda (an error when there is none) or auto."""
     if name == "auto":
@@ -166,7 +196,7 @@ class TextClassification:
                 "float32 with trainable: full (full-parameter ZO in bf16 drifts in the in-place perturb/restore; "
                 "bfloat16 applies to LoRA's frozen base)")
         finite_positive("task.alpha", o.alpha, allow_inf=True)
-        for key in ("train_size", "test_size", "max_length", "eval_batch_size", "lora_rank"):
+        for key in ("train_size", "test_size", "max_length", "eval_batch_size", "eval_batch_size_cuda", "lora_rank"):
             require(f"task.{key}", getattr(o, key), getattr(o, key) >= 1, ">= 1")
         require("task.dev_size", o.dev_size, o.dev_size >= 0, ">= 0")
         finite_positive("task.lora_alpha", o.lora_alpha)
@@ -193,6 +223,7 @@ class TextClassification:
         self.dev = train_dev[len(self.train):]
         self.test = _sample(test_pool, opts.test_size, rng, head)
         self.device = resolve_device(opts.device)
+        configure_backend(self.device, opts)
         model, self.tok = load_model(opts.model, seed)
         self.model, self._params = make_trainable(model, opts.trainable, opts.lora_rank, opts.lora_alpha,
                                                   opts.lora_targets, opts.frozen_dtype, seed)
@@ -223,16 +254,18 @@ class TextClassification:
         ids = [x[-self.opts.max_length:] for x in self.tok(texts).input_ids]
         return ids, torch.tensor([r["label"] for r in rows], dtype=torch.long)
 
-    def _collate(self, split: str, idx) -> dict:
+    def _host_batch(self, split: str, idx) -> dict:
         ids, labels = self._enc[split]
         seqs = [ids[i] for i in idx]
         width = max(len(s) for s in seqs)
         pad = self.tok.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs])
         mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs])
-        b = {"input_ids": input_ids, "attention_mask": mask, "position_ids": (mask.cumsum(1) - 1).clamp(min=0),
-             "labels": labels[list(idx)]}
-        return {k: v.to(self.device) for k, v in b.items()}
+        return {"input_ids": input_ids, "attention_mask": mask, "position_ids": (mask.cumsum(1) - 1).clamp(min=0),
+                "labels": labels[list(idx)]}
+
+    def _collate(self, split: str, idx) -> dict:
+        return {k: v.to(self.device) for k, v in self._host_batch(split, idx).items()}
 
     def params(self) -> list[torch.Tensor]:
         return self._params
@@ -263,13 +296,18 @@ class TextClassification:
             return F.cross_entropy(out.logits[:, -1, self.label_ids].float(), batch["labels"])
 
     def evaluate(self, split: str = "test") -> dict[str, float]:
-        n = len(self._enc[split][1])
-        correct, total_loss = 0, 0.0
-        for start in range(0, n, self.opts.eval_batch_size):
-            b = self._collate(split, range(start, min(n, start + self.opts.eval_batch_size)))
+        """Accuracy and mean loss over a split, in length-sorted batches; the sums stay on the device until the
+        end (one host sync per evaluation)."""
+        ids, labels = self._enc[split]
+        n, size, order = len(labels), eval_batch_size(self.opts, self.device), length_order(ids)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        total_loss = torch.zeros((), dtype=torch.float64, device=self.device)
+        for start in range(0, n, size):
+            b = self._collate(split, order[start:start + size])
             logits = self.label_logits(b)
-            correct += int((logits.argmax(1) == b["labels"]).sum())
-            total_loss += float(F.cross_entropy(logits, b["labels"], reduction="sum"))
+            correct += (logits.argmax(1) == b["labels"]).sum()
+            total_loss += F.cross_entropy(logits, b["labels"], reduction="sum").double()
+        correct, total_loss = torch.stack([correct.double(), total_loss]).tolist()
         return {"accuracy": correct / n, "test_loss": total_loss / n}
 
 
@@ -333,24 +371,27 @@ class Squad(TextClassification):
         return ids, torch.tensor(n_answer)
 
     def _collate(self, split, idx):
-        b = super()._collate(split, idx)
-        b["n_answer"] = b.pop("labels")
-        return b
+        """The batch, with the scored window (`width`, a host int) and its targets built on the host: the loss
+        reads no device value back."""
+        b = self._host_batch(split, idx)
+        b["n_answer"] = n_answer = b.pop("labels")
+        ids, mask = b["input_ids"], b["attention_mask"]
+        width = ids.shape[1] - 1 if self.opts.loss == "full" else int(n_answer.max())
+        target = ids[:, -width:].clone()
+        if self.opts.loss == "full":
+            target[mask[:, -width:] == 0] = -100  # left padding is not scored
+        else:
+            for row, n in enumerate(n_answer.tolist()):
+                target[row, : width - n] = -100  # prompt tokens inside the window are not scored
+        return {**{k: v.to(self.device) for k, v in b.items()}, "target": target.to(self.device), "width": width}
 
     def _answer_loss(self, b, grad: bool):
-        full = self.opts.loss == "full"
-        width = b["input_ids"].shape[1] - 1 if full else int(b["n_answer"].max())
+        width = b["width"]
         with torch.set_grad_enabled(grad):
             out = self.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
                              position_ids=b["position_ids"], logits_to_keep=width + 1)
             logits = out.logits[:, :-1].float()  # position t predicts token t+1: the last `width` tokens
-            target = b["input_ids"][:, -width:].clone()
-            if full:
-                target[b["attention_mask"][:, -width:] == 0] = -100  # left padding is not scored
-            else:
-                for row, n in enumerate(b["n_answer"].tolist()):
-                    target[row, : width - n] = -100  # prompt tokens inside the window are not scored
-            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100)
+            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), b["target"].reshape(-1), ignore_index=-100)
 
     def device_loss(self, batch):
         return self._answer_loss(batch, grad=False)
@@ -379,8 +420,9 @@ class Squad(TextClassification):
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):  # sampled decoding: seeded, and no effect on other draws
             torch.manual_seed(self.seed)
-            for start in range(0, len(rows), self.opts.eval_batch_size):
-                idx = range(start, min(len(rows), start + self.opts.eval_batch_size))
+            order, size = length_order(ids), eval_batch_size(self.opts, self.device)
+            for start in range(0, len(rows), size):
+                idx = order[start:start + size]
                 prompts = [ids[i][: len(ids[i]) - int(n_answer[i])] for i in idx]
                 width = max(len(p) for p in prompts)
                 pad = self.tok.pad_token_id
