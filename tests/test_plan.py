@@ -168,3 +168,27 @@ def test_no_reported_cell_outlasts_its_runtime_and_retries():
     page = (ROOT / "docs" / "paper-budget.md").read_text()
     assert "outlast one job's `runtime`" in page or "Every reported run fits" in page
     assert "need more jobs than their retries allow" not in page
+
+
+@pytest.mark.parametrize("model", ["opt-125m", "opt-1.3b"])
+def test_the_memory_model_counts_the_parameters_a_model_really_has(model):
+    """bench/memmodel.py's N and LoRA d against the model built from its config (on the meta device) and peft."""
+    import peft
+    import torch
+    import transformers
+
+    from bench import memmodel
+    from hiso import perturb
+    assert memmodel.FLAT_CHUNK == perturb.FLAT_CHUNK
+    cfg = transformers.OPTConfig(**json.loads((ROOT / "bench" / "model_configs" / f"{model}.json").read_text()))
+    with torch.device("meta"):
+        m = transformers.OPTForCausalLM(cfg)
+    shape = memmodel.SHAPES[model]
+    assert sum(p.numel() for p in m.parameters()) == pytest.approx(shape.params, rel=0.01)
+    lora = peft.get_peft_model(m, peft.LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
+    assert sum(p.numel() for p in lora.parameters() if p.requires_grad) == memmodel.trainable(shape, lora=True)
+    # the budget page names the cells that cannot fit an 80 GB card: the adaptive first-order servers on
+    # OPT-2.7B SQuAD keep 5 d of state and the backward pass's activations
+    page = (ROOT / "docs" / "paper-budget.md").read_text()
+    assert "Predicted peak GPU memory per model x method" in page
+    assert "opt-2.7b fedadam on squad" in page and "opt-2.7b hiso on squad" not in page

@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the working tree's code, not another checkout's
-from bench import timemodel  # noqa: E402
+from bench import memmodel, timemodel  # noqa: E402
 from hiso import plan  # noqa: E402
 
 # parameters (N) of the planned models, and mean prompt tokens per example of each task (an assumption:
@@ -47,7 +47,7 @@ def run_cost(cfg) -> tuple[float, float, int]:
         rows = cfg.task["dev_size"]
     evals = math.ceil(f.rounds / cfg.run.eval_every) + 1
     gen = cfg.task.get("max_new_tokens", 0) if task == "squad" else 0  # one pass per generated token
-    eval_passes = evals * math.ceil(rows / cfg.task["eval_batch_size"]) * (1 + gen)
+    eval_passes = evals * math.ceil(rows / cfg.task.get("eval_batch_size_cuda", 256)) * (1 + gen)  # a GPU's batches
     return f.rounds * clients * f.local_steps, eval_passes, f.rounds
 
 
@@ -94,6 +94,25 @@ def _over_md(over: list[dict]) -> str:
             f"between checkpoints. {verdict}\n\n" + df.to_markdown(index=False, floatfmt=".3g") + "\n")
 
 
+def _memory_md(peak: dict, card_gib: float = 80e9 / 2**30) -> str:
+    """Per model x method: the predicted peak GPU memory of its largest cell (bench/memmodel.py), and the cells that
+    cannot fit an 80 GB card."""
+    import pandas as pd
+    rows = [{"model": m, "method": meth, "trainable": tr, "largest cell": task,
+             **{k: v / memmodel.GIB for k, v in mem.items()}} for (m, meth, tr), (mem, task) in sorted(peak.items())]
+    df = pd.DataFrame(rows).rename(columns={"base": "model GiB", "state": "method state GiB",
+                                            "activations": "activations GiB", "peak": "peak GiB"})
+    big = df[df["peak GiB"] > card_gib]
+    verdict = ("Every cell fits an 80 GB card." if big.empty else
+               "Cells predicted not to fit an 80 GB card (they need a larger card such as the H200's 141 GB, a "
+               "smaller batch, or a frozen base in bfloat16): " +
+               "; ".join(f"{r.model} {r.method} on {r._4} ({r._8:.0f} GiB)" for r in big.itertuples()) + ".")
+    return ("\nPredicted peak GPU memory per model x method, at its largest cell (bench/memmodel.py: the model, the "
+            "method's resident state, and the activations of a batch padded to twice the task's mean prompt; "
+            "first-order methods keep theirs for the backward pass). The CUDA context and allocator slack are not "
+            f"counted. {verdict}\n\n" + df.to_markdown(index=False, floatfmt=".3g") + "\n")
+
+
 def _shown(path: str, root: Path) -> str:
     p = Path(path).resolve()
     return str(p.relative_to(root)) if p.is_relative_to(root) else path
@@ -116,6 +135,7 @@ def main(argv=None):
     hours = defaultdict(float)
     fwd_hours = defaultdict(float)
     runs = defaultdict(int)
+    peak = defaultdict(lambda: ({"peak": -1.0}, ""))  # (model, method, trainable) -> (largest memory terms, task)
     over: list[dict] = []  # reported runs whose predicted time exceeds their job's runtime limit
     exps = plan.experiments(config)
     for exp, method, seed, cfg in plan.run_configs(config, exps, root):
@@ -124,7 +144,16 @@ def main(argv=None):
         steps, evals, rounds = run_cost(cfg)
         tok = TOKENS.get(task, 64)
         step_s, server_s, fwd_s = step_seconds(cfg, model, cfg.federation.batch_size * tok, dispatch, dev, measured)
-        eval_s = fwd_s * cfg.task["eval_batch_size"] / cfg.federation.batch_size
+        eval_batch = cfg.task.get("eval_batch_size_cuda", 256)  # a GPU evaluates in its own batch size
+        eval_s = fwd_s * eval_batch / cfg.federation.batch_size
+        mem = memmodel.peak_bytes(model, cfg.method, lora=cfg.task.get("trainable") == "lora",
+                                  batch=cfg.federation.batch_size, eval_batch=eval_batch, tokens=tok,
+                                  beams=(2 if cfg.task.get("decoding") == "authors" else 1) if task == "squad" else 0,
+                                  new_tokens=cfg.task.get("max_new_tokens", 0), frozen_bf16=cfg.task.get("frozen_dtype") == "bfloat16",
+                                  feed_every=cfg.curvature.feed == "every", lora_rank=cfg.task.get("lora_rank", 8))
+        mkey = (model, cfg.method, cfg.task.get("trainable", "full"))
+        if mem["peak"] > peak[mkey][0]["peak"]:
+            peak[mkey] = (mem, task)
         stage = "tuning" if plan.is_tuning(config, spec, method, seed) else "reported"
         key = (exp.split("-")[0], model, stage)
         run_h = (steps * step_s + rounds * server_s + evals * eval_s) / 3600
@@ -160,7 +189,7 @@ def main(argv=None):
             "Predicted client step over its P + 1 forward passes (P = 5, forward differences, all parameters "
             f"trainable, a batch of 32 SST-2 prompts of {TOKENS['sst2']} tokens), on the CPU's per-tensor layout and "
             "the flat layout that CUDA runs by default; host_bound: launching the ZO ops takes longer than the "
-            "device's work, so the GPU waits for the host.\n\n" + ratio_md + "\n" + _over_md(over))
+            "device's work, so the GPU waits for the host.\n\n" + ratio_md + "\n" + _over_md(over) + _memory_md(peak))
     print(text)
     if a.md:
         Path(a.md).parent.mkdir(parents=True, exist_ok=True)
