@@ -23,6 +23,8 @@ process (median of --repeats), because these machines are noisy.
             forward differences) for HiSo and DeComFL on both layouts (bench/perf_dispatch.py): what a step asks of
             the host, whatever the device.
   portable  the portable generator's CPU cost per entry over torch's normal_, alternated, per piece size.
+  frozen    a bfloat16 frozen base against float32 for LoRA on SmolLM2 (bench/perf_frozen.py): test loss and
+            accuracy after --rounds rounds over two seeds, and seconds per round, runs alternated.
   bytes     measured bytes per round per method over the minimum (scalar-only: tau*P*4 up + 4*tau seeds
             down; vector methods: 4*d each way).
 
@@ -58,6 +60,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench import (
     perf_dispatch,  # noqa: E402
+    perf_frozen,
     warm_runner,  # noqa: E402
 )
 from bench import perf_kernels as kernels  # noqa: E402
@@ -66,7 +69,7 @@ from hiso.gitinfo import commit  # noqa: E402
 from hiso.io import atomic_write  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ("dispatch", "portable", "step", "bound", "memory", "clients", "replay", "profile", "chunk", "bytes", "warm", "tier", "flower")
+PARTS = ("dispatch", "portable", "frozen", "step", "bound", "memory", "clients", "replay", "profile", "chunk", "bytes", "warm", "tier", "flower")
 
 
 def bench_flower(rounds: int) -> list[dict]:
@@ -111,6 +114,7 @@ def main() -> None:
              "bound": lambda: kernels.bench_bound(models, args.repeats), "bytes": kernels.bench_bytes,
              "dispatch": lambda: perf_dispatch.bench_dispatch(P=max(P)),
              "portable": lambda: kernels.bench_portable(args.repeats),
+             "frozen": lambda: perf_frozen.bench_frozen(args.rounds),
              "warm": lambda: warm_runner.measure(args.repeats),
              "tier": lambda: process.bench_tier(args.tier, args.cores), "flower": lambda: bench_flower(args.rounds)}
     for part in only:
@@ -119,7 +123,7 @@ def main() -> None:
         meta = {"part": part, "models": models if part in ("step", "memory", "bound") else None,
                 "repeats": args.repeats, "P": P if part == "step" else [max(P)] if part == "dispatch" else None,
                 **({"tier": args.tier, "cores": args.cores} if part == "tier" else {}),
-                **({"rounds": args.rounds} if part == "flower" else {}), **machine(),
+                **({"rounds": args.rounds} if part in ("flower", "frozen") else {}), **machine(),
                 "load_before": load0, "load_after": os.getloadavg()[0], "wall_s": time.perf_counter() - t0,
                 "commit": commit(ROOT)}
         print(f"\n## {part}\n")

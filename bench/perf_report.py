@@ -77,7 +77,7 @@ def command_of(meta: dict) -> str:
             args.append(f"--{k} {','.join(map(str, meta[k]))}")
     if meta["part"] == "tier":
         args.append(f"--tier {meta['tier']} --cores {meta['cores']}")
-    elif meta["part"] == "flower":
+    elif meta["part"] in ("flower", "frozen"):
         args.append(f"--rounds {meta['rounds']}")
     elif meta["part"] not in ("bytes", "memory", "clients", "dispatch"):
         args.append(f"--repeats {meta['repeats']}")

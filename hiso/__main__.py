@@ -21,7 +21,7 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["run"] and os.environ.get("HISO_WARM_SOCKET"):  # a workflow's warm runner (hiso/warm.py)
-        from .warm import client
+        from .warmwire import client
         code = client(argv)
         if code is not None:
             return code
@@ -136,7 +136,8 @@ def _fetch(args) -> int:
     import json
 
     from .config import ConfigError
-    from .hub import fetch, planned_sources
+    from .hub import fetch
+    from .plan import planned_sources
     try:
         models, data = planned_sources(args.configfile)
     except (OSError, ValueError, ConfigError) as e:

@@ -17,53 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-
-class ConfigError(ValueError):
-    """A config that cannot be run: unknown key, wrong type or value out of range."""
-
-
-class _Loader(yaml.SafeLoader):
-    pass
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                |\.[0-9_]+(?:[eE][-+][0-9]+)?
-                |[-+]?\.(?:inf|Inf|INF)
-                |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."))
-
-
-def _mapping_without_duplicates(loader, node, deep=False):
-    seen = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            mark = key_node.start_mark
-            raise ConfigError(f"duplicate key '{key}' at line {mark.line + 1}, column {mark.column + 1} (a second "
-                              "entry would silently replace the first)")
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
-
-
-def load_yaml(text: str, source: str = "<text>") -> Any:
-    """YAML with floats like 1e-3 read as floats; duplicate keys and syntax errors are ConfigErrors that name
-    the place (file:line:column)."""
-    try:
-        return yaml.load(text, Loader=_Loader)
-    except ConfigError as e:
-        raise ConfigError(f"{source}: {e}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        raise ConfigError(f"{where}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
+from .checks import ConfigError, finite_positive, load_yaml, require  # noqa: F401  (re-exported: the config's API)
 
 
 @dataclass
@@ -249,8 +203,8 @@ def build(cls, data: Any, prefix: str = ""):
 
 def task_options(cfg: Config):
     """The validated options dataclass of the config's task."""
-    from .tasks import TASKS
-
+    from .registry import tasks
+    TASKS = tasks()
     data = dict(cfg.task)
     name = data.pop("name", None)
     if name not in TASKS:
@@ -267,9 +221,8 @@ def task_options(cfg: Config):
 
 def method_options(cfg: Config):
     """The method's spec and its validated options (None when the method takes none)."""
-    from .methods import METHODS, load_baselines
-
-    load_baselines()
+    from .registry import methods
+    METHODS = methods()
     if cfg.method not in METHODS:
         raise ConfigError(f"method: {cfg.method!r} is not a registered method (known: {', '.join(sorted(METHODS))})")
     spec = METHODS[cfg.method]
@@ -280,17 +233,6 @@ def method_options(cfg: Config):
     return spec, build(spec.Options, cfg.method_options, "method_options")
 
 
-def require(key: str, value, ok: bool, what: str) -> None:
-    """Refuse `key: value` unless `ok`; `what` says what is accepted (e.g. "a finite number > 0")."""
-    if not ok:
-        raise ConfigError(f"{key} must be {what}, got {value!r}")
-
-
-def finite_positive(key: str, value, allow_inf: bool = False) -> None:
-    ok = value > 0 and (math.isfinite(value) or (allow_inf and value == math.inf))
-    require(key, value, ok, "> 0" + (" (or .inf)" if allow_inf else " and finite"))
-
-
 # Upper bounds: past them a config is a typo, and would try to allocate far more memory than exists.
 LIMITS = {"federation.num_clients": 100_000, "federation.batch_size": 65_536, "federation.perturbations": 10_000,
           "federation.local_steps": 10_000, "federation.rounds": 100_000_000}
@@ -298,8 +240,8 @@ LIMITS = {"federation.num_clients": 100_000, "federation.batch_size": 65_536, "f
 
 def _methods_with(flag: str) -> str:
     """The registered methods whose MethodSpec has `flag` set, for a refusal's message."""
-    from .methods import METHODS
-    return ", ".join(sorted(n for n, m in METHODS.items() if getattr(m, flag)))
+    from .registry import methods
+    return ", ".join(sorted(n for n, m in methods().items() if getattr(m, flag)))
 
 
 def _check_ranges(cfg: Config) -> None:

@@ -98,27 +98,6 @@ def save_atomically(ds, path: Path) -> None:
     build_dir(path, lambda tmp: ds.save_to_disk(str(tmp)), replace=True)
 
 
-def planned_sources(configfile: str | Path, root: str | Path | None = None) -> tuple[list[str], list[tuple[str, str | None]]]:
-    """(hub model repos, (data repo, config) pairs) that the planned runs of a workflow tier load.  The tier's
-    base configs are relative to `root`, by default the folder above the config that holds the Snakefile."""
-    from .config import load_yaml
-    from .models import MODELS
-    from .plan import experiments, run_configs
-    from .tasks.text import hub_source
-    tier = load_yaml(Path(configfile).read_text(), str(configfile))
-    if root is None:
-        root = next((p for p in Path(configfile).resolve().parents if (p / "Snakefile").exists()), Path())
-    models, data = set(), set()
-    for _, _, _, cfg in run_configs(tier, experiments(tier), root):
-        spec = MODELS.get(cfg.task.get("model", ""))
-        if spec is not None and spec.hub and not spec.tiny and not spec.packaged:
-            models.add(spec.hub)
-        source = hub_source(cfg.task["name"])
-        if source:
-            data.add(source)
-    return sorted(models), sorted(data, key=lambda s: (s[0], s[1] or ""))
-
-
 def _resolve(repo: str, kind: str, revision: str | None) -> str:
     """A revision (branch, tag or commit) -> its commit hash on the hub."""
     from huggingface_hub import HfApi

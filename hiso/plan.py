@@ -213,3 +213,24 @@ def choose_lr(metrics: list[str | Path], metric: str, target: float) -> dict:
 def write_json(path: Path, data: dict) -> None:
     from .io import atomic_write
     atomic_write(Path(path), json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+def planned_sources(configfile: str | Path, root: str | Path | None = None) -> tuple[list[str], list[tuple[str, str | None]]]:
+    """(hub model repos, (data repo, config) pairs) that the planned runs of a workflow tier load.  The tier's
+    base configs are relative to `root`, by default the folder above the config that holds the Snakefile."""
+    from .checks import load_yaml
+    from .registry import models
+    MODELS = models()
+    from .tasks.text import hub_source
+    tier = load_yaml(Path(configfile).read_text(), str(configfile))
+    if root is None:
+        root = next((p for p in Path(configfile).resolve().parents if (p / "Snakefile").exists()), Path())
+    models, data = set(), set()
+    for _, _, _, cfg in run_configs(tier, experiments(tier), root):
+        spec = MODELS.get(cfg.task.get("model", ""))
+        if spec is not None and spec.hub and not spec.tiny and not spec.packaged:
+            models.add(spec.hub)
+        source = hub_source(cfg.task["name"])
+        if source:
+            data.add(source)
+    return sorted(models), sorted(data, key=lambda s: (s[0], s[1] or ""))

@@ -17,7 +17,8 @@ import pandas as pd
 def _directions() -> dict[str, bool]:
     """metric -> higher is better, as the registered tasks declare it (their `metric` / `higher_is_better`, and
     `directions` for their secondary metrics)."""
-    from .tasks import TASKS
+    from .registry import tasks
+    TASKS = tasks()
     out = {"test_loss": False}
     for cls in TASKS.values():
         out.update(getattr(cls, "directions", {}))

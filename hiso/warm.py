@@ -18,17 +18,16 @@ This module imports only the standard library at module level: the client must s
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import select
 import signal
 import socket
-import struct
 import sys
 import time
 from pathlib import Path
 
-SOCKET_ENV = "HISO_WARM_SOCKET"
+from .warmwire import SOCKET_ENV, _recv, _send, client  # noqa: F401  (client: re-exported for callers and tests)
+
 # Variables that libraries read when they are imported: a server imported under other values cannot serve.
 IMPORT_TIME_PREFIXES = ("HF_", "HUGGINGFACE", "TRANSFORMERS", "TORCH", "PYTORCH", "OMP_", "MKL_", "OPENBLAS",
                         "TOKENIZERS", "DATASETS", "PYTHON", "NUMEXPR", "CUBLAS", "KMP_", "GOTO_", "VECLIB")
@@ -44,70 +43,6 @@ def _import_env(env: dict) -> dict:
 def _source_mtime() -> float:
     root = Path(__file__).resolve().parent
     return max(p.stat().st_mtime for p in root.rglob("*.py"))
-
-
-def _send(conn: socket.socket, obj: dict, fds: list[int] | None = None) -> None:
-    data = json.dumps(obj).encode()
-    msg = struct.pack("!I", len(data)) + data
-    if fds:
-        socket.send_fds(conn, [msg], fds)
-    else:
-        conn.sendall(msg)
-
-
-def _recv(conn: socket.socket, with_fds: int = 0) -> tuple[dict | None, list[int]]:
-    fds: list[int] = []
-    buf = b""
-    if with_fds:
-        buf, fds, _, _ = socket.recv_fds(conn, 1 << 20, with_fds)
-    while len(buf) < 4 or len(buf) < 4 + struct.unpack("!I", buf[:4])[0]:
-        chunk = conn.recv(1 << 20)
-        if not chunk:
-            return None, fds
-        buf += chunk
-    n = struct.unpack("!I", buf[:4])[0]
-    return json.loads(buf[4:4 + n]), fds
-
-
-# ------------------------------------------------------------------------------------------------- client
-def client(argv: list[str]) -> int | None:
-    """Run `python -m hiso <argv>` in a child of the warm server; None if no server can take it (run cold)."""
-    path = os.environ.get(SOCKET_ENV)
-    if not path:
-        return None
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        conn.connect(path)
-        _send(conn, {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}, [0, 1, 2])
-        reply, _ = _recv(conn)
-    except OSError:
-        conn.close()
-        return None
-    if reply is None or "pid" not in reply:
-        if reply and reply.get("cold"):
-            print(f"warm runner: running cold ({reply['cold']})", file=sys.stderr)
-        conn.close()
-        return None
-    pid = reply["pid"]
-
-    def forward(sig, _frame):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, forward)
-    while True:
-        try:
-            done, _ = _recv(conn)
-            break
-        except InterruptedError:
-            continue
-    conn.close()
-    if done is None:  # the server died under us; the child was its child, so it is gone too
-        print("warm runner: the server went away before the run ended", file=sys.stderr)
-        return 1
-    return int(done["exit"])
 
 
 # ------------------------------------------------------------------------------------------------- server

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hiso import hub
+from hiso import hub, plan
 from hiso.__main__ import main
 from hiso.tasks import fixtures
 from hiso.tasks.text import HUB, load_hub
@@ -78,7 +78,7 @@ def test_fetch_fills_a_mirror_with_every_planned_source(mirror, tmp_path, capsys
     assert main(["fetch", "--configfile", str(PAPER), "--to", str(tmp_path / "x"), "--dry-run"]) == 0
     listed = capsys.readouterr().out
     assert "6 hub models, 8 hub data sets" in listed and "aps/super_glue/wsc.fixed" in listed
-    models, data = hub.planned_sources(PAPER, ROOT)
+    models, data = plan.planned_sources(PAPER, ROOT)
     assert "facebook/opt-2.7b" in models and ("rajpurkar/squad", None) in data
     dest = tmp_path / "mirror"
     assert main(["fetch", "--configfile", str(PAPER), "--to", str(dest), "--from", str(mirror)]) == 0

@@ -65,6 +65,14 @@ def test_smoke_dag_end_to_end(tmp_path):
     dry = subprocess.run(cmd[:-1] + ["-n"], cwd=repo, check=True, capture_output=True, text=True)
     jobs = job_counts(dry.stdout)
     assert set(jobs) - {"all", "total"} == {"curvature_histogram"}, jobs
+    # a module the figure scripts import is an input of every figure rule, and the jobs import the copy's own
+    # code, not the installed package of another checkout
+    style = repo / "figures" / "style.py"
+    style.write_text(style.read_text() + "\nPath(__file__).with_name('imported.txt').write_text(__file__)\n")
+    dry = subprocess.run(cmd[:-1] + ["-n"], cwd=repo, check=True, capture_output=True, text=True)
+    assert {"convergence_figure", "curvature_histogram", "zeta_figure"} <= set(job_counts(dry.stdout))
+    subprocess.run(cmd, cwd=repo, check=True, capture_output=True, text=True)
+    assert (repo / "figures" / "imported.txt").read_text() == str(style)
 
 
 def job_counts(stdout: str) -> dict:

@@ -186,7 +186,7 @@ def _sync_all(grid: Grid, fed: Federation, node_of: dict[int, int], timeout: flo
 def main(grid: Grid, context: Context) -> None:
     from ..config import load_config
     from ..io import atomic_write
-    from ..run import run
+    from ..runner import run
     out = Path(str(context.run_config["out"]))
     outcome = {"status": "failed", "message": "the ServerApp stopped before the run ended"}
     try:
@@ -231,7 +231,7 @@ class NodeClients:
     def federation(self) -> Federation:
         if self.fed is None:
             from ..config import load_config
-            from ..run import build_federation
+            from ..runner import build_federation
             self.cfg = load_config(data=json.loads((self.dir / "config.json").read_text()))
             torch.set_num_threads(max(1, self.cfg.run.threads))
             self.fed, _ = build_federation(self.cfg)

@@ -176,8 +176,8 @@ def deploy(cfg, out_dir, *, replace_different: bool = False, restart: bool = Fal
     import pandas as pd
 
     from ..io import atomic_write
-    from ..run import RunFailed, RunResult, _prior
     from ..rundir import RunDir
+    from ..runner import RunFailed, RunResult, _prior
     if out_dir is None:
         raise ValueError("federation.engine flower writes its processes' logs under the run folder: give --out")
     out = Path(out_dir).resolve()
@@ -190,7 +190,7 @@ def deploy(cfg, out_dir, *, replace_different: bool = False, restart: bool = Fal
     finally:
         rundir.unlock()
     if old.get("status") in ("complete", "diverged", "failed"):
-        from ..run import run
+        from ..runner import run
         return run(cfg, out, deployed=True)  # final: nothing to deploy
     folder = out / "flower"
     folder.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ def main(grid: Grid, context: Context) -> None:
     from ..config import load_config
     from ..federation import round_rng
     from ..io import atomic_write
-    from ..run import build_federation
+    from ..runner import build_federation
     out = Path(str(context.run_config["out"]))
     outcome = {"status": "failed", "message": "the probe stopped early"}
     try:

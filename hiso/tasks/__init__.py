@@ -31,7 +31,7 @@ def check_memory(cls, opts, num_clients: int) -> None:
     with `memory_bytes(opts, num_clients)`), before any run folder exists."""
     import os
 
-    from ..config import ConfigError
+    from ..checks import ConfigError
     need = cls.memory_bytes(opts, num_clients) if hasattr(cls, "memory_bytes") else 0
     if need > os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"):
         raise ConfigError(f"task {cls.__name__.lower()} with federation.num_clients={num_clients:,}: its data needs "

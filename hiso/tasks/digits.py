@@ -40,7 +40,7 @@ class Digits:
 
     @classmethod
     def check_options(cls, o: DigitsOptions) -> None:
-        from ..config import finite_positive, require
+        from ..checks import finite_positive, require
         finite_positive("task.alpha", o.alpha, allow_inf=True)
         require("task.test_fraction", o.test_fraction, 0 < o.test_fraction < 1, "in (0, 1)")
         require("task.dev_fraction", o.dev_fraction, 0 <= o.dev_fraction < 1, "in [0, 1)")

@@ -68,7 +68,7 @@ class Quadratic:
 
     @classmethod
     def check_options(cls, o: QuadraticOptions) -> None:
-        from ..config import finite_positive, require
+        from ..checks import finite_positive, require
         require("task.dim", o.dim, 1 <= o.dim <= 50_000_000, "in [1, 50,000,000]")
         require("task.spectrum", o.spectrum, o.spectrum in ("power", "lognormal"), "power or lognormal")
         require("task.effective_rank", o.effective_rank, 1 <= o.effective_rank <= o.dim, f"in [1, dim={o.dim}]")

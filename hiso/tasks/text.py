@@ -189,7 +189,7 @@ class TextClassification:
 
     @staticmethod
     def check_common(o: TextOptions) -> None:
-        from ..config import finite_positive, require
+        from ..checks import finite_positive, require
         from ..models import MODELS
         require("task.model", o.model, o.model in MODELS, f"a registered model ({', '.join(MODELS)})")
         require("task.frozen_dtype", o.frozen_dtype, o.trainable == "lora" or o.frozen_dtype == "float32",

@@ -6,6 +6,12 @@ import sys
 
 from snakemake.utils import validate
 
+# Every job runs the working tree's code: the Snakefile's folder goes first on the import path of snakemake itself
+# and (PYTHONPATH) of every job it starts, ahead of any installed copy of the suite from another checkout.
+ROOT = workflow.basedir
+sys.path.insert(0, ROOT)
+os.environ["PYTHONPATH"] = os.pathsep.join([ROOT, *filter(None, [os.environ.get("PYTHONPATH")])])
+
 from snakemake_interface_executor_plugins.settings import DeploymentMethod  # noqa: E402
 
 # The interpreter of every rule: with `--sdm conda` the rule's conda env (workflows/envs/hiso.yaml), whose
@@ -20,7 +26,8 @@ validate(config, "../schemas/config.schema.yaml")
 OUT = config.get("results", "results")
 
 
-from hiso import plan  # noqa: E402  (the installed package: the tier's one source of truth)
+from hiso import plan  # noqa: E402  (the working tree's: the tier's one source of truth)
+from hiso.importgraph import closure  # noqa: E402
 
 config["experiments"] = plan.experiments(config)
 EXPERIMENTS = config["experiments"]
@@ -36,6 +43,13 @@ COMMIT = commit(workflow.basedir)  # the code a results page was written with
 import datetime  # noqa: E402
 
 TODAY = datetime.date.today().isoformat()
+
+
+def code_of(script):
+    """A script and every repository file it imports (hiso/importgraph.py): the inputs of the figure, table and
+    page rules, so an edit to any of them (figures/style.py, hiso/results.py, ...) re-renders what they made."""
+    root = Path(ROOT)
+    return [script] + sorted(str(p.relative_to(root.resolve())) for p in closure(root / script, root))
 
 
 def runs_of(exp):

@@ -4,7 +4,7 @@ rule convergence_figure:
         metrics=lambda w: metrics_of(w.exp),
         table=f"{OUT}/tables/{{exp}}.csv",
         script="figures/convergence.py",
-        lib="hiso/results.py",
+        code=code_of("figures/convergence.py"),
     output:
         png=report(f"{OUT}/figures/convergence_{{exp}}.png", caption="../report/convergence.rst",
                    category="Convergence"),
@@ -30,6 +30,7 @@ rule sweep_figure:
     input:
         tables=lambda w: [f"{OUT}/tables/{e}.csv" for e in config["sweeps"][w.sweep]["points"]],
         script="figures/sweep.py",
+        code=code_of("figures/sweep.py"),
     output:
         png=report(f"{OUT}/figures/sweep_{{sweep}}.png", caption="../report/sweep.rst", category="Ablations"),
         pdf=f"{OUT}/figures/sweep_{{sweep}}.pdf",
@@ -54,6 +55,7 @@ rule curvature_histogram:
     input:
         metrics=lambda w: [f"{OUT}/runs/{w.exp}/{m}/seed0/metrics.csv" for m in config["histograms"][w.exp]],
         script="figures/curvature_histogram.py",
+        code=code_of("figures/curvature_histogram.py"),
     output:
         png=report(f"{OUT}/figures/curvature_histogram_{{exp}}.png", caption="../report/histogram.rst",
                    category="Curvature"),
@@ -96,6 +98,7 @@ rule zeta_run:
 rule zeta_figure:
     input:
         script="figures/zeta.py",
+        code=code_of("figures/zeta.py"),
         metrics=f"{OUT}/runs/zeta/hiso/seed0/metrics.csv",
     output:
         png=report(f"{OUT}/figures/zeta.png", caption="../report/zeta.rst", category="Curvature"),

@@ -7,6 +7,7 @@ rule results_page:
         + [f"{OUT}/figures/sweep_{n}.png" for n in page_sweeps()],
         readings=lambda w: config["page"].get("readings", []),
         script="workflows/scripts/results_page.py",
+        code=code_of("workflows/scripts/results_page.py"),
     output:
         md=f"{OUT}/pages/{{page}}.md",
         folder=directory(f"{OUT}/pages/{{page}}"),

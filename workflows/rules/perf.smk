@@ -31,6 +31,7 @@ rule perf_report:
         meta=lambda w: [f"{PERF_OUT}/{j}.json" for j in PERF_JOBS],
         readings=lambda w: config["perf"].get("readings", []),
         script="bench/perf_report.py",
+        code=code_of("bench/perf_report.py"),
     output:
         md=f"{OUT}/pages/perf.md",
         folder=directory(f"{OUT}/pages/perf"),

@@ -51,6 +51,7 @@ rule study_report:
         script="bench/curvature_study.py",
         report="bench/curvature_report.py",
         figure_script="figures/curvature_agreement.py",
+        code=code_of("bench/curvature_report.py") + code_of("figures/curvature_agreement.py"),
     output:
         md=f"{OUT}/pages/curvature.md",
         folder=directory(f"{OUT}/pages/curvature"),

@@ -3,7 +3,7 @@ rule table:
     input:
         metrics=lambda w: metrics_of(w.exp),
         script="workflows/scripts/summarise.py",
-        lib="hiso/results.py",
+        code=code_of("workflows/scripts/summarise.py"),
     output:
         csv=report(f"{OUT}/tables/{{exp}}.csv", caption="../report/table.rst", category="Tables"),
         md=f"{OUT}/tables/{{exp}}.md",
@@ -27,6 +27,7 @@ rule paper_side_by_side:
         reported=config.get("paper_results", []),
         tables=[f"{OUT}/tables/{e}.csv" for e, s in EXPERIMENTS.items() if "paper" in s],
         script="workflows/scripts/compare_paper.py",
+        code=code_of("workflows/scripts/compare_paper.py"),
     output:
         csv=report(f"{OUT}/paper_results/side_by_side.csv", caption="../report/paper.rst", category="Tables"),
         md=f"{OUT}/paper_results/side_by_side.md",
