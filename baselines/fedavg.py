@@ -83,6 +83,8 @@ class FirstOrderFederation(VectorFederation):
             a.copy_(b)
 
 
-for _rule in ("fedavg", "fedadam", "fedyogi", "fedadagrad"):
+DISPLAY = {"fedavg": ("FedAvg", "#7f7f7f"), "fedadam": ("FedAdam", "#bcbd22"), "fedyogi": ("FedYogi", "#17becf"),
+           "fedadagrad": ("FedAdagrad", "#e377c2")}
+for _rule, (_label, _color) in DISPLAY.items():
     register_method(_rule, lambda cfg, task, opts, rule=_rule: FirstOrderFederation(cfg, task, opts, rule),
-                    FedOptOptions, doc=f"first-order {_rule}: full model up and down")
+                    FedOptOptions, doc=f"first-order {_rule}: full model up and down", label=_label, color=_color)

@@ -60,5 +60,6 @@ class FedKSeed(Federation):
 
 
 register_method("fedkseed", lambda cfg, task, opts: scalar_only(cfg, task, opts, FedKSeed, pool_size=opts.pool_size),
-                FedKSeedOptions, default_curvature="identity", fixed_curvature=True, faults=True,
+                FedKSeedOptions, default_curvature="identity", fixed_curvature=True, faults=True, label="FedKSeed",
+                color="#8c564b",
                 doc="FedKSeed: scalar-only ZO-SGD with a pool of K seeds; catch-up in O(K)")

@@ -38,5 +38,6 @@ class FedZO(VectorFederation):
         return loss0, {"forward_passes": passes}
 
 
-register_method("fedzo", lambda cfg, task, opts: FedZO(cfg, task, opts), weight_decay=True,
+register_method("fedzo", lambda cfg, task, opts: FedZO(cfg, task, opts), weight_decay=True, label="FedZO",
+                color="#9467bd",
                 doc="FedZO: local ZO-SGD, full model delta up, full model down")

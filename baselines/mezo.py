@@ -165,6 +165,9 @@ class SingleParty:
             a.copy_(b)
 
 
-for _rule in ("mezo", "mezo_momentum", "zo_adam", "hizoo", "fo"):
+DISPLAY = {"mezo": ("MeZO", "#ff7f0e"), "mezo_momentum": ("MeZO + momentum", "#ffbb78"),
+           "zo_adam": ("ZO-Adam", "#c5b0d5"), "hizoo": ("HiZOO", "#c49c94"), "fo": ("first order", "#000000")}
+for _rule, (_label, _color) in DISPLAY.items():
     register_method(_rule, lambda cfg, task, opts, rule=_rule: SingleParty(cfg, task, opts, rule),
-                    SinglePartyOptions, doc=f"single-party {_rule}", weight_decay=_rule == "mezo")
+                    SinglePartyOptions, doc=f"single-party {_rule}", weight_decay=_rule == "mezo", label=_label,
+                    color=_color)

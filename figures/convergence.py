@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import matplotlib.ticker as mticker
 import pandas as pd
 
-from figures.style import SPREAD, color, label, metric_label, save
+from figures.style import SPREAD, label, metric_label, palette, save
 from hiso.results import HIGHER_IS_BETTER, at_chosen_lr, load_runs
 
 ap = argparse.ArgumentParser()
@@ -48,7 +48,8 @@ for method in runs["method"].unique():  # step sizes of one family: one colour, 
     fam = method.split("@")[0]
     styles[method] = ["-", "--", ":", "-."][seen.get(fam, 0) % 4]
     seen[fam] = seen.get(fam, 0) + 1
-for i, (method, grp) in enumerate(runs.groupby("method", sort=False)):
+colors = palette(list(runs["method"].unique()))  # distinct within the figure, fixed ones for known methods
+for method, grp in runs.groupby("method", sort=False):
     n = grp["seed"].nunique()
     for k, m in enumerate(panels):
         g = grp.dropna(subset=[m])
@@ -58,8 +59,8 @@ for i, (method, grp) in enumerate(runs.groupby("method", sort=False)):
         for ax, t in panes:
             x = t.index if ax is axes[k] else t["b"]
             sd = s.loc[t.index]
-            ax.plot(x, t["m"], color=color(method, i), ls=styles[method], label=f"{label(method)} (n={n})", lw=1.4)
-            ax.fill_between(x, t["m"] - sd, t["m"] + sd, color=color(method, i), alpha=0.15, lw=0)
+            ax.plot(x, t["m"], color=colors[method], ls=styles[method], label=f"{label(method)} (n={n})", lw=1.4)
+            ax.fill_between(x, t["m"] - sd, t["m"] + sd, color=colors[method], alpha=0.15, lw=0)
 for k, m in enumerate(panels):
     axes[k].set_xlabel("round")
     axes[k].set_ylabel(metric_label(m))

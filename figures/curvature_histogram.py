@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from figures.style import color, save
+from figures.style import palette, save
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--checkpoints", nargs="+", required=True, help="<run>/checkpoint.pt of learned-H runs")
@@ -17,12 +17,13 @@ ap.add_argument("--pdf", required=True)
 a = ap.parse_args()
 
 fig, ax = plt.subplots(figsize=(4.5, 3.2))
-for i, (path, label) in enumerate(zip(a.checkpoints, a.labels)):
+colors = palette(list(a.labels))
+for path, label in zip(a.checkpoints, a.labels):
     sd = torch.load(path, map_location="cpu", weights_only=False)["federation"]["curvature"]
     h = torch.cat([s.reshape(-1) for s in sd["state"]]).double().numpy()
     h = h[h > 0]
     bins = np.logspace(np.log10(h.min()), np.log10(h.max()), 60)
-    ax.hist(h, bins=bins, histtype="step", lw=1.3, color=color(label, i),
+    ax.hist(h, bins=bins, histtype="step", lw=1.3, color=colors[label],
             label=f"{label} (d={h.size}, max/median {h.max() / np.median(h):.3g})")
     q = np.quantile(h, [0.5, 0.99])
     print(f"{label}: {sd['kind']} d={h.size} min={h.min():.3g} median={q[0]:.3g} p99={q[1]:.3g} max={h.max():.3g}")

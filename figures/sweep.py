@@ -9,7 +9,7 @@ import matplotlib.ticker as mticker
 import matplotlib.transforms as mtransforms
 import pandas as pd
 
-from figures.style import color, label, metric_label, save
+from figures.style import label, metric_label, palette, save
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--tables", nargs="+", required=True, help="experiment tables (CSV), one per x")
@@ -36,23 +36,24 @@ final_std = final_mean.replace(" mean", " std")
 metric = final_mean.removeprefix("final ").removesuffix(" mean")
 
 fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
-for i, (method, g) in enumerate(df.groupby("method", sort=False)):
-    c = color(method, i)
+colors = palette(list(df["method"].unique()))
+for method, g in df.groupby("method", sort=False):
+    c = colors[method]
     rounds = g["rounds to target (median)"].where(g["rounds to target (median)"].apply(math.isfinite))
     axes[0].plot(g["x"], rounds, "o-", color=c, label=label(method), lw=1.4, ms=4)
     axes[1].errorbar(g["x"], g[final_mean], yerr=g[final_std].fillna(0), fmt="o-", color=c, lw=1.4, ms=4,
                      capsize=2)
 # points where every seed diverged have no final metric: an x on the top edge says so
 edge = mtransforms.blended_transform_factory(axes[1].transData, axes[1].transAxes)
-for i, (method, g) in enumerate(df.groupby("method", sort=False)):
+for method, g in df.groupby("method", sort=False):
     lost = g[g[final_mean].isna() & (g.get("seeds diverged", 0) > 0)]
     if len(lost):
-        axes[1].plot(lost["x"], [0.97] * len(lost), "x", color=color(method, i), ms=8, mew=2, transform=edge,
+        axes[1].plot(lost["x"], [0.97] * len(lost), "x", color=colors[method], ms=8, mew=2, transform=edge,
                      clip_on=False, label=f"{label(method)}: every seed diverged")
     some = g[g[final_mean].notna() & (g.get("seeds diverged", 0) > 0)]
     for _, row in some.iterrows():  # the mean is over the seeds that did not diverge: say how many did
         axes[1].annotate(f"{int(row['seeds diverged'])}/{int(row['seeds'])} diverged", (row["x"], row[final_mean]),
-                         textcoords="offset points", xytext=(4, 4), fontsize=7, color=color(method, i))
+                         textcoords="offset points", xytext=(4, 4), fontsize=7, color=colors[method])
 if any(line.get_label().endswith("diverged") for line in axes[1].lines):
     axes[1].legend(fontsize=7)
 finals = df[final_mean].dropna()

@@ -365,9 +365,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), data:
     _check_ranges(cfg)
     from .tasks import check_memory
     check_memory(task_cls, opts, cfg.federation.num_clients)
-    _, mopts = method_options(cfg)
+    spec, mopts = method_options(cfg)
     if mopts is not None:
         cfg.method_options = dataclasses.asdict(mopts)
+    if spec.check is not None:  # the method's own refusals (register_method(..., check=))
+        try:
+            spec.check(cfg, mopts)
+        except ValueError as e:
+            raise ConfigError(f"method {cfg.method}: {e}") from None
     return cfg
 
 

@@ -10,8 +10,11 @@ every run_round returns as a dict):
     global_params() -> list[Tensor]
     state_dict() / load_state_dict(sd)   everything needed to resume exactly
 
-Register with `register_method(name, build, Options)`: `build(cfg, task, options)` returns the method object;
-`Options` (a dataclass, optional) validates the config's `method_options:` section.  HiSo and DeComFL are the
+Register with `register_method(name, build, Options, label=, color=, check=)`: `build(cfg, task, options)`
+returns the method object; `Options` (a dataclass, optional) validates the config's `method_options:` section;
+`check(cfg, options)` refuses what the method cannot run (a ValueError, shown as a config error before any
+compute); `label` and `color` are how every figure and table shows it (without a colour, figures give it one that
+no registered method uses).  HiSo and DeComFL are the
 scalar-only federation with learned / identity curvature; baselines live in `baselines/`.
 """
 from __future__ import annotations
@@ -31,6 +34,9 @@ class MethodSpec:
     weight_decay: bool = False  # implements federation.weight_decay (others refuse a non-zero value)
     faults: bool = False  # honours federation.faulty_clients and federation.aggregator (hiso/faults.py)
     deployable: bool = False  # runs on federation.engine: flower (its clients are Federation.client_round)
+    label: str | None = None  # its name in figures and tables (default: the registered name)
+    color: str | None = None  # its colour in every figure (a matplotlib colour; default: one no method uses)
+    check: Callable[[Any, Any], None] | None = None  # check(cfg, options): raise ValueError to refuse a config
 
 
 METHODS: dict[str, MethodSpec] = {}
@@ -38,13 +44,14 @@ METHODS: dict[str, MethodSpec] = {}
 
 def register_method(name: str, build, Options: type | None = None, default_curvature: str | None = None,
                     fixed_curvature: bool = False, doc: str = "", weight_decay: bool = False,
-                    faults: bool = False, deployable: bool = False) -> None:
+                    faults: bool = False, deployable: bool = False, label: str | None = None,
+                    color: str | None = None, check=None) -> None:
     """Make a method available as `method: <name>` in configs (`weight_decay=True`: it honours
     federation.weight_decay)."""
     if name in METHODS and METHODS[name].build is not build:
         raise ValueError(f"method {name!r} is already registered")
     METHODS[name] = MethodSpec(build, Options, default_curvature, fixed_curvature, doc, weight_decay, faults,
-                               deployable)
+                               deployable, label, color, check)
 
 
 def scalar_only(cfg, task, options, cls=None, **extra):
@@ -56,12 +63,12 @@ def scalar_only(cfg, task, options, cls=None, **extra):
 
 
 register_method("hiso", scalar_only, default_curvature="diagonal", weight_decay=True, faults=True,
-                deployable=True, doc="scalar-only federated ZO with a curvature learned from the round log (HiSo)")
+                deployable=True, label="HiSo", color="#d62728", doc="scalar-only federated ZO with a curvature learned from the round log (HiSo)")
 register_method("decomfl", scalar_only, default_curvature="identity", fixed_curvature=True, weight_decay=True,
-                faults=True, deployable=True,
+                faults=True, deployable=True, label="DeComFL", color="#1f77b4",
                 doc="scalar-only federated ZO-SGD (DeComFL): HiSo with identity curvature")
 register_method("rmsprop_zo", scalar_only, default_curvature="rmsprop", fixed_curvature=True, weight_decay=True,
-                faults=True, deployable=True,
+                faults=True, deployable=True, label="RMSProp-ZO", color="#9edae5",
                 doc="control: isotropic directions, update rescaled by the same learned diagonal (scalar-only)")
 
 

@@ -16,7 +16,11 @@ from hiso.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
-TIERS = sorted(p.stem for p in (ROOT / "workflows" / "config").glob("*.yaml"))
+TIERS = sorted(p.stem for p in (ROOT / "workflows" / "config").glob("*.yaml"))  # the shipped ones and a user's
+# the shipped tiers and the runs each plans (the curvature and perf tiers have no experiments: their jobs are the
+# study's and the perf parts, tests/test_bench.py); a tier a user adds is validated below, never counted
+SHIPPED = {"ablations": 600, "curvature": 0, "default": 62, "deploy": 4, "lm": 2, "paper": 1232, "perf": 0,
+           "smoke": 14, "zo_signsgd": 12}
 ZO = {"decomfl", "hiso", "fedzo", "fedkseed", "mezo"}
 
 
@@ -30,12 +34,30 @@ def planned_configs(name):
     return plan.run_configs(cfg, plan.experiments(cfg), ROOT)
 
 
-def test_every_run_of_every_tier_loads():
-    counts = {t: sum(1 for _ in planned_configs(t)) for t in TIERS}
-    # the curvature and perf tiers have no experiments: their jobs are the study's and the perf parts
-    # (tests/test_bench.py)
-    assert counts == {"ablations": 600, "curvature": 0, "default": 62, "deploy": 4, "lm": 2, "paper": 1232,
-                      "perf": 0, "smoke": 14}, counts
+def test_the_shipped_tiers_plan_their_runs():
+    counts = {t: sum(1 for _ in planned_configs(t)) for t in SHIPPED}
+    assert counts == SHIPPED, counts
+
+
+@pytest.mark.parametrize("name", TIERS)
+def test_every_tier_in_the_config_folder_plans_valid_runs(name):
+    """Every yaml under workflows/config/ (a user's own tier too): the schema, the experiments and every planned
+    run's config, with what is wrong and where."""
+    from hiso.checks import ConfigError
+    path = ROOT / "workflows" / "config" / f"{name}.yaml"
+    cfg = tier(name)
+    assert isinstance(cfg, dict), f"{path}: a tier is a mapping of keys (results, seeds, experiments, ...)"
+    from snakemake.utils import validate
+    try:
+        validate(dict(cfg), str(ROOT / "workflows" / "schemas" / "config.schema.yaml"))
+    except Exception as e:  # noqa: BLE001 - snakemake wraps jsonschema's errors
+        pytest.fail(f"{path}: {e}")
+    try:
+        runs = list(planned_configs(name))
+    except (ConfigError, KeyError, ValueError, TypeError) as e:
+        pytest.fail(f"{path}: {type(e).__name__}: {e}")
+    experiments = plan.experiments(cfg)
+    assert runs or not experiments, f"{path}: its experiments plan no run"
 
 
 def test_a_task_the_registry_lacks_fails_at_plan_time(tmp_path):
