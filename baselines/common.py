@@ -15,8 +15,14 @@ def sample_clients(seed: int, r: int, num_clients: int, per_round: int) -> list[
 
 
 class VectorFederation:
-    """Clients download the full model, run local steps, upload the full model delta (d fp32 floats);
-    the server averages the deltas and applies `server_update`.  Subclasses define `local_update`."""
+    """Clients download the full model, run local steps, upload their model delta; the server averages what it
+    decodes and applies `server_update`.  Subclasses define `local_update`.
+
+    Uploads travel through the codec pair `encode_upload(r, client, delta) -> (bytes, payload bytes)` and
+    `decode_upload(bytes, r, client) -> delta`.  Without an override the upload is the fp32 delta, counted as
+    VectorMessage's len(encode()) = 20 + 4 d bytes without building a d-sized bytes object (tests/test_protocol.py
+    checks the count); a method that compresses (signs, top-k, quantised deltas) overrides both, and the
+    metrics then carry len() of its messages."""
 
     def __init__(self, cfg, task):
         f = cfg.federation
@@ -59,6 +65,7 @@ class VectorFederation:
         acc = [a.zero_() for a in self._acc]
         losses, counters = [], {}
         vec_bytes = VectorMessage.wire_size(self.d)
+        up = up_payload = 0
         for c in sampled:
             self.load_server_model()  # downlink: the full model
             loss0, count = self.local_update(c, r, batch_rng(self.seed, r, c))
@@ -66,13 +73,35 @@ class VectorFederation:
             for k, v in count.items():
                 counters[k] = counters.get(k, 0) + v
             with torch.no_grad():
+                if self.compresses():
+                    data, payload = self.encode_upload(r, c, [s - w for s, w in zip(self.server, self.work)])
+                    up, up_payload = up + len(data), up_payload + payload
+                    for a, x in zip(acc, self.decode_upload(data, r, c)):
+                        a.add_(x.reshape(a.shape))
+                    continue
                 for a, s, w in zip(acc, self.server, self.work):
                     a.add_(torch.sub(s, w, out=self._tmp(s, 1)[0]))  # uplink: the full delta
+                up, up_payload = up + vec_bytes, up_payload + 4 * self.d
         self.server_update([a.div_(len(sampled)) for a in acc])
         self._rounds += 1
         n = len(sampled)
-        return RoundRow(r + 1, float(np.mean(losses)), n * vec_bytes, n * 4 * self.d, n * vec_bytes, 0, 0, 0,
+        return RoundRow(r + 1, float(np.mean(losses)), up, up_payload, n * vec_bytes, 0, 0, 0,
                         rejected=0, accepted=n, extra=counters).as_dict()
+
+    def compresses(self) -> bool:
+        """Whether the method overrides the fp32 upload codec."""
+        return type(self).encode_upload is not VectorFederation.encode_upload
+
+    def encode_upload(self, r: int, client: int, delta: list[torch.Tensor]) -> tuple[bytes, int]:
+        """A client's upload (delta = server model - client model after its local steps) as bytes, and how many
+        of them are payload.  The default, fp32 VectorMessage, is counted without being built (run_round)."""
+        msg = VectorMessage(r, client, torch.cat([d.reshape(-1) for d in delta]).cpu().numpy())
+        return msg.encode(), 4 * self.d
+
+    def decode_upload(self, data: bytes, r: int, client: int) -> list[torch.Tensor]:
+        """What the server reads from a client's upload: the delta, shaped like the model."""
+        flat = torch.from_numpy(VectorMessage.decode(data).values).to(self.server[0].device)
+        return [x.view(p.shape) for x, p in zip(flat.split([p.numel() for p in self.server]), self.server)]
 
     def _tmp(self, like: torch.Tensor, k: int) -> list[torch.Tensor]:
         """k scratch tensors shaped like `like`: views of buffers the size of the largest trainable tensor,

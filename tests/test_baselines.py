@@ -152,3 +152,27 @@ def test_fedkseed_catch_up_is_o_of_k_and_replays_to_rounding():
     catchups = {r["bytes_down_catchup"] for r in rows}
     assert catchups <= {0, 16 * 5 * 4, 2 * 16 * 5 * 4}
     assert 2 * 16 * 5 * 4 in catchups
+
+
+def test_the_fp32_upload_codec_measures_what_the_fast_path_counts():
+    """VectorFederation counts a default fp32 upload without building it; the same upload really encoded and
+    decoded (a subclass that routes it through encode_upload / decode_upload) gives the same bytes and the same
+    model, bit for bit."""
+    from baselines.common import VectorFederation
+    from baselines.fedzo import FedZO
+
+    class EncodedFedZO(FedZO):
+        def encode_upload(self, r, client, delta):
+            return VectorFederation.encode_upload(self, r, client, delta)
+
+    register_method("fedzo_encoded", lambda cfg, task, opts: EncodedFedZO(cfg, task, opts), weight_decay=True)
+    try:
+        data = {"task": {"name": "digits"}, "federation": {"rounds": 6, "lr": 0.03},
+                "run": {"progress": False, "eval_every": 3}}
+        plain = run(load_config(data={**data, "method": "fedzo"}))
+        encoded = run(load_config(data={**data, "method": "fedzo_encoded"}))
+        assert encoded.federation.compresses() and not plain.federation.compresses()
+        cols = ["train_loss", "accuracy", "bytes_up", "bytes_up_scalars", "bytes_down"]
+        assert plain.metrics[cols].equals(encoded.metrics[cols])
+    finally:
+        METHODS.pop("fedzo_encoded")
