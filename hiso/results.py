@@ -99,6 +99,16 @@ def payload_per_client_round(run: pd.DataFrame) -> float:
     return float((2 * run["bytes_up_scalars"] / uploads).mean())
 
 
+def per_client_round(run: pd.DataFrame) -> dict[str, float]:
+    """Measured wire bytes one sampled client sends and receives per round (headers, seeds and catch-up
+    included), up and down apart: the mean over rounds of the round's bytes over its uploads."""
+    if not {"bytes_up", "bytes_down", "accepted", "rejected"} <= set(run.columns):
+        return {}
+    uploads = (run["accepted"] + run["rejected"]).clip(lower=1)
+    return {"up bytes per client-round": float((run["bytes_up"] / uploads).mean()),
+            "down bytes per client-round": float((run["bytes_down"] / uploads).mean())}
+
+
 def summarise(runs: pd.DataFrame, metric: str, target: float, reference: str = "decomfl",
               tuning_seed: int | None = None) -> pd.DataFrame:
     """One row per method: final metric mean/std over seeds and median cost to the target; with a reference
@@ -152,7 +162,8 @@ def summarise(runs: pd.DataFrame, metric: str, target: float, reference: str = "
                      "bytes per round (mean)": float(grp["bytes_total"].mean()),
                      "rounds": int(last["round"].iloc[0]),
                      "rounds to best (median)": float(np.nanmedian(to_best)) if ok else math.nan,
-                     "payload bytes per client-round": payload_per_client_round(grp)})
+                     "payload bytes per client-round": payload_per_client_round(grp),
+                     **per_client_round(grp)})
         if mixed:  # only shown where it happened: such a seed's rounds ran under two code versions
             rows[-1]["seeds resumed under other code"] = mixed
         if refs:
@@ -175,6 +186,11 @@ def summarise(runs: pd.DataFrame, metric: str, target: float, reference: str = "
         out["best lr"] = False
         out.loc[order.groupby("fam").head(1).index, "best lr"] = True
         gridded = out["method"].str.contains("@", regex=False)
+        lrs = out[gridded].groupby("family")["lr"]
+        low, high, size = out["family"].map(lrs.min()), out["family"].map(lrs.max()), out["family"].map(lrs.size())
+        # a choice at the smallest or largest step size of its grid: the best may lie outside it
+        out["lr at grid edge"] = (out["best lr"] & gridded & (size > 1)
+                                  & ((out["lr"] == low) | (out["lr"] == high))).astype(bool)
         out["lr chosen on"] = f"tuning seed {tuning_seed} (dev split)" if on_tuning else "reported seeds"
         out.loc[~gridded, "lr chosen on"] = "fixed in the config"
     return out
@@ -182,6 +198,24 @@ def summarise(runs: pd.DataFrame, metric: str, target: float, reference: str = "
 
 def _or_inf(x: float) -> float:
     return math.inf if math.isnan(x) else x
+
+
+def _count(x: float) -> str:
+    """Rounds and bytes: whole numbers without a decimal (110, 90), a median between two as 90.5."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return _sig(x)
+    return f"{x:,.0f}" if float(x).is_integer() else f"{x:,.1f}"
+
+
+def edge_choices(table: pd.DataFrame) -> list[str]:
+    """'family (lr of lo-hi)' for every step size chosen at an edge of its grid."""
+    if "lr at grid edge" not in table.columns:
+        return []
+    out = []
+    for _, r in table[table["lr at grid edge"].astype(bool)].iterrows():
+        grid = table[table["family"] == r["family"]]["lr"]
+        out.append(f"{r['family']} ({r['lr']:g} of {grid.min():g}–{grid.max():g})")
+    return out
 
 
 def _sig(x: float, digits: int = 3) -> str:
@@ -215,14 +249,23 @@ def compact_markdown(table: pd.DataFrame, metric: str) -> str:
             final = f"all {n} diverged" if lost == n else "–"
         else:
             final = f"{_sig(mean)} ± {_sig(std)} ({n - lost})" + (f", {lost} of {n} diverged" if lost else "")
-        row = {"method": r["method"] + (" ★" if bool(r.get("best lr", False)) and "@" in r["method"] else ""),
+        chosen = bool(r.get("best lr", False)) and "@" in r["method"]
+        edge = bool(r.get("lr at grid edge", False))
+        row = {"method": r["method"] + (" ★" if chosen else "") + (" (grid edge)" if edge else ""),
                f"final {metric} (mean ± std (n))": final,
-               "rounds to target": _sig(r["rounds to target (median)"]),
-               "bytes to target": _sig(r["bytes to target (median)"])}
+               "rounds to target": _count(r["rounds to target (median)"]),
+               "bytes to target": _count(r["bytes to target (median)"])}
+        if "up bytes per client-round" in table.columns:
+            row["up / down B per client-round"] = (f"{_count(r['up bytes per client-round'])} / "
+                                                   f"{_count(r['down bytes per client-round'])}")
         if ref:
-            row[ref.replace(" (median)", "")] = _sig(r[ref])
+            row[ref.replace(" (median)", "")] = _count(r[ref])
         rows.append(row)
     note = "★: the step size its tuning run chose. " if "best lr" in table.columns else ""
+    edges = edge_choices(table)
+    if edges:
+        note += (f"Chosen at the edge of its grid, so the best step size may lie outside it: {', '.join(edges)}; "
+                 "extend the grid (`lr_grid`) past that edge. ")
     return (pd.DataFrame(rows).to_markdown(index=False) + "\n\n" + note +
             "Rounds and bytes to target are medians over seeds; bytes are wire bytes, up + down.")
 

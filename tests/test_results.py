@@ -107,3 +107,37 @@ def test_compact_markdown_is_citable():
     md = compact_markdown(t, "accuracy")
     assert "| hiso@0.01 ★" in md and "0.912 ± 0.0123 (3)" in md and "123,456" in md
     assert "all 3 diverged" in md and "not reached" in md and "★: the step size its tuning run chose" in md
+
+
+def test_a_step_size_chosen_at_the_edge_of_its_grid_is_marked_and_named(tmp_path):
+    """hiso's tuning run picks 0.1, the largest of {0.01, 0.1}: the table marks it, the citable view names it
+    with the grid, and an interior choice (decomfl: 0.3 of 0.1-1) is not marked."""
+    from hiso.results import compact_markdown, edge_choices
+    grid(tmp_path)
+    write_run(tmp_path, "decomfl@0.1", 100, [0.1, 0.2, 0.6])
+    write_run(tmp_path, "decomfl@0.3", 100, [0.6, 0.6, 0.9])
+    write_run(tmp_path, "decomfl@1", 100, [0.1, 0.2, 0.3])
+    for m in ("decomfl@0.1", "decomfl@0.3", "decomfl@1"):
+        write_run(tmp_path, m, 0, [0.5, 0.5, 0.5])
+    runs = load_runs(tmp_path)
+    t = summarise(runs[runs.method != "decomfl"], "accuracy", 0.5, tuning_seed=100)
+    edge = t.set_index("method")["lr at grid edge"].to_dict()
+    assert edge == {"hiso@0.01": False, "hiso@0.1": True, "decomfl@0.1": False, "decomfl@0.3": False,
+                    "decomfl@1": False}
+    assert edge_choices(t) == ["hiso (0.1 of 0.01–0.1)"]
+    md = compact_markdown(t, "accuracy")
+    assert "| hiso@0.1 ★ (grid edge)" in md and "the edge of its grid" in md and "hiso (0.1 of 0.01–0.1)" in md
+
+
+def test_counts_read_as_whole_numbers_and_bytes_up_and_down_apart(tmp_path):
+    """Rounds are never '90.0' beside '110'; the citable view shows measured bytes per client-round up and down."""
+    from hiso.results import _count, compact_markdown
+    assert (_count(90.0), _count(110.0), _count(90.5), _count(123456.0)) == ("90", "110", "90.5", "123,456")
+    for s in (0, 1):
+        write_run(tmp_path, "fedzo", s, [0.4, 0.6])
+    runs = load_runs(tmp_path)
+    runs["accepted"], runs["rejected"] = 2, 0
+    t = summarise(runs, "accuracy", 0.5)
+    assert t.loc[0, "up bytes per client-round"] == 5 and t.loc[0, "down bytes per client-round"] == 2.5
+    assert "| up / down B per client-round" in compact_markdown(t, "accuracy") and "5 / 2.5" in compact_markdown(
+        t, "accuracy")

@@ -1,9 +1,10 @@
 """Summary table of one experiment (CSV + Markdown), from its runs' metrics only."""
 import argparse
+import logging
 from pathlib import Path
 
 from hiso.io import atomic_write
-from hiso.results import HIGHER_IS_BETTER, compact_markdown, load_runs, provenance_line, summarise
+from hiso.results import HIGHER_IS_BETTER, compact_markdown, edge_choices, load_runs, provenance_line, summarise
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--root", default=None, help="every run under this folder (<method>/seed<k>/metrics.csv)")
@@ -17,6 +18,8 @@ ap.add_argument("--tuning-seed", type=int, default=None,
                      "and are left out of every reported statistic")
 a = ap.parse_args()
 table = summarise(load_runs(a.root, a.metrics), a.metric, a.target, tuning_seed=a.tuning_seed)
+for edge in edge_choices(table):  # in the job's log and marked in the table
+    logging.warning("step size chosen at the edge of its grid: %s; extend lr_grid past it", edge)
 atomic_write(Path(a.csv), table.to_csv(index=False))
 op = ">=" if HIGHER_IS_BETTER.get(a.metric, True) else "<="
 header = f"Target: {a.metric} {op} {a.target}.\n\n"
