@@ -10,7 +10,7 @@ from snakemake.utils import validate
 # and (PYTHONPATH) of every job it starts, ahead of any installed copy of the suite from another checkout.
 ROOT = workflow.basedir
 sys.path.insert(0, ROOT)
-os.environ["PYTHONPATH"] = os.pathsep.join([ROOT, *filter(None, [os.environ.get("PYTHONPATH")])])
+os.environ.update(PYTHONPATH=os.pathsep.join([ROOT, *filter(None, [os.environ.get("PYTHONPATH")])]))
 
 from snakemake_interface_executor_plugins.settings import DeploymentMethod  # noqa: E402
 
