@@ -84,7 +84,7 @@ def free_colors() -> list[str]:
         r, g, b = mcolors.to_rgb(c)
         if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.7:  # too light to read as a line on white
             continue
-        if _far(c, used, 0.25) and _far(c, out, 0.25):
+        if _far(c, used, 0.3) and _far(c, out, 0.25):
             out.append(c)
     return out
 
