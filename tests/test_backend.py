@@ -8,10 +8,9 @@ import pytest
 import torch
 
 from bench.perf_dispatch import Counter
-from hiso.config import load_config
 from hiso.run import backend_state, build_federation, run
 from hiso.tasks import text
-from tests.test_text import small, squad_rows
+from tests.test_text import small, squad_task
 
 
 @pytest.fixture
@@ -91,10 +90,7 @@ def test_evaluation_sorts_by_length_uses_the_cuda_batch_size_and_reads_back_once
 
 
 def test_the_squad_loss_reads_nothing_back_from_the_device(monkeypatch):
-    monkeypatch.setattr(text, "load_hub", lambda path, name, split: squad_rows(40))
-    cfg = load_config(data={"task": {"name": "squad", "model": "tiny-llama", "train_size": 20, "dev_size": 2,
-                                     "test_size": 4, "max_length": 96}, "run": {"progress": False}})
-    _, task = build_federation(cfg)
+    task = squad_task(monkeypatch)
     b = task._collate("train", [0, 1])
     model_only = _syncs(lambda: task.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
                                            position_ids=b["position_ids"], logits_to_keep=b["width"] + 1))

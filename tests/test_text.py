@@ -152,11 +152,16 @@ def test_squad_generation_path_on_a_fixture(monkeypatch):
     assert 0.0 <= last["f1"] <= 1.0 and 0.0 <= last["exact_match"] <= last["f1"] + 1e-9
 
 
-def test_squad_loss_scores_only_the_answer_tokens(monkeypatch):
+def squad_task(monkeypatch):
+    """A small SQuAD task on fixture rows in the hub's schema."""
     monkeypatch.setattr(text, "load_hub", lambda path, name, split: squad_rows(40))
     cfg = load_config(data={"task": {"name": "squad", "model": "tiny-llama", "train_size": 20, "dev_size": 2,
                                      "test_size": 4, "max_length": 96}, "run": {"progress": False}})
-    _, task = build_federation(cfg)
+    return build_federation(cfg)[1]
+
+
+def test_squad_loss_scores_only_the_answer_tokens(monkeypatch):
+    task = squad_task(monkeypatch)
     b = task._collate("train", [0, 1])
     n = int(b["n_answer"][0])
     assert task.tok.decode(b["input_ids"][0, -n:]).strip() == "red"
