@@ -35,6 +35,9 @@ def exit_on_signals() -> None:
         raise SystemExit(128 + signum)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, handler)
+    # a process started in the background by a non-interactive shell inherits SIGINT ignored, and Python then
+    # installs no KeyboardInterrupt handler: restore it, so SIGINT cleans up there too
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _main(argv: list[str]) -> int:
