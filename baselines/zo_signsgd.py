@@ -4,11 +4,12 @@ sign of its model delta, one bit per coordinate; the server steps by server_lr a
 sum of signs.  Downlink: the full model, as FedZO.
 
 The worked example of docs/extending.md: one file (this one), its test (tests/test_zo_signsgd.py) and its tier
-(workflows/config/zo_signsgd.yaml).  The ZO building blocks are the suite's own: `StepDirections` regenerates a
-step's P directions from a seed, `estimate` runs the forward passes of the finite differences, `step_` applies
-x <- x - lr * sum_j s_j z_j / P.  FedZO (baselines/fedzo.py) is the template for any method that uploads a
-vector; this file adds a compressed upload by overriding the codec pair `encode_upload` / `decode_upload`, so
-the bytes in the metrics are len() of what it encodes.
+(workflows/config/zo_signsgd.yaml).  The clients' local steps are FedZO's (baselines/fedzo.py, the template
+for any method that uploads a vector; its `local_update` shows the ZO building blocks: `StepDirections`
+regenerates a step's P directions from a seed, `estimate` runs the forward passes of the finite differences,
+`step_` applies x <- x - lr * sum_j s_j z_j / P).  This file adds a compressed upload by overriding the codec pair
+`encode_upload` / `decode_upload`, so the bytes in the metrics are len() of what it encodes, and the server's
+vote.
 """
 from __future__ import annotations
 
@@ -18,12 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hiso.curvature import Identity
-from hiso.estimators import estimate
 from hiso.methods import register_method
-from hiso.perturb import Scratch, StepDirections, step_
 
-from .common import VectorFederation
+from .fedzo import FedZO
 
 SIGN_HEAD = struct.Struct("<4sIIQ")  # magic, round, client, coordinates
 
@@ -39,27 +37,13 @@ def check(cfg, opts: SignOptions) -> None:
         raise ValueError(f"method_options.server_lr must be > 0, got {opts.server_lr!r}")
 
 
-class ZOSignSGD(VectorFederation):
-    def __init__(self, cfg, task, opts: SignOptions):
-        super().__init__(cfg, task)
-        f = cfg.federation
-        self.P, self.mu, self.difference = f.perturbations, f.mu, f.difference
-        self.server_lr = opts.server_lr if opts.server_lr is not None else f.lr
-        self.identity = Identity().bind(self.work)  # isotropic directions
-        self.scratch = Scratch(self.work)
+class ZOSignSGD(FedZO):
+    """FedZO's local steps (private directions: only the signs of their result travel), a 1-bit upload and the
+    server's majority vote."""
 
-    def local_update(self, client, r, rng):
-        loss0, passes = float("nan"), 0
-        for k in range(self.tau):
-            batch = self.task.batch(client, rng, self.batch_size)
-            seed = int(rng.integers(0, 2**32))  # private directions: only the signs of the result travel
-            dirs = StepDirections(seed, self.P, self.work, self.identity, self.scratch)
-            est = estimate(self.work, lambda: self.task.loss(batch), dirs, self.mu, self.difference)
-            step_(self.work, dirs, est.scalars / np.float32(self.P), self.lr)
-            passes += est.forward_passes
-            if k == 0:
-                loss0 = est.loss
-        return loss0, {"forward_passes": passes}
+    def __init__(self, cfg, task, opts: SignOptions):
+        super().__init__(cfg, task, opts)
+        self.server_lr = opts.server_lr if opts.server_lr is not None else cfg.federation.lr
 
     def encode_upload(self, r, client, delta):
         """The delta's signs, packed 8 to a byte (a zero counts as +); returns (message, payload bytes)."""

@@ -3,8 +3,8 @@ labels, PDF + PNG written atomically.
 
 Methods take their label and colour from the registry (`register_method(..., label=, color=)`); the names below
 are the variants and controls that are not methods of their own (a tuned variant, a curvature kind, an
-aggregator).  A name that has neither gets a colour from FREE, the colours no registered method or named variant
-uses, so it never takes a built-in method's colour; `palette(names)` gives the names of one figure distinct
+aggregator).  A name that has neither gets a colour from `free_colors()`, those far from every registered method's
+and named variant's colour, so it never takes a built-in method's colour; `palette(names)` gives the names of one figure distinct
 colours.
 """
 import hashlib
