@@ -1,6 +1,7 @@
 """Command line:
     python -m hiso run --config FILE [--set key=value ...] [--out DIR] [--hub-mirror DIR]
     python -m hiso choose-lr ...        the workflow's step-size choice of a tuned method
+    python -m hiso scan-lr ...          the same choice by an extending scan (hiso/scan.py)
     python -m hiso fetch --configfile TIER --to DIR     every planned hub model and data set into a mirror
     python -m hiso fixtures --to DIR    a mirror of small data sets in the hub's schemas (rehearsals, tests)
 
@@ -82,12 +83,41 @@ def _main(argv: list[str]) -> int:
     c.add_argument("--metric", required=True)
     c.add_argument("--target", type=float, required=True)
     c.add_argument("--out", required=True, help="JSON file: the choice ('sets') and every grid point")
+    s = sub.add_parser("scan-lr", help="tune a method's step size by scanning, extending past a grid edge (hiso/scan.py)")
+    s.add_argument("--config", required=True, help="the experiment's base YAML")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="the method's config overrides")
+    s.add_argument("--method", required=True, help="the method's name in the experiment (run folders <name>@<lr>)")
+    s.add_argument("--grid", nargs="+", type=float, required=True, help="the starting grid of step sizes")
+    s.add_argument("--seed", type=int, required=True, help="the tuning seed (never a reported one)")
+    s.add_argument("--metric", required=True)
+    s.add_argument("--target", type=float, required=True)
+    s.add_argument("--root", required=True, help="folder of the tried points' run folders")
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--out", required=True, help="JSON file: the choice ('sets') and every tried point")
+    s.add_argument("--hub-mirror", default=None, metavar="DIR", help="as for run")
     args = ap.parse_args(argv)
     if args.cmd == "choose-lr":
         from .plan import choose_lr, write_json
         choice = choose_lr(args.metrics, args.metric, args.target)
         write_json(Path(args.out), choice)
         print(f"chose {choice['method']}" + (" (at the grid's edge: widen the grid)" if choice["at_grid_edge"] else ""))
+        return 0
+    if args.cmd == "scan-lr":
+        from .config import ConfigError
+        from .plan import write_json
+        from .scan import scan
+        if args.hub_mirror:
+            from .hub import MIRROR_ENV
+            os.environ[MIRROR_ENV] = str(Path(args.hub_mirror).resolve())
+        exit_on_signals()
+        try:
+            choice = scan(args.config, args.set, args.method, args.grid, args.seed, args.metric, args.target,
+                          args.root, threads=args.threads)
+        except ConfigError as e:  # refused before compute
+            print(f"config error: {e}", file=sys.stderr)
+            return 2
+        write_json(Path(args.out), choice)
+        print(f"chose {choice['method']}" + (" (still at an edge after extending)" if choice["at_grid_edge"] else ""))
         return 0
     if args.cmd == "fetch":
         return _fetch(args)

@@ -8,7 +8,9 @@ Two step-size protocols:
   seed on the dev split; the table marks each family's best lr from the tuning run.
 - ``tune: {method: [lr, ...]}`` (GPU tiers): ``<method>@<lr>`` runs only at the tuning seed on the dev split; a
   ``choose_lr`` job picks the best (`choose_lr` below) into ``tuning/<exp>/<method>.json``, and the method's
-  reported seeds run at that step size.  ``lr_from: <method>`` in a method's sets runs it at another method's
+  reported seeds run at that step size.
+- ``scan: {method: [lr, ...]}``: like ``tune``, but one job scans (hiso/scan.py): it stops past the best and
+  extends the grid past an edge where the best lies, so the tried points are known only as it runs.  ``lr_from: <method>`` in a method's sets runs it at another method's
   chosen step size (the labelled equal-lr rows).
 
 ``rehearsal: true`` runs the same DAG on CPU: runs load hub models and data sets from a fixture mirror
@@ -77,6 +79,13 @@ def expand_lr_grids(experiments: dict) -> dict:
                 names.append(f"{m}@{lr:g}")
             spec.setdefault("tuning_only", []).extend(names)
             spec.setdefault("choices", {})[m] = names
+        for m, lrs in (spec.pop("scan", None) or {}).items():  # hiso/scan.py: tried points found while scanning
+            if m not in spec["methods"]:
+                raise ValueError(f"scan names method {m!r}, which the experiment does not run")
+            if not lrs or any(not (isinstance(lr, (int, float)) and lr > 0) for lr in lrs):
+                raise ValueError(f"scan of {m}: expected a list of positive step sizes, got {lrs!r}")
+            spec.setdefault("scans", {})[m] = sorted(float(lr) for lr in lrs)
+            spec.setdefault("choices", {})[m] = []
         for m, sets in spec["methods"].items():
             src = (sets or {}).get("lr_from")
             if src is not None and src not in spec.get("choices", {}):
@@ -131,11 +140,12 @@ def lr_source(spec: dict, method: str) -> str | None:
     return (spec["methods"][method] or {}).get("lr_from")
 
 
-def run_sets(config: dict, spec: dict, method: str, seed: int | None = None) -> dict:
-    """The dotted config assignments of one run (without the chosen lr, which a file supplies)."""
+def run_sets(config: dict, spec: dict, method: str, seed: int | None = None, tuning: bool = False) -> dict:
+    """The dotted config assignments of one run (without the chosen lr, which a file supplies); `tuning`: of a
+    tuning run (as a run at the tuning seed of a tuned method is)."""
     sets = {**config.get("common_sets", {}), **(spec.get("sets") or {}),
             **{k: v for k, v in (spec["methods"][method] or {}).items() if k not in META_KEYS}}
-    if seed is not None and is_tuning(config, spec, method, seed):
+    if tuning or (seed is not None and is_tuning(config, spec, method, seed)):
         sets.update({"run.eval_split": "dev", **(spec.get("tuning_sets") or {})})
     if config.get("rehearsal"):
         sets.update(config.get("rehearsal_sets") or {})
@@ -172,6 +182,19 @@ def run_configs(config: dict, exps: dict, root: str | Path = "."):
                 yield exp, method, seed, load_config(Path(root) / spec["base"], overrides)
             except ConfigError as e:
                 raise ConfigError(f"experiment {exp}, method {method}, seed {seed}: {e}") from None
+        for method, lrs in spec.get("scans", {}).items():  # a scan's first point, as scan_command loads it
+            overrides = scan_overrides(config, spec, method) + [f"federation.lr={lrs[-1]!r}"]
+            try:
+                yield exp, f"{method}@{lrs[-1]:g}", config.get("tuning_seed", 100), load_config(
+                    Path(root) / spec["base"], overrides)
+            except ConfigError as e:
+                raise ConfigError(f"experiment {exp}, scan of {method}: {e}") from None
+
+
+def scan_overrides(config: dict, spec: dict, method: str) -> list[str]:
+    """The --set assignments of a scanned method's tuning runs (its reported sets and the tuning_sets)."""
+    sets = run_sets(config, spec, method, tuning=True)
+    return [assignment(k, v) for k, v in sets.items()]
 
 
 def check_runs(config: dict, exps: dict, root: str | Path = ".") -> int:

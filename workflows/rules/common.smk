@@ -73,6 +73,19 @@ def choice_file(exp, method, seed):
     return [f"{OUT}/tuning/{exp}/{source}.json"]
 
 
+def choice_command(exp, method, metrics, threads):
+    """choose-lr over a `tune` grid's runs, or scan-lr for a `scan` method (hiso/scan.py)."""
+    spec = EXPERIMENTS[exp]
+    target = f"--metric {spec['metric']} --target {spec['target']}"
+    if method not in spec.get("scans", {}):
+        return f"choose-lr --metrics {' '.join(metrics)} {target}"
+    sets = " ".join(f"--set {shlex.quote(a)}" for a in plan.scan_overrides(config, spec, method))
+    grid = " ".join(f"{lr!r}" for lr in spec["scans"][method])
+    return (f"scan-lr --config {spec['base']} {sets} --method {method} --grid {grid} --seed {TUNING_SEED} {target} "
+            f"--root {OUT}/runs/{exp} --threads {threads}"
+            + (f" --hub-mirror {shlex.quote(HUB_MIRROR)}" if HUB_MIRROR else ""))
+
+
 def metrics_of(exp):
     """Every run of the experiment that its table reads (the `tune` grid's runs are read by choose_lr only)."""
     only = set(EXPERIMENTS[exp].get("tuning_only", []))

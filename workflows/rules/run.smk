@@ -35,24 +35,29 @@ rule run:
         "--set run.progress=false {params.gpus} {params.hub} --out {params.out} --replace-different --allow-diverged > {log} 2>&1"
 
 
-# The step size a tuned method reports with: its grid's best run on the dev split (hiso.plan.choose_lr).
+# The step size a tuned method reports with: its grid's best run on the dev split (hiso.plan.choose_lr), or, for
+# a `scan` method, the best point of an extending scan that runs its own tuning runs (hiso/scan.py).
 rule choose_lr:
     input:
         metrics=lambda w: [f"{OUT}/runs/{w.exp}/{m}/seed{TUNING_SEED}/metrics.csv"
                            for m in EXPERIMENTS[w.exp]["choices"][w.method]],
+        base=lambda w: EXPERIMENTS[w.exp]["base"] if w.method in EXPERIMENTS[w.exp].get("scans", {}) else [],
     output:
         f"{OUT}/tuning/{{exp}}/{{method}}.json",
     conda:
         ENV
     log:
         f"{OUT}/logs/tuning/{{exp}}/{{method}}.log",
+    threads: lambda w: EXPERIMENTS[w.exp].get("threads", 1)
+    priority: lambda w: EXPERIMENTS[w.exp].get("priority", 0) + 1  # a scan gates its method's reported runs
+    resources:
+        mem_mb=lambda w, attempt: resource(w.exp, "mem_mb", 4000),
+        runtime=lambda w, attempt: resource(w.exp, "runtime", 60) * 4,
     params:
         py=PY,
-        metric=lambda w: EXPERIMENTS[w.exp]["metric"],
-        target=lambda w: EXPERIMENTS[w.exp]["target"],
+        cmd=lambda w, input, threads: choice_command(w.exp, w.method, input.metrics, threads),
     shell:
-        "{params.py} -m hiso choose-lr --metrics {input.metrics} --metric {params.metric} --target {params.target} "
-        "--out {output} > {log} 2>&1"
+        "{params.py} -m hiso {params.cmd} --out {output} > {log} 2>&1"
 
 
 # A rehearsal's hub mirror: random models of each hub model's architecture and small data sets in each hub data

@@ -1,0 +1,73 @@
+"""A workflow step-size scan: `scan: {method: [lr, ...]}` in a tier's experiment (hiso/plan.py).
+
+The method's step size is chosen by the suite's protocol (hiso/tuning.py) while scanning, on the tuning seed's
+dev split: the grid from large to small, stopped past the best; extended past an edge where the best lies (one
+grid step at a time); refined once when no point reached the target.  A point slower than twice the best so far
+stops at that many rounds (runs are deterministic, so the cap cannot change the choice), and every point stops
+at the target, since only its rounds to the target and its metric there rank it.
+
+Every tried point is a run folder <root>/<method>@<lr>/seed<seed> (metrics.csv, run.json, checkpoints), so a
+killed scan resumes: finished points are read back, an interrupted one continues from its checkpoint.  The
+choice file has the format of `hiso choose-lr` (plan.choose_lr): {"sets": {"federation.lr": lr}, "method",
+"at_grid_edge", "grid": one row per tried point}; the reported runs read it with `hiso run --set-file`.
+
+    python -m hiso scan-lr --config BASE [--set KEY=VALUE ...] --method NAME --grid LR [LR ...] --seed 100
+        --metric test_loss --target 0.8 --root results/runs/<exp> --out results/tuning/<exp>/<method>.json
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from .results import HIGHER_IS_BETTER, load_runs, reached, to_target
+from .tuning import MAX_EXTENSION, tune
+
+
+def scan(base: str | Path, overrides: list[str], method: str, grid: list[float], seed: int, metric: str,
+         target: float, root: str | Path, threads: int = 1, max_extension: int = MAX_EXTENSION) -> dict:
+    """Tune one method's step size; returns the choice (see the module docstring)."""
+    from .config import load_config
+    from .runner import RunFailed, run
+
+    higher = HIGHER_IS_BETTER.get(metric, True)
+    rows: dict[float, dict] = {}
+
+    def evaluate(lr: float, cap: int | None, note: str | None) -> dict:
+        name = f"{method}@{lr:g}"
+        cfg = load_config(Path(base), [*overrides, f"federation.lr={lr!r}", f"seed={seed}", f"name={name}-s{seed}",
+                                       f"run.threads={threads}", "run.progress=false", "run.eval_split=dev"])
+
+        def stop(fed, task, row):  # the two stop rules: the target, and twice the best point's rounds
+            if reached(row[metric], metric, target):
+                return "target reached"
+            if cap is not None and row["round"] >= cap:
+                return f"stopped at {cap} rounds (twice the best so far)"
+            return None
+        out = Path(root) / name / f"seed{seed}"
+        diverged = False
+        try:
+            run(cfg, out, replace_different=True, on_evaluate=stop)
+        except RunFailed as e:
+            if e.status != "diverged":
+                raise
+            diverged = True
+        runs = load_runs(paths=[out / "metrics.csv"]).sort_values("round")
+        values = runs[metric].dropna()
+        final = math.nan if diverged or values.empty else float(values.iloc[-1])
+        rounds = math.inf if diverged else to_target(runs, metric, target)["rounds"]
+        row = {"method": name, "lr": float(lr), "diverged": diverged, "rounds_to_target": rounds,
+               f"final_{metric}": final, "rounds_run": int(runs["round"].max()), "note": note or "grid"}
+        rows[float(lr)] = row
+        print(f"scan {name}: rounds to target {rounds}, {metric} {final:.4g}"
+              + (" (diverged)" if diverged else ""), flush=True)
+        return {"rounds": rounds, "final": final, "error": "diverged" if diverged else None}
+
+    chosen = tune(evaluate, grid, higher, budget=load_config(Path(base), overrides).federation.rounds,
+                  max_extension=max_extension)
+    if all(r["diverged"] for r in rows.values()):
+        raise ValueError(f"every step size of {method} diverged: {sorted(rows)}; widen the grid downwards")
+    tried = sorted(rows)
+    return {"sets": {"federation.lr": chosen}, "method": f"{method}@{chosen:g}",
+            "at_grid_edge": len(tried) > 1 and chosen in (tried[0], tried[-1]),
+            "grid": [{k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in rows[lr].items()}
+                     for lr in tried]}
