@@ -1,5 +1,6 @@
 """Convergence of every method of one experiment: the metric vs rounds (from round 0, the starting model) and vs
-total bytes, mean ± 1 std over seeds, with the target line; for accuracy, the test loss beside it."""
+total bytes, mean ± 1 std over seeds, with the target line; for accuracy the test loss below it, for the test
+loss the accuracy."""
 import argparse
 import json
 from pathlib import Path
@@ -41,8 +42,10 @@ if a.tuning_seed is not None:  # the step-size tuning runs (dev split) are no re
     runs = runs[runs.seed != a.tuning_seed]
 if a.table:  # grid points a tuning run did not choose are in the table, not drawn
     runs = runs[runs["method"].isin(at_chosen_lr(pd.read_csv(a.table))["method"])]
-panels = [a.metric] + (["test_loss"] if a.metric == "accuracy" and "test_loss" in runs else [])
-fig, axes = plt.subplots(1, len(panels) + 1, figsize=(4 * (len(panels) + 1), 3.2))
+# the metric, and for the text tasks the other of accuracy / test loss: each against rounds and against bytes
+other = {"accuracy": "test_loss", "test_loss": "accuracy"}.get(a.metric)
+panels = [a.metric] + ([other] if other in runs and runs[other].notna().any() else [])
+fig, grid = plt.subplots(len(panels), 2, figsize=(8, 3.2 * len(panels)), squeeze=False)
 styles, seen = {}, {}
 for method in runs["method"].unique():  # step sizes of one family: one colour, one line style each
     fam = method.split("@")[0]
@@ -55,32 +58,35 @@ for method, grp in runs.groupby("method", sort=False):
         g = grp.dropna(subset=[m])
         st = g.groupby("round").agg(m=(m, "mean"), s=(m, "std"), b=("cum_bytes_total", "mean"))
         s = st["s"].fillna(0)
-        panes = [(axes[k], st)] + ([(axes[-1], st[st.index > 0])] if k == 0 else [])  # bytes axis: log, no round 0
-        for ax, t in panes:
-            x = t.index if ax is axes[k] else t["b"]
+        bytes_ = st[(st.index > 0) & (st["b"] > 0)]  # bytes axis: log, no round 0 (and none for MeZO: no wire)
+        for ax, t in ((grid[k, 0], st), (grid[k, 1], bytes_)):
+            x = t.index if ax is grid[k, 0] else t["b"]
             sd = s.loc[t.index]
             ax.plot(x, t["m"], color=colors[method], ls=styles[method], label=f"{label(method)} (n={n})", lw=1.4)
             ax.fill_between(x, t["m"] - sd, t["m"] + sd, color=colors[method], alpha=0.15, lw=0)
 for k, m in enumerate(panels):
-    axes[k].set_xlabel("round")
-    axes[k].set_ylabel(metric_label(m))
-    if not HIGHER_IS_BETTER.get(m, True) and m != "test_loss":
-        axes[k].set_yscale("log")
-axes[-1].set_xlabel("total bytes (up + down, measured)")
-axes[-1].set_xscale("log")
-lo, hi = axes[-1].get_xlim()
-if hi / max(lo, 1e-300) > 10:  # over a decade: decade labels only (minor ones collide)
-    axes[-1].xaxis.set_minor_formatter(mticker.NullFormatter())
-else:  # within one decade a log axis has no labels worth reading: linear
-    axes[-1].set_xscale("linear")
-    axes[-1].xaxis.set_major_locator(mticker.MaxNLocator(4))
-if not HIGHER_IS_BETTER.get(a.metric, True):
-    axes[-1].set_yscale("log")
+    rounds_ax, bytes_ax = grid[k]
+    rounds_ax.set_xlabel("round")
+    for ax in (rounds_ax, bytes_ax):
+        ax.set_ylabel(metric_label(m))
+        if not HIGHER_IS_BETTER.get(m, True) and m != "test_loss":
+            ax.set_yscale("log")
+    bytes_ax.set_xlabel("total bytes (up + down, measured)")
+    bytes_ax.set_xscale("log")
+    lo, hi = bytes_ax.get_xlim()
+    if hi / max(lo, 1e-300) > 10:  # over a decade: decade labels only (minor ones collide)
+        bytes_ax.xaxis.set_minor_formatter(mticker.NullFormatter())
+    else:  # within one decade a log axis has no labels worth reading: linear
+        bytes_ax.set_xscale("linear")
+        bytes_ax.xaxis.set_major_locator(mticker.MaxNLocator(4))
 if a.target is not None:
-    for ax in (axes[0], axes[-1]):
+    for ax in grid[0]:
         ax.axhline(a.target, color="k", ls="--", lw=0.8, label=f"target {a.target:g}")
+axes = grid[0]
 handles, labels = axes[0].get_legend_handles_labels()  # beside the panels: curves stay visible
 axes[-1].legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+if "mezo" in set(runs["method"].str.split("@").str[0]):
+    fig.text(0.5, 0.005, "MeZO (one party) sends nothing: it has no curve against bytes.", ha="center", fontsize=7)
 fig.suptitle((a.title or (Path(a.root).name if a.root else "")) + f"\n{SPREAD}", fontsize=9)
 save(fig, a.png, a.pdf)
 print(f"wrote {a.png} and {a.pdf}")

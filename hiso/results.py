@@ -163,7 +163,10 @@ def summarise(runs: pd.DataFrame, metric: str, target: float, reference: str = "
                      "rounds": int(last["round"].iloc[0]),
                      "rounds to best (median)": float(np.nanmedian(to_best)) if ok else math.nan,
                      "payload bytes per client-round": payload_per_client_round(grp),
-                     **per_client_round(grp)})
+                     **per_client_round(grp),
+                     # measured cost: a round's seconds include its evaluation; a run's, every round's
+                     "seconds per round (mean)": float(grp["wall_seconds"].mean()),
+                     "seconds per run (median)": float(grp.groupby("seed")["wall_seconds"].sum().median())})
         if mixed:  # only shown where it happened: such a seed's rounds ran under two code versions
             rows[-1]["seeds resumed under other code"] = mixed
         if refs:
@@ -196,6 +199,30 @@ def summarise(runs: pd.DataFrame, metric: str, target: float, reference: str = "
     return out
 
 
+def attach_choices(table: pd.DataFrame, choices: dict[str, dict]) -> pd.DataFrame:
+    """The step size each method's tuning job chose (`choose-lr` / `scan-lr` JSON, by method) as columns: `chosen
+    lr`, `lrs tried` ("lr: rounds to target on the dev split", in order of step size) and `lr at grid edge`
+    (still at an edge of what was tried)."""
+    out = table.copy()
+    if "lr at grid edge" not in out.columns:
+        out["lr at grid edge"] = False
+    for col in ("chosen lr", "lrs tried"):
+        out[col] = pd.Series([math.nan] * len(out), dtype=object)
+    for i, method in out["method"].items():
+        c = choices.get(method)
+        if c is None:
+            continue
+        out.at[i, "chosen lr"] = float(c["sets"]["federation.lr"])
+        tried = []
+        for g in sorted(c["grid"], key=lambda g: g["lr"]):
+            r = "diverged" if g.get("diverged") else _count(math.inf if g["rounds_to_target"] is None
+                                                            else g["rounds_to_target"])
+            tried.append(f"{g['lr']:g}: {r}" + (" (extended)" if g.get("note") == "extended" else ""))
+        out.at[i, "lrs tried"] = "; ".join(tried)
+        out.loc[i, "lr at grid edge"] = bool(c.get("at_grid_edge", False))
+    return out
+
+
 def _or_inf(x: float) -> float:
     return math.inf if math.isnan(x) else x
 
@@ -213,6 +240,10 @@ def edge_choices(table: pd.DataFrame) -> list[str]:
         return []
     out = []
     for _, r in table[table["lr at grid edge"].astype(bool)].iterrows():
+        if "family" not in table.columns or pd.isna(r.get("family")):  # chosen by a tuning job (attach_choices)
+            tried = [float(t.split(":")[0]) for t in str(r["lrs tried"]).split("; ")]
+            out.append(f"{r['method']} ({float(r['chosen lr']):g} of {min(tried):g}–{max(tried):g})")
+            continue
         grid = table[table["family"] == r["family"]]["lr"]
         out.append(f"{r['family']} ({r['lr']:g} of {grid.min():g}–{grid.max():g})")
     return out
@@ -251,21 +282,30 @@ def compact_markdown(table: pd.DataFrame, metric: str) -> str:
             final = f"{_sig(mean)} ± {_sig(std)} ({n - lost})" + (f", {lost} of {n} diverged" if lost else "")
         chosen = bool(r.get("best lr", False)) and "@" in r["method"]
         edge = bool(r.get("lr at grid edge", False))
-        row = {"method": r["method"] + (" ★" if chosen else "") + (" (grid edge)" if edge else ""),
-               f"final {metric} (mean ± std (n))": final,
+        row = {"method": r["method"] + (" ★" if chosen else "") + (" (grid edge)" if edge else "")}
+        if "chosen lr" in table.columns:  # a step size chosen by a tuning job (tune / scan)
+            row["lr"] = "–" if pd.isna(r["chosen lr"]) else f"{float(r['chosen lr']):g}"
+        row.update({f"final {metric} (mean ± std (n))": final,
                "rounds to target": _count(r["rounds to target (median)"]),
-               "bytes to target": _count(r["bytes to target (median)"])}
+               "bytes to target": _count(r["bytes to target (median)"])})
         if "up bytes per client-round" in table.columns:
             row["up / down B per client-round"] = (f"{_count(r['up bytes per client-round'])} / "
                                                    f"{_count(r['down bytes per client-round'])}")
         if ref:
             row[ref.replace(" (median)", "")] = _count(r[ref])
+        if "seconds per round (mean)" in table.columns:
+            row["s per round / run"] = f"{r['seconds per round (mean)']:.1f} / {r['seconds per run (median)']:,.0f}"
         rows.append(row)
     note = "★: the step size its tuning run chose. " if "best lr" in table.columns else ""
+    if "chosen lr" in table.columns:
+        note += ("lr: the step size its tuning job chose on the dev split (tried points and their rounds to the "
+                 "target: `lrs tried` in the CSV). ")
+    if "seconds per round (mean)" in table.columns:
+        note += "Seconds per round include its evaluation (mean); per run, the median seed's total. "
     edges = edge_choices(table)
     if edges:
         note += (f"Chosen at the edge of its grid, so the best step size may lie outside it: {', '.join(edges)}; "
-                 "extend the grid (`lr_grid`) past that edge. ")
+                 "extend the grid (`lr_grid`, `tune`; a `scan` extends by itself up to 4 steps) past that edge. ")
     return (pd.DataFrame(rows).to_markdown(index=False) + "\n\n" + note +
             "Rounds and bytes to target are medians over seeds; bytes are wire bytes, up + down.")
 

@@ -19,7 +19,7 @@ SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 TIERS = sorted(p.stem for p in (ROOT / "workflows" / "config").glob("*.yaml"))  # the shipped ones and a user's
 # the shipped tiers and the runs each plans (the curvature and perf tiers have no experiments: their jobs are the
 # study's and the perf parts, tests/test_bench.py); a tier a user adds is validated below, never counted
-SHIPPED = {"ablations": 600, "curvature": 0, "default": 62, "deploy": 4, "lm": 2, "paper": 1232, "perf": 0,
+SHIPPED = {"ablations": 600, "curvature": 0, "default": 62, "deploy": 4, "lm": 48, "paper": 1232, "perf": 0,
            "smoke": 14, "zo_signsgd": 27}
 ZO = {"decomfl", "hiso", "fedzo", "fedkseed", "mezo"}
 
@@ -152,7 +152,7 @@ def test_slurm_profile_plans_only_run_jobs_remotely_with_per_model_resources(tmp
                            capture_output=True, text=True, check=True).stdout.split()
     local = re.search(r"^localrules: (.*)$", (ROOT / "Snakefile").read_text(), re.M).group(1)
     # (perf jobs are submitted too: they measure the node they land on)
-    assert set(rules) - {r.strip() for r in local.split(",")} == {"run", "study_tune", "study_eval", "perf_job"}
+    assert set(rules) - {r.strip() for r in local.split(",")} == {"run", "scan_lr", "study_tune", "study_eval", "perf_job"}
 
 
 def test_committed_budget_page_is_what_its_script_writes(tmp_path):

@@ -73,16 +73,23 @@ def choice_file(exp, method, seed):
     return [f"{OUT}/tuning/{exp}/{source}.json"]
 
 
-def choice_command(exp, method, metrics, threads):
-    """choose-lr over a `tune` grid's runs, or scan-lr for a `scan` method (hiso/scan.py)."""
+SCANS = [f"{e}/{m}" for e, spec in EXPERIMENTS.items() for m in spec.get("scans", {})]
+SCAN_PATTERN = "|".join(re.escape(s) for s in SCANS) or "(?!)"
+
+
+def scan_of(scan):
+    """'<exp>/<method>' -> (exp, method)."""
+    exp, method = scan.rsplit("/", 1)
+    return exp, method
+
+
+def scan_command(exp, method, threads):
+    """scan-lr of one scanned method (hiso/scan.py), with its tuning runs' --set assignments."""
     spec = EXPERIMENTS[exp]
-    target = f"--metric {spec['metric']} --target {spec['target']}"
-    if method not in spec.get("scans", {}):
-        return f"choose-lr --metrics {' '.join(metrics)} {target}"
     sets = " ".join(f"--set {shlex.quote(a)}" for a in plan.scan_overrides(config, spec, method))
     grid = " ".join(f"{lr!r}" for lr in spec["scans"][method])
-    return (f"scan-lr --config {spec['base']} {sets} --method {method} --grid {grid} --seed {TUNING_SEED} {target} "
-            f"--root {OUT}/runs/{exp} --threads {threads}"
+    return (f"scan-lr --config {spec['base']} {sets} --method {method} --grid {grid} --seed {TUNING_SEED} "
+            f"--metric {spec['metric']} --target {spec['target']} --root {OUT}/runs/{exp} --threads {threads}"
             + (f" --hub-mirror {shlex.quote(HUB_MIRROR)}" if HUB_MIRROR else ""))
 
 

@@ -35,27 +35,51 @@ rule run:
         "--set run.progress=false {params.gpus} {params.hub} --out {params.out} --replace-different --allow-diverged > {log} 2>&1"
 
 
-# The step size a tuned method reports with: its grid's best run on the dev split (hiso.plan.choose_lr), or, for
-# a `scan` method, the best point of an extending scan that runs its own tuning runs (hiso/scan.py).
+# The step size a tuned method reports with: its grid's best run on the dev split (hiso.plan.choose_lr).
 rule choose_lr:
     input:
         metrics=lambda w: [f"{OUT}/runs/{w.exp}/{m}/seed{TUNING_SEED}/metrics.csv"
                            for m in EXPERIMENTS[w.exp]["choices"][w.method]],
-        base=lambda w: EXPERIMENTS[w.exp]["base"] if w.method in EXPERIMENTS[w.exp].get("scans", {}) else [],
     output:
         f"{OUT}/tuning/{{exp}}/{{method}}.json",
     conda:
         ENV
     log:
         f"{OUT}/logs/tuning/{{exp}}/{{method}}.log",
-    threads: lambda w: EXPERIMENTS[w.exp].get("threads", 1)
-    priority: lambda w: EXPERIMENTS[w.exp].get("priority", 0) + 1  # a scan gates its method's reported runs
-    resources:
-        mem_mb=lambda w, attempt: resource(w.exp, "mem_mb", 4000),
-        runtime=lambda w, attempt: resource(w.exp, "runtime", 60) * 4,
     params:
         py=PY,
-        cmd=lambda w, input, threads: choice_command(w.exp, w.method, input.metrics, threads),
+        metric=lambda w: EXPERIMENTS[w.exp]["metric"],
+        target=lambda w: EXPERIMENTS[w.exp]["target"],
+    shell:
+        "{params.py} -m hiso choose-lr --metrics {input.metrics} --metric {params.metric} --target {params.target} "
+        "--out {output} > {log} 2>&1"
+
+
+# The same choice for a `scan` method: one job runs the method's tuning runs while scanning (hiso/scan.py), so
+# it is compute, submitted like a run job on a cluster; it writes the file choose_lr would.
+ruleorder: scan_lr > choose_lr
+
+
+rule scan_lr:
+    input:
+        base=lambda w: EXPERIMENTS[scan_of(w.scan)[0]]["base"],
+    output:
+        f"{OUT}/tuning/{{scan}}.json",
+    wildcard_constraints:
+        scan=SCAN_PATTERN,  # "<exp>/<method>" of every scanned method of the tier
+    conda:
+        ENV
+    log:
+        f"{OUT}/logs/tuning/{{scan}}.log",
+    threads: lambda w: EXPERIMENTS[scan_of(w.scan)[0]].get("threads", 1)
+    priority: lambda w: EXPERIMENTS[scan_of(w.scan)[0]].get("priority", 0) + 1  # it gates the method's runs
+    resources:
+        gpu=lambda w: EXPERIMENTS[scan_of(w.scan)[0]].get("gpu", 0),
+        mem_mb=lambda w, attempt: resource(scan_of(w.scan)[0], "mem_mb", 4000),
+        runtime=lambda w, attempt: 4 * resource(scan_of(w.scan)[0], "runtime", 60),
+    params:
+        py=PY,
+        cmd=lambda w, threads: scan_command(*scan_of(w.scan), threads),
     shell:
         "{params.py} -m hiso {params.cmd} --out {output} > {log} 2>&1"
 

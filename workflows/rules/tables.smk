@@ -2,6 +2,7 @@
 rule table:
     input:
         metrics=lambda w: metrics_of(w.exp),
+        choices=lambda w: [f"{OUT}/tuning/{w.exp}/{m}.json" for m in EXPERIMENTS[w.exp].get("choices", {})],
         script="workflows/scripts/summarise.py",
         code=code_of("workflows/scripts/summarise.py"),
     output:
@@ -16,9 +17,10 @@ rule table:
         target=lambda w: EXPERIMENTS[w.exp]["target"],
         metric=lambda w: EXPERIMENTS[w.exp]["metric"],
         tuning=lambda w: tuning_arg(w.exp),
+        choices=lambda w, input: f"--choices {' '.join(input.choices)}" if input.choices else "",
     shell:
         "{params.py} {input.script} --metrics {input.metrics} --metric {params.metric} --target {params.target} "
-        "{params.tuning} --csv {output.csv} --md {output.md} > {log} 2>&1"
+        "{params.tuning} {params.choices} --csv {output.csv} --md {output.md} > {log} 2>&1"
 
 
 # Every reported number of the paper beside the regenerated one (tiers with `paper_results:`).

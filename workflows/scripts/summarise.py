@@ -1,10 +1,13 @@
 """Summary table of one experiment (CSV + Markdown), from its runs' metrics only."""
 import argparse
+import json
 import logging
 from pathlib import Path
 
 from hiso.io import atomic_write
-from hiso.results import HIGHER_IS_BETTER, compact_markdown, edge_choices, load_runs, provenance_line, summarise
+
+from hiso.results import (HIGHER_IS_BETTER, attach_choices, compact_markdown, edge_choices, load_runs,
+                          provenance_line, summarise)
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--root", default=None, help="every run under this folder (<method>/seed<k>/metrics.csv)")
@@ -16,8 +19,12 @@ ap.add_argument("--md", required=True)
 ap.add_argument("--tuning-seed", type=int, default=None,
                 help="runs of this seed are the lr grid's tuning runs (dev split): they pick each method's lr "
                      "and are left out of every reported statistic")
+ap.add_argument("--choices", nargs="*", default=[],
+                help="tuning/<exp>/<method>.json of the methods whose step size a tuning job chose (tune / scan)")
 a = ap.parse_args()
 table = summarise(load_runs(a.root, a.metrics), a.metric, a.target, tuning_seed=a.tuning_seed)
+if a.choices:
+    table = attach_choices(table, {Path(p).stem: json.loads(Path(p).read_text()) for p in a.choices})
 for edge in edge_choices(table):  # in the job's log and marked in the table
     logging.warning("step size chosen at the edge of its grid: %s; extend lr_grid past it", edge)
 atomic_write(Path(a.csv), table.to_csv(index=False))

@@ -1,0 +1,131 @@
+"""Step-size scans in the workflow (`scan:` in an experiment, hiso/scan.py): the protocol of hiso/tuning.py on
+the dev split, extending past an edge where the best lies, resumable, planned and shown in the tables."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from hiso import plan
+from hiso.results import attach_choices, compact_markdown, edge_choices, summarise
+from hiso.scan import scan
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS = ["method=decomfl", "federation.rounds=60", "run.eval_every=10", "task.dev_fraction=0.15",
+          "run.checkpoint_every=20"]
+
+
+@pytest.fixture(scope="module")
+def scanned(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scan")
+    # target 0: no point reaches it, so the final dev loss ranks them; on this budget 0.01 beats 0.003, so the
+    # best starts at the grid's top edge and the scan must extend past it
+    choice = scan(ROOT / "workflows/config/base/digits.yaml", DIGITS, "decomfl", [0.003, 0.01], 100, "test_loss",
+                  0.0, root)
+    return root, choice
+
+
+def test_a_scan_extends_past_an_edge_until_an_inner_point_is_best(scanned):
+    root, choice = scanned
+    grid = {g["lr"]: g for g in choice["grid"]}
+    assert any(g["note"] == "extended" and g["lr"] > 0.01 for g in grid.values())
+    best = min(grid.values(), key=lambda g: g["final_test_loss"])
+    assert choice["sets"] == {"federation.lr": best["lr"]} and choice["method"] == f"decomfl@{best['lr']:g}"
+    assert min(grid) < best["lr"] < max(grid) and choice["at_grid_edge"] is False
+    for g in grid.values():  # every tried point is a run folder of the tuning seed on the dev split
+        meta = json.loads((root / g["method"] / "seed100" / "run.json").read_text())
+        assert meta["config"]["run"]["eval_split"] == "dev" and meta["config"]["seed"] == 100
+        assert meta["config"]["federation"]["lr"] == g["lr"]
+
+
+def test_a_scan_run_again_reads_its_points_back_without_computing(scanned):
+    root, choice = scanned
+    stamps = {p: p.stat().st_mtime_ns for p in root.glob("*/seed100/metrics.csv")}
+    again = scan(ROOT / "workflows/config/base/digits.yaml", DIGITS, "decomfl", [0.003, 0.01], 100, "test_loss", 0.0,
+                 root)
+    assert again == choice
+    assert {p: p.stat().st_mtime_ns for p in root.glob("*/seed100/metrics.csv")} == stamps
+
+
+def test_scan_lr_refuses_a_bad_value_before_compute_and_writes_nothing(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "hiso", "scan-lr", "--config", "workflows/config/base/digits.yaml",
+                        "--set", "method=decomfl", "--set", "federation.mu=-1", "--method", "decomfl", "--grid",
+                        "0.01", "--seed", "100", "--metric", "accuracy", "--target", "0.5", "--root",
+                        str(tmp_path / "runs"), "--out", str(tmp_path / "choice.json")],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 2 and "federation.mu" in p.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "choice.json").exists()
+
+
+def tier(scan_spec):
+    return {"results": "r", "seeds": [0, 1], "tuning_seed": 100,
+            "experiments": {"e": {"base": "workflows/config/base/digits.yaml", "metric": "accuracy", "target": 0.5,
+                                  "tuning_sets": {"task.dev_fraction": 0.15},
+                                  "methods": {"decomfl": {"method": "decomfl"}, "fedavg": {"method": "fedavg",
+                                                                                           "federation.lr": 0.3}},
+                                  "scan": scan_spec}}}
+
+
+def test_plan_a_scanned_method_reports_at_its_choice_and_checks_the_scan_config():
+    cfg = tier({"decomfl": [0.03, 0.01]})
+    exps = plan.experiments(cfg)
+    spec = exps["e"]
+    assert spec["scans"] == {"decomfl": [0.01, 0.03]} and spec["choices"] == {"decomfl": []}
+    assert plan.lr_source(spec, "decomfl") == "decomfl" and plan.lr_source(spec, "fedavg") is None
+    assert plan.runs_of(cfg, spec) == [("decomfl", 0), ("decomfl", 1), ("fedavg", 0), ("fedavg", 1)]
+    loaded = {(m, s): c for _, m, s, c in plan.run_configs(cfg, exps, ROOT)}
+    scan_cfg = loaded[("decomfl@0.03", 100)]  # the scan's first point, as its job loads it
+    assert scan_cfg.run.eval_split == "dev" and scan_cfg.task["dev_fraction"] == 0.15
+    assert "run.eval_split=dev" in plan.scan_overrides(cfg, spec, "decomfl")
+
+
+@pytest.mark.parametrize("bad,why", [({"fedzo": [0.01]}, "does not run"), ({"decomfl": [0.0, 0.01]}, "positive"),
+                                     ({"decomfl": []}, "positive")])
+def test_plan_refuses_a_scan_it_cannot_run(bad, why):
+    with pytest.raises(ValueError, match=why):
+        plan.experiments(tier(bad))
+
+
+def test_the_workflow_runs_a_scan_job_before_the_method_s_reported_runs(tmp_path):
+    path = tmp_path / "scan.yaml"
+    cfg = tier({"decomfl": [0.01, 0.03]})
+    cfg["results"] = str(tmp_path / "r")
+    path.write_text(yaml.safe_dump(cfg))
+    p = subprocess.run([str(Path(sys.executable).parent / "snakemake"), "-n", "-p", "--cores", "1", "--configfile",
+                        str(path)], cwd=ROOT, capture_output=True, text=True, check=True)
+    out = p.stdout
+    assert out.count("-m hiso scan-lr") == 1 and "--grid 0.01 0.03 --seed 100" in out
+    assert "--set-file " + str(tmp_path / "r/tuning/e/decomfl.json") in out
+    assert "--choices " + str(tmp_path / "r/tuning/e/decomfl.json") in out  # the table shows the choice
+
+
+def test_tables_show_the_chosen_step_size_the_points_tried_and_an_edge(tmp_path):
+    rows = []
+    for method in ("decomfl", "fedavg"):
+        for seed in (0, 1):
+            d = tmp_path / method / f"seed{seed}"
+            d.mkdir(parents=True)
+            pd.DataFrame([{"round": r, "accuracy": 0.2 * r, "bytes_up": 10, "bytes_down": 10, "forward_passes": 6,
+                           "wall_seconds": 2.0 + seed, "train_loss": 1.0} for r in (1, 2, 3)]).to_csv(
+                d / "metrics.csv", index=False)
+            rows.append(d / "metrics.csv")
+    from hiso.results import load_runs
+    table = summarise(load_runs(paths=rows), "accuracy", 0.5)
+    assert table.set_index("method").loc["decomfl", "seconds per round (mean)"] == 2.5
+    assert table.set_index("method").loc["decomfl", "seconds per run (median)"] == 7.5
+    choice = {"sets": {"federation.lr": 0.03}, "method": "decomfl@0.03", "at_grid_edge": True,
+              "grid": [{"lr": 0.01, "rounds_to_target": None, "diverged": False, "note": "grid"},
+                       {"lr": 0.03, "rounds_to_target": 3, "diverged": False, "note": "extended"}]}
+    shown = attach_choices(table, {"decomfl": choice}).set_index("method")
+    assert shown.loc["decomfl", "chosen lr"] == 0.03 and bool(shown.loc["decomfl", "lr at grid edge"])
+    assert shown.loc["decomfl", "lrs tried"] == "0.01: not reached; 0.03: 3 (extended)"
+    assert not bool(shown.loc["fedavg", "lr at grid edge"]) and pd.isna(shown.loc["fedavg", "chosen lr"])
+    assert edge_choices(shown.reset_index()) == ["decomfl (0.03 of 0.01–0.03)"]
+    md = compact_markdown(shown.reset_index(), "accuracy")
+    cells = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in md.splitlines()
+             if line.startswith("| ") and not line.startswith("| method")}
+    assert cells["decomfl (grid edge)"][0] == "0.03" and cells["fedavg"][0] == "–"
+    assert cells["decomfl (grid edge)"][-1] == "2.5 / 8"  # seconds per round / per run (median of 6 and 9 s)
