@@ -5,9 +5,15 @@ import logging
 from pathlib import Path
 
 from hiso.io import atomic_write
-
-from hiso.results import (HIGHER_IS_BETTER, attach_choices, compact_markdown, edge_choices, load_runs,
-                          provenance_line, summarise)
+from hiso.results import (
+    HIGHER_IS_BETTER,
+    attach_choices,
+    compact_markdown,
+    edge_choices,
+    load_runs,
+    provenance_line,
+    summarise,
+)
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--root", default=None, help="every run under this folder (<method>/seed<k>/metrics.csv)")
