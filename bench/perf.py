@@ -95,6 +95,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="the flower part's rounds per deployment")
     ap.add_argument("--tier", default="default", help="the tier the tier part runs (workflows/config/<tier>.yaml)")
     ap.add_argument("--cores", type=int, default=2, help="the tier part's snakemake --cores")
+    ap.add_argument("--keep", default=None, help="the tier part: move its results folder here (pages to publish)")
     ap.add_argument("--out", default=None, help="write <out>_<part>.csv")
     ap.add_argument("--csv", default=None, help="the one part's rows (with a single --only part)")
     ap.add_argument("--meta", default=None, help="a JSON of the part, its arguments, the machine, load and wall time")
@@ -116,7 +117,7 @@ def main() -> None:
              "portable": lambda: kernels.bench_portable(args.repeats),
              "frozen": lambda: perf_frozen.bench_frozen(args.rounds),
              "warm": lambda: warm_runner.measure(args.repeats),
-             "tier": lambda: process.bench_tier(args.tier, args.cores), "flower": lambda: bench_flower(args.rounds)}
+             "tier": lambda: process.bench_tier(args.tier, args.cores, args.keep), "flower": lambda: bench_flower(args.rounds)}
     for part in only:
         load0, t0 = os.getloadavg()[0], time.perf_counter()
         df = pd.DataFrame(parts[part]())

@@ -115,17 +115,22 @@ def bench_clients(rounds: int) -> list[dict]:
 
 
 
-def bench_tier(tier: str, cores: int) -> list[dict]:
-    """The tier's snakemake run in a copy of the workflow (so the repository's .snakemake and results stay
-    untouched), then the same command again (nothing to do)."""
+def bench_tier(tier: str, cores: int, keep: str | None = None) -> list[dict]:
+    """The tier's snakemake run in a copy of the working tree (every file git tracks or would track, and .git, so
+    its pages name the commit; the repository's .snakemake and results stay untouched), then the same command
+    again (nothing to do).  `keep`: the first run's results folder is moved there (replacing it), so the
+    measured run's pages can be published."""
     import shutil
     import tempfile
+    from hiso.gitinfo import git
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
-        repo.mkdir()
-        shutil.copy2(ROOT / "Snakefile", repo)
-        for d in ("workflows", "figures", "paper_results", "hiso", "baselines", "bench", "docs"):
-            shutil.copytree(ROOT / d, repo / d, ignore=shutil.ignore_patterns("__pycache__"))
+        files = git("ls-files", "--cached", "--others", "--exclude-standard", "-z", cwd=ROOT).split("\0")
+        for f in filter(None, files):
+            if (ROOT / f).is_file():
+                (repo / f).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / f, repo / f)
+        shutil.copytree(ROOT / ".git", repo / ".git")
         cmd = [sys.executable, "-m", "snakemake", "--cores", str(cores), "--configfile",
                f"workflows/config/{tier}.yaml", "--config", f"results={tmp}/out"]
         times, logs = [], []
@@ -136,6 +141,9 @@ def bench_tier(tier: str, cores: int) -> list[dict]:
             logs.append(p.stdout + p.stderr)
             if p.returncode:
                 raise RuntimeError(f"{' '.join(cmd)} exited with {p.returncode}:\n{logs[-1][-3000:]}")
+        if keep:
+            shutil.rmtree(keep, ignore_errors=True)
+            shutil.move(f"{tmp}/out", keep)
     jobs = [int(m[-1]) if (m := re.findall(r"^total\s+(\d+)", log, re.M)) else 0 for log in logs]
     row = {"tier": tier, "cores": cores, "jobs": jobs[0], "wall_min": times[0] / 60, "rerun_jobs": jobs[1],
            "rerun_s": times[1]}

@@ -16,7 +16,8 @@ rule perf_job:
         py=PY,
         args=lambda w: " ".join(
             f"--{k} {','.join(map(str, v)) if isinstance(v, list) else v}"
-            for k, v in PERF_JOBS[w.job].items() if k in ("models", "repeats", "P", "tier", "cores", "rounds")),
+            for k, v in PERF_JOBS[w.job].items() if k in ("models", "repeats", "P", "tier", "cores", "rounds"))
+        + (f" --keep {PERF_OUT}/{PERF_JOBS[w.job]['keep']}" if "keep" in PERF_JOBS[w.job] else ""),
         part=lambda w: PERF_JOBS[w.job]["part"],
     wildcard_constraints:
         job="|".join(re.escape(j) for j in PERF_JOBS) or "(?!)",
