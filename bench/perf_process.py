@@ -122,6 +122,7 @@ def bench_tier(tier: str, cores: int, keep: str | None = None) -> list[dict]:
     measured run's pages can be published."""
     import shutil
     import tempfile
+
     from hiso.gitinfo import git
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"

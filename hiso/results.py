@@ -177,6 +177,14 @@ def summarise(runs: pd.DataFrame, metric: str, target: float, reference: str = "
             rows[-1]["tuning rounds to target"] = tuning.get(method, {}).get("rounds", math.nan)
             rows[-1][f"tuning final {metric}"] = tuning.get(method, {}).get("final", math.nan)
     out = pd.DataFrame(rows)
+    if refs and ref_name in set(out["method"]):  # the paper's ratios against the reference (DeComFL) at a glance
+        ref = out.set_index("method").loc[ref_name]
+        best, target = f"rounds to {ref_name}'s best (median)", "rounds to target (median)"
+        out[f"speed-up to {ref_name}'s best"] = [_ratio(ref[best], x) for x in out[best]]
+        out[f"speed-up to target over {ref_name}"] = [_ratio(ref[target], x) for x in out[target]]
+        for col in ("bytes per round (mean)", "bytes to target (median)"):
+            name = col.split(" (")[0]
+            out[f"{name} over {ref_name}'s"] = [_ratio(x, ref[col]) for x in out[col]]
     fam = out["method"].str.split("@").str[0]
     if (fam != out["method"]).any():
         out.insert(1, "family", fam)
@@ -221,6 +229,11 @@ def attach_choices(table: pd.DataFrame, choices: dict[str, dict]) -> pd.DataFram
         out.at[i, "lrs tried"] = "; ".join(tried)
         out.loc[i, "lr at grid edge"] = bool(c.get("at_grid_edge", False))
     return out
+
+
+def _ratio(a: float, b: float) -> float:
+    """a / b, nan unless both are finite and b is not 0 (a count never reached has no ratio)."""
+    return float(a) / float(b) if math.isfinite(a) and math.isfinite(b) and b != 0 else math.nan
 
 
 def _or_inf(x: float) -> float:

@@ -2,7 +2,8 @@
 # <results>/pages/<name>/, ready to publish as docs/results/ (cp -r <results>/pages/* docs/results/).
 rule results_page:
     input:
-        tables=lambda w: [f"{OUT}/tables/{e}.csv" for e in EXPERIMENTS],
+        tables=lambda w: [f"{OUT}/tables/{e}.csv" for e in EXPERIMENTS]
+        + ([f"{OUT}/tables/paper-claims.csv"] if config["page"].get("paper_claims") else []),
         figures=lambda w: [f"{OUT}/figures/convergence_{e}.png" for e in EXPERIMENTS]
         + [f"{OUT}/figures/sweep_{n}.png" for n in page_sweeps()],
         readings=lambda w: config["page"].get("readings", []),
@@ -33,3 +34,21 @@ rule results_page:
         "--figures-rel {wildcards.page}/figures --experiments {params.experiments} --sweeps {params.sweeps} "
         "{params.readings} --command {params.command:q} --commit {params.commit} --date {params.date} "
         "--md {output.md} > {log} 2>&1"
+
+
+# The paper's claims as ranges over its tables' cells (pages with `paper_claims: true`), for the readings to cite.
+rule paper_claims:
+    input:
+        reported="paper_results/reported.csv",
+        script="workflows/scripts/paper_claims.py",
+        code=code_of("workflows/scripts/paper_claims.py"),
+    output:
+        f"{OUT}/tables/paper-claims.csv",
+    conda:
+        ENV
+    log:
+        f"{OUT}/logs/tables/paper-claims.log",
+    params:
+        py=PY,
+    shell:
+        "{params.py} {input.script} --reported {input.reported} --csv {output} > {log} 2>&1"

@@ -64,6 +64,8 @@ def render(a) -> str:
         if path.exists():
             tables[exp] = pd.read_csv(path)
             metrics[exp] = next(c for c in tables[exp].columns if c.startswith("final ") and c.endswith(" mean"))[6:-5]
+    for path in sorted(Path(a.tables).glob("*.csv")):  # other tables the readings may cite (paper-claims.csv)
+        tables.setdefault(path.stem, pd.read_csv(path))
     readings = sections(Path(a.readings).read_text()) if a.readings else {}
     fig_rel = a.figures_rel.rstrip("/")
     out = [f"# {a.title}\n",
