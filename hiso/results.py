@@ -43,6 +43,8 @@ def load_runs(root: str | Path | None = None, paths=None) -> pd.DataFrame:
         info = path.parent / "run.json"
         meta = json.loads(info.read_text()) if info.exists() else {}
         df["status"] = meta.get("status", "unknown")
+        for key, value in (meta.get("initial_eval") or {}).items():  # the starting model (round 0)
+            df[f"initial {key}"] = value
         codes = {(s.get("git_sha"), json.dumps(s.get("packages"), sort_keys=True)) for s in meta.get("segments", [])}
         df["mixed_code"] = len(codes) > 1  # resumed under other code than it started with
         df["bytes_total"] = df["bytes_up"] + df["bytes_down"]
@@ -162,6 +164,8 @@ def summarise(runs: pd.DataFrame, metric: str, target: float, reference: str = "
                      "bytes per round (mean)": float(grp["bytes_total"].mean()),
                      "rounds": int(last["round"].iloc[0]),
                      "rounds to best (median)": float(np.nanmedian(to_best)) if ok else math.nan,
+                     f"initial {metric} mean": (float(grp.groupby("seed")[f"initial {metric}"].first().mean())
+                                                if f"initial {metric}" in grp else math.nan),
                      "payload bytes per client-round": payload_per_client_round(grp),
                      **per_client_round(grp),
                      # measured cost: a round's seconds include its evaluation; a run's, every round's

@@ -141,3 +141,67 @@ def test_counts_read_as_whole_numbers_and_bytes_up_and_down_apart(tmp_path):
     assert t.loc[0, "up bytes per client-round"] == 5 and t.loc[0, "down bytes per client-round"] == 2.5
     assert "| up / down B per client-round" in compact_markdown(t, "accuracy") and "5 / 2.5" in compact_markdown(
         t, "accuracy")
+
+
+def test_ratios_against_decomfl_and_the_starting_model(tmp_path):
+    """speed-up = DeComFL's rounds / the method's (to target, to DeComFL's best); bytes = the method's / DeComFL's;
+    a count never reached has no ratio; `initial <metric> mean` is the round-0 evaluation of run.json."""
+    for s in (0, 1):
+        write_run(tmp_path, "decomfl", s, [0.1, 0.3, 0.5, 0.6])  # target 0.5 at round 3, its best at round 4
+        write_run(tmp_path, "hiso", s, [0.5, 0.6, 0.7, 0.7])
+        write_run(tmp_path, "fedzo", s, [0.1, 0.1, 0.1, 0.1])
+        meta = tmp_path / "decomfl" / f"seed{s}" / "run.json"
+        meta.write_text(json.dumps({"status": "complete", "initial_eval": {"accuracy": 0.1 + 0.1 * s}}))
+    d = tmp_path / "fedzo"
+    for s in (0, 1):  # ten times DeComFL's bytes per round
+        m = pd.read_csv(d / f"seed{s}" / "metrics.csv").assign(bytes_up=100, bytes_down=50)
+        m.to_csv(d / f"seed{s}" / "metrics.csv", index=False)
+    t = summarise(load_runs(tmp_path), "accuracy", 0.5).set_index("method")
+    assert t.loc["hiso", "speed-up to target over decomfl"] == 3.0
+    assert t.loc["hiso", "speed-up to decomfl's best"] == 2.0  # DeComFL's best 0.6 at round 4, HiSo at 2
+    assert math.isnan(t.loc["fedzo", "speed-up to target over decomfl"])
+    assert t.loc["fedzo", "bytes per round over decomfl's"] == 10.0 and t.loc["decomfl", "bytes per round over decomfl's"] == 1.0
+    assert math.isclose(t.loc["decomfl", "initial accuracy mean"], 0.15)
+    assert math.isnan(t.loc["hiso", "initial accuracy mean"])  # its run.json has no round-0 evaluation
+
+
+def test_the_papers_claims_are_ranges_over_its_reported_cells():
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "workflows" / "scripts"))
+    try:
+        from paper_claims import claims
+    finally:
+        sys.path.pop(0)
+    rep = pd.read_csv(root / "paper_results" / "reported.csv")
+    c = claims(rep).set_index("method")
+    t2 = rep[rep.source == "HiSo Table 2"].pivot_table(index=["model", "task"], columns="method", values="value")
+    assert c.loc["hiso speed-up to decomfl's best", "cells"] == len(t2) == 9
+    assert c.loc["hiso speed-up to decomfl's best", "max"] == (t2["decomfl"] / t2["hiso"]).max() == 1350 / 250
+    assert c.loc["fedzo bytes over decomfl's", "cells"] == 3 and c.loc["fedzo bytes over decomfl's", "min"] > 1e7
+    assert 0 < c.loc["fedavg metric minus decomfl's", "min"] <= c.loc["fedavg metric minus decomfl's", "max"]
+    assert subprocess.run([sys.executable, str(root / "workflows/scripts/paper_claims.py"), "--reported",
+                           str(root / "paper_results/reported.csv"), "--csv", "/dev/null"], cwd=root).returncode == 0
+
+
+def test_a_page_s_readings_cite_any_table_beside_it(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    pd.DataFrame([{"method": "hiso", "seeds": 2, "seeds diverged": 0, "final accuracy mean": 0.5,
+                   "final accuracy std": 0.1, "rounds to target (median)": 3.0, "bytes to target (median)": 90.0}]
+                 ).to_csv(tables / "e.csv", index=False)
+    pd.DataFrame([{"method": "hiso speed-up", "min": 1.4, "max": 5.4}]).to_csv(tables / "paper-claims.csv", index=False)
+    readings = tmp_path / "r.md"
+    readings.write_text("## e\n\nHiSo: {{e|hiso|rounds to target (median)}} rounds; paper: "
+                        "{{paper-claims|hiso speed-up|min}}-{{paper-claims|hiso speed-up|max}}.\n")
+    out = tmp_path / "page.md"
+    subprocess.run([sys.executable, str(root / "workflows/scripts/results_page.py"), "--title", "t", "--tables",
+                    str(tables), "--experiments", "e", "--readings", str(readings), "--command", "c", "--commit", "x",
+                    "--date", "d", "--md", str(out)], check=True, cwd=root)
+    assert "HiSo: 3 rounds; paper: 1.40-5.40." in out.read_text()
