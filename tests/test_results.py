@@ -3,6 +3,7 @@ import json
 import math
 
 import pandas as pd
+import pytest
 
 from hiso.results import load_runs, summarise
 
@@ -205,3 +206,32 @@ def test_a_page_s_readings_cite_any_table_beside_it(tmp_path):
                     str(tables), "--experiments", "e", "--readings", str(readings), "--command", "c", "--commit", "x",
                     "--date", "d", "--md", str(out)], check=True, cwd=root)
     assert "HiSo: 3 rounds; paper: 1.40-5.40." in out.read_text()
+
+
+def test_claims_check_says_where_a_claim_holds_and_where_it_does_not():
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "workflows" / "scripts"))
+    try:
+        from paper_claims import check, claims
+    finally:
+        sys.path.pop(0)
+    paper = claims(pd.read_csv(root / "paper_results" / "reported.csv"))
+    inf = math.inf
+    summary = pd.DataFrame({  # a loss experiment: HiSo slower than DeComFL, FedAvg better, FedZO heavier
+        "method": ["decomfl", "hiso", "fedzo", "fedavg"],
+        "final test_loss mean": [0.9, 1.0, 0.95, 0.6],
+        "speed-up to decomfl's best": [1.0, 0.5, 1.0, 3.0],
+        "bytes to target over decomfl's": [1.0, inf, 2e4, 2e4],
+        "bytes per round over decomfl's": [1.0, 1.0, 4.8e4, 4.8e4]})
+    c = check(paper, {"e": summary}).set_index("method")
+    assert c.loc["e: hiso speed-up to decomfl's best", "holds"] == "no"
+    assert c.loc["e: hiso speed-up to decomfl's best", "range"] == "below the paper's cells"
+    assert c.loc["e: hiso bytes over decomfl's", "holds"] == "not measured"  # HiSo never reached the target
+    assert c.loc["e: fedzo bytes over decomfl's", "holds"] == "yes"
+    assert c.loc["e: fedzo bytes over decomfl's", "range"] == "below the paper's cells"  # d = 1.3 B there
+    assert c.loc["e: fedavg metric minus decomfl's", "measured"] == pytest.approx(0.3)  # lower loss is better
+    assert c.loc["e: fedavg metric minus decomfl's", "holds"] == "yes"
+    no_hiso = check(paper, {"e": summary[summary.method != "hiso"]}).set_index("method")
+    assert no_hiso.loc["e: hiso speed-up to decomfl's best", "holds"] == "not measured"

@@ -3,7 +3,8 @@
 rule results_page:
     input:
         tables=lambda w: [f"{OUT}/tables/{e}.csv" for e in EXPERIMENTS]
-        + ([f"{OUT}/tables/paper-claims.csv"] if config["page"].get("paper_claims") else []),
+        + ([f"{OUT}/tables/paper-claims.csv", f"{OUT}/tables/claims-check.csv"] if config["page"].get("paper_claims")
+           else []),
         figures=lambda w: [f"{OUT}/figures/convergence_{e}.png" for e in EXPERIMENTS]
         + [f"{OUT}/figures/sweep_{n}.png" for n in page_sweeps()],
         readings=lambda w: config["page"].get("readings", []),
@@ -36,14 +37,17 @@ rule results_page:
         "--md {output.md} > {log} 2>&1"
 
 
-# The paper's claims as ranges over its tables' cells (pages with `paper_claims: true`), for the readings to cite.
+# The paper's claims as ranges over its tables' cells (pages with `paper_claims: true`), for the readings to cite,
+# and each experiment's measured counterpart beside them (claims-check.csv: holds or not, within the range or not).
 rule paper_claims:
     input:
         reported="paper_results/reported.csv",
+        tables=lambda w: [f"{OUT}/tables/{e}.csv" for e in EXPERIMENTS],
         script="workflows/scripts/paper_claims.py",
         code=code_of("workflows/scripts/paper_claims.py"),
     output:
-        f"{OUT}/tables/paper-claims.csv",
+        csv=f"{OUT}/tables/paper-claims.csv",
+        check=f"{OUT}/tables/claims-check.csv",
     conda:
         ENV
     log:
@@ -51,4 +55,5 @@ rule paper_claims:
     params:
         py=PY,
     shell:
-        "{params.py} {input.script} --reported {input.reported} --csv {output} > {log} 2>&1"
+        "{params.py} {input.script} --reported {input.reported} --csv {output.csv} --tables {input.tables} "
+        "--check {output.check} > {log} 2>&1"

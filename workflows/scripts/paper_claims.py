@@ -8,13 +8,37 @@ from, computed from paper_results/reported.csv (the transcription of HiSo Tables
     fedzo bytes over decomfl's       Table 3 (OPT-1.3B)                    FedZO's / DeComFL's
     fedavg bytes over decomfl's      Table 3                               FedAvg's / DeComFL's
     fedavg metric minus decomfl's    Table 3                               FedAvg's final accuracy or F1 - DeComFL's
+
+With --tables (the tier's experiment summaries) it also writes --check: one row per experiment and claim
+(placeholders {{claims-check|<experiment>: <claim>|holds}}, ...) setting the measured counterpart beside the
+paper's range, so that a page says where a claim holds and where it does not from the numbers themselves:
+
+    claim                          measured (summary table of the experiment)               holds when
+    hiso speed-up to decomfl's best  hiso's `speed-up to decomfl's best` (median rounds)     > 1
+    hiso bytes over decomfl's        hiso's `bytes to target over decomfl's`                 < 1
+    fedzo bytes over decomfl's       fedzo's `bytes per round over decomfl's`                > 1
+    fedavg bytes over decomfl's      fedavg's `bytes per round over decomfl's`               > 1
+    fedavg metric minus decomfl's    FedAvg's final metric better than DeComFL's by (signed  > 0
+                                     so that > 0 is better also for losses)
+`range` says whether the measured value lies within, below or above the paper's cells; a ratio that the runs
+cannot form (a method never reached the target, or is not in the experiment) is `not measured`.
 """
 import argparse
+import math
 from pathlib import Path
 
 import pandas as pd
 
 from hiso.io import atomic_write
+from hiso.results import HIGHER_IS_BETTER
+
+CHECKS = {  # claim -> (method, summary column or None for the metric difference, holds when)
+    "hiso speed-up to decomfl's best": ("hiso", "speed-up to decomfl's best", lambda v: v > 1),
+    "hiso bytes over decomfl's": ("hiso", "bytes to target over decomfl's", lambda v: v < 1),
+    "fedzo bytes over decomfl's": ("fedzo", "bytes per round over decomfl's", lambda v: v > 1),
+    "fedavg bytes over decomfl's": ("fedavg", "bytes per round over decomfl's", lambda v: v > 1),
+    "fedavg metric minus decomfl's": ("fedavg", None, lambda v: v > 0),
+}
 
 
 def claims(rep: pd.DataFrame) -> pd.DataFrame:
@@ -35,11 +59,47 @@ def claims(rep: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def measured(t: pd.DataFrame, method: str, column: str | None) -> float:
+    """The experiment's counterpart of a claim (nan where the runs cannot form it)."""
+    if method not in t.index:
+        return math.nan
+    if column is not None:
+        return float(t.loc[method, column]) if column in t.columns else math.nan
+    col = next(c for c in t.columns if c.startswith("final ") and c.endswith(" mean"))
+    if "decomfl" not in t.index:
+        return math.nan
+    sign = 1.0 if HIGHER_IS_BETTER.get(col[len("final "):-len(" mean")], True) else -1.0
+    return sign * (float(t.loc[method, col]) - float(t.loc["decomfl", col]))
+
+
+def check(paper: pd.DataFrame, summaries: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    paper = paper.set_index("method")
+    rows = []
+    for exp, t in summaries.items():
+        t = t.set_index("method")
+        for claim, (method, column, holds) in CHECKS.items():
+            v = measured(t, method, column)
+            lo, hi = paper.loc[claim, "min"], paper.loc[claim, "max"]
+            ok = math.isfinite(v)
+            rows.append({"method": f"{exp}: {claim}", "experiment": exp, "claim": claim, "measured": v,
+                         "paper min": lo, "paper max": hi,
+                         "holds": ("yes" if holds(v) else "no") if ok else "not measured",
+                         "range": (("below" if v < lo else "above" if v > hi else "within") + " the paper's cells")
+                         if ok else "not measured"})
+    return pd.DataFrame(rows)
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reported", required=True)
     ap.add_argument("--csv", required=True)
+    ap.add_argument("--tables", nargs="*", default=[], help="experiment summaries <experiment>.csv")
+    ap.add_argument("--check", help="the measured-against-claimed table (with --tables)")
     a = ap.parse_args()
     table = claims(pd.read_csv(a.reported))
+    if a.check:
+        checked = check(table, {Path(p).stem: pd.read_csv(p) for p in a.tables})
+        atomic_write(Path(a.check), checked.to_csv(index=False))
+        print(checked.to_string(index=False))
     atomic_write(Path(a.csv), table.to_csv(index=False))
     print(table.to_string(index=False))
