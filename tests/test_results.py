@@ -166,16 +166,23 @@ def test_ratios_against_decomfl_and_the_starting_model(tmp_path):
     assert math.isnan(t.loc["hiso", "initial accuracy mean"])  # its run.json has no round-0 evaluation
 
 
+def paper_claims_module():
+    """workflows/scripts/paper_claims.py, imported from its folder (scripts are not a package)."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "workflows" / "scripts" / "paper_claims.py"
+    spec = importlib.util.spec_from_file_location("paper_claims", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_the_papers_claims_are_ranges_over_its_reported_cells():
     import subprocess
     import sys
     from pathlib import Path
     root = Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(root / "workflows" / "scripts"))
-    try:
-        from paper_claims import claims
-    finally:
-        sys.path.pop(0)
+    claims = paper_claims_module().claims
     rep = pd.read_csv(root / "paper_results" / "reported.csv")
     c = claims(rep).set_index("method")
     t2 = rep[rep.source == "HiSo Table 2"].pivot_table(index=["model", "task"], columns="method", values="value")
@@ -209,14 +216,10 @@ def test_a_page_s_readings_cite_any_table_beside_it(tmp_path):
 
 
 def test_claims_check_says_where_a_claim_holds_and_where_it_does_not():
-    import sys
     from pathlib import Path
     root = Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(root / "workflows" / "scripts"))
-    try:
-        from paper_claims import check, claims
-    finally:
-        sys.path.pop(0)
+    module = paper_claims_module()
+    check, claims = module.check, module.claims
     paper = claims(pd.read_csv(root / "paper_results" / "reported.csv"))
     inf = math.inf
     summary = pd.DataFrame({  # a loss experiment: HiSo slower than DeComFL, FedAvg better, FedZO heavier
