@@ -238,3 +238,33 @@ def test_claims_check_says_where_a_claim_holds_and_where_it_does_not():
     assert c.loc["e: fedavg metric minus decomfl's", "holds"] == "yes"
     no_hiso = check(paper, {"e": summary[summary.method != "hiso"]}).set_index("method")
     assert no_hiso.loc["e: hiso speed-up to decomfl's best", "holds"] == "not measured"
+
+
+def test_claims_check_bounds_a_ratio_where_only_one_method_reached_the_point():
+    """A method that never reached a point needs more than its whole run: the ratio is one-sided, and the
+    claim is decided where the bound decides it (never called 'not measured' when the runs do decide it)."""
+    from pathlib import Path
+    module = paper_claims_module()
+    paper = module.claims(pd.read_csv(Path(__file__).resolve().parents[1] / "paper_results" / "reported.csv"))
+    inf = math.inf
+    summary = pd.DataFrame({  # 10 rounds of 275 B: HiSo reached the target, DeComFL did not; HiSo never
+        "method": ["decomfl", "hiso"],  # reached DeComFL's best (round 8)
+        "final test_loss mean": [1.0, 1.1], "rounds": [10, 10], "bytes per round (mean)": [275.0, 275.0],
+        "rounds to decomfl's best (median)": [8.0, inf], "speed-up to decomfl's best": [1.0, math.nan],
+        "bytes to target (median)": [inf, 2200.0], "bytes to target over decomfl's": [math.nan, math.nan],
+        "bytes per round over decomfl's": [1.0, 1.0]})
+    c = module.check(paper, {"e": summary}).set_index("method")
+    speed = c.loc["e: hiso speed-up to decomfl's best"]
+    assert (speed["bound"], speed["measured"], speed["holds"]) == ("at most", pytest.approx(0.8), "no")
+    assert speed["range"] == "below the paper's cells; hiso never reached the point in its run"
+    byts = c.loc["e: hiso bytes over decomfl's"]
+    assert (byts["bound"], byts["measured"], byts["holds"]) == ("at most", pytest.approx(0.8), "yes")
+    assert byts["range"] == "at most 0.8; the paper's cells span 0.389-2.2; decomfl never reached the point in its run"
+    both_missed = summary.assign(**{"bytes to target (median)": [inf, inf]})
+    c = module.check(paper, {"e": both_missed}).set_index("method")
+    assert c.loc["e: hiso bytes over decomfl's", "holds"] == "not measured"
+    assert c.loc["e: hiso bytes over decomfl's", "range"] == "neither method reached the point in the budget"
+    slower = summary.assign(**{"bytes to target (median)": [2200.0, inf]})  # DeComFL reached it, HiSo not
+    c = module.check(paper, {"e": slower}).set_index("method")
+    assert (c.loc["e: hiso bytes over decomfl's", "bound"], c.loc["e: hiso bytes over decomfl's", "holds"]) \
+        == ("at least", "no")

@@ -20,8 +20,12 @@ paper's range, so that a page says where a claim holds and where it does not fro
     fedavg bytes over decomfl's      fedavg's `bytes per round over decomfl's`               > 1
     fedavg metric minus decomfl's    FedAvg's final metric better than DeComFL's by (signed  > 0
                                      so that > 0 is better also for losses)
-`range` says whether the measured value lies within, below or above the paper's cells; a ratio that the runs
-cannot form (a method never reached the target, or is not in the experiment) is `not measured`.
+`range` says whether the measured value lies within, below or above the paper's cells.  The two ratios of
+points reached (HiSo's speed-up, HiSo's bytes to the target) are one-sided where only one of the two methods
+reached the point within the budget: a method that never reached it needs more than its whole run, so the
+ratio has a bound (`bound`: "at most" / "at least", with the bound as `measured`), and `holds` is decided
+where the bound decides it.  A ratio the runs cannot form or bound (neither method reached the point, or a
+method is not in the experiment) is `not measured`.
 """
 import argparse
 import math
@@ -38,6 +42,12 @@ CHECKS = {  # claim -> (method, summary column or None for the metric difference
     "fedzo bytes over decomfl's": ("fedzo", "bytes per round over decomfl's", lambda v: v > 1),
     "fedavg bytes over decomfl's": ("fedavg", "bytes per round over decomfl's", lambda v: v > 1),
     "fedavg metric minus decomfl's": ("fedavg", None, lambda v: v > 0),
+}
+# claims that divide two points reached: claim -> (the summary column per method, its whole-run cost, the
+# ratio's numerator: "ref" for reference / method (a speed-up), "method" for method / reference)
+REACHED = {
+    "hiso speed-up to decomfl's best": ("rounds to decomfl's best (median)", "rounds", "ref"),
+    "hiso bytes over decomfl's": ("bytes to target (median)", "bytes", "method"),
 }
 
 
@@ -72,20 +82,55 @@ def measured(t: pd.DataFrame, method: str, column: str | None) -> float:
     return sign * (float(t.loc[method, col]) - float(t.loc["decomfl", col]))
 
 
+def bounded(t: pd.DataFrame, method: str, claim: str) -> tuple[float, str]:
+    """(bound, "at most" | "at least") where only one of method and DeComFL reached the claim's point; else
+    (nan, "")."""
+    if claim not in REACHED or method not in t.index or "decomfl" not in t.index:
+        return math.nan, ""
+    column, cost, numerator = REACHED[claim]
+    if column not in t.columns:
+        return math.nan, ""
+
+    def whole_run(m):  # what a method spent in its whole run: more than it needs for a point it never reached
+        rounds = float(t.loc[m, "rounds"])
+        return rounds if cost == "rounds" else rounds * float(t.loc[m, "bytes per round (mean)"])
+    a, ref = float(t.loc[method, column]), float(t.loc["decomfl", column])
+    if math.isfinite(a) == math.isfinite(ref) or whole_run(method if math.isinf(a) else "decomfl") <= 0:
+        return math.nan, ""
+    if math.isinf(a):  # the method needs more than its run: its side of the ratio is bounded from below
+        a, grows = whole_run(method), numerator == "method"
+    else:
+        ref, grows = whole_run("decomfl"), numerator == "ref"
+    ratio = a / ref if numerator == "method" else ref / a
+    return ratio, ("at least" if grows else "at most")
+
+
 def check(paper: pd.DataFrame, summaries: dict[str, pd.DataFrame]) -> pd.DataFrame:
     paper = paper.set_index("method")
     rows = []
     for exp, t in summaries.items():
         t = t.set_index("method")
         for claim, (method, column, holds) in CHECKS.items():
-            v = measured(t, method, column)
+            v, bound = measured(t, method, column), ""
+            if not math.isfinite(v):
+                v, bound = bounded(t, method, claim)
             lo, hi = paper.loc[claim, "min"], paper.loc[claim, "max"]
-            ok = math.isfinite(v)
+            verdict, where = "not measured", ("neither method reached the point in the budget"
+                                              if claim in REACHED and {method, "decomfl"} <= set(t.index)
+                                              else "not measured")
+            if math.isfinite(v) and not bound:
+                verdict = "yes" if holds(v) else "no"
+                where = ("below" if v < lo else "above" if v > hi else "within") + " the paper's cells"
+            elif math.isfinite(v):  # one-sided: decided where both ends of the possible values agree
+                far = 0.0 if bound == "at most" else math.inf
+                verdict = ("yes" if holds(v) else "no") if holds(v) == holds(far) else "not measured"
+                beyond = (bound == "at most" and v < lo) or (bound == "at least" and v > hi)
+                where = (("below" if bound == "at most" else "above") + " the paper's cells" if beyond else
+                         f"{bound} {v:.3g}; the paper's cells span {lo:.3g}-{hi:.3g}")
+                missed = method if math.isinf(float(t.loc[method, REACHED[claim][0]])) else "decomfl"
+                where += f"; {missed} never reached the point in its run"
             rows.append({"method": f"{exp}: {claim}", "experiment": exp, "claim": claim, "measured": v,
-                         "paper min": lo, "paper max": hi,
-                         "holds": ("yes" if holds(v) else "no") if ok else "not measured",
-                         "range": (("below" if v < lo else "above" if v > hi else "within") + " the paper's cells")
-                         if ok else "not measured"})
+                         "bound": bound, "paper min": lo, "paper max": hi, "holds": verdict, "range": where})
     return pd.DataFrame(rows)
 
 
