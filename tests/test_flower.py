@@ -43,18 +43,22 @@ def groups_alive(pgids: list[int]) -> list[int]:
 
 
 def test_three_supernodes_equal_the_simulator_bitwise(tmp_path):
-    run(config("simulator"), tmp_path / "sim")
+    # 8 rounds: two evaluations and checkpoints, and clients catching up on the rounds they missed
+    def cfg8(engine):
+        return config(engine, {"eval_every": 4, "checkpoint_every": 4}, rounds=8)
+    run(cfg8("simulator"), tmp_path / "sim")
     from hiso.flower.deploy import deploy
     seen = {}
 
     def during(procs, folder, info):
         seen["pgids"] = [p.pid for _, p in procs.procs]
-    deploy(config("flower"), tmp_path / "dep", during=during)
+    deploy(cfg8("flower"), tmp_path / "dep", during=during)
     assert_same_run(tmp_path / "sim", tmp_path / "dep")
     outcome = json.loads((tmp_path / "dep/flower/outcome.json").read_text())
     assert outcome["replicas_equal_server"] == {"0": True, "1": True, "2": True}  # every client's replay
     m = pd.read_csv(tmp_path / "dep/metrics.csv")
     assert (m["flower_bytes_up"] > m["bytes_up"]).all() and (m["dropped_clients"] == "[]").all()
+    assert (m["bytes_down_catchup"] > 0).any()
     assert len(seen["pgids"]) == 4 and not groups_alive(seen["pgids"])  # SuperLink, 3 SuperNodes: all gone
 
 
