@@ -113,7 +113,7 @@ def palette(names) -> dict[str, str]:
     return out
 
 
-def color(method: str, i: int = 0) -> str:
+def color(method: str) -> str:
     """The method family's colour: its fixed one, else a free colour derived from its name (`palette` also keeps
     the names of one figure apart)."""
     return palette([method])[method]
