@@ -93,6 +93,8 @@ def _main(argv: list[str]) -> int:
     s.add_argument("--target", type=float, required=True)
     s.add_argument("--root", required=True, help="folder of the tried points' run folders")
     s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--hold", action="store_true", help="a point reaches the target only where it stays there "
+                   "to the end of the budget (hiso/scan.py)")
     s.add_argument("--out", required=True, help="JSON file: the choice ('sets') and every tried point")
     s.add_argument("--hub-mirror", default=None, metavar="DIR", help="as for run")
     args = ap.parse_args(argv)
@@ -112,7 +114,7 @@ def _main(argv: list[str]) -> int:
         exit_on_signals()
         try:
             choice = scan(args.config, args.set, args.method, args.grid, args.seed, args.metric, args.target,
-                          args.root, threads=args.threads)
+                          args.root, threads=args.threads, hold=args.hold)
         except ConfigError as e:  # refused before compute
             print(f"config error: {e}", file=sys.stderr)
             return 2

@@ -73,6 +73,16 @@ def to_target(run: pd.DataFrame, metric: str, target: float) -> dict:
             "forward_passes": int(row["cum_forward_passes"]), "seconds": float(row["cum_wall_seconds"])}
 
 
+def to_hold(run: pd.DataFrame, metric: str, target: float) -> dict:
+    """First evaluated round from which `metric` stays at the target through the run's last evaluation, with
+    the cumulative cost at that round (inf when the last evaluation misses it): a run that reaches the target
+    and leaves it again has not reached it."""
+    ev = run.dropna(subset=[metric])
+    missed = ev[~reached(ev[metric], metric, target)]
+    after = ev if missed.empty else ev[ev["round"] > missed["round"].max()]
+    return to_target(after, metric, target)
+
+
 def best_of(run: pd.DataFrame, metric: str) -> float:
     """The best evaluated value of one run (max accuracy / min suboptimality)."""
     ev = run[metric].dropna()

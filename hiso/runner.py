@@ -189,7 +189,7 @@ def _segment(old_segments: list, from_round: int, p: dict) -> list:
 
 def run(cfg: Config, out_dir: str | Path | None = None, *, replace_different: bool = False, restart: bool = False,
         stop_after: int | None = None, federation_hook=None, deployed: bool = False,
-        on_evaluate=None) -> RunResult:
+        on_evaluate=None, continue_stopped: bool = False) -> RunResult:
     """Run (or resume) one configuration and return its metrics.
 
     The folder's writer lock is taken first (RunDirError: held by another run, or unwritable).  A folder
@@ -201,7 +201,8 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, replace_different: bo
     evaluation (studies: diagnostics of the learned H, their own stop rules) and stops the run (complete,
     `stopped` in run.json) when it returns a reason.  `deployed` marks the call inside a Flower ServerApp
     (hiso/flower/app.py), which runs this same loop with the clients in SuperNodes; without it a flower config
-    is refused here: hiso.run.run starts the deployment first.
+    is refused here: hiso.run.run starts the deployment first.  `continue_stopped` continues a run that a stop
+    rule ended (`stopped` in run.json) from its final checkpoint to the budget: exactly the run never stopped.
     """
     if cfg.federation.engine == "flower" and not deployed:
         raise ValueError("federation.engine: flower runs through hiso.run.run, which starts the SuperNodes")
@@ -214,7 +215,7 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, replace_different: bo
     try:
         if restart:
             rundir.clear()
-        old = _prior(cfg, rundir, replace_different)
+        old = _prior(cfg, rundir, replace_different, continue_stopped)
         if old.get("status") in FINAL:
             metrics = pd.read_csv(rundir.path / "metrics.csv")
             if old["status"] != "complete":
@@ -225,7 +226,7 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, replace_different: bo
         rundir.unlock()
 
 
-def _prior(cfg: Config, rundir: RunDir, replace_different: bool) -> dict:
+def _prior(cfg: Config, rundir: RunDir, replace_different: bool, continue_stopped: bool = False) -> dict:
     """The folder's earlier run.json when this config continues it ({} for a fresh start)."""
     old = rundir.read_info()
     if old is None:  # a fresh start: no checkpoint left by something else may be resumed or fallen back to
@@ -240,6 +241,9 @@ def _prior(cfg: Config, rundir: RunDir, replace_different: bool) -> dict:
     # the same computation: equal hashes, or equal configs once options added later at their defaults are dropped
     same = old.get("config_hash") == new_hash or _identity(old.get("config", {})) == _identity(new_config)
     finished = old.get("status") in FINAL and (rundir.path / "metrics.csv").exists()
+    if same and continue_stopped and finished and old["status"] == "complete" and old.get("stopped"):
+        (rundir.path / "metrics.csv").unlink()  # rounds are a function of (seed, round) and the log: resumable
+        return {k: v for k, v in old.items() if k != "stopped"} | {"status": "running"}
     if same:
         return old if finished or old.get("status") == "running" else {**old, "status": "running"}
     if extends(old.get("config", {}), new_config):

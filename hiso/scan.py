@@ -6,25 +6,32 @@ grid step at a time); refined once when no point reached the target.  A point sl
 stops at that many rounds (runs are deterministic, so the cap cannot change the choice), and every point stops
 at the target, since only its rounds to the target and its metric there rank it.
 
+With `hold` (a tier's `scan_hold: true`), a point has reached the target only from the round after which it
+stays there to the end of the budget (results.to_hold): no point stops at the target, the cap stops only a
+point that is not at the target then, and a point stopped at the target by an earlier scan is continued from
+its checkpoint.  On a problem where a large step size reaches the target and then leaves it (federated ZO on
+a pretrained LM), this keeps the scan from choosing it.
+
 Every tried point is a run folder <root>/<method>@<lr>/seed<seed> (metrics.csv, run.json, checkpoints), so a
 killed scan resumes: finished points are read back, an interrupted one continues from its checkpoint.  The
 choice file has the format of `hiso choose-lr` (plan.choose_lr): {"sets": {"federation.lr": lr}, "method",
 "at_grid_edge", "grid": one row per tried point}; the reported runs read it with `hiso run --set-file`.
 
     python -m hiso scan-lr --config BASE [--set KEY=VALUE ...] --method NAME --grid LR [LR ...] --seed 100
-        --metric test_loss --target 0.8 --root results/runs/<exp> --out results/tuning/<exp>/<method>.json
+        --metric test_loss --target 0.8 --root results/runs/<exp> --out results/tuning/<exp>/<method>.json [--hold]
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-from .results import HIGHER_IS_BETTER, load_runs, reached, to_target
+from .results import HIGHER_IS_BETTER, load_runs, reached, to_hold, to_target
 from .tuning import MAX_EXTENSION, tune
 
 
 def scan(base: str | Path, overrides: list[str], method: str, grid: list[float], seed: int, metric: str,
-         target: float, root: str | Path, threads: int = 1, max_extension: int = MAX_EXTENSION) -> dict:
+         target: float, root: str | Path, threads: int = 1, max_extension: int = MAX_EXTENSION,
+         hold: bool = False) -> dict:
     """Tune one method's step size; returns the choice (see the module docstring)."""
     from .config import load_config
     from .runner import RunFailed, run
@@ -38,15 +45,16 @@ def scan(base: str | Path, overrides: list[str], method: str, grid: list[float],
                                        f"run.threads={threads}", "run.progress=false", "run.eval_split=dev"])
 
         def stop(fed, task, row):  # the two stop rules: the target, and twice the best point's rounds
-            if reached(row[metric], metric, target):
+            at_target = reached(row[metric], metric, target)
+            if at_target and not hold:
                 return "target reached"
-            if cap is not None and row["round"] >= cap:
+            if cap is not None and row["round"] >= cap and not (hold and at_target):
                 return f"stopped at {cap} rounds (twice the best so far)"
             return None
         out = Path(root) / name / f"seed{seed}"
         diverged = False
         try:
-            run(cfg, out, replace_different=True, on_evaluate=stop)
+            run(cfg, out, replace_different=True, on_evaluate=stop, continue_stopped=hold)
         except RunFailed as e:
             if e.status != "diverged":
                 raise
@@ -54,9 +62,10 @@ def scan(base: str | Path, overrides: list[str], method: str, grid: list[float],
         runs = load_runs(paths=[out / "metrics.csv"]).sort_values("round")
         values = runs[metric].dropna()
         final = math.nan if diverged or values.empty else float(values.iloc[-1])
-        rounds = math.inf if diverged else to_target(runs, metric, target)["rounds"]
+        rounds = math.inf if diverged else (to_hold if hold else to_target)(runs, metric, target)["rounds"]
         row = {"method": name, "lr": float(lr), "diverged": diverged, "rounds_to_target": rounds,
-               f"final_{metric}": final, "rounds_run": int(runs["round"].max()), "note": note or "grid"}
+               f"final_{metric}": final, "rounds_run": int(runs["round"].max()), "note": note or "grid",
+               "criterion": "target held to the end" if hold else "target reached"}
         rows[float(lr)] = row
         print(f"scan {name}: rounds to target {rounds}, {metric} {final:.4g}"
               + (" (diverged)" if diverged else ""), flush=True)

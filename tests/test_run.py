@@ -115,6 +115,22 @@ def test_a_finished_run_extends_to_more_rounds_exactly(cfg_factory, tmp_path):
         run(cfg(8), tmp_path / "ext")
 
 
+def test_a_run_a_stop_rule_ended_continues_exactly_with_continue_stopped(cfg_factory, tmp_path):
+    """A run stopped by on_evaluate is final (rerunning changes nothing), unless continue_stopped: then it goes on
+    from its final checkpoint to the budget and equals the run that was never stopped (a hold scan's points)."""
+    cfg = cfg_factory(task=DIGITS["task"], federation={**DIGITS["federation"], "rounds": 20},
+                      run={"eval_every": 4, "checkpoint_every": 0, "progress": False})
+    stopped = run(cfg, tmp_path / "s", on_evaluate=lambda fed, task, row: "enough" if row["round"] >= 8 else None)
+    assert len(stopped.metrics) == 8 and "stopped" in json.loads((tmp_path / "s" / "run.json").read_text())
+    assert len(run(cfg, tmp_path / "s").metrics) == 8  # final without the flag
+    continued = run(cfg, tmp_path / "s", continue_stopped=True).metrics
+    fresh = run(cfg, tmp_path / "fresh").metrics
+    pd.testing.assert_frame_equal(no_wall(continued), no_wall(fresh), check_exact=True)
+    info = json.loads((tmp_path / "s" / "run.json").read_text())
+    assert info["status"] == "complete" and "stopped" not in info and info["rounds_done"] == 20
+    assert len(run(cfg, tmp_path / "s", continue_stopped=True).metrics) == 20  # complete now: nothing to continue
+
+
 def test_a_run_made_before_an_option_existed_keeps_its_identity(cfg_factory, tmp_path):
     """Options added later (at their defaults) do not turn finished runs into "different" ones; a real change does."""
     cfg = cfg_factory(**{**DIGITS, "federation": {**DIGITS["federation"], "rounds": 6}})

@@ -89,15 +89,19 @@ def test_plan_refuses_a_scan_it_cannot_run(bad, why):
         plan.experiments(tier(bad))
 
 
-def test_the_workflow_runs_a_scan_job_before_the_method_s_reported_runs(tmp_path):
+@pytest.mark.parametrize("hold", [False, True])
+def test_the_workflow_runs_a_scan_job_before_the_method_s_reported_runs(tmp_path, hold):
     path = tmp_path / "scan.yaml"
     cfg = tier({"decomfl": [0.01, 0.03]})
     cfg["results"] = str(tmp_path / "r")
+    if hold:
+        cfg["experiments"]["e"]["scan_hold"] = True
     path.write_text(yaml.safe_dump(cfg))
     p = subprocess.run([str(Path(sys.executable).parent / "snakemake"), "-n", "-p", "--cores", "1", "--configfile",
                         str(path)], cwd=ROOT, capture_output=True, text=True, check=True)
     out = p.stdout
     assert out.count("-m hiso scan-lr") == 1 and "--grid 0.01 0.03 --seed 100" in out
+    assert ("--hold" in out) == hold  # scan_hold: true -> hiso/scan.py's hold criterion
     assert "--set-file " + str(tmp_path / "r/tuning/e/decomfl.json") in out
     assert "--choices " + str(tmp_path / "r/tuning/e/decomfl.json") in out  # the table shows the choice
 
@@ -129,3 +133,53 @@ def test_tables_show_the_chosen_step_size_the_points_tried_and_an_edge(tmp_path)
              if line.startswith("| ") and not line.startswith("| method")}
     assert cells["decomfl (grid edge)"][0] == "0.03" and cells["fedavg"][0] == "–"
     assert cells["decomfl (grid edge)"][-1] == "2.5 / 8"  # seconds per round / per run (median of 6 and 9 s)
+
+
+CURVES = {0.1: [0.9, 0.4, 0.6, 1.0, 1.5],  # reaches the target (0.5) at round 4, then leaves it
+          0.03: [0.9, 0.7, 0.45, 0.4, 0.35],  # reaches it at round 6 and stays
+          0.01: [0.95, 0.9, 0.8, 0.7, 0.6]}
+
+
+def fake_run(cfg, out, replace_different=False, on_evaluate=None, continue_stopped=False):
+    """The runner's contract for a scan, on test-loss curves given per step size (evaluations every 2 of 10
+    rounds; a step size not in CURVES stays at 2.0): stops where on_evaluate says so."""
+    curve = CURVES.get(round(cfg.federation.lr, 6), [2.0] * 5)
+    rows = []
+    for i, loss in enumerate(curve):
+        for r in (2 * i + 1, 2 * i + 2):
+            rows.append({"round": r, "test_loss": loss if r % 2 == 0 else None, "bytes_up": 10, "bytes_down": 10,
+                         "forward_passes": 12, "wall_seconds": 1.0})
+        if on_evaluate(None, None, rows[-1]):
+            break
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(out / "metrics.csv", index=False)
+    (out / "run.json").write_text(json.dumps({"status": "complete"}))
+
+
+@pytest.mark.parametrize("hold, chosen", [(False, 0.1), (True, 0.03)])
+def test_a_hold_scan_rejects_a_step_size_that_reaches_the_target_and_leaves_it(tmp_path, monkeypatch, hold, chosen):
+    """By default the first round at the target ranks a point (0.1: round 4, then it leaves the target); with
+    hold, only the round from which it stays there to the end of the budget does (0.03: round 6)."""
+    import hiso.runner
+    monkeypatch.setattr(hiso.runner, "run", fake_run)
+    sets = ["method=decomfl", "federation.rounds=10", "run.eval_every=2"]
+    choice = scan(ROOT / "workflows/config/base/digits.yaml", sets, "decomfl", [0.01, 0.03, 0.1], 100,
+                  "test_loss", 0.5, tmp_path, hold=hold)
+    assert choice["sets"] == {"federation.lr": chosen}
+    grid = {g["lr"]: g for g in choice["grid"]}
+    assert grid[0.1]["rounds_to_target"] == (None if hold else 4)
+    assert grid[0.1]["rounds_run"] == (10 if hold else 4)  # a hold scan never stops at the target
+    assert grid[0.03]["rounds_to_target"] == 6
+    assert {g["criterion"] for g in grid.values()} == {"target held to the end" if hold else "target reached"}
+
+
+def test_to_hold_counts_from_the_round_after_which_the_target_holds():
+    from hiso.results import to_hold, to_target
+    run = pd.DataFrame({"round": [2, 4, 6, 8, 10], "test_loss": [0.9, 0.4, 0.6, 0.45, 0.4],
+                        "cum_bytes_total": [2, 4, 6, 8, 10], "cum_forward_passes": [1, 2, 3, 4, 5],
+                        "cum_wall_seconds": [1.0, 2, 3, 4, 5]})
+    assert to_target(run, "test_loss", 0.5)["rounds"] == 4
+    assert to_hold(run, "test_loss", 0.5) == {"rounds": 8, "bytes": 8, "forward_passes": 4, "seconds": 4.0}
+    assert to_hold(run.assign(test_loss=[0.9, 0.4, 0.4, 0.4, 0.6]), "test_loss", 0.5)["rounds"] == float("inf")
+    assert to_hold(run.assign(accuracy=[0.5, 0.8, 0.9, 0.7, 0.9]), "accuracy", 0.8)["rounds"] == 10

@@ -90,6 +90,7 @@ def scan_command(exp, method, threads):
     grid = " ".join(f"{lr!r}" for lr in spec["scans"][method])
     return (f"scan-lr --config {spec['base']} {sets} --method {method} --grid {grid} --seed {TUNING_SEED} "
             f"--metric {spec['metric']} --target {spec['target']} --root {OUT}/runs/{exp} --threads {threads}"
+            + (" --hold" if spec.get("scan_hold") else "")
             + (f" --hub-mirror {shlex.quote(HUB_MIRROR)}" if HUB_MIRROR else ""))
 
 
