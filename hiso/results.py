@@ -45,8 +45,7 @@ def load_runs(root: str | Path | None = None, paths=None) -> pd.DataFrame:
         df["status"] = meta.get("status", "unknown")
         for key, value in (meta.get("initial_eval") or {}).items():  # the starting model (round 0)
             df[f"initial {key}"] = value
-        codes = {(s.get("git_sha"), json.dumps(s.get("packages"), sort_keys=True)) for s in meta.get("segments", [])}
-        df["mixed_code"] = len(codes) > 1  # resumed under other code than it started with
+        df["mixed_code"] = len(_codes_that_ran_rounds(meta)) > 1  # resumed under other code than it started with
         df["bytes_total"] = df["bytes_up"] + df["bytes_down"]
         for col in ("bytes_total", "bytes_up", "bytes_down", "forward_passes", "wall_seconds"):
             df[f"cum_{col}"] = df[col].cumsum()
@@ -54,6 +53,15 @@ def load_runs(root: str | Path | None = None, paths=None) -> pd.DataFrame:
     if not frames:
         raise FileNotFoundError(f"no runs found under {root or paths} (expected <method>/seed<k>/metrics.csv)")
     return pd.concat(frames, ignore_index=True)
+
+
+def _codes_that_ran_rounds(meta: dict) -> set:
+    """The (commit, packages) of run.json's segments that computed at least one round: a process that reopened
+    a finished run, or stopped before its first round, computed nothing under its code."""
+    segs = meta.get("segments", [])
+    ends = [s.get("from_round", 0) for s in segs[1:]] + [meta.get("rounds_done", float("inf"))]
+    return {(s.get("git_sha"), json.dumps(s.get("packages"), sort_keys=True))
+            for s, end in zip(segs, ends) if s.get("from_round", 0) < end}
 
 
 def reached(values, metric: str, target: float):

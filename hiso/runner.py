@@ -314,7 +314,9 @@ def _run(cfg: Config, rundir: RunDir | None, old: dict, stop_after, federation_h
     else:  # resumed: measured by the first process
         info["initial_eval"] = old.get("initial_eval")
     if out is not None:
-        info["segments"] = _segment(old.get("segments", []) if rows else [], fed.rounds_done, info)
+        finished = rows and fed.rounds_done >= cfg.federation.rounds  # reopened with nothing left to compute
+        segs = old.get("segments", []) if rows else []
+        info["segments"] = segs if finished else _segment(segs, fed.rounds_done, info)
         info["status"] = "running"
         atomic_write(out / "run.json", json.dumps(info, indent=2))
 

@@ -151,6 +151,22 @@ def test_run_json_keeps_a_segment_per_process_and_warns_when_code_changed(cfg_fa
     run(cfg, tmp_path / "hiso" / "seed1")  # one process, one segment
     table = summarise(load_runs(tmp_path), "rel_suboptimality", 0.5)
     assert table.set_index("method").loc["hiso", "seeds resumed under other code"] == 1
+    # reopening a finished run under other code computes nothing: no segment, no warning, not mixed
+    done = tmp_path / "hiso" / "seed1" / "run.json"
+    info = json.loads(done.read_text())
+    info["segments"][0]["git_sha"] = "0" * 40
+    done.write_text(json.dumps(info))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="hiso.run"):
+        run(cfg, done.parent)
+    assert "under other code" not in caplog.text
+    info = json.loads(done.read_text())
+    assert [s["git_sha"] for s in info["segments"]] == ["0" * 40]
+    # run.json from a runner that recorded such an empty segment (at the final round) is read the same way
+    info["segments"].append({**info["segments"][0], "git_sha": "1" * 40, "from_round": info["rounds_done"]})
+    done.write_text(json.dumps(info))
+    table = summarise(load_runs(tmp_path), "rel_suboptimality", 0.5)
+    assert table.set_index("method").loc["hiso", "seeds resumed under other code"] == 1
 
 
 def test_an_unwritable_out_is_refused_before_compute(tmp_path, cfg_factory):
