@@ -334,7 +334,7 @@ def compact_markdown(table: pd.DataFrame, metric: str) -> str:
     note = "★: the step size its tuning run chose. " if "best lr" in table.columns else ""
     if "chosen lr" in table.columns:
         note += ("lr: the step size its tuning job chose on the dev split (tried points and their rounds to the "
-                 "target: `lrs tried` in the CSV). ")
+                 "target by the scan's criterion: `lrs tried` in the CSV). ")
     if "seconds per round (mean)" in table.columns:
         note += "Seconds per round include its evaluation (mean); per run, the median seed's total. "
     edges = edge_choices(table)
