@@ -2,8 +2,8 @@
 # CPU default; `--configfile workflows/config/<tier>.yaml` picks another tier.
 from pathlib import Path
 
-if not config:  # `--configfile` picks a tier; without one, the embedded CPU default
-    configfile: "workflows/config/default.yaml"
+if not workflow.overwrite_configfiles:  # `--configfile` picks a tier; without one, the embedded CPU default
+    configfile: "workflows/config/default.yaml"  # (`--config key=value` still applies on top of it)
 
 report: "workflows/report/workflow.rst"
 

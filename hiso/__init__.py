@@ -12,5 +12,10 @@ Where things live:
     tasks/         quadratic (synthetic spectrum), digits (federated CNN), text (LM classification, SQuAD)
     run.py         one config -> metrics.csv + run.json (resumable); CLI in __main__.py
     results.py     reading runs back for tables and figures
+    numerics.py    portable CPU numerics: the same bits on any x86-64 CPU (set here, before torch)
 """
 __version__ = "0.1.0"
+
+from . import numerics as _numerics  # pins the CPU kernels (HISO_NUMERICS) before anything imports torch
+
+_numerics.setup()

@@ -138,6 +138,12 @@ def _main(argv: list[str]) -> int:
         except RuntimeError as e:
             print(f"gpu slot: {e}", file=sys.stderr)
             return 2
+    from .numerics import NumericsError, mode
+    try:
+        mode()
+    except NumericsError as e:
+        print(f"numerics: {e}", file=sys.stderr)
+        return 2
     exit_on_signals()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("hiso.run").setLevel(logging.INFO)  # one line per evaluation in every run log

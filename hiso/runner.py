@@ -30,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from . import numerics
 from .config import NOT_COMPUTED, Config, canonical, task_options
 from .curvature import CurvatureError
 from .federation import Federation
@@ -66,12 +67,13 @@ def provenance() -> dict:
             "python": sys.version.split()[0], "packages": versions, "hub_mirror": hub,
             # "warm": forked from hiso.warm's server (a workflow's local jobs), "cold": its own interpreter
             "runner": "warm" if os.environ.get("HISO_WARM_CHILD") else "cold",
-            "hardware": {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(),
+            "hardware": {"machine": platform.machine(), "processor": numerics.cpu()["model"], "cpus": os.cpu_count(),
                          "torch_threads": torch.get_num_threads(),
                          # only a process that already uses CUDA asks it for a name (a probe before a fork would
                          # cost every forked child its CUDA); a GPU run's device name is also in its stream
                          "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_initialized() else None},
-            **backend_state()}
+            # the CPU kernels that decided the run's bits, and whether they are the same on any x86-64 CPU
+            "numerics": numerics.state(), **backend_state()}
 
 
 def backend_state() -> dict:
@@ -174,6 +176,16 @@ def _same_stream(out: Path, recorded: dict | None, stream: dict | None, where: s
                           "perturb.layout and perturb.chunk), or start over with --restart")
 
 
+def _same_numerics(out: Path, recorded: dict | None, current: dict) -> None:
+    """Refuse to continue a run whose earlier rounds ran under other CPU numerics (hiso/numerics.py)."""
+    why = numerics.mismatch(recorded, current)
+    if why:
+        raise RunDirError(f"{out}: run.json records rounds computed under other CPU numerics ({why}); continuing "
+                          "here would mix two kernels' rounding in one run. Resume under the numerics it started "
+                          f"with ({numerics.MODE_ENV}=..., the same machine for native), or start over with "
+                          "--restart; nothing was removed")
+
+
 def _segment(old_segments: list, from_round: int, p: dict) -> list:
     """run.json's provenance per process that worked on the run (`p`: this process's provenance()); warns when
     the code changed since the last."""
@@ -206,8 +218,7 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, replace_different: bo
     """
     if cfg.federation.engine == "flower" and not deployed:
         raise ValueError("federation.engine: flower runs through hiso.run.run, which starts the SuperNodes")
-    if cfg.run.threads > 0:
-        torch.set_num_threads(cfg.run.threads)
+    numerics.apply_torch(cfg.run.threads)  # oneDNN off for portable convolutions; the thread count
     rundir = RunDir(out_dir) if out_dir is not None else None
     if rundir is None:
         return _run(cfg, None, {}, stop_after, federation_hook, on_evaluate)
@@ -301,6 +312,7 @@ def _run(cfg: Config, rundir: RunDir | None, old: dict, stop_after, federation_h
         _check_space(out, fed)
     if old:
         _same_stream(out, old.get("stream"), stream, "run.json")
+        _same_numerics(out, old.get("numerics"), info["numerics"])
         state = rundir.load_checkpoint()
         if state is not None:
             _same_stream(out, state.get("stream"), stream, "checkpoint.pt")

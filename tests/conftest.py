@@ -4,11 +4,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
+import hiso  # noqa: E402, F401  (first: pins the CPU numerics before torch loads, as every entry point does)
 from hiso.config import load_config  # noqa: E402
 
-torch.set_num_threads(1)
+hiso.numerics.apply_torch(1)
 
 
 def make_config(**sections):

@@ -1,0 +1,130 @@
+"""CPU numerics: which kernels decide a run's float bits, pinned so that the same config and seed give the same
+bits on any x86-64 CPU with AVX2 (AMD or Intel), and recorded in run.json.
+
+Three libraries pick their kernels by the CPU they run on, and each choice moves the last bits of a result:
+ATen's vectorised kernels (AVX2 or AVX-512), MKL's sgemm (per ISA and per vendor) and oneDNN's convolutions
+(per ISA and cache size).  Long zeroth-order runs amplify those bits into different curves.  The mode is set by
+`HISO_NUMERICS` (read when `hiso` is imported, before torch is):
+
+    portable (default)  ATEN_CPU_CAPABILITY=avx2, MKL_CBWR=COMPATIBLE (MKL's one branch that its documentation
+                        says gives the same results on Intel and non-Intel CPUs; its AVX2 branch falls back to
+                        AUTO on AMD), ONEDNN_MAX_CPU_ISA=AVX2 and convolutions without oneDNN
+                        (torch.backends.mkldnn off: ATen's own im2col + MKL), a fixed thread count (run.threads,
+                        1 when it is 0).  Its measured cost: docs/results/perf.md.
+    native              every library's own choice for this CPU: faster, bit-reproducible on this machine only.
+
+These variables are read once, when the libraries load: a process that imported torch before `hiso` cannot pin
+them, and its runs record `bit_identical_across_cpus: false`.  GPU runs record the mode too, but the claim is
+about CPU kernels only.  A resume under other numerics than the run started with is refused (hiso/runner.py).
+This module imports only the standard library at module level (the warm runner's client imports it).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+MODE_ENV = "HISO_NUMERICS"
+MODES = ("portable", "native")
+PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+# the CPU flags that decide which kernels the libraries may pick (recorded, not all of /proc/cpuinfo's)
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+             "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
+
+_pinned_before_torch: bool | None = None  # set by setup(): did hiso set the variables before torch loaded?
+
+
+class NumericsError(ValueError):
+    """HISO_NUMERICS names no mode."""
+
+
+def mode() -> str:
+    value = os.environ.get(MODE_ENV, "portable").strip().lower() or "portable"
+    if value not in MODES:
+        raise NumericsError(f"{MODE_ENV}={os.environ[MODE_ENV]!r} is not a numerics mode; use one of "
+                            f"{', '.join(MODES)} (hiso/numerics.py)")
+    return value
+
+
+def setup() -> None:
+    """Pin the portable kernels' variables in this process's environment (inherited by its children: Snakemake
+    jobs, SuperNodes, the warm runner).  Called by `hiso/__init__.py`, so before torch whenever hiso comes first."""
+    global _pinned_before_torch
+    try:
+        current = mode()
+    except NumericsError:
+        return  # reported by check(), where a refusal can be printed
+    if current == "portable":
+        os.environ.update(PORTABLE_ENV)
+    if _pinned_before_torch is None:
+        _pinned_before_torch = "torch" not in sys.modules
+
+
+def threads(requested: int) -> int:
+    """The torch thread count a run uses: `run.threads`, or under portable numerics 1 when it is 0 (a
+    machine-dependent count splits reductions differently)."""
+    return requested if requested > 0 or mode() == "native" else 1
+
+
+def apply_torch(requested_threads: int = 0) -> None:
+    """The settings torch takes at run time: oneDNN off for convolutions and the thread count."""
+    import torch
+    if mode() == "portable":
+        torch.backends.mkldnn.enabled = False
+    n = threads(requested_threads)
+    if n > 0 and torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+def cpu() -> dict:
+    """The CPU's vendor, model and ISA flags (Linux: /proc/cpuinfo; elsewhere what platform says)."""
+    import platform
+    info = {"vendor": None, "model": platform.processor() or None, "flags": []}
+    try:
+        text = open("/proc/cpuinfo").read()  # noqa: SIM115 - small, read at once
+    except OSError:
+        return info
+    fields = {}
+    for line in text.splitlines():
+        if not line.strip():
+            break  # the first processor's block describes them all
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    flags = set(fields.get("flags", "").split())
+    return {"vendor": fields.get("vendor_id"), "model": fields.get("model name") or info["model"],
+            "flags": [f for f in ISA_FLAGS if f in flags]}
+
+
+def state() -> dict:
+    """run.json's `numerics`: the mode, what it set, what the libraries report, and whether the run's bits claim
+    to be the same on any x86-64 CPU with AVX2."""
+    import torch
+    current = mode()
+    capability = torch.backends.cpu.get_cpu_capability()
+    settings = {k: os.environ.get(k) for k in PORTABLE_ENV}
+    portable = (current == "portable" and bool(_pinned_before_torch) and settings == PORTABLE_ENV
+                and capability == "AVX2" and not torch.backends.mkldnn.enabled)
+    return {"mode": current, "settings": settings, "aten_capability": capability,
+            "mkldnn_enabled": bool(torch.backends.mkldnn.enabled), "torch_threads": torch.get_num_threads(),
+            "pinned_before_torch": bool(_pinned_before_torch), "cpu": cpu(), "bit_identical_across_cpus": portable}
+
+
+def fingerprint(record: dict | None) -> dict | None:
+    """What must match for a resume to continue the same bits: the mode and its kernels; under native numerics
+    also the CPU model and the thread count (its kernels are this machine's)."""
+    if not record:
+        return None
+    keys = ["mode", "settings", "aten_capability", "mkldnn_enabled", "bit_identical_across_cpus"]
+    fp = {k: record.get(k) for k in keys}
+    if not record.get("bit_identical_across_cpus"):
+        fp.update(cpu_model=(record.get("cpu") or {}).get("model"), torch_threads=record.get("torch_threads"))
+    return fp
+
+
+def mismatch(recorded: dict | None, current: dict) -> str | None:
+    """Why a run started under `recorded` numerics cannot continue under `current` (None: it can; a run from
+    before numerics were recorded is continued under its old terms, as the stream check does)."""
+    if recorded is None:
+        return None
+    a, b = fingerprint(recorded), fingerprint(current)
+    diff = [f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in b if a.get(k) != b.get(k)]
+    return "; ".join(diff) or None
