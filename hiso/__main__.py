@@ -60,6 +60,8 @@ def _main(argv: list[str]) -> int:
     r.add_argument("--out", default=None, help="output folder (default results/runs/<name>)")
     r.add_argument("--replace-different", action="store_true",
                    help="if --out holds a run of another config, replace it instead of refusing")
+    r.add_argument("--wait-lock", action="store_true",
+                   help="if another process is writing --out, wait for it instead of refusing (the workflow's jobs)")
     r.add_argument("--restart", action="store_true",
                    help="discard the folder's state (checkpoints, metrics, run.json) and start again at round 0")
     r.add_argument("--allow-diverged", action="store_true",
@@ -154,7 +156,8 @@ def _main(argv: list[str]) -> int:
         return 2
     out = Path(args.out) if args.out else Path("results/runs") / cfg.name
     try:
-        res = run(cfg, out, replace_different=args.replace_different, restart=args.restart)
+        res = run(cfg, out, replace_different=args.replace_different, restart=args.restart,
+                  wait_lock=args.wait_lock)
     except RunDirError as e:
         print(f"run {cfg.name}: {e}", file=sys.stderr)
         return 2

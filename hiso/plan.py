@@ -207,6 +207,46 @@ def check_runs(config: dict, exps: dict, root: str | Path = ".") -> int:
         raise ValueError(f"config error: {e}") from None
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_existing(config: dict, exps: dict, root: str | Path, out: str | Path) -> None:
+    """Refuse (ValueError) at plan time a tier whose run folders hold runs of other configs: the run rule never
+    replaces them unless the tier is told to (`--config replace_different=True`).  A run the planned config
+    lengthens (more rounds) is continued, not replaced.  The run rule's own options (name, threads, progress) and
+    a tuned run's step size, which its choice file sets later, are not compared."""
+    found = []
+    for exp, method, seed, cfg in run_configs(config, exps, root):
+        record = Path(out) / "runs" / exp / method / f"seed{seed}" / "run.json"
+        if not record.is_file():
+            continue
+        try:
+            old = json.loads(record.read_text()).get("config") or {}
+        except (OSError, ValueError, AttributeError):
+            continue  # the run itself refuses an unreadable record, naming it
+        from .runner import _identity, extends
+        new = cfg.to_dict()
+        a, b = _flat(_identity(old)), _flat(_identity(new))
+        skip = {"run.threads", "seed"} | ({"federation.lr"} if lr_source(exps[exp], method) else set())
+        if all(a.get(k) == b.get(k) for k in a.keys() | b.keys() if k not in skip) or extends(old, new):
+            continue
+        diff = [f"{k}: {a.get(k)!r} there, {b.get(k)!r} planned" for k in sorted(a.keys() | b.keys())
+                if k not in skip and a.get(k) != b.get(k)]
+        found.append(f"{record.parent} ({'; '.join(diff[:3])}{'; ...' if len(diff) > 3 else ''})")
+    if found and not config.get("replace_different"):
+        more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+        raise ValueError(f"{len(found)} run folders hold runs of another config than this tier plans: "
+                         f"{'; '.join(found[:3])}{more}. Nothing was run or removed. Use another `results:` "
+                         "folder, or pass --config replace_different=True to replace them")
+
+
 def choose_lr(metrics: list[str | Path], metric: str, target: float) -> dict:
     """The grid point to report, under the suite's one criterion (hiso/tuning.py): fewest rounds to the target
     on its tuning run (dev split), ties broken by the final metric; a diverged run is never chosen.  Returns {"sets": {"federation.lr": lr}, "method": name,

@@ -20,7 +20,8 @@ from pathlib import Path
 from .io import OutputError, atomic_torch_save, atomic_write, build_dir  # noqa: F401 - the run folder's writers
 
 log = logging.getLogger(__name__)
-STATE_FILES = ("checkpoint.pt", "checkpoint.prev.pt", "metrics.csv", "metrics.partial.csv", "run.json")
+STATE_FILES = ("checkpoint.pt", "checkpoint.prev.pt", "metrics.csv", "metrics.partial.csv", "run.json",
+               "metrics.shorter.csv", "run.shorter.json")  # the last two: a finished run a lengthening set aside
 
 
 class RunDirError(RuntimeError):
@@ -34,8 +35,10 @@ class RunDir:
         self.path = Path(path)
         self._lock_file = None
 
-    def lock(self) -> None:
-        """Create the folder if needed and take its writer lock (RunDirError: unwritable, or held)."""
+    def lock(self, wait: bool = False) -> None:
+        """Create the folder if needed and take its writer lock (RunDirError: unwritable, or held).  With `wait`, a
+        held lock is waited for instead (the workflow's jobs: a second Snakemake's job for the same run must not
+        fail while the first one's job writes it, or Snakemake removes that job's finished outputs)."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             f = open(self.path / ".lock", "a+")  # noqa: SIM115 - held open for the run's life
@@ -46,9 +49,16 @@ class RunDir:
         except BlockingIOError:
             f.seek(0)
             holder = f.read().strip() or "unknown"
+            if wait:
+                log.warning("--out %s is being written by another run (pid %s); waiting for it", self.path, holder)
+                fcntl.flock(f, fcntl.LOCK_EX)
+                return self._took(f)
             f.close()
             raise RunDirError(f"--out {self.path} is being written by another run (pid {holder}); wait for it, "
                               "or choose another folder") from None
+        self._took(f)
+
+    def _took(self, f) -> None:
         f.seek(0)
         f.truncate()
         f.write(str(os.getpid()))

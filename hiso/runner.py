@@ -201,7 +201,7 @@ def _segment(old_segments: list, from_round: int, p: dict) -> list:
 
 def run(cfg: Config, out_dir: str | Path | None = None, *, replace_different: bool = False, restart: bool = False,
         stop_after: int | None = None, federation_hook=None, deployed: bool = False,
-        on_evaluate=None, continue_stopped: bool = False) -> RunResult:
+        on_evaluate=None, continue_stopped: bool = False, wait_lock: bool = False) -> RunResult:
     """Run (or resume) one configuration and return its metrics.
 
     The folder's writer lock is taken first (RunDirError: held by another run, or unwritable).  A folder
@@ -222,7 +222,7 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, replace_different: bo
     rundir = RunDir(out_dir) if out_dir is not None else None
     if rundir is None:
         return _run(cfg, None, {}, stop_after, federation_hook, on_evaluate)
-    rundir.lock()
+    rundir.lock(wait=wait_lock)
     try:
         if restart:
             rundir.clear()
@@ -253,10 +253,19 @@ def _prior(cfg: Config, rundir: RunDir, replace_different: bool, continue_stoppe
     same = old.get("config_hash") == new_hash or _identity(old.get("config", {})) == _identity(new_config)
     finished = old.get("status") in FINAL and (rundir.path / "metrics.csv").exists()
     if same and continue_stopped and finished and old["status"] == "complete" and old.get("stopped"):
-        (rundir.path / "metrics.csv").unlink()  # rounds are a function of (seed, round) and the log: resumable
-        return {k: v for k, v in old.items() if k != "stopped"} | {"status": "running"}
+        # rounds are a function of (seed, round) and the log: resumable; the stopped run is set aside only once
+        # every check has passed (_set_aside)
+        return {k: v for k, v in old.items() if k != "stopped"} | {"status": "running", SHORTER: old}
     if same:
         return old if finished or old.get("status") == "running" else {**old, "status": "running"}
+    shorter = _shorter_record(rundir)
+    if shorter is not None and _identity(shorter.get("config", {})) == _identity(new_config):
+        # a lengthening of this run was abandoned (killed, or it failed): the finished shorter run is still here
+        _restore_shorter(rundir)
+        log.warning("%s: an abandoned lengthening to %s rounds is set aside; the finished %s-round run is back",
+                    rundir.path, old.get("config", {}).get("federation", {}).get("rounds"),
+                    new_config.get("federation", {}).get("rounds"))
+        return rundir.read_info()
     if extends(old.get("config", {}), new_config):
         if finished and (old["status"] != "complete" or old.get("stopped")):
             # a longer run diverges, fails or stops at the same round: the result stands, under the longer config
@@ -264,14 +273,46 @@ def _prior(cfg: Config, rundir: RunDir, replace_different: bool, continue_stoppe
             atomic_write(rundir.path / "run.json", json.dumps(old, indent=2))
             return old
         # the same run with a larger round budget: every round is a function of (seed, round) and the log, so
-        # continuing from the checkpoint is exactly the longer run
-        (rundir.path / "metrics.csv").unlink(missing_ok=True)
-        return {**old, "status": "running", "extended_from": old.get("config", {}).get("federation", {}).get("rounds")}
+        # continuing from the checkpoint is exactly the longer run.  Nothing is touched here: the finished run is
+        # set aside (_set_aside) only after every check of the longer run has passed
+        return {**old, "status": "running", SHORTER: old if finished else None,
+                "extended_from": old.get("config", {}).get("federation", {}).get("rounds")}
     if replace_different:
         rundir.clear()
         return {}
     raise RunDirError(f"{rundir.path} holds a run of a different config (hash {old.get('config_hash')}, now "
                       f"{new_hash}); choose another output folder, or pass --replace-different")
+
+
+SHORTER = "_shorter"  # in `old`: the finished run that a lengthening (or a continued stopped run) replaces
+
+
+def _shorter_record(rundir: RunDir) -> dict | None:
+    path = rundir.path / "run.shorter.json"
+    try:
+        return json.loads(path.read_text()) if path.exists() else None
+    except (OSError, ValueError):
+        return None
+
+
+def _set_aside(rundir: RunDir, finished: dict) -> None:
+    """Before a lengthening computes its first round: keep the finished shorter run as run.shorter.json and
+    metrics.shorter.csv, so that killing or failing the longer run loses nothing (its original command restores
+    them: _prior).  The longer run's end removes them."""
+    src = rundir.path / "metrics.csv"
+    if not src.exists():
+        return
+    atomic_write(rundir.path / "run.shorter.json", json.dumps(finished, indent=2))
+    os.replace(src, rundir.path / "metrics.shorter.csv")
+
+
+def _restore_shorter(rundir: RunDir) -> None:
+    # metrics first: a crash between the two renames leaves a run.json that still names the longer run, and the
+    # next call restores again
+    if (rundir.path / "metrics.shorter.csv").exists():
+        os.replace(rundir.path / "metrics.shorter.csv", rundir.path / "metrics.csv")
+    os.replace(rundir.path / "run.shorter.json", rundir.path / "run.json")
+    (rundir.path / "metrics.partial.csv").unlink(missing_ok=True)
 
 
 def state_nbytes(obj) -> int:
@@ -286,15 +327,25 @@ def state_nbytes(obj) -> int:
     return len(obj) if isinstance(obj, (bytes, bytearray)) else 0
 
 
+def _size(n: float) -> str:
+    """Bytes as a person reads them: 512 B, 3.4 KB, 1.20 GB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{int(n)} B"
+
+
 def _check_space(out: Path, fed) -> None:
     """Refuse before the first round when the folder cannot hold two checkpoints (the new one and the previous) of
-    the real state: the model, the curvature or the optimizer's moments, the replicas of a verified run."""
+    the real state: the model, the curvature or the optimizer's moments, the replicas of a verified run.  The
+    checkpoints the run already has there count as room: each new one replaces an old one."""
     one = state_nbytes(fed.state_dict())
+    have = sum((out / n).stat().st_size for n in ("checkpoint.pt", "checkpoint.prev.pt") if (out / n).exists())
     need, free = 2 * one, shutil.disk_usage(out).free
-    if free < need:
-        raise RunDirError(f"--out {out}: {free / 1e9:.2f} GB free, but this run's checkpoints need about "
-                          f"{need / 1e9:.2f} GB (two of {one / 1e9:.2f} GB: the checkpoint and the previous one); "
-                          "free space there or choose another folder")
+    if free + have < need:
+        raise RunDirError(f"--out {out}: {_size(free)} free, but this run's checkpoints need about {_size(need)} "
+                          f"(two of {_size(one)}: the checkpoint and the previous one; {_size(have)} of them are "
+                          "there already); free space there or choose another folder; nothing was removed")
 
 
 def _run(cfg: Config, rundir: RunDir | None, old: dict, stop_after, federation_hook, on_evaluate=None) -> RunResult:
@@ -326,6 +377,8 @@ def _run(cfg: Config, rundir: RunDir | None, old: dict, stop_after, federation_h
     else:  # resumed: measured by the first process
         info["initial_eval"] = old.get("initial_eval")
     if out is not None:
+        if old.get(SHORTER):  # every check passed: the finished shorter run steps aside (restorable)
+            _set_aside(rundir, old[SHORTER])
         finished = rows and fed.rounds_done >= cfg.federation.rounds  # reopened with nothing left to compute
         segs = old.get("segments", []) if rows else []
         info["segments"] = segs if finished else _segment(segs, fed.rounds_done, info)
@@ -343,6 +396,8 @@ def _run(cfg: Config, rundir: RunDir | None, old: dict, stop_after, federation_h
         atomic_write(out / ("metrics.csv" if final else "metrics.partial.csv"), pd.DataFrame(rows).to_csv(index=False))
         if final:
             (out / "metrics.partial.csv").unlink(missing_ok=True)
+            (out / "metrics.shorter.csv").unlink(missing_ok=True)  # the longer run has replaced the shorter one
+            (out / "run.shorter.json").unlink(missing_ok=True)
         info.update(status=status, message=message, rounds_done=fed.rounds_done)
         atomic_write(out / "run.json", json.dumps(info, indent=2))
         if final:  # the final checkpoint is written and the run is over: the previous one guards nothing now

@@ -32,6 +32,7 @@ from hiso.importgraph import closure  # noqa: E402
 config["experiments"] = plan.experiments(config)
 EXPERIMENTS = config["experiments"]
 plan.check_runs(config, EXPERIMENTS, workflow.basedir)  # every run's config, before any job starts
+plan.check_existing(config, EXPERIMENTS, workflow.basedir, OUT)  # never replace another config's runs unasked
 TUNING_SEED = config.get("tuning_seed", 100)
 EXPERIMENT_PATTERN = "|".join(re.escape(e) for e in EXPERIMENTS) or "(?!)"  # the run rule's exp wildcard
 HUB_MIRROR = plan.hub_mirror(config, OUT)

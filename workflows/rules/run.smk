@@ -29,10 +29,13 @@ rule run:
         out=lambda w: f"{OUT}/runs/{w.exp}/{w.method}/seed{w.seed}",
         gpus=lambda w: "--gpu-slot" if EXPERIMENTS[w.exp].get("gpu", 0) else "",
         hub=f"--hub-mirror {shlex.quote(HUB_MIRROR)}" if HUB_MIRROR else "",
+        # planning refused runs of other configs (plan.check_existing) unless the tier was told to replace them
+        replace="--replace-different" if config.get("replace_different") else "",
     shell:
         "{params.py} -m hiso run --config {input.base} {params.set_file} {params.sets} --set seed={wildcards.seed} "
         "--set name={wildcards.exp}-{wildcards.method}-s{wildcards.seed} --set run.threads={threads} "
-        "--set run.progress=false {params.gpus} {params.hub} --out {params.out} --replace-different --allow-diverged > {log} 2>&1"
+        "--set run.progress=false {params.gpus} {params.hub} --out {params.out} {params.replace} --wait-lock "
+        "--allow-diverged > {log} 2>&1"
 
 
 # The step size a tuned method reports with: its grid's best run on the dev split (hiso.plan.choose_lr).
