@@ -33,6 +33,10 @@ def exit_on_signals() -> None:
     """SIGTERM and SIGHUP (a scheduler's kill, a closed terminal) raise SystemExit(128 + signal) like SIGINT's
     KeyboardInterrupt, so a write in progress removes its temp file (hiso/io.py) before the process ends."""
     def handler(signum, _frame):
+        # once: a storm of signals must not interrupt the clean-up the first one started (nor interpreter
+        # shutdown, where Python prints "Exception ignored in threading._shutdown"); SIGKILL still ends it
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
         raise SystemExit(128 + signum)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, handler)
@@ -150,6 +154,8 @@ def _main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("hiso.run").setLevel(logging.INFO)  # one line per evaluation in every run log
     try:
+        from .config import check_sets
+        check_sets(args.set)
         cfg = load_config(args.config, [*_file_sets(args.set_file), *args.set])
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)

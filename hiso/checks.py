@@ -29,10 +29,55 @@ _Loader.add_implicit_resolver(
     list("-+0123456789."))
 
 
+# YAML 1.1 number forms that PyYAML reads silently and YAML 1.2 reads otherwise (or as strings): `010` is 8,
+# `0x10` 16, `0b101` 5, `1:30` 90 (base 60), `1_000` 1000.  A config refuses them, naming the key and both
+# readings; plain decimals (`10`, `-3`, `1.5e-3`) are what every YAML reads alike.
+_PLAIN_INT = re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$")
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+
+
+def _yaml11_number(loader, key, node) -> None:
+    """Walk a composed document; `key` is the dotted path of `node` ("" at the root)."""
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _yaml11_number(loader, f"{key}[{i}]", item)
+        return
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            name = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
+            _yaml11_number(loader, f"{key}.{name}" if key else name, key_node)
+            _yaml11_number(loader, f"{key}.{name}" if key else name, value_node)
+        return
+    if not isinstance(node, yaml.ScalarNode) or node.tag not in _NUMBER_TAGS or node.style:
+        return
+    text = node.value
+    if node.tag.endswith(":int") and _PLAIN_INT.match(text):
+        return
+    if node.tag.endswith(":float") and "_" not in text and ":" not in text:
+        return
+    reading = loader.construct_object(node)
+    mark = node.start_mark
+    raise ConfigError(f"{key}: {text!r} at line {mark.line + 1}, column {mark.column + 1} is a YAML 1.1 number "
+                      f"form that reads as {reading!r} here and differently under YAML 1.2 (a leading zero, "
+                      "0x/0o/0b, a base-60 colon or an underscore); write the plain decimal you mean, or quote it "
+                      "for a string")
+
+
 def _mapping_without_duplicates(loader, node, deep=False):
     seen = set()
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            mark = key_node.start_mark
+            raise ConfigError(f"a merge key (<<) at line {mark.line + 1}, column {mark.column + 1}: configs do not "
+                              "merge mappings (YAML 1.2 has no merge keys, and a config's hash must show every "
+                              "key); write the keys out")
         key = loader.construct_object(key_node, deep=deep)
+        try:
+            hash(key)
+        except TypeError:
+            mark = key_node.start_mark
+            raise ConfigError(f"a {type(key).__name__} used as a mapping key at line {mark.line + 1}, column "
+                              f"{mark.column + 1}; keys must be names") from None
         if key in seen:
             mark = key_node.start_mark
             raise ConfigError(f"duplicate key '{key}' at line {mark.line + 1}, column {mark.column + 1} (a second "
@@ -44,17 +89,25 @@ def _mapping_without_duplicates(loader, node, deep=False):
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
 
 
-def load_yaml(text: str, source: str = "<text>") -> Any:
-    """YAML with floats like 1e-3 read as floats; duplicate keys and syntax errors are ConfigErrors that name
-    the place (file:line:column)."""
+def load_yaml(text: str, source: str = "<text>", key: str | None = None) -> Any:
+    """YAML with floats like 1e-3 read as floats; duplicate keys, YAML 1.1 number forms, merge keys and syntax
+    errors are ConfigErrors that name the place (file:line:column).  `key`: the dotted key a lone value (a
+    --set's) is assigned to, checked like a mapping's values."""
+    loader = _Loader(text)
     try:
-        return yaml.load(text, Loader=_Loader)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _yaml11_number(loader, key or "", node)
+        return loader.construct_document(node)
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         raise ConfigError(f"{where}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
+    finally:
+        loader.dispose()
 
 
 def require(key: str, value, ok: bool, what: str) -> None:

@@ -307,6 +307,11 @@ def _check_ranges(cfg: Config) -> None:
         import os
         require("federation.dropped_from", f.dropped_from, f.engine == "simulator" and os.path.isfile(f.dropped_from),
                 "an existing metrics.csv of a deployed run, with engine simulator")
+        from .federation import dropped_clients
+        try:
+            dropped_clients(f.dropped_from, f.num_clients)
+        except ValueError as e:
+            raise ConfigError(f"federation.dropped_from: {e}") from None
     if cfg.curvature.kind is None:
         cfg.curvature.kind = spec.default_curvature or "identity"
     elif spec.fixed_curvature and cfg.curvature.kind != spec.default_curvature:
@@ -335,7 +340,23 @@ def set_dotted(data: dict, assignment: str) -> None:
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
             raise ConfigError(f"--set {key}: '{p}' is not a section")
-    node[parts[-1]] = load_yaml(raw, f"--set {key}")
+    value = load_yaml(raw, f"--set {key}", key=key.strip())
+    if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
+        value = _merge(node[parts[-1]], value)  # --set federation={rounds: 3} sets rounds, keeps the rest
+    node[parts[-1]] = value
+
+
+def check_sets(assignments: list[str], flag: str = "--set") -> None:
+    """Refuse one key set twice: the last would win without a word (a file's duplicate keys are refused too)."""
+    seen: dict[str, str] = {}
+    for a in assignments:
+        key = a.split("=", 1)[0].strip()
+        if key in seen:
+            raise ConfigError(f"{flag} {key} is given twice ({seen[key]!r} and {a.split('=', 1)[-1]!r}); give it once")
+        seen[key] = a.split("=", 1)[-1]
+
+
+MAX_CONFIG_BYTES = 1_000_000  # a config over this is refused at once, before YAML reads it (seconds per MB)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = (), data: dict | None = None) -> Config:
@@ -344,7 +365,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), data:
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise ConfigError(f"config file {p} " + ("is a directory" if p.is_dir() else "does not exist"))
+            kind = ("is a directory" if p.is_dir() else "is not a regular file (a FIFO, socket or device): save the "
+                    "config to a file" if p.exists() else "does not exist")
+            raise ConfigError(f"config file {p} {kind}")
+        if p.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {p} has {p.stat().st_size:,} bytes, more than a config's limit of "
+                              f"{MAX_CONFIG_BYTES:,} (the suite's largest config is under 2,000): is it the right file?")
         try:
             text = p.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:

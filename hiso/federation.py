@@ -45,16 +45,39 @@ def batch_rng(seed: int, r: int, client: int) -> np.random.Generator:
     return streams.rng(seed, streams.BATCH, r, client)
 
 
-def dropped_clients(metrics_csv: str) -> dict[int, set[int]]:
+def dropped_clients(metrics_csv: str, num_clients: int | None = None) -> dict[int, set[int]]:
     """round (1-based, as in metrics.csv) -> the clients whose upload never arrived, from a deployed run's
-    `dropped_clients` column (JSON lists)."""
+    `dropped_clients` column (JSON lists of client ids).  ValueError, naming the file and row, for anything else:
+    no such column, a round that is not a positive integer, a cell that is not a JSON list of ids in
+    [0, num_clients), or a file in which every round drops every client (nothing would ever train)."""
     import csv
     import json
-    with open(metrics_csv, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if rows and "dropped_clients" not in rows[0]:
-        raise ValueError(f"{metrics_csv} has no dropped_clients column (not a deployed run's metrics)")
-    return {int(r["round"]): set(json.loads(r["dropped_clients"] or "[]")) for r in rows}
+    try:
+        with open(metrics_csv, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"{metrics_csv} is not a readable CSV ({type(e).__name__})") from None
+    if not rows or "dropped_clients" not in rows[0] or "round" not in rows[0]:
+        raise ValueError(f"{metrics_csv} has no round and dropped_clients columns (not a deployed run's metrics)")
+    out = {}
+    for line, r in enumerate(rows, start=2):
+        where = f"{metrics_csv}, line {line}"
+        if not (r["round"] or "").strip().isdigit() or int(r["round"]) < 1:
+            raise ValueError(f"{where}: round {r['round']!r} is not a positive integer")
+        try:
+            ids = json.loads(r["dropped_clients"] or "[]")
+        except ValueError:
+            raise ValueError(f"{where}: dropped_clients {r['dropped_clients']!r} is not JSON") from None
+        if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            raise ValueError(f"{where}: dropped_clients {r['dropped_clients']!r} is not a list of client ids")
+        if num_clients is not None and any(not 0 <= i < num_clients for i in ids):
+            raise ValueError(f"{where}: dropped_clients {ids} names a client outside 0..{num_clients - 1} "
+                             f"(federation.num_clients is {num_clients})")
+        out[int(r["round"])] = set(ids)
+    if num_clients is not None and all(len(ids) >= num_clients for ids in out.values()):
+        raise ValueError(f"{metrics_csv}: every round drops every one of the {num_clients} clients; the run would "
+                         "never train")
+    return out
 
 
 @dataclass

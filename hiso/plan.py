@@ -22,6 +22,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
+import re
 from pathlib import Path
 
 META_KEYS = ("lr_from",)  # method keys that are not config keys
@@ -114,10 +115,25 @@ def experiments(config: dict) -> dict:
             spec.update(threads=1, gpu=0)
     tuning_seed = config.get("tuning_seed", 100)
     for name, spec in exps.items():
+        _check_name("experiment", name, EXPERIMENT_NAME)
+        for method in spec["methods"]:
+            _check_name(f"experiment {name}: method", method, METHOD_NAME)
         if (spec.get("tuned") or spec.get("tuning_only")) and tuning_seed in spec.get("seeds", config["seeds"]):
             raise ValueError(f"experiment {name}: tuning_seed {tuning_seed} is also a reported seed; choose another "
                              "tuning_seed (the step size must not be chosen on a reported run)")
     return exps
+
+
+# what the run rule's wildcards match (workflows/rules/common.smk): a name outside them would plan a job no rule
+# can make (Snakemake's MissingInputException), so it is refused here, naming it
+EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+METHOD_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@\-]*")
+
+
+def _check_name(what: str, name, pattern) -> None:
+    if not isinstance(name, str) or not pattern.fullmatch(name):
+        raise ValueError(f"{what} {name!r} must be one folder name of letters, digits and {'._@-' if '@' in pattern.pattern else '._-'} "
+                         "(not starting with . or -): it names a folder under results/runs/")
 
 
 def runs_of(config: dict, spec: dict) -> list[tuple[str, int]]:

@@ -74,6 +74,15 @@ class RunDir:
             self._lock_file.close()
             self._lock_file = None
 
+    def remove_if_empty(self) -> None:
+        """Remove a folder this process created when it holds nothing but the lock file (after unlock)."""
+        try:
+            if {p.name for p in self.path.iterdir()} <= {".lock"}:
+                (self.path / ".lock").unlink(missing_ok=True)
+                self.path.rmdir()
+        except OSError:
+            pass  # another process took the folder meanwhile, or it is not ours to remove
+
     def clear(self) -> None:
         """Remove the run's state files (the lock must be held)."""
         assert self._lock_file is not None, "clear() needs the folder's lock"

@@ -222,6 +222,7 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, replace_different: bo
     rundir = RunDir(out_dir) if out_dir is not None else None
     if rundir is None:
         return _run(cfg, None, {}, stop_after, federation_hook, on_evaluate)
+    fresh = not rundir.path.exists()
     rundir.lock(wait=wait_lock)
     try:
         if restart:
@@ -235,6 +236,8 @@ def run(cfg: Config, out_dir: str | Path | None = None, *, replace_different: bo
         return _run(cfg, rundir, old, stop_after, federation_hook, on_evaluate)
     finally:
         rundir.unlock()
+        if fresh:  # refused (or failed) before writing anything: leave no folder and no .lock behind
+            rundir.remove_if_empty()
 
 
 def _prior(cfg: Config, rundir: RunDir, replace_different: bool, continue_stopped: bool = False) -> dict:

@@ -42,7 +42,7 @@ CASES = [
     ("absurd client count", "federation: {num_clients: 1000000000}\n", [],
      "federation.num_clients must be <= 100,000", 2),
     ("data larger than memory", "task: {name: quadratic, dim: 50000000}\nfederation: {num_clients: 100000}\n", [],
-     "its data needs 37,254 GiB, more than this machine's memory", 2),
+     "its data needs 37,254 GiB, more than the memory this process may use (bounded by", 2),
     ("absurd batch size", "federation: {batch_size: 1000000000}\n", [], "federation.batch_size must be <= 65,536", 2),
     ("Dirichlet alpha 0", "task: {name: digits, alpha: 0}\n", [], "task.alpha must be > 0 (or .inf), got 0", 2),
     ("Dirichlet alpha NaN", "task: {name: digits, alpha: .nan}\n", [], "task.alpha must be > 0 (or .inf), got nan", 2),
@@ -88,11 +88,40 @@ CASES = [
     ("a run.json that is null", Q, ["--out", "{tmp}/null"], "is not a run's record (it holds a NoneType", 2),
     ("a run.json whose segments is not a list", Q, ["--out", "{tmp}/segments"],
      "is not a run's record (its 'segments' is a str)", 2),
+    ("YAML 1.1 octal", "federation: {rounds: 010}\n", [], "federation.rounds: '010' at line 1, column 22 is a YAML 1.1", 2),
+    ("YAML 1.1 base 60", "run: {eval_every: 1:00}\n", [], "eval_every: '1:00' at line 1, column 19", 2),
+    ("YAML 1.1 hexadecimal", "seed: 0x10\n", [], "seed: '0x10' at line 1, column 7 is a YAML 1.1 number form that "
+     "reads as 16", 2),
+    ("YAML 1.1 binary", "federation: {rounds: 0b101}\n", [], "reads as 5 here", 2),
+    ("YAML 1.1 number in --set", Q, ["--set", "federation.rounds=1:5"], "reads as 65 here", 2),
+    ("a merge key", "base: &b {rounds: 3}\nfederation: {<<: *b}\n", [], "a merge key (<<) at line 2", 2),
+    ("a list as a mapping key", "federation: {[1, 2]: 3}\n", [], "a list used as a mapping key at line 1", 2),
+    ("one key set twice", Q, ["--set", "federation.lr=0.1", "--set", "federation.lr=0.3"],
+     "--set federation.lr is given twice ('0.1' and '0.3')", 2),
+    ("a FIFO as --config", Q, ["--config", "{tmp}/fifo"], "is not a regular file (a FIFO, socket or device)", 2),
+    ("a 2 MB config", "# " + "x" * 2_000_000 + "\n", [], "has 2,000,003 bytes, more than a config's limit of 1,000,000", 2),
+    ("participation without dropped_clients", "federation: {dropped_from: '{tmp}/d.csv'}\n", ["#round,x\n1,2\n"],
+     "has no round and dropped_clients columns", 2),
+    ("participation with a NaN round", "federation: {dropped_from: '{tmp}/d.csv'}\n",
+     ["#round,dropped_clients\nnan,[]\n"], "line 2: round 'nan' is not a positive integer", 2),
+    ("participation with round 1.5", "federation: {dropped_from: '{tmp}/d.csv'}\n",
+     ["#round,dropped_clients\n1.5,[]\n"], "round '1.5' is not a positive integer", 2),
+    ("participation with broken JSON", "federation: {dropped_from: '{tmp}/d.csv'}\n",
+     ['#round,dropped_clients\n1,"[1,"\n'], "dropped_clients '[1,' is not JSON", 2),
+    ("participation naming client 7 of 6", "federation: {dropped_from: '{tmp}/d.csv'}\n",
+     ['#round,dropped_clients\n1,"[7]"\n'], "names a client outside 0..5", 2),
+    ("participation dropping every client", "federation: {dropped_from: '{tmp}/d.csv'}\n",
+     ['#round,dropped_clients\n1,"[0,1,2,3,4,5]"\n'], "every round drops every one of the 6 clients", 2),
 ]
 
 
-def _prepare(tmp: Path, what: str):
+def _prepare(tmp: Path, what: str, args: list):
     (tmp / "file").write_text("a file, not a folder")
+    for a in args:
+        if a.startswith("#"):  # the participation file's text (federation.dropped_from)
+            (tmp / "d.csv").write_text(a[1:])
+    if what == "a FIFO as --config":
+        os.mkfifo(tmp / "fifo")
     if what == "--out held by another run":
         rd = RunDir(tmp / "held")
         rd.lock()
@@ -124,11 +153,11 @@ def _snapshot(tmp: Path) -> dict:
 
 def refusal(tmp: Path, what, text, args, capsys):
     conf = tmp / "c.yaml"
-    conf.write_bytes(text) if isinstance(text, bytes) else conf.write_text(text)
-    held = _prepare(tmp, what)
+    conf.write_bytes(text) if isinstance(text, bytes) else conf.write_text(text.replace("{tmp}", str(tmp)))
+    held = _prepare(tmp, what, args)
     capsys.readouterr()
     before = _snapshot(tmp)
-    argv = ["run", "--config", str(conf), *[a.format(tmp=tmp) for a in args]]
+    argv = ["run", "--config", str(conf), *[a.format(tmp=tmp) for a in args if not a.startswith("#")]]
     if "--out" not in args:
         argv += ["--out", str(tmp / "out")]
     rc = main(argv)
@@ -154,13 +183,18 @@ def test_the_docs_table_is_what_the_cases_produce(tmp_path_factory, capsys):
         rc, err = refusal(tmp, what, text, args, capsys)
         err = err.replace(str(tmp), "<tmp>").replace("|", "\\|")
         err = " ".join(err.split())
-        shown = " ".join(a.format(tmp="<tmp>") for a in args)
+        shown = " ".join(a.format(tmp="<tmp>") for a in args if not a.startswith("#"))
+        file = "".join(f", with `<tmp>/d.csv`: `{a[1:].strip().replace(chr(10), '; ')}`" for a in args
+                       if a.startswith("#"))
         err = re.sub(r"\b[0-9a-f]{16}\b", "<hash>", err)
+        err = re.sub(r"\(bounded by [^)]*\)", "(bounded by <this machine's limit>)", err)
         if isinstance(text, bytes):
             given = f"bytes `{text[:16]!r}`"
+        elif len(text) > 200:
+            given = f"`{text[:12]}...` ({len(text):,} characters)"
         else:
-            given = f"`{text.strip().replace(chr(10), '; ')}`" if text.strip() else "(empty file)"
-        rows.append(f"| {what} | {given}{f' + `{shown}`' if shown else ''} | {err} | {rc} |")
+            given = f"`{text.strip().replace(chr(10), '; ')}`".replace("{tmp}", "<tmp>") if text.strip() else "(empty file)"
+        rows.append(f"| {what} | {given}{f' + `{shown}`' if shown else ''}{file} | {err} | {rc} |")
     page = ("# Bad input: what `python -m hiso run` refuses\n\n"
             "Every row is a case of `tests/test_bad_inputs.py`, with the message it really printed (paths shown as\n"
             "`<tmp>`, pids vary). Each is refused before any model or data set is loaded, and writes nothing.\n"

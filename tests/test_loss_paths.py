@@ -77,6 +77,7 @@ def test_the_free_space_check_counts_the_checkpoints_already_there(tmp_path, mon
     monkeypatch.setattr(runner.shutil, "disk_usage", lambda p: real(p)._replace(free=1))
     with pytest.raises(RunDirError, match=r"1 B free, but this run's checkpoints need about 800 B \(two of 400 B"):
         runner.run(load_config(tmp_path / "q.yaml"), tmp_path / "E")
+    assert not (tmp_path / "E").exists()  # the refusal left no folder and no .lock
     # the finished run's lengthening needs no more room than the checkpoint it already has
     res = runner.run(load_config(tmp_path / "q.yaml", ["federation.rounds=60"]), tmp_path / "R")
     assert res.status == "complete" and len(res.metrics) == 60
@@ -148,3 +149,62 @@ def test_a_second_snakemake_waits_for_the_run_lock_and_removes_nothing(tmp_path)
     assert metrics.exists() and "waiting for it" in log, log
     before = metrics.read_bytes()
     assert _snakemake(tier).returncode == 0 and metrics.read_bytes() == before
+
+
+def _dry(tier_text, tmp_path):
+    tier = tmp_path / "t.yaml"
+    tier.write_text(tier_text)
+    return subprocess.run([SNAKEMAKE, "-n", "--configfile", str(tier)], cwd=ROOT, capture_output=True, text=True,
+                          env=_env())
+
+
+def test_a_tier_with_yaml11_numbers_or_an_unusable_name_is_refused_at_plan_time(tmp_path):
+    good = TIER.format(results=tmp_path / "res", lr=0.01, rounds=10)
+    p = _dry(good.replace("seeds: [0]", "seeds: [010]"), tmp_path)
+    assert p.returncode != 0 and "seeds[0]: '010' at line 2, column 9 is a YAML 1.1 number form" in p.stdout + p.stderr
+    p = _dry(good.replace("  q:", "  my exp:"), tmp_path)
+    out = p.stdout + p.stderr
+    assert p.returncode != 0 and "experiment 'my exp' must be one folder name" in out, out[-1500:]
+    assert "MissingInputException" not in out
+    assert not (tmp_path / "res").exists()
+
+
+def test_an_option_the_method_ignores_warns_and_keeps_the_identity(caplog):
+    from hiso.config import load_config
+    base = {"method": "decomfl", "task": {"name": "quadratic", "dim": 20}}
+    plain = load_config(data=base)
+    with caplog.at_level("WARNING"):
+        beta = load_config(data={**base, "curvature": {"beta": 0.5}})
+    assert "curvature.beta: 0.5 is an option of kind" in caplog.text and "method decomfl (kind identity)" in caplog.text
+    assert beta.hash() == plain.hash()
+    assert load_config(data={**base, "method": "hiso", "curvature": {"beta": 0.5}}).hash() != \
+        load_config(data={**base, "method": "hiso"}).hash()  # HiSo reads it
+
+
+def test_size_checks_use_the_address_space_limit(tmp_path):
+    import resource
+    (tmp_path / "big.yaml").write_text("task: {name: quadratic, dim: 1000000}\nfederation: {num_clients: 1000}\n")
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (6_000_000 * 1024, resource.RLIM_INFINITY))
+    p = subprocess.run([sys.executable, "-m", "hiso", "run", "--config", "big.yaml", "--out", "o"], cwd=tmp_path,
+                       capture_output=True, text=True, env=_env(), preexec_fn=limit)
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert "bounded by the address-space limit (ulimit -v)" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_storm_of_sigterms_ends_the_run_quietly(tmp_path):
+    import signal
+    (tmp_path / "q.yaml").write_text(CONFIG.replace("rounds: 30", "rounds: 100000"))
+    proc = subprocess.Popen([sys.executable, "-m", "hiso", "run", "--config", "q.yaml", "--out", "R"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "R" / "run.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for _ in range(50):
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.002)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Exception ignored" not in err and "Traceback" not in err, err

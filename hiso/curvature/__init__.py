@@ -45,8 +45,8 @@ for _cls in (Identity, Diagonal, LayerScalar, BlockDiagonal, Oracle, RMSProp, Gl
 def config_problem(cfg, task_cls, defaults) -> str | None:
     """What is wrong with the config's `curvature:` section for its chosen kind (None: nothing): the kind is
     registered, its task has what it `needs`, second-difference kinds run central differences, its own options
-    hold (the kind's `option_checks`).  Another kind's option set away from its default (`defaults`) is
-    logged as a warning: the chosen kind ignores it."""
+    hold (the kind's `option_checks`).  An option the kind ignores, set away from its default (`defaults`), is
+    logged as a warning and reset to its default: it changes nothing the run computes, so not its identity."""
     c, kind = cfg.curvature, cfg.curvature.kind
     if kind not in KINDS:
         return f"curvature.kind must be a registered kind ({', '.join(KINDS)}), got {kind!r}"
@@ -63,16 +63,23 @@ def config_problem(cfg, task_cls, defaults) -> str | None:
         if not holds:
             return f"curvature.{key} must be {what}, got {getattr(c, key)!r}"
     for key in unread_options(cfg, defaults):
-        readers = sorted(k.kind for k in KINDS.values() if key in k.config_keys.values())
-        log.warning("curvature.%s: %r is an option of kind %s; kind %s does not read it", key, getattr(c, key),
-                    ", ".join(readers), kind)
+        readers = sorted(k.kind for k in KINDS.values()
+                         if key in k.config_keys.values() or (key in EMA_KEYS and k.learned))
+        log.warning("curvature.%s: %r is an option of kind %s; method %s (kind %s) does not read it, so it is left "
+                    "out of the run's identity", key, getattr(c, key), ", ".join(readers), cfg.method, kind)
+        setattr(c, key, getattr(defaults, key))  # the same run as without it: the same config hash
     return None
 
 
+EMA_KEYS = ("beta", "eps", "feed", "moment")  # read by learned kinds only (Identity and the oracles learn nothing)
+
+
 def unread_options(cfg, defaults) -> list[str]:
-    """Keys of other kinds' options that the config sets away from their defaults (the chosen kind ignores them)."""
-    used = set(KINDS[cfg.curvature.kind].config_keys.values())
-    keys = dict.fromkeys(key for k in KINDS.values() for key in k.config_keys.values())
+    """Keys of `curvature:` that the config sets away from their defaults and the chosen kind ignores: another
+    kind's options, and the EMA's options under a kind that learns nothing (DeComFL's identity, the oracles)."""
+    cls = KINDS[cfg.curvature.kind]
+    used = set(cls.config_keys.values()) | (set(EMA_KEYS) if cls.learned else set())
+    keys = dict.fromkeys([*EMA_KEYS, *(key for k in KINDS.values() for key in k.config_keys.values())])
     return [key for key in keys if key not in used and getattr(cfg.curvature, key) != getattr(defaults, key)]
 
 

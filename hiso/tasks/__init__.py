@@ -26,14 +26,33 @@ def register_task(name: str, cls) -> None:
     TASKS[name] = cls
 
 
-def check_memory(cls, opts, num_clients: int) -> None:
-    """Refuse, with the config, a task whose data cannot fit in this machine's memory (a task declares its size
-    with `memory_bytes(opts, num_clients)`), before any run folder exists."""
+def usable_memory() -> tuple[int, str]:
+    """(bytes, what bounds them): the least of physical memory, the address-space limit (ulimit -v) and the
+    cgroup's memory limit (containers, SLURM jobs): what this process may really use."""
     import os
+    import resource
+    bounds = [(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's memory")]
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        bounds.append((soft, "the address-space limit (ulimit -v)"))
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = open(path).read().strip()  # noqa: SIM115 - one line
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 2**60:  # "max" or a huge number: no limit
+            bounds.append((int(text), "the cgroup's memory limit"))
+        break
+    return min(bounds)
 
+
+def check_memory(cls, opts, num_clients: int) -> None:
+    """Refuse, with the config, a task whose data cannot fit in the memory this process may use (a task declares
+    its size with `memory_bytes(opts, num_clients)`), before any run folder exists."""
     from ..checks import ConfigError
     need = cls.memory_bytes(opts, num_clients) if hasattr(cls, "memory_bytes") else 0
-    if need > os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"):
+    have, bound = usable_memory()
+    if need > have:
         raise ConfigError(f"task {cls.__name__.lower()} with federation.num_clients={num_clients:,}: its data needs "
-                          f"{need / 2**30:,.0f} GiB, more than this machine's memory; lower the task's size or "
-                          "federation.num_clients")
+                          f"{need / 2**30:,.0f} GiB, more than the memory this process may use (bounded by {bound}: "
+                          f"{have / 2**30:,.1f} GiB); lower the task's size or federation.num_clients")

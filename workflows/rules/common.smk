@@ -27,6 +27,12 @@ OUT = config.get("results", "results")
 
 
 from hiso import plan  # noqa: E402  (the working tree's: the tier's one source of truth)
+from hiso.checks import load_yaml  # noqa: E402
+
+# Snakemake reads tier files as YAML 1.1 (`seeds: [010]` is 8): read them again as configs are read, which
+# refuses YAML 1.1 number forms, merge keys and duplicate keys, naming the file, line and key
+for _tier in workflow.overwrite_configfiles or [Path(ROOT) / "workflows/config/default.yaml"]:
+    load_yaml(Path(_tier).read_text(encoding="utf-8"), str(_tier))
 from hiso.importgraph import closure  # noqa: E402
 
 config["experiments"] = plan.experiments(config)
