@@ -36,17 +36,22 @@ _PLAIN_INT = re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$")
 _NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 
 
-def _yaml11_number(loader, key, node) -> None:
-    """Walk a composed document; `key` is the dotted path of `node` ("" at the root)."""
+def _yaml11_number(loader, key, node, seen=None) -> None:
+    """Walk a composed document; `key` is the dotted path of `node` ("" at the root).  An aliased node is walked
+    once (an anchor may even contain its own alias)."""
+    seen = set() if seen is None else seen
+    if id(node) in seen:
+        return
+    seen.add(id(node))
     if isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _yaml11_number(loader, f"{key}[{i}]", item)
+            _yaml11_number(loader, f"{key}[{i}]", item, seen)
         return
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             name = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
-            _yaml11_number(loader, f"{key}.{name}" if key else name, key_node)
-            _yaml11_number(loader, f"{key}.{name}" if key else name, value_node)
+            _yaml11_number(loader, f"{key}.{name}" if key else name, key_node, seen)
+            _yaml11_number(loader, f"{key}.{name}" if key else name, value_node, seen)
         return
     if not isinstance(node, yaml.ScalarNode) or node.tag not in _NUMBER_TAGS or node.style:
         return
@@ -67,10 +72,7 @@ def _mapping_without_duplicates(loader, node, deep=False):
     seen = set()
     for key_node, _ in node.value:
         if key_node.tag == "tag:yaml.org,2002:merge":
-            mark = key_node.start_mark
-            raise ConfigError(f"a merge key (<<) at line {mark.line + 1}, column {mark.column + 1}: configs do not "
-                              "merge mappings (YAML 1.2 has no merge keys, and a config's hash must show every "
-                              "key); write the keys out")
+            continue  # `<<: *anchor` merges the anchor's keys; keys written beside it override them (merge keys)
         key = loader.construct_object(key_node, deep=deep)
         try:
             hash(key)
@@ -90,8 +92,8 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping
 
 
 def load_yaml(text: str, source: str = "<text>", key: str | None = None) -> Any:
-    """YAML with floats like 1e-3 read as floats; duplicate keys, YAML 1.1 number forms, merge keys and syntax
-    errors are ConfigErrors that name the place (file:line:column).  `key`: the dotted key a lone value (a
+    """YAML with floats like 1e-3 read as floats (merge keys `<<` supported); duplicate keys, YAML 1.1 number
+    forms and syntax errors are ConfigErrors that name the place (file:line:column).  `key`: the dotted key a lone value (a
     --set's) is assigned to, checked like a mapping's values."""
     loader = _Loader(text)
     try:

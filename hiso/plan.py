@@ -213,14 +213,33 @@ def scan_overrides(config: dict, spec: dict, method: str) -> list[str]:
     return [assignment(k, v) for k, v in sets.items()]
 
 
+MAX_RUNS = 10_000  # one Snakemake DAG of more jobs takes tens of minutes to plan: such a tier is refused at once
+
+
 def check_runs(config: dict, exps: dict, root: str | Path = ".") -> int:
     """Load the config of every planned run so that a bad key, value or task name fails at plan time, naming
-    the run (ValueError); returns the number of runs checked."""
+    the run (ValueError); returns the number of runs checked.  A tier of more than `max_runs` runs (default
+    MAX_RUNS) is refused before any is loaded; past a few seconds, progress goes to stderr."""
+    import sys
+    import time
+
     from .config import ConfigError
+    total = sum(len(runs_of(config, spec)) for spec in exps.values())
+    limit = config.get("max_runs", MAX_RUNS)
+    if total > limit:
+        raise ValueError(f"the tier plans {total:,} runs, more than max_runs ({limit:,}): one Snakemake DAG that large "
+                         "takes tens of minutes to plan. Plan it in slices (--config 'only=[pattern]'), or raise "
+                         "max_runs in the tier")
+    start, shown, n = time.monotonic(), time.monotonic(), 0
     try:
-        return sum(1 for _ in run_configs(config, exps, root))
+        for n, _ in enumerate(run_configs(config, exps, root), start=1):
+            if time.monotonic() - shown > 5:
+                shown = time.monotonic()
+                print(f"checking the tier's run configs: {n:,} of about {total:,} ({shown - start:.0f} s)",
+                      file=sys.stderr)
     except ConfigError as e:
         raise ValueError(f"config error: {e}") from None
+    return n
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

@@ -208,3 +208,16 @@ def test_a_storm_of_sigterms_ends_the_run_quietly(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "Exception ignored" not in err and "Traceback" not in err, err
+
+
+def test_a_tier_of_100000_experiments_is_refused_at_once(tmp_path):
+    """Planning counts the runs before loading any config: a tier beyond max_runs is refused in seconds."""
+    models = ", ".join(f"m{i}" for i in range(100))
+    tasks = "\n".join(f"      t{i}: {{metric: accuracy, target: 0.5}}" for i in range(1000))
+    tier = (f"results: {tmp_path / 'res'}\nseeds: [0]\nwarm_runner: false\ngrids:\n  g:\n"
+            f"    base: workflows/config/base/digits.yaml\n    models: [{models}]\n    tasks:\n{tasks}\n"
+            "    methods:\n      hiso: {method: hiso, federation.lr: 0.03}\n")
+    p = _dry(tier, tmp_path)
+    out = p.stdout + p.stderr
+    assert p.returncode != 0 and "the tier plans 100,000 runs, more than max_runs (10,000)" in out, out[-1500:]
+    assert "checking the tier's run configs" not in out  # refused before a single config was loaded
