@@ -10,6 +10,7 @@ import matplotlib.ticker as mticker
 import pandas as pd
 
 from figures.style import SPREAD, label, metric_label, palette, save
+from hiso.noise import TWIN
 from hiso.results import HIGHER_IS_BETTER, at_chosen_lr, load_runs
 
 ap = argparse.ArgumentParser()
@@ -38,6 +39,7 @@ for path in paths:
                       **meta["initial_eval"]})
 if start:
     runs = pd.concat([pd.DataFrame(start), runs], ignore_index=True)
+runs = runs[~runs["method"].str.endswith(TWIN)]  # rounding twins (hiso/noise.py) enter the tables only
 if a.tuning_seed is not None:  # the step-size tuning runs (dev split) are no reported curve
     runs = runs[runs.seed != a.tuning_seed]
 if a.table:  # grid points a tuning run did not choose are in the table, not drawn

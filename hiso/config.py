@@ -78,6 +78,9 @@ class RunOptions:
     progress: bool = True
     stop_target: float | None = None  # end the run once the task's metric reaches this value (null: never)
     stop_patience: int = 0  # end it after this many evaluations without a new best (by > 1e-6 relative; 0: never)
+    # move every entry of the initial trainable model this many floats towards +inf: a rounding twin of the run
+    # (hiso/noise.py measures how far a last-bit change moves the outcome)
+    init_ulps: int = 0
 
 
 @dataclass
@@ -126,7 +129,8 @@ LATER_DEFAULTS = {("run", "eval_split"): "test", ("task", "dev_fraction"): 0.0, 
                   ("federation", "round_timeout"): 600.0, ("federation", "dropped_from"): None,
                   ("perturb", "layout"): "auto", ("perturb", "chunk"): None,
                   ("perturb", "generator"): "native", ("task", "eval_batch_size_cuda"): 256,
-                  ("task", "matmul_precision"): "highest", ("task", "deterministic"): True}
+                  ("task", "matmul_precision"): "highest", ("task", "deterministic"): True,
+                  ("run", "init_ulps"): 0}
 
 
 def canonical(d: dict) -> dict:
@@ -250,6 +254,7 @@ def _check_ranges(cfg: Config) -> None:
             "one folder name (letters, digits and ._@+-, not starting with . or -): it names results/runs/<name>")
     require("seed", cfg.seed, 0 <= cfg.seed < 2**32, "in [0, 2^32)")
     require("run.stop_patience", cfg.run.stop_patience, cfg.run.stop_patience >= 0, ">= 0")
+    require("run.init_ulps", cfg.run.init_ulps, 0 <= cfg.run.init_ulps <= 16, "in [0, 16] (ulps, a rounding-level nudge)")
     if cfg.run.stop_target is not None:
         require("run.stop_target", cfg.run.stop_target, math.isfinite(cfg.run.stop_target), "a finite number")
     for key, limit in LIMITS.items():

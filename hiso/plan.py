@@ -94,6 +94,28 @@ def expand_lr_grids(experiments: dict) -> dict:
     return experiments
 
 
+def add_twins(config: dict, spec: dict) -> None:
+    """rounding: true (every reported seed) or a list of seeds -> a rounding twin "<method>+ulp" of every reported
+    method on those seeds: its sets plus run.init_ulps 1, at the same step size (a tuned method's twin reads its
+    choice: lr_from).  spec["twins"]: twin -> method; spec["twin_seeds"]: the seeds (hiso/noise.py)."""
+    from .noise import TWIN
+    rounding = spec.pop("rounding", None)
+    if not rounding:
+        return
+    seeds = spec.get("seeds", config["seeds"])
+    twin_seeds = list(seeds) if rounding is True else [int(s) for s in rounding]
+    if not set(twin_seeds) <= set(seeds):
+        raise ValueError(f"rounding seeds {twin_seeds} must be reported seeds of the experiment ({seeds})")
+    only = set(spec.get("tuning_only", []))
+    for method in [m for m in spec["methods"] if m not in only]:
+        sets = {k: v for k, v in (spec["methods"][method] or {}).items() if k not in META_KEYS}
+        source = lr_source(spec, method)
+        twin = {**sets, "run.init_ulps": 1, **({"lr_from": source} if source and "@" not in method else {})}
+        spec["methods"][f"{method}{TWIN}"] = twin
+        spec.setdefault("twins", {})[f"{method}{TWIN}"] = method
+    spec["twin_seeds"] = twin_seeds
+
+
 def kept(config: dict, name: str) -> bool:
     """Whether the tier's `only` patterns (shell patterns, fnmatch) keep `name`: an experiment, a study's problem or
     a perf job.  Every name is kept when there are none."""
@@ -105,6 +127,10 @@ def experiments(config: dict) -> dict:
     explicit = {name: {**spec, "methods": dict(spec["methods"])}  # YAML anchors share dicts: expand copies
                 for name, spec in (config.get("experiments") or {}).items()}
     exps = expand_lr_grids({**explicit, **expand_grids(config)})
+    for name, spec in exps.items():
+        for method in spec["methods"]:
+            _check_name(f"experiment {name}: method", method, METHOD_NAME)
+        add_twins(config, spec)
     if config.get("only"):
         exps = {n: s for n, s in exps.items() if kept(config, n)}
         if not exps and not config.get("study") and not config.get("perf"):  # a study's `only` selects its problems,
@@ -116,8 +142,6 @@ def experiments(config: dict) -> dict:
     tuning_seed = config.get("tuning_seed", 100)
     for name, spec in exps.items():
         _check_name("experiment", name, EXPERIMENT_NAME)
-        for method in spec["methods"]:
-            _check_name(f"experiment {name}: method", method, METHOD_NAME)
         if (spec.get("tuned") or spec.get("tuning_only")) and tuning_seed in spec.get("seeds", config["seeds"]):
             raise ValueError(f"experiment {name}: tuning_seed {tuning_seed} is also a reported seed; choose another "
                              "tuning_seed (the step size must not be chosen on a reported run)")
@@ -140,7 +164,9 @@ def runs_of(config: dict, spec: dict) -> list[tuple[str, int]]:
     """(method, seed) of every run of one experiment: reported seeds, then tuning runs."""
     tuning_seed = config.get("tuning_seed", 100)
     only = set(spec.get("tuning_only", []))
-    runs = [(m, s) for m in spec["methods"] if m not in only for s in spec.get("seeds", config["seeds"])]
+    twins = spec.get("twins", {})
+    runs = [(m, s) for m in spec["methods"] if m not in only
+            for s in (spec["twin_seeds"] if m in twins else spec.get("seeds", config["seeds"]))]
     return runs + [(m, tuning_seed) for m in [*spec.get("tuned", []), *spec.get("tuning_only", [])]]
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .noise import LAST_K, noise_columns, split_twins
+
 
 def _directions() -> dict[str, bool]:
     """metric -> higher is better, as the registered tasks declare it (their `metric` / `higher_is_better`, and
@@ -137,6 +139,7 @@ def summarise(runs: pd.DataFrame, metric: str, target: float, reference: str = "
     family and lr, and `best lr` marks the family's best: fewest rounds to target, then best final metric, on
     the tuning run (seed `tuning_seed`, evaluated on the dev split) when there is one, else (older results)
     the median over the reported seeds, as `lr chosen on` says.  Tuning runs enter no reported statistic."""
+    runs, twins = split_twins(runs)  # rounding twins (hiso/noise.py) enter only the rounding spread
     sign = -1 if HIGHER_IS_BETTER.get(metric, True) else 1  # sorts the better final value first
     tuning = {}
     if tuning_seed is not None:
@@ -226,7 +229,7 @@ def summarise(runs: pd.DataFrame, metric: str, target: float, reference: str = "
                                   & ((out["lr"] == low) | (out["lr"] == high))).astype(bool)
         out["lr chosen on"] = f"tuning seed {tuning_seed} (dev split)" if on_tuning else "reported seeds"
         out.loc[~gridded, "lr chosen on"] = "fixed in the config"
-    return out
+    return noise_columns(out, runs, twins, metric, ref_name, sign < 0)
 
 
 def attach_choices(table: pd.DataFrame, choices: dict[str, dict]) -> pd.DataFrame:
@@ -320,14 +323,29 @@ def compact_markdown(table: pd.DataFrame, metric: str) -> str:
         row = {"method": r["method"] + (" ★" if chosen else "") + (" (grid edge)" if edge else "")}
         if "chosen lr" in table.columns:  # a step size chosen by a tuning job (tune / scan)
             row["lr"] = "–" if pd.isna(r["chosen lr"]) else f"{float(r['chosen lr']):g}"
-        row.update({f"final {metric} (mean ± std (n))": final,
-               "rounds to target": _count(r["rounds to target (median)"]),
-               "bytes to target": _count(r["bytes to target (median)"])})
+        row[f"final {metric} (mean ± std (n))"] = final
+        if "rounding spread" in table.columns and int(r["rounding pairs"]):
+            row["rounding spread (n)"] = f"{_sig(r['rounding spread'])} ({int(r['rounding pairs'])})"
+        elif "rounding spread" in table.columns:
+            row["rounding spread (n)"] = "not measured"
+        if f"last-{LAST_K} {metric} mean" in table.columns:
+            row[f"last {LAST_K} evals / best"] = (f"{_sig(r[f'last-{LAST_K} {metric} mean'])} / "
+                                                 f"{_sig(r[f'best {metric} mean'])}")
+        unreached = (f"not reached in {int(r['rounds']):,} rounds" if pd.notna(r.get("rounds", math.nan))
+                     else "not reached")
+        row.update({"rounds to target": _count(r["rounds to target (median)"]).replace("not reached", unreached),
+                    "bytes to target": _count(r["bytes to target (median)"]).replace("not reached", unreached)})
         if "up bytes per client-round" in table.columns:
             row["up / down B per client-round"] = (f"{_count(r['up bytes per client-round'])} / "
                                                    f"{_count(r['down bytes per client-round'])}")
         if ref:
             row[ref.replace(" (median)", "")] = _count(r[ref])
+        claim = next((c for c in table.columns if c.startswith("claim vs ")), None)
+        if claim:
+            ref_of = claim.removeprefix("claim vs ")
+            mean, lo, hi = (r[f"final minus {ref_of}'s ({k})"] for k in ("mean", "95% CI low", "95% CI high"))
+            ci = "" if pd.isna(lo) else f" ({_sig(mean)}, 95% CI {_sig(lo)} to {_sig(hi)})"
+            row[f"vs {ref_of}: final difference, paired"] = ("–" if r[claim] == "reference" else f"{r[claim]}{ci}")
         if "seconds per round (mean)" in table.columns:
             row["s per round / run"] = f"{r['seconds per round (mean)']:.1f} / {r['seconds per run (median)']:,.0f}"
         rows.append(row)
@@ -337,6 +355,12 @@ def compact_markdown(table: pd.DataFrame, metric: str) -> str:
                  "target by the scan's criterion: `lrs tried` in the CSV). ")
     if "seconds per round (mean)" in table.columns:
         note += "Seconds per round include its evaluation (mean); per run, the median seed's total. "
+    if "rounding spread" in table.columns:
+        note += (f"Rounding spread: mean over seeds of |final(twin) − final(run)|, the twin being the same run with "
+                 f"its initial model moved by one ulp (hiso/noise.py); last {LAST_K} evals: the mean of the last "
+                 f"{LAST_K} evaluations; best: the best evaluation (means over seeds). A paired claim is made only "
+                 "where the 95% interval excludes 0 and the difference exceeds both the seed spread (std) and the "
+                 "rounding spread. ")
     edges = edge_choices(table)
     if edges:
         note += (f"Chosen at the edge of its grid, so the best step size may lie outside it: {', '.join(edges)}; "

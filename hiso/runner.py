@@ -99,6 +99,9 @@ def build_federation(cfg: Config):
 
     task_cls, opts = task_options(cfg)
     task = task_cls(opts, num_clients=cfg.federation.num_clients, seed=cfg.seed)
+    if cfg.run.init_ulps:  # a rounding twin: the same run from an initial model a last bit away (hiso/noise.py)
+        from .noise import nudge_ulps
+        nudge_ulps(task.params(), cfg.run.init_ulps)
     spec, mopts = method_options(cfg)
     return spec.build(cfg, task, mopts), task
 

@@ -233,7 +233,8 @@ class NodeClients:
             from ..config import load_config
             from ..runner import build_federation
             self.cfg = load_config(data=json.loads((self.dir / "config.json").read_text()))
-            torch.set_num_threads(max(1, self.cfg.run.threads))
+            from .. import numerics
+            numerics.apply_torch(max(1, self.cfg.run.threads))  # the server's kernels: oneDNN off when portable
             self.fed, _ = build_federation(self.cfg)
         return self.fed
 

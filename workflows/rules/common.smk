@@ -159,7 +159,7 @@ def all_figures():
 
 wildcard_constraints:
     exp=r"[A-Za-z0-9_.\-]+",
-    method=r"[A-Za-z0-9_.@\-]+",
+    method=r"[A-Za-z0-9_.@+\-]+",  # "+": a rounding twin's "<method>+ulp" (hiso/noise.py)
     seed=r"\d+",
     sweep=r"[A-Za-z0-9_.\-]+",
 

@@ -1,0 +1,136 @@
+"""The noise floor beside every comparison: how far an outcome moves under rounding alone, summaries that a
+last bit cannot flip, and claims made only where the paired difference over seeds exceeds both spreads.
+
+- Rounding twins.  An experiment with `rounding: true` (or a list of seeds) also runs every reported method on
+  those seeds with `run.init_ulps: 1`: the same config and seed, the initial trainable model moved by one ulp
+  (each entry to the next float towards +inf).  Its run folder is `<method>+ulp`.  The rounding spread of a method
+  is the mean over seeds of |final(twin) - final(run)|: what a last-bit change (another CPU's kernels, another
+  library version) does to its result.  Tables show it beside the seed spread (std over seeds).
+- Robust summaries: beside the final metric, the mean of the last `LAST_K` evaluations and the best so far.
+- Claims: a method against the reference (DeComFL) by the paired difference of the final metric over the seeds
+  both ran, with a 95 % t interval.  "better" / "worse" only where the interval excludes 0 and |mean| exceeds both
+  the seed spread (the larger std of the two) and the rounding spread (the larger of the two); otherwise
+  "not distinguishable" with the reason.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+TWIN = "+ulp"  # suffix of a rounding twin's method folder
+LAST_K = 3  # evaluations averaged for the "last evaluations" summary
+
+
+def nudge_ulps(params, k: int) -> None:
+    """Move every entry of the trainable tensors `k` floats towards +inf (in place): a rounding-level change of the
+    initial model (run.init_ulps)."""
+    import torch
+    with torch.no_grad():
+        for p in params:
+            for _ in range(k):
+                p.copy_(torch.nextafter(p, torch.full_like(p, math.inf)))
+
+
+def split_twins(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the reported runs, the rounding twins) of a frame of runs (hiso.results.load_runs)."""
+    twin = runs["method"].str.endswith(TWIN)
+    return runs[~twin], runs[twin]
+
+
+def finals(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """One row per (method, seed): final, mean of the last LAST_K evaluations, best so far (NaN when diverged)."""
+    from .results import HIGHER_IS_BETTER
+    higher = HIGHER_IS_BETTER.get(metric, True)
+    rows = []
+    for (method, seed), run in runs.groupby(["method", "seed"], sort=False):
+        values = run.sort_values("round")[metric].dropna()
+        lost = run["status"].iloc[0] == "diverged" or values.empty
+        rows.append({"method": method, "seed": seed,
+                     "final": math.nan if lost else float(values.iloc[-1]),
+                     "last": math.nan if lost else float(values.iloc[-LAST_K:].mean()),
+                     "best": math.nan if values.empty else float(values.max() if higher else values.min())})
+    return pd.DataFrame(rows, columns=["method", "seed", "final", "last", "best"])
+
+
+def rounding_spread(runs: pd.DataFrame, twins: pd.DataFrame, metric: str) -> dict[str, tuple[float, int]]:
+    """method -> (mean |final(twin) - final(run)| over the seeds that have a twin, number of such seeds)."""
+    if twins.empty:
+        return {}
+    a = finals(runs, metric).set_index(["method", "seed"])["final"]
+    b = finals(twins, metric)
+    b["method"] = b["method"].str.removesuffix(TWIN)
+    out = {}
+    for method, grp in b.groupby("method"):
+        diffs = [abs(row.final - a.get((method, row.seed), math.nan)) for row in grp.itertuples()]
+        diffs = [d for d in diffs if not math.isnan(d)]
+        out[method] = (float(np.mean(diffs)) if diffs else math.nan, len(diffs))
+    return out
+
+
+def t95(n: int) -> float:
+    """The two-sided 95 % quantile of Student's t with n - 1 degrees of freedom."""
+    from scipy import stats
+    return float(stats.t.ppf(0.975, n - 1))
+
+
+def paired(per_seed: pd.DataFrame, method: str, ref: str) -> dict:
+    """Paired difference final(method) - final(ref) over the seeds both finished: mean, 95 % CI, n."""
+    a = per_seed[per_seed.method == method].set_index("seed")["final"]
+    b = per_seed[per_seed.method == ref].set_index("seed")["final"]
+    d = (a - b).dropna()
+    n = len(d)
+    if n < 2:
+        return {"n": n, "mean": float(d.mean()) if n else math.nan, "lo": math.nan, "hi": math.nan}
+    half = t95(n) * float(d.std(ddof=1)) / math.sqrt(n)
+    return {"n": n, "mean": float(d.mean()), "lo": float(d.mean()) - half, "hi": float(d.mean()) + half}
+
+
+def verdict(diff: dict, seed_spread: float, round_spread: float, higher: bool) -> str:
+    """The claim a paired difference carries, in words."""
+    if diff["n"] < 2:
+        return f"not distinguishable: {diff['n']} paired seed(s)"
+    if diff["lo"] <= 0 <= diff["hi"]:
+        return "not distinguishable: the 95 % interval contains 0"
+    size = abs(diff["mean"])
+    if not size > seed_spread:
+        return f"not distinguishable: |difference| {size:.3g} <= seed spread {seed_spread:.3g}"
+    if math.isnan(round_spread):
+        return ("better" if (diff["mean"] > 0) == higher else "worse") + " (rounding spread not measured)"
+    if not size > round_spread:
+        return f"not distinguishable: |difference| {size:.3g} <= rounding spread {round_spread:.3g}"
+    return "better" if (diff["mean"] > 0) == higher else "worse"
+
+
+def noise_columns(table: pd.DataFrame, runs: pd.DataFrame, twins: pd.DataFrame, metric: str,
+                  ref: str | None, higher: bool) -> pd.DataFrame:
+    """The summary table (hiso.results.summarise) with the robust summaries, the rounding spread beside the seed
+    spread, and each method's paired claim against the reference."""
+    per_seed = finals(runs, metric)
+    spread = rounding_spread(runs, twins, metric)
+    by = per_seed.groupby("method")
+    table = table.copy()
+    table[f"last-{LAST_K} {metric} mean"] = table["method"].map(by["last"].mean())
+    table[f"best {metric} mean"] = table["method"].map(by["best"].mean())
+    table["rounding spread"] = table["method"].map(lambda m: spread.get(m, (math.nan, 0))[0])
+    table["rounding pairs"] = table["method"].map(lambda m: spread.get(m, (math.nan, 0))[1]).astype(int)
+    if ref is None or ref not in set(table["method"]):
+        return table
+    std = table.set_index("method")[f"final {metric} std"]
+    cols = {k: [] for k in ("n", "mean", "lo", "hi", "claim")}
+    for method in table["method"]:
+        d = paired(per_seed, method, ref)
+        seed_spread = np.nanmax([std.get(method, math.nan), std.get(ref, math.nan), 0.0])
+        rs = [spread.get(m, (math.nan, 0))[0] for m in (method, ref)]
+        round_spread = math.nan if all(math.isnan(x) for x in rs) else float(np.nanmax(rs))
+        claim = "reference" if method == ref else verdict(d, seed_spread, round_spread, higher)
+        for k in ("n", "mean", "lo", "hi"):
+            cols[k].append(d[k])
+        cols["claim"].append(claim)
+    table[f"paired seeds vs {ref}"] = cols["n"]
+    table[f"final minus {ref}'s (mean)"] = cols["mean"]
+    table[f"final minus {ref}'s (95% CI low)"] = cols["lo"]
+    table[f"final minus {ref}'s (95% CI high)"] = cols["hi"]
+    table[f"claim vs {ref}"] = cols["claim"]
+    return table

@@ -1,0 +1,74 @@
+"""The noise floor (hiso/noise.py): rounding twins planned and run one ulp away, the rounding spread beside the
+seed spread, robust summaries, and claims only where a paired difference exceeds both spreads."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import torch
+from conftest import make_config
+from test_results import write_run
+
+from hiso import plan
+from hiso.noise import TWIN, paired, verdict
+from hiso.results import compact_markdown, load_runs, summarise
+from hiso.run import run
+
+
+def test_twins_are_planned_one_ulp_away_at_the_same_step_size():
+    config = {"seeds": [0, 1, 2], "experiments": {"e": {
+        "base": "b.yaml", "metric": "accuracy", "target": 0.5, "rounding": [0, 1],
+        "methods": {"decomfl": {"method": "decomfl"}, "hiso": {"method": "hiso", "federation.lr": 0.03}},
+        "tune": {"decomfl": [0.01, 0.03]}}}}
+    spec = plan.experiments(config)["e"]
+    assert spec["twins"] == {f"decomfl{TWIN}": "decomfl", f"hiso{TWIN}": "hiso"}
+    assert spec["methods"][f"hiso{TWIN}"] == {"method": "hiso", "federation.lr": 0.03, "run.init_ulps": 1}
+    assert spec["methods"][f"decomfl{TWIN}"]["lr_from"] == "decomfl"  # the tuned choice, read from its file
+    assert plan.lr_source(spec, f"decomfl{TWIN}") == "decomfl"
+    runs = plan.runs_of(config, spec)
+    assert [s for m, s in runs if m == f"hiso{TWIN}"] == [0, 1]
+    assert not any(m.endswith(TWIN) and s == 100 for m, s in runs)  # no tuning run of a twin
+
+
+def test_a_twin_starts_one_ulp_away_and_ends_elsewhere():
+    """The digits CNN carries a last-bit change of its start into other losses (the quadratic absorbs it: its
+    rounding spread is 0, as its tables are the same on every CPU)."""
+    from hiso.runner import build_federation
+    base = {"task": {"name": "digits"}, "method": "hiso",
+            "federation": {"rounds": 30, "lr": 0.03, "batch_size": 32}, "run": {"eval_every": 30}}
+    twin = {**base, "run": {"eval_every": 30, "init_ulps": 1}}
+    fa, _ = build_federation(make_config(**base))
+    fb, _ = build_federation(make_config(**twin))
+    for p, q in zip(fa.global_params(), fb.global_params(), strict=True):
+        assert torch.equal(q, torch.nextafter(p, torch.full_like(p, math.inf)))
+    a, b = run(make_config(**base)).metrics, run(make_config(**twin)).metrics
+    assert not a["train_loss"].equals(b["train_loss"])
+
+
+def test_the_rounding_spread_sits_beside_the_seed_spread_and_claims_need_both(tmp_path):
+    for s, (ref, new) in enumerate([(0.50, 0.70), (0.52, 0.71), (0.49, 0.69)]):
+        write_run(tmp_path, "decomfl", s, [0.3, ref - 0.01, ref])
+        write_run(tmp_path, "hiso", s, [0.3, new - 0.01, new])
+        write_run(tmp_path, f"hiso{TWIN}", s, [0.3, new, new + 0.02])
+        write_run(tmp_path, f"decomfl{TWIN}", s, [0.3, ref, ref + 0.01])
+    t = summarise(load_runs(tmp_path), "accuracy", 0.6).set_index("method")
+    assert set(t.index) == {"decomfl", "hiso"}  # twins are no rows of their own
+    assert math.isclose(t.loc["hiso", "rounding spread"], 0.02) and t.loc["hiso", "rounding pairs"] == 3
+    assert math.isclose(t.loc["hiso", "last-3 accuracy mean"], (0.3 * 3 + 0.69 + 0.70 + 0.70 + 0.71 + 0.68 + 0.69) / 9)
+    assert t.loc["hiso", "claim vs decomfl"] == "better"
+    lo, hi = t.loc["hiso", "final minus decomfl's (95% CI low)"], t.loc["hiso", "final minus decomfl's (95% CI high)"]
+    assert lo < 0.1967 < hi and lo > 0
+    md = compact_markdown(t.reset_index(), "accuracy")
+    assert "0.0200 (3)" in md and "better (0.197, 95% CI" in md
+
+
+def test_a_difference_within_a_spread_is_no_claim():
+    per_seed = pd.DataFrame({"method": ["a"] * 3 + ["b"] * 3, "seed": [0, 1, 2] * 2,
+                             "final": [0.60, 0.61, 0.62, 0.50, 0.52, 0.51]})
+    d = paired(per_seed, "a", "b")
+    assert d["n"] == 3 and math.isclose(d["mean"], 0.1) and d["lo"] > 0
+    assert verdict(d, seed_spread=0.01, round_spread=0.02, higher=True) == "better"
+    assert verdict(d, seed_spread=0.01, round_spread=0.2, higher=True).startswith("not distinguishable: |difference|")
+    assert verdict(d, seed_spread=0.15, round_spread=0.0, higher=True).endswith("seed spread 0.15")
+    assert verdict(d, seed_spread=0.01, round_spread=0.02, higher=False) == "worse"  # a loss: lower is better
+    assert "1 paired seed" in verdict(paired(per_seed[per_seed.seed == 0], "a", "b"), 0, 0, True)
