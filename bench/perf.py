@@ -23,6 +23,9 @@ process (median of --repeats), because these machines are noisy.
             forward differences) for HiSo and DeComFL on both layouts (bench/perf_dispatch.py): what a step asks of
             the host, whatever the device.
   portable  the portable generator's CPU cost per entry over torch's normal_, alternated, per piece size.
+  numerics  each tier's kernels under the portable CPU numerics over the native ones (bench/perf_numerics.py):
+            the sgemm of the LM forward, the digits CNN, short quadratic and digits runs, a SmolLM2 + LoRA forward;
+            fresh processes per mode, alternated, and whether both modes computed the same bits.
   frozen    a bfloat16 frozen base against float32 for LoRA on SmolLM2 (bench/perf_frozen.py): test loss and
             accuracy after --rounds rounds over two seeds, and seconds per round, runs alternated.
   bytes     measured bytes per round per method over the minimum (scalar-only: tau*P*4 up + 4*tau seeds
@@ -61,6 +64,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from bench import (
     perf_dispatch,  # noqa: E402
     perf_frozen,
+    perf_numerics,
     warm_runner,  # noqa: E402
 )
 from bench import perf_kernels as kernels  # noqa: E402
@@ -69,7 +73,7 @@ from hiso.gitinfo import commit  # noqa: E402
 from hiso.io import atomic_write  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ("dispatch", "portable", "frozen", "step", "bound", "memory", "clients", "replay", "profile", "chunk", "bytes", "warm", "tier", "flower")
+PARTS = ("numerics", "dispatch", "portable", "frozen", "step", "bound", "memory", "clients", "replay", "profile", "chunk", "bytes", "warm", "tier", "flower")
 
 
 def bench_flower(rounds: int) -> list[dict]:
@@ -115,6 +119,7 @@ def main() -> None:
              "bound": lambda: kernels.bench_bound(models, args.repeats), "bytes": kernels.bench_bytes,
              "dispatch": lambda: perf_dispatch.bench_dispatch(P=max(P)),
              "portable": lambda: kernels.bench_portable(args.repeats),
+             "numerics": lambda: perf_numerics.bench_numerics(args.repeats),
              "frozen": lambda: perf_frozen.bench_frozen(args.rounds),
              "warm": lambda: warm_runner.measure(args.repeats),
              "tier": lambda: process.bench_tier(args.tier, args.cores, args.keep), "flower": lambda: bench_flower(args.rounds)}

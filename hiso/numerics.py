@@ -24,6 +24,7 @@ import os
 import sys
 
 MODE_ENV = "HISO_NUMERICS"
+PINNED_ENV = "HISO_NUMERICS_PINNED"  # set beside the variables hiso pinned (a native child process drops them)
 MODES = ("portable", "native")
 PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 # the CPU flags that decide which kernels the libraries may pick (recorded, not all of /proc/cpuinfo's)
@@ -55,6 +56,11 @@ def setup() -> None:
         return  # reported by check(), where a refusal can be printed
     if current == "portable":
         os.environ.update(PORTABLE_ENV)
+        os.environ[PINNED_ENV] = "1"  # these values came from hiso: a native child may drop them
+    elif os.environ.pop(PINNED_ENV, None):  # native under a portable parent: not the user's settings, drop them
+        for key, value in PORTABLE_ENV.items():
+            if os.environ.get(key) == value:
+                del os.environ[key]
     if _pinned_before_torch is None:
         _pinned_before_torch = "torch" not in sys.modules
 
