@@ -7,6 +7,9 @@ docs/bad-inputs.md is rendered from these cases and the messages they really pro
 import json
 import os
 import re
+import resource
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -202,8 +205,117 @@ def test_the_docs_table_is_what_the_cases_produce(tmp_path_factory, capsys):
             "Exit codes: 2 refused, 3 diverged or failed, 4 model or data unavailable, 5 an output could not be\n"
             "written (e.g. a full disk; rerun the same command and the run resumes).\n\n"
             "Regenerate: `HISO_WRITE_DOCS=1 .venv/bin/python -m pytest tests/test_bad_inputs.py`.\n\n"
-            "| bad input | config (and arguments) | message | exit |\n|---|---|---|---|\n" + "\n".join(rows) + "\n")
+            "| bad input | config (and arguments) | message | exit |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
+            + _more_sections(tmp_path_factory))
     page = page.replace(f"pid {os.getpid()}", "pid <pid>")
     if os.environ.get("HISO_WRITE_DOCS"):
         PAGE.write_text(page)
     assert PAGE.read_text() == page, "docs/bad-inputs.md is stale: HISO_WRITE_DOCS=1 pytest tests/test_bad_inputs.py"
+
+
+# ---------------------------------------------------------------- what the workflow refuses, what only warns
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+TIER = ("results: {tmp}/res\nseeds: [0]\nwarm_runner: false\nexperiments:\n  q:\n    title: quadratic\n"
+        "    base: workflows/config/base/quadratic.yaml\n    metric: rel_suboptimality\n    target: 0.1\n"
+        "    sets: {{federation.rounds: 10, task.dim: 50}}\n    methods:\n      hiso: {{method: hiso, federation.lr: 0.01}}\n")
+# (what, the tier's text after these replacements, expected text); "100k": a generated grid of 100,000 runs
+WORKFLOW_CASES = [
+    ("a YAML 1.1 number in a tier", {"seeds: [0]": "seeds: [010]"}, "seeds[0]: '010' at line 2, column 9"),
+    ("an experiment name with a space", {"  q:": "  my exp:"}, "experiment 'my exp' must be one folder name"),
+    ("a tier of 100,000 runs", "100k", "the tier plans 100,000 runs, more than max_runs (10,000)"),
+    ("results: holding another config's run", "other", "1 run folders hold runs of another config"),
+]
+
+
+def _tier_text(tmp: Path, change) -> str:
+    text = TIER.format(tmp=tmp)
+    if change == "100k":
+        tasks = "\n".join(f"      t{i}: {{metric: accuracy, target: 0.5}}" for i in range(1000))
+        models = ", ".join(f"m{i}" for i in range(100))
+        return (f"results: {tmp}/res\nseeds: [0]\ngrids:\n  g:\n    base: workflows/config/base/digits.yaml\n"
+                f"    models: [{models}]\n    tasks:\n{tasks}\n    methods:\n      hiso: {{method: hiso}}\n")
+    if change == "other":  # the folder holds a finished run of the same experiment at another step size
+        from hiso.config import load_config
+        old = load_config(ROOT / "workflows/config/base/quadratic.yaml",
+                          ["federation.rounds=10", "task.dim=50", "method=hiso", "federation.lr=0.03", "seed=0"])
+        folder = tmp / "res" / "runs" / "q" / "hiso" / "seed0"
+        folder.mkdir(parents=True)
+        (folder / "run.json").write_text(json.dumps({"config": old.to_dict(), "status": "complete"}))
+        return text
+    for a, b in change.items():
+        text = text.replace(a, b)
+    return text
+
+
+def workflow_refusal(tmp: Path, change) -> tuple[int, str]:
+    tier = tmp / "tier.yaml"
+    tier.write_text(_tier_text(tmp, change))
+    p = subprocess.run([SNAKEMAKE, "-n", "--configfile", str(tier)], cwd=ROOT, capture_output=True, text=True,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    lines = (p.stdout + p.stderr).splitlines()
+    at = next(i for i, line in enumerate(lines) if re.search(r"Error in file .*, line \d+:$", line))
+    return p.returncode, lines[at + 1].strip()
+
+
+@pytest.mark.parametrize("what,change,expected", WORKFLOW_CASES, ids=[c[0] for c in WORKFLOW_CASES])
+def test_the_workflow_refuses_at_planning(tmp_path, what, change, expected):
+    rc, err = workflow_refusal(tmp_path, change)
+    assert rc != 0 and expected in err, err
+    assert not (tmp_path / "res" / "logs").exists()  # nothing ran
+
+
+def _cli(tmp: Path, text: str, limit_kb: int | None = None) -> tuple[int, str]:
+    (tmp / "c.yaml").write_text(text)
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (limit_kb * 1024, resource.RLIM_INFINITY))
+    p = subprocess.run([sys.executable, "-m", "hiso", "run", "--config", "c.yaml", "--out", "out"], cwd=tmp,
+                       capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)},
+                       preexec_fn=limit if limit_kb else None)
+    lines = [line for line in p.stderr.splitlines() if line.startswith(("WARNING", "config error"))]
+    return p.returncode, lines[0] if lines else ""
+
+
+LIMIT_CASES = [  # (what, config, ulimit -v in KB or None, expected text, exit)
+    ("data larger than ulimit -v", "task: {name: quadratic, dim: 1000000}\nfederation: {num_clients: 1000}\n",
+     6_000_000, "more than the memory this process may use (bounded by", 2),
+    ("an option the method ignores (a warning)", "method: decomfl\ntask: {name: quadratic, dim: 20}\n"
+     "federation: {rounds: 2}\ncurvature: {beta: 0.5}\nrun: {progress: false}\n", None,
+     "left out of the run's identity", 0),
+]
+
+
+@pytest.mark.parametrize("what,text,limit,expected,code", LIMIT_CASES, ids=[c[0] for c in LIMIT_CASES])
+def test_limits_and_warnings(tmp_path, what, text, limit, expected, code):
+    rc, line = _cli(tmp_path, text, limit)
+    assert rc == code and expected in line, line
+    assert code == 0 or not (tmp_path / "out").exists()
+    from hiso.tasks import usable_memory
+    if limit and usable_memory()[0] > limit * 1024:  # the limit is the tightest bound: the message names it
+        assert "bounded by the address-space limit (ulimit -v)" in line, line
+
+
+def _more_sections(tmp_path_factory) -> str:
+    rows = []
+    for what, change, _ in WORKFLOW_CASES:
+        tmp = tmp_path_factory.mktemp("tier")
+        rc, err = workflow_refusal(tmp, change)
+        shown = ("a grid of 100 models x 1,000 tasks" if change == "100k" else
+                 "another step size's finished run in its run folder" if change == "other" else
+                 "; ".join(f"`{a.strip()}` -> `{b.strip()}`" for a, b in change.items()))
+        rows.append(f"| {what} | {shown} | {err.replace(str(tmp), '<tmp>').replace('|', chr(92) + '|')} | {rc} |")
+    limits = []
+    for what, text, limit, _, _ in LIMIT_CASES:
+        rc, line = _cli(tmp_path_factory.mktemp("cli"), text, limit)
+        line = re.sub(r"\(bounded by .*: [\d.,]+ GiB\)", "(bounded by <the tightest of RAM, ulimit -v and the "
+                      "cgroup's limit>)", line)
+        run = f"`{text.strip().replace(chr(10), '; ')}`" + (f" under `ulimit -v {limit}`" if limit else "")
+        limits.append(f"| {what} | {run} | {line} | {rc} |")
+    return ("\n## What `snakemake` refuses while planning a tier\n\n"
+            "Each is refused before any job runs (`snakemake -n` prints the same), nothing is written, and Snakemake "
+            "exits 1. The example tier is one quadratic experiment (`tests/test_bad_inputs.py`, TIER) with the change "
+            "shown.\n\n| bad input | tier | message | exit |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
+            "\n## Limits and warnings of `python -m hiso run`\n\n"
+            "Run in a fresh process (the first under an address-space limit). A warning runs the config: the ignored "
+            "option is reset to its default, so the run keeps its identity (its config hash).\n\n"
+            "| case | config | first line printed | exit |\n|---|---|---|---|\n" + "\n".join(limits) + "\n")
