@@ -2,22 +2,29 @@
 configs shipped in bench/model_configs/, random token batches; no tokenizer).  Prints one JSON document:
 
   (a) seeded perturbations on the device: the same seed gives the same bits twice, and verified replay
-      (every client really replays the round log) stays within 1e-6 of the server over >= 100 rounds, on the
-      device's default layout; the stream fingerprint of each layout (hiso/layout.py);
+      (every client really replays the round log) stays within 1e-6 of the server over >= 100 rounds, on both
+      layouts (per tensor in 2^18-entry pieces, and the flat buffer in 2^26-entry pieces CUDA runs by default);
+      the stream fingerprint of each layout (hiso/layout.py);
   (b) client step time / ((P + 1) x one forward pass), DeComFL and HiSo, P = 5, per model and layout (the
       per-tensor layout and the flat one CUDA runs by default), with the step's aten ops, kernel launches and
       host syncs counted around it (bench/perf_dispatch.Counter);
-  (c) memory above inference: the peak device memory of a client step minus the peak of a forward pass with the
-      same resident state (model, curvature, scratch), in bytes and over the trainable fp32 bytes;
+  (c) memory above inference, measured in two stages: the model and a batch alone (resident bytes and the peak of
+      a forward pass), then with the method's state (the server's copy, the curvature, the scratch): the bytes the
+      state adds and the peak of a client step above the forward's peak, also over the trainable fp32 bytes.  On
+      CPU the state's bytes are counted from its tensors (the peaks are a GPU measurement);
   (d) catch-up replay time per missed round / one torch.randn(d) on the device;
   (e) the portable generator (perturb.generator: portable): its draw on the device has the same bits as on the
       CPU, and a CPU replay of the device's round log reproduces the device's model (how a user checks that a CPU
-      can replay, or join, their GPU runs).
+      can replay, or join, their GPU runs); its cost per entry against torch's native normal_ on the device.
+
+The process runs with the paper tier's backend settings (hiso.tasks.text.configure_backend: strict fp32 matmuls,
+deterministic algorithms on CUDA), as a paper run does.
 
 The forward pass is the classification tasks' own: last-token logits over a two-word verbaliser (logits_to_keep=1)
 on prompts of --seq tokens (SST-2's 32 by default), not a full-vocabulary head at every position.
 
-  .venv/bin/python -m bench.gpu_check --device cuda --out gpu_check.json     # on one GPU, < 8 minutes
+  PYTHONPATH=. python3 -m bench.gpu_check --device cuda --out gpu_check.json  # one GPU, < 7 minutes
+  bench/device_check.sh                                                       # the same, as a GPU machine runs it
   .venv/bin/python -m bench.gpu_check --device cpu --tiny                    # the same code path on CPU (CI)
 
 Timings are medians of repeated measurements taken side by side in one process; ratios, not seconds, are
@@ -41,7 +48,7 @@ from hiso.federation import Federation
 from hiso.perturb import Scratch, StepDirections
 from hiso.server import apply_record
 
-VERBALISER = [3, 4]  # two token ids standing for the label words ("negative", "positive")
+VERBALISER = (3, 4)  # two token ids standing for the label words ("negative", "positive")
 CONFIGS = Path(__file__).resolve().parent / "model_configs"
 TINY = {"vocab_size": 512, "hidden_size": 64, "ffn_dim": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
         "max_position_embeddings": 256, "word_embed_proj_dim": 64}
@@ -65,6 +72,9 @@ class RandomTokens:
             p.requires_grad_(False)
         self.device, self.seq, self.vocab = device, seq, cfg.vocab_size
         self.d = sum(p.numel() for p in self._params)
+        # the label words' ids live on the device, as the text tasks keep theirs: indexing with a Python list
+        # would copy it to the device (and sync) on every forward
+        self.label_ids = torch.tensor(VERBALISER, device=device)
 
     def params(self):
         return self._params
@@ -77,7 +87,7 @@ class RandomTokens:
     @torch.no_grad()
     def device_loss(self, batch) -> torch.Tensor:
         ids, labels = batch
-        logits = self.model(input_ids=ids, logits_to_keep=1).logits[:, -1, VERBALISER]
+        logits = self.model(input_ids=ids, logits_to_keep=1).logits[:, -1].index_select(-1, self.label_ids)
         return torch.nn.functional.cross_entropy(logits.float(), labels)
 
     def loss(self, batch) -> float:
@@ -110,20 +120,26 @@ def federation(task, kind: str, P: int, verify: bool, lr: float = 1e-6, layout: 
                       perturb=PerturbConfig(layout=layout, generator=generator))
 
 
-def check_determinism(task, rounds: int) -> dict:
-    """(a): the same seed twice gives identical bits; verified replay over `rounds` rounds, HiSo curvature."""
-    scratch = Scratch(task.params())
-    curv = make_factory(CurvatureConfig(kind="identity"), task)(task.params())
+def flat(tensors) -> torch.Tensor:
+    """One vector of a layout's tensors (the flat layout's one buffer, or the per-tensor list)."""
+    return torch.cat([t.detach().reshape(-1) for t in tensors])
+
+
+def check_determinism(task, rounds: int, layout: str) -> dict:
+    """(a) on one layout: the same seed twice gives identical bits (in that layout's pieces); verified replay over
+    `rounds` rounds with HiSo's curvature stays within 1e-6 of the server."""
+    init = flat(task.params()).clone()
+    fed = federation(task, "diagonal", 5, verify=True, layout=layout)
+    curv = make_factory(CurvatureConfig(kind="identity"), task)(fed.server.params)
+    scratch = Scratch(fed.server.params, fed.chunk)
     draws = []
     for _ in range(2):
-        dirs = StepDirections(12345, 2, task.params(), curv, scratch)
+        dirs = StepDirections(12345, 2, fed.server.params, curv, scratch)
         draws.append(torch.cat([q.z.clone().flatten() for q in dirs(1)]))
-    init = [p.detach().clone() for p in task.params()]
-    fed = federation(task, "diagonal", 5, verify=True)
     worst = max(fed.run_round()["replay_max_abs_diff"] for _ in range(rounds))
-    moved = float(max((a - b).abs().max() for a, b in zip(fed.server.params, init)))
-    return {"same_seed_same_bits": bool(torch.equal(*draws)), "layout": fed.layout, "replay_rounds": rounds,
-            "replay_max_abs_diff": worst, "replay_ok": worst <= 1e-6, "model_moved": moved > 0}
+    moved = float((flat(fed.server.params) - init).abs().max())
+    return {"same_seed_same_bits": bool(torch.equal(*draws)), "layout": fed.layout, "chunk": fed.chunk,
+            "replay_rounds": rounds, "replay_max_abs_diff": worst, "replay_ok": worst <= 1e-6, "model_moved": moved > 0}
 
 
 def check_portable(task, rounds: int) -> dict:
@@ -151,6 +167,12 @@ def check_portable(task, rounds: int) -> dict:
         out[f"{name}_portable_model_moved"] = any(not torch.equal(a, b) for a, b in zip(init, params, strict=True))
         fed = None
     out["portable_rounds"] = rounds
+    n = 1 << 22  # the draw's cost per entry on the device: portable over torch's native normal_
+    buf = torch.empty(n, device=dev)
+    t_native = timed(lambda: buf.normal_(), dev, 5)
+    t_port = timed(lambda: normal_(buf, stream_seed(1, 0), 0), dev, 5)
+    out.update(native_draw_ns_per_entry=1e9 * t_native / n, portable_draw_ns_per_entry=1e9 * t_port / n,
+               portable_over_native_draw=t_port / t_native)
     return out
 
 
@@ -166,24 +188,54 @@ def peak_bytes(fn, dev) -> int | None:
     return torch.cuda.max_memory_allocated()
 
 
+def resident_bytes(dev, tensors=()) -> int:
+    """Bytes resident now: the device allocator's count on CUDA; on CPU the bytes of `tensors` (no allocator
+    counts host memory by tensor)."""
+    if dev.type == "cuda":
+        sync(dev)
+        return torch.cuda.memory_allocated()
+    seen, total = set(), 0
+    for t in tensors:
+        key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+        if key not in seen:
+            seen.add(key)
+            total += key[1]
+    return total
+
+
+def state_tensors(fed) -> list[torch.Tensor]:
+    """The tensors a federation holds beside the task's model: the server's copy, the curvature, the scratch."""
+    out = list(fed.server.params) + list(getattr(fed.server.curvature, "state", []) or [])
+    out += [v for v in vars(fed.scratch).values() if isinstance(v, torch.Tensor)]
+    return [t for t in out if isinstance(t, torch.Tensor) and t.numel()]
+
+
 def measure_model(task, P: int, repeat: int) -> dict:
     """(b), (c), (d) for one model, per layout."""
     dev = task.device
     b = task.batch(0, np.random.default_rng(0), task.batch_size)
     t_fwd = timed(lambda: task.loss(b), dev, repeat)
     out = {"params": task.d, "forward_s": t_fwd}
+    # (c), stage 1: the model and the batch alone, and the peak of their forward pass
+    inference = resident_bytes(dev, [*task.params(), *b])
+    forward_peak = peak_bytes(lambda: task.loss(b), dev)
+    out["inference_resident_bytes"], out["forward_peak_bytes"] = inference, forward_peak
     for layout in ("tensors", "flat"):
         for kind, name in (("identity", "decomfl"), ("diagonal", "hiso")):
+            key = f"{name}_{layout}"
+            before = resident_bytes(dev, [*task.params(), *b])
             fed = federation(task, kind, P, verify=False, layout=layout)
             fed.run_round()  # warm-up (and H moves away from 1)
             curvature = fed.server.curvature
+            # (c), stage 2: what the method's state adds to the model and batch
+            state = resident_bytes(dev, [*task.params(), *b, *state_tensors(fed)]) - before
+            out[f"{key}_state_bytes"], out[f"{key}_state_over_4d"] = state, state / (4 * task.d)
             rng_round = iter(range(10**6))
 
             def step():
                 r = next(rng_round)
                 fed._local_steps(0, r, np.array([r], np.uint32), curvature, fed.mu)
             t_step = timed(step, dev, repeat)
-            key = f"{name}_{layout}"
             out[f"{key}_step_s"] = t_step
             out[f"{key}_step_over_P1_forwards"] = t_step / ((P + 1) * t_fwd)
             with Counter(set(), task.d, fake_reads=False) as c:
@@ -192,13 +244,15 @@ def measure_model(task, P: int, repeat: int) -> dict:
             rec = fed.server.log[-1]
             out[f"{key}_replay_round_s"] = timed(
                 lambda: apply_record(fed.server.params, curvature, rec, fed.lr, fed.server.scratch), dev, repeat)
-            # (c) the same resident state (model, curvature, scratch) for both peaks: step minus forward
-            fwd_peak, step_peak = peak_bytes(lambda: task.loss(b), dev), peak_bytes(step, dev)
-            above = None if fwd_peak is None else step_peak - fwd_peak
-            out[f"{key}_memory_above_forward_bytes"] = above
-            out[f"{key}_memory_above_forward_over_4d"] = None if above is None else above / (4 * task.d)
+            # the peak of a client step with the state resident, above the forward's peak without it
+            step_peak = peak_bytes(step, dev)
+            above = None if step_peak is None else step_peak - forward_peak
+            out[f"{key}_memory_above_inference_bytes"] = above
+            out[f"{key}_memory_above_inference_over_4d"] = None if above is None else above / (4 * task.d)
             out[f"{layout}_stream"] = fed.stream
-            fed = None  # frees the device memory before the next configuration
+            fed = curvature = None  # frees the device memory before the next configuration
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
     t_randn = timed(lambda: torch.randn(task.d, device=dev), dev, repeat)
     out["randn_d_s"] = t_randn
     for layout in ("tensors", "flat"):
@@ -211,7 +265,8 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     ap.add_argument("--tiny", action="store_true", help="a 2-layer OPT instead of the real configs (CPU, CI)")
-    ap.add_argument("--models", default="opt-125m,opt-1.3b,opt-2.7b")
+    ap.add_argument("--models", default="opt-125m,opt-1.3b",
+                    help="bench/model_configs/<name>.json (opt-2.7b also fits an H100, but not in one 10-minute call)")
     ap.add_argument("--rounds", type=int, default=100, help="verified-replay rounds of check (a)")
     ap.add_argument("--portable-rounds", type=int, default=3,
                     help="rounds of check (e); its CPU replay of OPT-125M costs about 10 s per round and method")
@@ -223,13 +278,18 @@ def main(argv=None) -> dict:
     if a.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: torch sees no CUDA device (use --device cpu --tiny)")
     dev = torch.device(a.device)
+    from hiso.tasks.text import TextOptions, configure_backend
+    configure_backend(dev, TextOptions())  # the paper tier's: strict fp32 matmuls, deterministic on CUDA
     models = ["tiny"] if a.tiny else a.models.split(",")
+    from hiso.runner import backend_state
     report = {"device": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu", "torch": torch.__version__,
+              "backend": backend_state(),
               "P": 5, "batch": a.batch, "seq": a.seq, "dtype": "float32", "models": {}}
     t0 = time.perf_counter()
     first = RandomTokens(models[0], dev, a.seq)
     first.batch_size = a.batch
-    report["determinism"] = {"model": models[0], **check_determinism(first, a.rounds)}
+    report["determinism"] = {layout: {"model": models[0], **check_determinism(first, a.rounds, layout)}
+                             for layout in ("tensors", "flat")}
     report["portable"] = {"model": models[0], **check_portable(first, a.portable_rounds)}
     for name in models:
         task = first if name == models[0] else RandomTokens(name, dev, a.seq)

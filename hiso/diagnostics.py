@@ -36,7 +36,9 @@ def true_diagonal(task, samples: int = 64, batch=None, seed: int = 0) -> torch.T
         with torch.enable_grad(), sdpa_kernel(SDPBackend.MATH):
             grads = torch.autograd.grad(task.grad_loss(batch), params, create_graph=True)
             for k in range(samples):
-                vs = [torch.randint(0, 2, p.shape, generator=gen).to(p.dtype).mul_(2).sub_(1) for p in params]
+                # drawn by the CPU generator (the same bits on any device), then placed on the parameter's device
+                vs = [torch.randint(0, 2, p.shape, generator=gen).to(device=p.device, dtype=p.dtype).mul_(2).sub_(1)
+                      for p in params]
                 hv = torch.autograd.grad(grads, params, grad_outputs=vs, retain_graph=k < samples - 1)
                 for a, v, h in zip(acc, vs, hv):
                     a.add_((v * h).double(), alpha=1.0 / samples)
@@ -48,7 +50,7 @@ def true_diagonal(task, samples: int = 64, batch=None, seed: int = 0) -> torch.T
 
 def agreement(learned: torch.Tensor, true: torch.Tensor, max_points: int = 1_000_000) -> dict[str, float]:
     """Rank and scale agreement of a learned diagonal with the true one (entries with true > 0 only)."""
-    x, y = learned.double().reshape(-1), true.double().reshape(-1)
+    x, y = learned.detach().double().reshape(-1).cpu(), true.detach().double().reshape(-1).cpu()  # numpy needs host
     if x.numel() > max_points:  # a fixed subsample keeps large models cheap
         idx = torch.randperm(x.numel(), generator=torch.Generator().manual_seed(0))[:max_points]
         x, y = x[idx], y[idx]
@@ -69,7 +71,7 @@ def agreement(learned: torch.Tensor, true: torch.Tensor, max_points: int = 1_000
 
 def zeta(learned: torch.Tensor, true: torch.Tensor) -> dict[str, float]:
     """zeta = sum_i A_ii / H_i, and the effective ranks of the raw and the whitened diagonal."""
-    h, a = learned.double().reshape(-1), true.double().reshape(-1).clamp(min=0)
+    h, a = learned.detach().double().reshape(-1).cpu(), true.detach().double().reshape(-1).cpu().clamp(min=0)
     w = a / h
     return {"zeta": float(w.sum()), "trace": float(a.sum()), "L_d": float(a.max()) * a.numel(),
             "eff_rank": float(a.sum() / a.max()) if float(a.max()) > 0 else math.nan,

@@ -234,5 +234,7 @@ def test_mixed_spans_hiso_and_one_learned_number(cfg_factory):
 def test_another_kinds_option_is_named_in_a_warning(cfg_factory, caplog):
     """Stein's floor set for HiSo's diagonal changes nothing; the config says so instead of silently ignoring it."""
     with caplog.at_level("WARNING", logger="hiso.curvature"):
-        cfg_factory(task={"name": "quadratic", "dim": 10}, curvature={"kind": "diagonal", "floor": 0.1})
-    assert "curvature.floor: 0.1 is an option of kind stein; kind diagonal does not read it" in caplog.text
+        cfg = cfg_factory(task={"name": "quadratic", "dim": 10}, curvature={"kind": "diagonal", "floor": 0.1})
+    assert ("curvature.floor: 0.1 is an option of kind stein; method hiso (kind diagonal) does not read it, so it is "
+            "left out of the run's identity") in caplog.text
+    assert cfg.hash() == cfg_factory(task={"name": "quadratic", "dim": 10}, curvature={"kind": "diagonal"}).hash()

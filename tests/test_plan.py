@@ -214,3 +214,24 @@ def test_the_memory_model_counts_the_parameters_a_model_really_has(model):
     page = (ROOT / "docs" / "paper-budget.md").read_text()
     assert "Predicted peak GPU memory per model x method" in page
     assert "opt-2.7b fedadam on squad" in page and "opt-2.7b hiso on squad" not in page
+
+
+def test_the_time_model_counts_the_forwards_real_flops_and_names_its_constant_set(tmp_path):
+    """logits_to_keep=1: the embeddings are look-ups and the head runs at one position, so OPT-125M's forward is
+    about 1/1.47 of 2 N tokens; the budget page names the constant set it used (H200 by default, or H100)."""
+    from bench import timemodel
+    sys.path.insert(0, str(ROOT / "workflows" / "scripts"))
+    import plan_budget
+    tokens = 32 * 25
+    full = 2 * plan_budget.PARAMS["opt-125m"] * tokens
+    assert 1.4 < full / plan_budget.flops_of("opt-125m", tokens, 32) < 1.5
+    assert 1.05 < 2 * plan_budget.PARAMS["opt-1.3b"] * tokens / plan_budget.flops_of("opt-1.3b", tokens, 32) < 1.1
+    assert timemodel.DEVICES["h100"].copy_bw < timemodel.DEVICES["h200"].copy_bw
+    out = tmp_path / "h100.md"
+    subprocess.run([sys.executable, "workflows/scripts/plan_budget.py", "--configfile", "workflows/config/paper.yaml",
+                    "--device", "h100", "--md", str(out)], cwd=ROOT, check=True, capture_output=True)
+    text = out.read_text()
+    assert "with the H100 SXM (stated constants) set (--device h100" in text
+    row = next(line for line in text.splitlines() if line.startswith("| opt-1.3b | hiso     | flat"))
+    assert 1.55 < float(row.split("|")[7]) < 1.75  # HiSo on OPT-1.3B, flat: ~1.65 (H200: ~1.49)
+    assert "with the H200 (stated constants) set" in (ROOT / "docs" / "paper-budget.md").read_text()

@@ -29,6 +29,12 @@ from hiso import plan  # noqa: E402
 # OPT tokenizer on the public splits, rounded; SST-2 capped at its max_length of 32)
 PARAMS = {"opt-125m": 125e6, "opt-350m": 331e6, "opt-1.3b": 1.32e9, "opt-2.7b": 2.65e9,
           "llama-3.2-1b": 1.24e9, "llama-3.2-3b": 3.21e9}
+# of which embeddings (token + position tables: look-ups, no FLOPs) and the head (vocab x width, tied to the
+# token table; logits_to_keep=1 applies it at one position), from the models' configs
+EMBEDDING = {"opt-125m": (50272 + 2050) * 768, "opt-350m": 50272 * 512 + 2050 * 1024, "opt-1.3b": (50272 + 2050) * 2048,
+             "opt-2.7b": (50272 + 2050) * 2560, "llama-3.2-1b": 128256 * 2048, "llama-3.2-3b": 128256 * 3072}
+HEAD = {"opt-125m": 50272 * 768, "opt-350m": 50272 * 512, "opt-1.3b": 50272 * 2048, "opt-2.7b": 50272 * 2560,
+        "llama-3.2-1b": 128256 * 2048, "llama-3.2-3b": 128256 * 3072}
 TOKENS = {"sst2": 25, "qqp": 45, "squad": 190, "cb": 90, "wsc": 40, "wic": 45, "rte": 80, "boolq": 150}
 TEST_ROWS = {"sst2": 872, "qqp": 40430, "squad": 10570, "cb": 56, "wsc": 104, "wic": 638, "rte": 277, "boolq": 3270}
 
@@ -51,6 +57,10 @@ def run_cost(cfg) -> tuple[float, float, int]:
     return f.rounds * clients * f.local_steps, eval_passes, f.rounds
 
 
+def flops_of(model: str, tokens: int, sequences: int) -> float:
+    return timemodel.forward_flops(PARAMS[model], EMBEDDING[model], HEAD[model], tokens, sequences)
+
+
 def step_seconds(cfg, model: str, tokens: int, dispatch, dev, measured) -> tuple[float, float, float]:
     """(seconds of one client step, of one server apply, of one forward pass of `tokens` tokens)."""
     f = cfg.federation
@@ -58,7 +68,7 @@ def step_seconds(cfg, model: str, tokens: int, dispatch, dev, measured) -> tuple
         m = measured["models"][model]
         fwd = m["forward_s"] * tokens / (measured["batch"] * measured["seq"])
     else:
-        m, fwd = None, 2 * PARAMS[model] * tokens / dev.fp32_flops
+        m, fwd = None, flops_of(model, tokens, f.batch_size) / dev.fp32_flops
     if cfg.method in FIRST_ORDER:
         return 3 * fwd, 0.0, fwd
     passes = 2 * f.perturbations + 1 if f.difference == "central" else f.perturbations + 1
@@ -71,7 +81,7 @@ def step_seconds(cfg, model: str, tokens: int, dispatch, dev, measured) -> tuple
         row[k] *= c
     for k in ("server_bytes_over_4d", "server_drawn_over_d", "server_launch"):
         row[k] *= s
-    p = timemodel.predict(row, tokens, PARAMS[model], dev)
+    p = timemodel.predict(row, tokens, PARAMS[model], dev, flops_of(model, tokens, f.batch_size))
     step = p["step_s"] - (row["P"] + 1) * p["forward_s"] + passes * p["forward_s"]  # central: 2P (+ 1) passes
     return step, p["server_apply_s"], fwd
 
@@ -121,8 +131,10 @@ def _shown(path: str, root: Path) -> str:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configfile", required=True)
-    ap.add_argument("--tflops", type=float, default=timemodel.H200.fp32_flops / 1e12,
-                    help="sustained fp32 matmul TFLOP/s of one GPU without --measured")
+    ap.add_argument("--device", default="h200", choices=sorted(timemodel.DEVICES),
+                    help="the constant set of the time model (bench/timemodel.py) without --measured")
+    ap.add_argument("--tflops", type=float, default=None,
+                    help="override the set's sustained fp32 matmul TFLOP/s")
     ap.add_argument("--measured", default=None, help="a bench/gpu_check.py JSON with forward_s per model")
     ap.add_argument("--dispatch", default=str(timemodel.DISPATCH), help="the perf tier's dispatch.csv")
     ap.add_argument("--md", default=None)
@@ -130,7 +142,10 @@ def main(argv=None):
     root = Path(__file__).resolve().parents[2]
     config = yaml.safe_load(Path(a.configfile).read_text())
     measured = json.loads(Path(a.measured).read_text()) if a.measured else None
-    dev = timemodel.Device(fp32_flops=a.tflops * 1e12)
+    import dataclasses
+    dev = timemodel.DEVICES[a.device]
+    if a.tflops is not None:
+        dev = dataclasses.replace(dev, fp32_flops=a.tflops * 1e12)
     dispatch = timemodel.load(a.dispatch)
     hours = defaultdict(float)
     fwd_hours = defaultdict(float)
@@ -176,11 +191,13 @@ def main(argv=None):
     lines.append(f"| **all** | | | **{total_runs}** | **{total_hours:.0f}** | **{sum(fwd_hours.values()):.0f}** |")
     consts = ", ".join(f"{k} {v:g}" for k, v in timemodel.constants(dev).items() if k != "name")
     basis = (f"measured forward times and step ratios from {a.measured}" if measured else
-             f"the GPU time model (bench/timemodel.py) with stated constants ({consts}; bytes/s, entries/s, s, "
-             f"FLOP/s) and the dispatch counts of {_shown(a.dispatch, root)}; "
+             f"the GPU time model (bench/timemodel.py) with the {dev.name} set (--device {a.device}: {consts}; "
+             f"bytes/s, entries/s, s, FLOP/s), forward passes counted without the embeddings' look-ups and with the "
+             f"head at the last position only, and the dispatch counts of {_shown(a.dispatch, root)}; "
              "replace with --measured bench/gpu_check.py output from the target GPU")
-    ratios = timemodel.ratio_table(dispatch, {m: PARAMS[m] for m in ("opt-125m", "opt-1.3b", "opt-2.7b")},
-                                   tokens=32 * TOKENS["sst2"], dev=dev)
+    shown = ("opt-125m", "opt-1.3b", "opt-2.7b")
+    ratios = timemodel.ratio_table(dispatch, {m: PARAMS[m] for m in shown}, tokens=32 * TOKENS["sst2"], dev=dev,
+                                   flops={m: flops_of(m, 32 * TOKENS["sst2"], 32) for m in shown})
     ratio_md = ratios.to_markdown(index=False, floatfmt=".3g")
     text = (f"Plan of `{a.configfile}`: {total_runs} runs, about {total_hours:.0f} GPU-hours on one GPU per run.\n"
             f"Basis: {basis}; prompt lengths per task are the assumptions in workflows/scripts/plan_budget.py.\n"
