@@ -10,7 +10,9 @@ ATen's vectorised kernels (AVX2 or AVX-512), MKL's sgemm (per ISA and per vendor
                         says gives the same results on Intel and non-Intel CPUs; its AVX2 branch falls back to
                         AUTO on AMD), ONEDNN_MAX_CPU_ISA=AVX2 and convolutions without oneDNN
                         (torch.backends.mkldnn off: ATen's own im2col + MKL), a fixed thread count (run.threads,
-                        1 when it is 0).  Its measured cost: docs/results/perf.md.
+                        1 when it is 0), and NumPy's AVX-512 dispatch off (NPY_DISABLE_CPU_FEATURES: its
+                        AVX-512 float64 exp, used for log-normal spectra, differs from its AVX2 one in the last
+                        bit).  Its measured cost: docs/results/perf.md.
     native              every library's own choice for this CPU: faster, bit-reproducible on this machine only.
 
 These variables are read once, when the libraries load: a process that imported torch before `hiso` cannot pin
@@ -30,6 +32,14 @@ PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", "ONEDNN
 # the CPU flags that decide which kernels the libraries may pick (recorded, not all of /proc/cpuinfo's)
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
              "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
+
+# NumPy's dispatch groups above AVX2, with the CPU flags each needs: only those this CPU has are disabled (NumPy
+# warns about a feature the machine lacks)
+NUMPY_ABOVE_AVX2 = {"X86_V4": ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"),
+                    "AVX512_ICL": ("avx512f", "avx512_vnni", "avx512vbmi", "avx512_vbmi2", "avx512_bitalg",
+                                   "avx512_vpopcntdq", "avx512ifma"),
+                    "AVX512_SPR": ("avx512f", "avx512_fp16")}
+NUMPY_ENV = "NPY_DISABLE_CPU_FEATURES"
 
 _pinned_before_torch: bool | None = None  # set by setup(): did hiso set the variables before torch loaded?
 
@@ -56,11 +66,16 @@ def setup() -> None:
         return  # reported by check(), where a refusal can be printed
     if current == "portable":
         os.environ.update(PORTABLE_ENV)
+        flags = _flags()
+        above = [g for g, need in NUMPY_ABOVE_AVX2.items() if all(f in flags for f in need)]
+        if above and "numpy" not in sys.modules:
+            os.environ[NUMPY_ENV] = " ".join(above)
         os.environ[PINNED_ENV] = "1"  # these values came from hiso: a native child may drop them
     elif os.environ.pop(PINNED_ENV, None):  # native under a portable parent: not the user's settings, drop them
         for key, value in PORTABLE_ENV.items():
             if os.environ.get(key) == value:
                 del os.environ[key]
+        os.environ.pop(NUMPY_ENV, None)
     if _pinned_before_torch is None:
         _pinned_before_torch = "torch" not in sys.modules
 
@@ -79,6 +94,16 @@ def apply_torch(requested_threads: int = 0) -> None:
     n = threads(requested_threads)
     if n > 0 and torch.get_num_threads() != n:
         torch.set_num_threads(n)
+
+
+def _flags() -> set[str]:
+    try:
+        for line in open("/proc/cpuinfo"):  # noqa: SIM115 - the first processor's flags
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
 def cpu() -> dict:
@@ -109,7 +134,8 @@ def state() -> dict:
     settings = {k: os.environ.get(k) for k in PORTABLE_ENV}
     portable = (current == "portable" and bool(_pinned_before_torch) and settings == PORTABLE_ENV
                 and capability == "AVX2" and not torch.backends.mkldnn.enabled)
-    return {"mode": current, "settings": settings, "aten_capability": capability,
+    return {"mode": current, "settings": settings, "numpy_disabled": os.environ.get(NUMPY_ENV, ""),
+            "aten_capability": capability,
             "mkldnn_enabled": bool(torch.backends.mkldnn.enabled), "torch_threads": torch.get_num_threads(),
             "pinned_before_torch": bool(_pinned_before_torch), "cpu": cpu(), "bit_identical_across_cpus": portable}
 

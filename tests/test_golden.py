@@ -28,7 +28,7 @@ def _cells(path: Path) -> pd.DataFrame:
 
 
 def test_every_golden_config_has_its_metrics():
-    assert CONFIGS == ["digits-fedavg", "digits-hiso", "quadratic-hiso", "smollm2-lora-hiso"]
+    assert CONFIGS == ["digits-fedavg", "digits-hiso", "quadratic-hiso", "quadratic-lognormal-hiso", "smollm2-lora-hiso"]
     for name in CONFIGS:
         assert (GOLDEN / f"{name}.metrics.csv").is_file(), name
     made = json.loads((GOLDEN / "made-on.json").read_text())
