@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
-DEFAULT_RUNS = 93
+DEFAULT_RUNS = 84
 
 
 def workflow_copy(tmp_path: Path) -> Path:
