@@ -78,6 +78,13 @@ def test_the_free_space_check_counts_the_checkpoints_already_there(tmp_path, mon
     with pytest.raises(RunDirError, match=r"1 B free, but this run's checkpoints need about 800 B \(two of 400 B"):
         runner.run(load_config(tmp_path / "q.yaml"), tmp_path / "E")
     assert not (tmp_path / "E").exists()  # the refusal left no folder and no .lock
+    # a lengthening that truly lacks the room is refused before anything is touched
+    monkeypatch.setattr(runner, "state_nbytes", lambda _: 10**12)
+    with pytest.raises(RunDirError, match=r"need about 2 TB \(two of 1 TB"):
+        runner.run(load_config(tmp_path / "q.yaml", ["federation.rounds=60"]), tmp_path / "R")
+    assert (tmp_path / "R" / "metrics.csv").read_bytes() == finished
+    monkeypatch.undo()
+    monkeypatch.setattr(runner.shutil, "disk_usage", lambda p: real(p)._replace(free=1))
     # the finished run's lengthening needs no more room than the checkpoint it already has
     res = runner.run(load_config(tmp_path / "q.yaml", ["federation.rounds=60"]), tmp_path / "R")
     assert res.status == "complete" and len(res.metrics) == 60
