@@ -39,10 +39,8 @@ def split_twins(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return runs[~twin], runs[twin]
 
 
-def finals(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
+def finals(runs: pd.DataFrame, metric: str, higher: bool = True) -> pd.DataFrame:
     """One row per (method, seed): final, mean of the last LAST_K evaluations, best so far (NaN when diverged)."""
-    from .results import HIGHER_IS_BETTER
-    higher = HIGHER_IS_BETTER.get(metric, True)
     rows = []
     for (method, seed), run in runs.groupby(["method", "seed"], sort=False):
         values = run.sort_values("round")[metric].dropna()
@@ -58,7 +56,7 @@ def rounding_spread(runs: pd.DataFrame, twins: pd.DataFrame, metric: str) -> dic
     """method -> (mean |final(twin) - final(run)| over the seeds that have a twin, number of such seeds)."""
     if twins.empty:
         return {}
-    a = finals(runs, metric).set_index(["method", "seed"])["final"]
+    a = finals(runs, metric).set_index(["method", "seed"])["final"]  # finals only: the direction is not needed
     b = finals(twins, metric)
     b["method"] = b["method"].str.removesuffix(TWIN)
     out = {}
@@ -107,7 +105,7 @@ def noise_columns(table: pd.DataFrame, runs: pd.DataFrame, twins: pd.DataFrame, 
                   ref: str | None, higher: bool) -> pd.DataFrame:
     """The summary table (hiso.results.summarise) with the robust summaries, the rounding spread beside the seed
     spread, and each method's paired claim against the reference."""
-    per_seed = finals(runs, metric)
+    per_seed = finals(runs, metric, higher)
     spread = rounding_spread(runs, twins, metric)
     by = per_seed.groupby("method")
     table = table.copy()

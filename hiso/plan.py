@@ -292,7 +292,7 @@ def check_existing(config: dict, exps: dict, root: str | Path, out: str | Path) 
             old = json.loads(record.read_text()).get("config") or {}
         except (OSError, ValueError, AttributeError):
             continue  # the run itself refuses an unreadable record, naming it
-        from .runner import _identity, extends
+        from .resume import _identity, extends
         new = cfg.to_dict()
         a, b = _flat(_identity(old)), _flat(_identity(new))
         skip = {"run.threads", "seed"} | ({"federation.lr"} if lr_source(exps[exp], method) else set())
