@@ -52,7 +52,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -83,9 +82,8 @@ def bench_flower(rounds: int) -> list[dict]:
 
 def machine() -> dict:
     """What a timing depends on: the CPU, how many, torch and its threads, and the load average (1 min)."""
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor() or "unknown")
-    return {"cpu": model, "cpus": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+    from hiso.numerics import cpu
+    return {"cpu": cpu()["model"] or "unknown", "cpus": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 

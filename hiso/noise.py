@@ -52,13 +52,13 @@ def finals(runs: pd.DataFrame, metric: str, higher: bool = True) -> pd.DataFrame
     return pd.DataFrame(rows, columns=["method", "seed", "final", "last", "best"])
 
 
-def rounding_spread(runs: pd.DataFrame, twins: pd.DataFrame, metric: str) -> dict[str, tuple[float, int]]:
-    """method -> (mean |final(twin) - final(run)| over the seeds that have a twin, number of such seeds)."""
-    if twins.empty:
+def rounding_spread(per_seed: pd.DataFrame, twin_seed: pd.DataFrame) -> dict[str, tuple[float, int]]:
+    """method -> (mean |final(twin) - final(run)| over the seeds that have a twin, number of such seeds), from the
+    runs' and the twins' finals (one row per method and seed)."""
+    if twin_seed.empty:
         return {}
-    a = finals(runs, metric).set_index(["method", "seed"])["final"]  # finals only: the direction is not needed
-    b = finals(twins, metric)
-    b["method"] = b["method"].str.removesuffix(TWIN)
+    a = per_seed.set_index(["method", "seed"])["final"]
+    b = twin_seed.assign(method=twin_seed["method"].str.removesuffix(TWIN))
     out = {}
     for method, grp in b.groupby("method"):
         diffs = [abs(row.final - a.get((method, row.seed), math.nan)) for row in grp.itertuples()]
@@ -106,7 +106,7 @@ def noise_columns(table: pd.DataFrame, runs: pd.DataFrame, twins: pd.DataFrame, 
     """The summary table (hiso.results.summarise) with the robust summaries, the rounding spread beside the seed
     spread, and each method's paired claim against the reference."""
     per_seed = finals(runs, metric, higher)
-    spread = rounding_spread(runs, twins, metric)
+    spread = rounding_spread(per_seed, finals(twins, metric, higher))
     by = per_seed.groupby("method")
     table = table.copy()
     table[f"last-{LAST_K} {metric} mean"] = table["method"].map(by["last"].mean())

@@ -96,32 +96,31 @@ def apply_torch(requested_threads: int = 0) -> None:
         torch.set_num_threads(n)
 
 
-def _flags() -> set[str]:
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's block of /proc/cpuinfo (it describes them all); {} where there is none."""
+    fields = {}
     try:
-        for line in open("/proc/cpuinfo"):  # noqa: SIM115 - the first processor's flags
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
     except OSError:
         pass
-    return set()
+    return fields
+
+
+def _flags() -> set[str]:
+    return set(_cpuinfo().get("flags", "").split())
 
 
 def cpu() -> dict:
     """The CPU's vendor, model and ISA flags (Linux: /proc/cpuinfo; elsewhere what platform says)."""
     import platform
-    info = {"vendor": None, "model": platform.processor() or None, "flags": []}
-    try:
-        text = open("/proc/cpuinfo").read()  # noqa: SIM115 - small, read at once
-    except OSError:
-        return info
-    fields = {}
-    for line in text.splitlines():
-        if not line.strip():
-            break  # the first processor's block describes them all
-        key, _, value = line.partition(":")
-        fields[key.strip()] = value.strip()
+    fields = _cpuinfo()
     flags = set(fields.get("flags", "").split())
-    return {"vendor": fields.get("vendor_id"), "model": fields.get("model name") or info["model"],
+    return {"vendor": fields.get("vendor_id"), "model": fields.get("model name") or platform.processor() or None,
             "flags": [f for f in ISA_FLAGS if f in flags]}
 
 

@@ -110,7 +110,7 @@ def add_twins(config: dict, spec: dict) -> None:
     for method in [m for m in spec["methods"] if m not in only]:
         sets = {k: v for k, v in (spec["methods"][method] or {}).items() if k not in META_KEYS}
         source = lr_source(spec, method)
-        twin = {**sets, "run.init_ulps": 1, **({"lr_from": source} if source and "@" not in method else {})}
+        twin = {**sets, "run.init_ulps": 1, **({"lr_from": source} if source else {})}
         spec["methods"][f"{method}{TWIN}"] = twin
         spec.setdefault("twins", {})[f"{method}{TWIN}"] = method
     spec["twin_seeds"] = twin_seeds
@@ -242,10 +242,12 @@ def scan_overrides(config: dict, spec: dict, method: str) -> list[str]:
 MAX_RUNS = 10_000  # one Snakemake DAG of more jobs takes tens of minutes to plan: such a tier is refused at once
 
 
-def check_runs(config: dict, exps: dict, root: str | Path = ".") -> int:
+def check_runs(config: dict, exps: dict, root: str | Path = ".", out: str | Path | None = None) -> int:
     """Load the config of every planned run so that a bad key, value or task name fails at plan time, naming
     the run (ValueError); returns the number of runs checked.  A tier of more than `max_runs` runs (default
-    MAX_RUNS) is refused before any is loaded; past a few seconds, progress goes to stderr."""
+    MAX_RUNS) is refused before any is loaded; past a few seconds, progress goes to stderr.  With `out` (the tier's
+    results folder), the same pass refuses run folders that hold runs of another config (_other_config): the run
+    rule never replaces them unless the tier is told to (`--config replace_different=True`)."""
     import sys
     import time
 
@@ -256,15 +258,22 @@ def check_runs(config: dict, exps: dict, root: str | Path = ".") -> int:
         raise ValueError(f"the tier plans {total:,} runs, more than max_runs ({limit:,}): one Snakemake DAG that large "
                          "takes tens of minutes to plan. Plan it in slices (--config 'only=[pattern]'), or raise "
                          "max_runs in the tier")
-    start, shown, n = time.monotonic(), time.monotonic(), 0
+    start, shown, n, found = time.monotonic(), time.monotonic(), 0, []
     try:
-        for n, _ in enumerate(run_configs(config, exps, root), start=1):
+        for n, (exp, method, seed, cfg) in enumerate(run_configs(config, exps, root), start=1):
+            if out is not None:
+                found += _other_config(Path(out) / "runs" / exp / method / f"seed{seed}", exps[exp], method, cfg)
             if time.monotonic() - shown > 5:
                 shown = time.monotonic()
                 print(f"checking the tier's run configs: {n:,} of about {total:,} ({shown - start:.0f} s)",
                       file=sys.stderr)
     except ConfigError as e:
         raise ValueError(f"config error: {e}") from None
+    if found and not config.get("replace_different"):
+        more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+        raise ValueError(f"{len(found)} run folders hold runs of another config than this tier plans: "
+                         f"{'; '.join(found[:3])}{more}. Nothing was run or removed. Use another `results:` "
+                         "folder, or pass --config replace_different=True to replace them")
     return n
 
 
@@ -278,34 +287,26 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def check_existing(config: dict, exps: dict, root: str | Path, out: str | Path) -> None:
-    """Refuse (ValueError) at plan time a tier whose run folders hold runs of other configs: the run rule never
-    replaces them unless the tier is told to (`--config replace_different=True`).  A run the planned config
+def _other_config(folder: Path, spec: dict, method: str, cfg) -> list[str]:
+    """[what differs] when `folder` holds a run of another config than `cfg`, else [].  A run the planned config
     lengthens (more rounds) is continued, not replaced.  The run rule's own options (name, threads, progress) and
     a tuned run's step size, which its choice file sets later, are not compared."""
-    found = []
-    for exp, method, seed, cfg in run_configs(config, exps, root):
-        record = Path(out) / "runs" / exp / method / f"seed{seed}" / "run.json"
-        if not record.is_file():
-            continue
-        try:
-            old = json.loads(record.read_text()).get("config") or {}
-        except (OSError, ValueError, AttributeError):
-            continue  # the run itself refuses an unreadable record, naming it
-        from .resume import _identity, extends
-        new = cfg.to_dict()
-        a, b = _flat(_identity(old)), _flat(_identity(new))
-        skip = {"run.threads", "seed"} | ({"federation.lr"} if lr_source(exps[exp], method) else set())
-        if all(a.get(k) == b.get(k) for k in a.keys() | b.keys() if k not in skip) or extends(old, new):
-            continue
-        diff = [f"{k}: {a.get(k)!r} there, {b.get(k)!r} planned" for k in sorted(a.keys() | b.keys())
-                if k not in skip and a.get(k) != b.get(k)]
-        found.append(f"{record.parent} ({'; '.join(diff[:3])}{'; ...' if len(diff) > 3 else ''})")
-    if found and not config.get("replace_different"):
-        more = f" and {len(found) - 3} more" if len(found) > 3 else ""
-        raise ValueError(f"{len(found)} run folders hold runs of another config than this tier plans: "
-                         f"{'; '.join(found[:3])}{more}. Nothing was run or removed. Use another `results:` "
-                         "folder, or pass --config replace_different=True to replace them")
+    record = folder / "run.json"
+    if not record.is_file():
+        return []
+    try:
+        old = json.loads(record.read_text()).get("config") or {}
+    except (OSError, ValueError, AttributeError):
+        return []  # the run itself refuses an unreadable record, naming it
+    from .resume import _identity, extends
+    new = cfg.to_dict()
+    a, b = _flat(_identity(old)), _flat(_identity(new))
+    skip = {"run.threads", "seed"} | ({"federation.lr"} if lr_source(spec, method) else set())
+    diff = [f"{k}: {a.get(k)!r} there, {b.get(k)!r} planned" for k in sorted(a.keys() | b.keys())
+            if k not in skip and a.get(k) != b.get(k)]
+    if not diff or extends(old, new):
+        return []
+    return [f"{folder} ({'; '.join(diff[:3])}{'; ...' if len(diff) > 3 else ''})"]
 
 
 def choose_lr(metrics: list[str | Path], metric: str, target: float) -> dict:

@@ -149,7 +149,7 @@ def state_nbytes(obj) -> int:
 
 
 def _size(n: float) -> str:
-    """Bytes as a person reads them: 512 B, 3.4 KB, 1.20 GB."""
+    """Bytes as a person reads them: 512 B, 3.4 KB, 1.2 GB."""
     for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
         if n >= scale:
             return f"{n / scale:.3g} {unit}"

@@ -73,17 +73,18 @@ def provenance() -> dict:
     from .hub import mirror, read_lock
     root = mirror()
     hub = {"mirror": str(root), **read_lock(root)} if root else None  # None: the hub's own cache
+    kernels = numerics.state()
     return {"git_sha": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain")),
             "python": sys.version.split()[0], "packages": versions, "hub_mirror": hub,
             # "warm": forked from hiso.warm's server (a workflow's local jobs), "cold": its own interpreter
             "runner": "warm" if os.environ.get("HISO_WARM_CHILD") else "cold",
-            "hardware": {"machine": platform.machine(), "processor": numerics.cpu()["model"], "cpus": os.cpu_count(),
+            "hardware": {"machine": platform.machine(), "processor": kernels["cpu"]["model"], "cpus": os.cpu_count(),
                          "torch_threads": torch.get_num_threads(),
                          # only a process that already uses CUDA asks it for a name (a probe before a fork would
                          # cost every forked child its CUDA); a GPU run's device name is also in its stream
                          "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_initialized() else None},
             # the CPU kernels that decided the run's bits, and whether they are the same on any x86-64 CPU
-            "numerics": numerics.state(), **backend_state()}
+            "numerics": kernels, **backend_state()}
 
 
 def backend_state() -> dict:

@@ -28,10 +28,11 @@ from pathlib import Path
 
 from .warmwire import SOCKET_ENV, _recv, _send, client  # noqa: F401  (client: re-exported for callers and tests)
 
-# Variables that libraries read when they are imported: a server imported under other values cannot serve.
+# Variables that libraries read when they are imported: a server imported under other values cannot serve.  The
+# last five pick the CPU kernels that decide a run's bits (hiso/numerics.py).
 IMPORT_TIME_PREFIXES = ("HF_", "HUGGINGFACE", "TRANSFORMERS", "TORCH", "PYTORCH", "OMP_", "MKL_", "OPENBLAS",
                         "TOKENIZERS", "DATASETS", "PYTHON", "NUMEXPR", "CUBLAS", "KMP_", "GOTO_", "VECLIB",
-                        "ATEN_", "ONEDNN_", "DNNL_", "HISO_NUMERICS")  # the last: the CPU kernels (hiso/numerics.py)
+                        "ATEN_", "ONEDNN_", "DNNL_", "NPY_", "HISO_NUMERICS")
 PRELOAD = ("hiso.__main__", "hiso.run", "hiso.methods", "hiso.tasks.text", "hiso.tasks.digits",
            "hiso.tasks.quadratic", "transformers", "transformers.models.opt.modeling_opt",
            "transformers.models.llama.modeling_llama", "peft", "datasets", "pandas")

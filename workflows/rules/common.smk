@@ -30,15 +30,15 @@ from hiso import plan  # noqa: E402  (the working tree's: the tier's one source 
 from hiso.checks import load_yaml  # noqa: E402
 
 # Snakemake reads tier files as YAML 1.1 (`seeds: [010]` is 8): read them again as configs are read, which
-# refuses YAML 1.1 number forms, merge keys and duplicate keys, naming the file, line and key
+# refuses YAML 1.1 number forms and duplicate keys, naming the file, line and key
 for _tier in workflow.overwrite_configfiles or [Path(ROOT) / "workflows/config/default.yaml"]:
     load_yaml(Path(_tier).read_text(encoding="utf-8"), str(_tier))
 from hiso.importgraph import closure  # noqa: E402
 
 config["experiments"] = plan.experiments(config)
 EXPERIMENTS = config["experiments"]
-plan.check_runs(config, EXPERIMENTS, workflow.basedir)  # every run's config, before any job starts
-plan.check_existing(config, EXPERIMENTS, workflow.basedir, OUT)  # never replace another config's runs unasked
+# every run's config before any job starts, and never another config's runs replaced unasked (one pass)
+plan.check_runs(config, EXPERIMENTS, workflow.basedir, OUT)
 TUNING_SEED = config.get("tuning_seed", 100)
 EXPERIMENT_PATTERN = "|".join(re.escape(e) for e in EXPERIMENTS) or "(?!)"  # the run rule's exp wildcard
 HUB_MIRROR = plan.hub_mirror(config, OUT)

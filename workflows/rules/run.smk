@@ -29,7 +29,7 @@ rule run:
         out=lambda w: f"{OUT}/runs/{w.exp}/{w.method}/seed{w.seed}",
         gpus=lambda w: "--gpu-slot" if EXPERIMENTS[w.exp].get("gpu", 0) else "",
         hub=f"--hub-mirror {shlex.quote(HUB_MIRROR)}" if HUB_MIRROR else "",
-        # planning refused runs of other configs (plan.check_existing) unless the tier was told to replace them
+        # planning refused runs of other configs (plan.check_runs) unless the tier was told to replace them
         replace="--replace-different" if config.get("replace_different") else "",
     shell:
         "{params.py} -m hiso run --config {input.base} {params.set_file} {params.sets} --set seed={wildcards.seed} "
