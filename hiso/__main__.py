@@ -94,7 +94,10 @@ def _main(argv: list[str]) -> int:
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="the method's config overrides")
     s.add_argument("--method", required=True, help="the method's name in the experiment (run folders <name>@<lr>)")
     s.add_argument("--grid", nargs="+", type=float, required=True, help="the starting grid of step sizes")
-    s.add_argument("--seed", type=int, required=True, help="the tuning seed (never a reported one)")
+    seeds = s.add_mutually_exclusive_group(required=True)
+    seeds.add_argument("--seed", type=int, help="the tuning seed (never a reported one)")
+    seeds.add_argument("--seeds", type=int, nargs="+", help="the full-grid protocol: every point on each of these "
+                       "tuning seeds, scored by the mean of the last dev evaluations (hiso/scan.py: scan_grid)")
     s.add_argument("--metric", required=True)
     s.add_argument("--target", type=float, required=True)
     s.add_argument("--root", required=True, help="folder of the tried points' run folders")
@@ -113,14 +116,18 @@ def _main(argv: list[str]) -> int:
     if args.cmd == "scan-lr":
         from .config import ConfigError
         from .plan import write_json
-        from .scan import scan
+        from .scan import scan, scan_grid
         if args.hub_mirror:
             from .hub import MIRROR_ENV
             os.environ[MIRROR_ENV] = str(Path(args.hub_mirror).resolve())
         exit_on_signals()
         try:
-            choice = scan(args.config, args.set, args.method, args.grid, args.seed, args.metric, args.target,
-                          args.root, threads=args.threads, hold=args.hold)
+            if args.seeds:
+                choice = scan_grid(args.config, args.set, args.method, args.grid, args.seeds, args.metric, args.root,
+                                   threads=args.threads)
+            else:
+                choice = scan(args.config, args.set, args.method, args.grid, args.seed, args.metric, args.target,
+                              args.root, threads=args.threads, hold=args.hold)
         except ConfigError as e:  # refused before compute
             print(f"config error: {e}", file=sys.stderr)
             return 2

@@ -25,7 +25,9 @@ import math
 import re
 from pathlib import Path
 
-META_KEYS = ("lr_from",)  # method keys that are not config keys
+# method keys that are not config keys: lr_from (another method's chosen step size), seeds (the method's own
+# reported seeds), label and color (how tables and figures name and draw it; figures/style.py)
+META_KEYS = ("lr_from", "seeds", "label", "color")
 
 
 def expand_grids(cfg: dict) -> dict:
@@ -102,12 +104,15 @@ def add_twins(config: dict, spec: dict) -> None:
     rounding = spec.pop("rounding", None)
     if not rounding:
         return
-    seeds = spec.get("seeds", config["seeds"])
+    seeds = spec.get("seeds", config["seeds"])  # a twin runs on these seeds; each must be a seed of its method
     twin_seeds = list(seeds) if rounding is True else [int(s) for s in rounding]
     if not set(twin_seeds) <= set(seeds):
         raise ValueError(f"rounding seeds {twin_seeds} must be reported seeds of the experiment ({seeds})")
     only = set(spec.get("tuning_only", []))
     for method in [m for m in spec["methods"] if m not in only]:
+        if not set(twin_seeds) <= set(method_seeds(config, spec, method)):
+            raise ValueError(f"rounding seeds {twin_seeds} must be reported seeds of method {method} "
+                             f"({method_seeds(config, spec, method)})")
         sets = {k: v for k, v in (spec["methods"][method] or {}).items() if k not in META_KEYS}
         source = lr_source(spec, method)
         twin = {**sets, "run.init_ulps": 1, **({"lr_from": source} if source else {})}
@@ -142,9 +147,16 @@ def experiments(config: dict) -> dict:
     tuning_seed = config.get("tuning_seed", 100)
     for name, spec in exps.items():
         _check_name("experiment", name, EXPERIMENT_NAME)
-        if (spec.get("tuned") or spec.get("tuning_only")) and tuning_seed in spec.get("seeds", config["seeds"]):
+        reported = {s for m in spec["methods"] for s in method_seeds(config, spec, m)}
+        if (spec.get("tuned") or spec.get("tuning_only")) and tuning_seed in reported:
             raise ValueError(f"experiment {name}: tuning_seed {tuning_seed} is also a reported seed; choose another "
                              "tuning_seed (the step size must not be chosen on a reported run)")
+        scan_seeds = spec.get("scan_seeds")
+        if scan_seeds is not None and (not isinstance(scan_seeds, list) or not scan_seeds
+                                       or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in scan_seeds)
+                                       or set(scan_seeds) & reported):
+            raise ValueError(f"experiment {name}: scan_seeds {scan_seeds!r} must be a list of seeds >= 0 that are not "
+                             f"reported seeds ({sorted(reported)}): the step size must not be chosen on a reported run")
     return exps
 
 
@@ -166,8 +178,17 @@ def runs_of(config: dict, spec: dict) -> list[tuple[str, int]]:
     only = set(spec.get("tuning_only", []))
     twins = spec.get("twins", {})
     runs = [(m, s) for m in spec["methods"] if m not in only
-            for s in (spec["twin_seeds"] if m in twins else spec.get("seeds", config["seeds"]))]
+            for s in (spec["twin_seeds"] if m in twins else method_seeds(config, spec, m))]
     return runs + [(m, tuning_seed) for m in [*spec.get("tuned", []), *spec.get("tuning_only", [])]]
+
+
+def method_seeds(config: dict, spec: dict, method: str) -> list[int]:
+    """A method's reported seeds: its own `seeds:` key, else the experiment's, else the tier's."""
+    own = (spec["methods"][method] or {}).get("seeds")
+    if own is not None and (not isinstance(own, list) or not own
+                            or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in own)):
+        raise ValueError(f"method {method}: seeds {own!r} must be a non-empty list of seeds >= 0")
+    return list(own) if own is not None else list(spec.get("seeds", config["seeds"]))
 
 
 def is_tuning(config: dict, spec: dict, method: str, seed: int) -> bool:

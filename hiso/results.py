@@ -248,8 +248,11 @@ def attach_choices(table: pd.DataFrame, choices: dict[str, dict]) -> pd.DataFram
         out.at[i, "chosen lr"] = float(c["sets"]["federation.lr"])
         tried = []
         for g in sorted(c["grid"], key=lambda g: g["lr"]):
-            r = "diverged" if g.get("diverged") else _count(math.inf if g["rounds_to_target"] is None
-                                                            else g["rounds_to_target"])
+            if "score" in g:  # the full-grid protocol: the mean of the last dev evaluations over tuning seeds
+                r = "diverged" if g.get("diverged") else f"{next(v for k, v in g.items() if k.startswith('mean_last')):.4g}"
+            else:
+                r = "diverged" if g.get("diverged") else _count(math.inf if g["rounds_to_target"] is None
+                                                                else g["rounds_to_target"])
             tried.append(f"{g['lr']:g}: {r}" + (" (extended)" if g.get("note") == "extended" else ""))
         out.at[i, "lrs tried"] = "; ".join(tried)
         out.loc[i, "lr at grid edge"] = bool(c.get("at_grid_edge", False))

@@ -80,3 +80,75 @@ def scan(base: str | Path, overrides: list[str], method: str, grid: list[float],
             "at_grid_edge": len(tried) > 1 and chosen in (tried[0], tried[-1]),
             "grid": [{k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in rows[lr].items()}
                      for lr in tried]}
+
+
+def scan_grid(base: str | Path, overrides: list[str], method: str, grid: list[float], seeds: list[int], metric: str,
+              root: str | Path, threads: int = 1, max_extension: int = MAX_EXTENSION, last_k: int | None = None) -> dict:
+    """The full-grid protocol (a tier's `scan_seeds: [s, ...]`): every grid point runs to the end of the budget
+    on every tuning seed (dev split), and is scored by the mean over those seeds of its dev metric averaged over
+    its last `last_k` evaluations (noise.LAST_K), so one lucky evaluation or one seed cannot pick it; a point
+    that diverged on any seed ranks last.  While the best point is the largest or the smallest tried, the grid
+    is extended past it by the grid's own spacing, one point at a time (at most `max_extension` per side), so
+    the choice ends interior or is flagged `at_grid_edge`.  Every point has the same number of runs, for every
+    method of a tier that uses it: equal tuning effort.  The rows of every (point, seed) are kept in "runs"
+    (the step-size sensitivity figure reads them)."""
+    from .config import load_config
+    from .noise import LAST_K
+    from .runner import RunFailed, run
+    from .tuning import badness
+
+    last_k = last_k or LAST_K
+    higher = HIGHER_IS_BETTER.get(metric, True)
+    runs_rows: list[dict] = []
+    points: dict[float, dict] = {}
+
+    def evaluate(lr: float, note: str) -> None:
+        name = f"{method}@{lr:g}"
+        scores = []
+        for seed in seeds:
+            cfg = load_config(Path(base), [*overrides, f"federation.lr={lr!r}", f"seed={seed}", f"name={name}-s{seed}",
+                                           f"run.threads={threads}", "run.progress=false", "run.eval_split=dev"])
+            out = Path(root) / name / f"seed{seed}"
+            diverged = False
+            try:
+                run(cfg, out, replace_different=True)
+            except RunFailed as e:
+                if e.status != "diverged":
+                    raise
+                diverged = True
+            values = load_runs(paths=[out / "metrics.csv"]).sort_values("round")[metric].dropna()
+            lastk = math.nan if diverged or values.empty else float(values.iloc[-last_k:].mean())
+            final = math.nan if diverged or values.empty else float(values.iloc[-1])
+            best = math.nan if diverged or values.empty else float(values.max() if higher else values.min())
+            runs_rows.append({"method": name, "lr": float(lr), "seed": int(seed), "diverged": diverged,
+                              f"final_{metric}": final, f"last{last_k}_{metric}": lastk, f"best_{metric}": best})
+            scores.append(badness(lastk, higher))
+        score = math.inf if any(math.isinf(s) for s in scores) else sum(scores) / len(scores)
+        mean = math.nan if math.isinf(score) else (-score if higher else score)
+        points[float(lr)] = {"method": name, "lr": float(lr), "diverged": math.isinf(score), "rounds_to_target": None,
+                             f"mean_last{last_k}_{metric}": mean, "score": score, "note": note,
+                             "criterion": f"mean over tuning seeds {list(seeds)} of the last {last_k} dev evaluations"}
+        print(f"scan {name}: mean last-{last_k} dev {metric} {mean:.4g}" + (" (diverged)" if math.isinf(score) else ""),
+              flush=True)
+
+    for lr in sorted(grid, reverse=True):
+        evaluate(float(lr), "grid")
+    g = sorted(grid)
+    steps = {True: g[-1] / g[-2], False: g[0] / g[1]} if len(g) > 1 else {}
+    extended = {True: 0, False: 0}
+    while steps:
+        best = min(points, key=lambda lr: (points[lr]["score"], lr))
+        top = best == max(points)
+        if best not in (max(points), min(points)) or extended[top] >= max_extension:
+            break
+        extended[top] += 1
+        evaluate(float(f"{best * steps[top]:.4g}"), "extended")
+    if all(p["diverged"] for p in points.values()):
+        raise ValueError(f"every step size of {method} diverged: {sorted(points)}; widen the grid downwards")
+    chosen = min(points, key=lambda lr: (points[lr]["score"], lr))
+    tried = sorted(points)
+    return {"sets": {"federation.lr": chosen}, "method": f"{method}@{chosen:g}",
+            "at_grid_edge": len(tried) > 1 and chosen in (tried[0], tried[-1]),
+            "grid": [{k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in points[lr].items()}
+                     for lr in tried],
+            "runs": runs_rows}

@@ -16,6 +16,7 @@ QUADRATIC = 101  # (seed, QUADRATIC): the quadratic's spectrum, basis and optima
 DIGITS_SPLIT = 202  # (seed, DIGITS_SPLIT): digits' Dirichlet split over clients (tasks/digits.py)
 TEXT_SAMPLE = 303  # (seed, TEXT_SAMPLE): text tasks' train/dev/test samples and client split (tasks/text.py)
 HOLDOUT = 404  # (seed, HOLDOUT): the test rows held out of a packaged corpus (tasks/text.py)
+TEXT_TEST = 405  # (task.test_seed, TEXT_TEST): a text task's fixed test sample, the same for every run seed
 FAULTY = 505  # (seed, FAULTY): which clients are faulty (faults.py)
 FAULT_NOISE = 506  # (seed, FAULT_NOISE, r, client): a faulty client's random scale (faults.py)
 LORA_INIT = 606  # (seed, LORA_INIT): the torch seed of the LoRA adapters' initialisation (models.py)

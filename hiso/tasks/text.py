@@ -43,6 +43,10 @@ class TextOptions:
     train_size: int = 1000
     dev_size: int = 200
     test_size: int = 500
+    # None: each run seed draws its own held-out rows and test sample; an int: the held-out rows and the test
+    # sample come from this seed, so every run seed and method is scored on the same test examples (the train and
+    # dev samples, the client split and the model's initialisation still follow the run seed)
+    test_seed: int | None = None
     alpha: float = math.inf  # Dirichlet label skew over clients; inf = IID
     eval_batch_size: int = 64  # examples per evaluation batch on the CPU (batches are sorted by prompt length)
     eval_batch_size_cuda: int = 256  # the same on a CUDA device (a no-grad forward of the last position only)
@@ -199,6 +203,7 @@ class TextClassification:
         for key in ("train_size", "test_size", "max_length", "eval_batch_size", "eval_batch_size_cuda", "lora_rank"):
             require(f"task.{key}", getattr(o, key), getattr(o, key) >= 1, ">= 1")
         require("task.dev_size", o.dev_size, o.dev_size >= 0, ">= 0")
+        require("task.test_seed", o.test_seed, o.test_seed is None or o.test_seed >= 0, "null or a seed >= 0")
         finite_positive("task.lora_alpha", o.lora_alpha)
 
     @classmethod
@@ -215,13 +220,15 @@ class TextClassification:
         self.opts, self.num_clients, self.seed = opts, num_clients, seed
         d = self.definition
         self.template = template(self.name, opts.template)
-        train_pool, test_pool = d.load(seed)
+        fixed = opts.test_seed is not None
+        train_pool, test_pool = d.load(opts.test_seed if fixed else seed)
         rng = streams.rng(seed, streams.TEXT_SAMPLE)
         head = opts.sampling == "head"
         train_dev = _sample(train_pool, opts.train_size + opts.dev_size, rng, head)
         self.train = train_dev[: len(train_dev) - min(opts.dev_size, len(train_dev) // 5)]
         self.dev = train_dev[len(self.train):]
-        self.test = _sample(test_pool, opts.test_size, rng, head)
+        self.test = _sample(test_pool, opts.test_size, streams.rng(opts.test_seed, streams.TEXT_TEST) if fixed else rng,
+                            head)
         self.device = resolve_device(opts.device)
         configure_backend(self.device, opts)
         model, self.tok = load_model(opts.model, seed)

@@ -95,7 +95,9 @@ def scan_command(exp, method, threads):
     spec = EXPERIMENTS[exp]
     sets = " ".join(f"--set {shlex.quote(a)}" for a in plan.scan_overrides(config, spec, method))
     grid = " ".join(f"{lr!r}" for lr in spec["scans"][method])
-    return (f"scan-lr --config {spec['base']} {sets} --method {method} --grid {grid} --seed {TUNING_SEED} "
+    seeds = (f"--seeds {' '.join(str(x) for x in spec['scan_seeds'])}" if spec.get("scan_seeds")
+             else f"--seed {TUNING_SEED}")
+    return (f"scan-lr --config {spec['base']} {sets} --method {method} --grid {grid} {seeds} "
             f"--metric {spec['metric']} --target {spec['target']} --root {OUT}/runs/{exp} --threads {threads}"
             + (" --hold" if spec.get("scan_hold") else "")
             + (f" --hub-mirror {shlex.quote(HUB_MIRROR)}" if HUB_MIRROR else ""))
