@@ -17,7 +17,7 @@ include: "workflows/rules/study.smk"
 include: "workflows/rules/perf.smk"
 
 # Tables, figures, the step-size choice and the small zeta run take seconds: on a cluster they run where snakemake runs.
-localrules: all, table, paper_side_by_side, paper_claims, convergence_figure, sweep_figure, curvature_histogram, zeta_run, zeta_figure, choose_lr, fixtures, results_page, study_report, perf_report
+localrules: all, table, paper_side_by_side, paper_claims, convergence_figure, sweep_figure, sensitivity_figure, curvature_histogram, zeta_run, zeta_figure, choose_lr, fixtures, results_page, study_report, perf_report
 
 
 # Local jobs fork from one warm process that imported torch, transformers and the suite once (hiso/warm.py): a

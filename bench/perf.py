@@ -26,6 +26,8 @@ process (median of --repeats), because these machines are noisy.
   numerics  each tier's kernels under the portable CPU numerics over the native ones (bench/perf_numerics.py):
             the sgemm of the LM forward, the digits CNN, short quadratic and digits runs, a SmolLM2 + LoRA forward;
             fresh processes per mode, alternated, and whether both modes computed the same bits.
+  lmround   the lm tier's federated round over its clients x (P + 1) forward passes, and the forward's FLOP
+            rate over a float32 matmul of the model's MLP shape, timed alternately (bench/perf_lm.py).
   frozen    a bfloat16 frozen base against float32 for LoRA on SmolLM2 (bench/perf_frozen.py): test loss and
             accuracy after --rounds rounds over two seeds, and seconds per round, runs alternated.
   bytes     measured bytes per round per method over the minimum (scalar-only: tau*P*4 up + 4*tau seeds
@@ -63,6 +65,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from bench import (
     perf_dispatch,  # noqa: E402
     perf_frozen,
+    perf_lm,
     perf_numerics,
     warm_runner,  # noqa: E402
 )
@@ -72,7 +75,7 @@ from hiso.gitinfo import commit  # noqa: E402
 from hiso.io import atomic_write  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ("numerics", "dispatch", "portable", "frozen", "step", "bound", "memory", "clients", "replay", "profile", "chunk", "bytes", "warm", "tier", "flower")
+PARTS = ("lmround", "numerics", "dispatch", "portable", "frozen", "step", "bound", "memory", "clients", "replay", "profile", "chunk", "bytes", "warm", "tier", "flower")
 
 
 def bench_flower(rounds: int) -> list[dict]:
@@ -118,6 +121,7 @@ def main() -> None:
              "dispatch": lambda: perf_dispatch.bench_dispatch(P=max(P)),
              "portable": lambda: kernels.bench_portable(args.repeats),
              "numerics": lambda: perf_numerics.bench_numerics(args.repeats),
+             "lmround": lambda: perf_lm.bench_lm_round(args.repeats),
              "frozen": lambda: perf_frozen.bench_frozen(args.rounds),
              "warm": lambda: warm_runner.measure(args.repeats),
              "tier": lambda: process.bench_tier(args.tier, args.cores, args.keep), "flower": lambda: bench_flower(args.rounds)}

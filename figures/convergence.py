@@ -1,6 +1,8 @@
 """Convergence of every method of one experiment: the metric vs rounds (from round 0, the starting model) and vs
-total bytes, mean ± 1 std over seeds, with the target line; for accuracy the test loss below it, for the test
-loss the accuracy."""
+total bytes, the mean over seeds with a 95 % t-interval band clipped to the metric's range (figures/style.py:
+seed_band; with 2 seeds each seed is drawn), with the target line; for accuracy the test loss below it, for the
+test loss the accuracy.  Methods carry the table's labels and colours (the tier's `label:` / `color:`); a method
+whose curve equals another's exactly is drawn dashed and says so; one with no finite value says so below."""
 import argparse
 import json
 from pathlib import Path
@@ -9,7 +11,7 @@ import matplotlib.pyplot as plt
 import matplotlib.ticker as mticker
 import pandas as pd
 
-from figures.style import SPREAD, label, metric_label, palette, save
+from figures.style import SPREAD, label, mark, metric_label, palette, save, seed_band, table_colors, table_labels
 from hiso.noise import TWIN
 from hiso.results import HIGHER_IS_BETTER, at_chosen_lr, load_runs
 
@@ -42,45 +44,75 @@ if start:
 runs = runs[~runs["method"].str.endswith(TWIN)]  # rounding twins (hiso/noise.py) enter the tables only
 if a.tuning_seed is not None:  # the step-size tuning runs (dev split) are no reported curve
     runs = runs[runs.seed != a.tuning_seed]
-if a.table:  # grid points a tuning run did not choose are in the table, not drawn
-    runs = runs[runs["method"].isin(at_chosen_lr(pd.read_csv(a.table))["method"])]
+table = pd.read_csv(a.table) if a.table else None
+if table is not None:  # grid points a tuning run did not choose are in the table, not drawn
+    runs = runs[runs["method"].isin(at_chosen_lr(table)["method"])]
+names = {m: table_labels(table).get(m) or label(m) for m in runs["method"].unique()}
 # the metric, and for the text tasks the other of accuracy / test loss: each against rounds and against bytes
 other = {"accuracy": "test_loss", "test_loss": "accuracy"}.get(a.metric)
 panels = [a.metric] + ([other] if other in runs and runs[other].notna().any() else [])
-fig, grid = plt.subplots(len(panels), 2, figsize=(8, 3.2 * len(panels)), squeeze=False)
+fig, grid = plt.subplots(len(panels), 2, figsize=(8.4, 3.3 * len(panels)), squeeze=False)
 styles, seen = {}, {}
 for method in runs["method"].unique():  # step sizes of one family: one colour, one line style each
     fam = method.split("@")[0]
     styles[method] = ["-", "--", ":", "-."][seen.get(fam, 0) % 4]
     seen[fam] = seen.get(fam, 0) + 1
-colors = palette(list(runs["method"].unique()))  # distinct within the figure, fixed ones for known methods
-for method, grp in runs.groupby("method", sort=False):
-    n = grp["seed"].nunique()
+colors = palette(list(runs["method"].unique()), table_colors(table))  # distinct within the figure
+MARKERS = "osD^vP*Xh<>"
+notes, curves = [], {}
+for i, (method, grp) in enumerate(runs.groupby("method", sort=False)):
+    total = grp["seed"].nunique()
     for k, m in enumerate(panels):
-        g = grp.dropna(subset=[m])
-        st = g.groupby("round").agg(m=(m, "mean"), s=(m, "std"), b=("cum_bytes_total", "mean"))
-        s = st["s"].fillna(0)
-        bytes_ = st[(st.index > 0) & (st["b"] > 0)]  # bytes axis: log, no round 0 (and none for MeZO: no wire)
-        for ax, t in ((grid[k, 0], st), (grid[k, 1], bytes_)):
-            x = t.index if ax is grid[k, 0] else t["b"]
-            sd = s.loc[t.index]
-            ax.plot(x, t["m"], color=colors[method], ls=styles[method], label=f"{label(method)} (n={n})", lw=1.4)
-            ax.fill_between(x, t["m"] - sd, t["m"] + sd, color=colors[method], alpha=0.15, lw=0)
+        wide = grp.pivot_table(index="round", columns="seed", values=m, aggfunc="first")
+        mean, lo, hi, n = seed_band(wide, m)
+        keep = mean.notna()
+        if not keep.any():
+            if k == 0:
+                notes.append(f"{names[method]}: no finite {metric_label(m)} (every seed diverged)")
+            continue
+        drawn = int(n[keep].iloc[-1])
+        same = next((o for o, c in curves.get(m, {}).items() if c.equals(mean[keep])), None)
+        curves.setdefault(m, {})[method] = mean[keep]
+        name = f"{names[method]} (n={drawn}" + (f" of {total}" if drawn < total else "") + ")"
+        ls = "--" if same else styles[method]
+        if same:
+            name += f", = {names[same]}"
+        b = grp.groupby("round")["cum_bytes_total"].mean().reindex(mean.index)
+        pts = int(keep.sum())
+        for ax, use_bytes in ((grid[k, 0], False), (grid[k, 1], True)):
+            sel = keep & ((b > 0) & (mean.index > 0) if use_bytes else True)  # bytes: log axis, no round 0
+            if not sel.any():
+                continue  # MeZO: no wire, no curve against bytes
+            x = b[sel] if use_bytes else mean.index[sel]
+            ax.plot(x, mean[sel], color=colors[method], ls=ls, lw=1.4, label=name, marker=MARKERS[i % len(MARKERS)],
+                    ms=3, markevery=max(1, pts // 10), zorder=3 + i * 0.01)
+            if drawn == 2 or total == 2:  # two seeds: each drawn, no band
+                for seed in wide.columns:
+                    col = wide[seed][sel].dropna()
+                    ax.plot(b[col.index] if use_bytes else col.index, col, color=colors[method], lw=0.6,
+                            alpha=0.45, ls=ls)
+            else:
+                ax.fill_between(x, lo[sel], hi[sel], color=colors[method], alpha=0.13, lw=0)
 for k, m in enumerate(panels):
     rounds_ax, bytes_ax = grid[k]
     rounds_ax.set_xlabel("round")
     for ax in (rounds_ax, bytes_ax):
         ax.set_ylabel(metric_label(m))
+        mark(ax, m)
         if not HIGHER_IS_BETTER.get(m, True) and m != "test_loss":
             ax.set_yscale("log")
     bytes_ax.set_xlabel("total bytes (up + down, measured)")
     bytes_ax.set_xscale("log")
     lo, hi = bytes_ax.get_xlim()
-    if hi / max(lo, 1e-300) > 10:  # over a decade: decade labels only (minor ones collide)
+    if hi / max(lo, 1e-300) > 100:  # over two decades: decade labels only (minor ones collide)
+        bytes_ax.xaxis.set_minor_formatter(mticker.NullFormatter())
+    elif hi / max(lo, 1e-300) > 3:  # one or two decades: 1, 2, 5 of each decade labelled
+        bytes_ax.xaxis.set_major_locator(mticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        bytes_ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:,.0f}" if v < 1e6 else f"{v:.0e}"))
         bytes_ax.xaxis.set_minor_formatter(mticker.NullFormatter())
     else:  # within one decade a log axis has no labels worth reading: linear
         bytes_ax.set_xscale("linear")
-        bytes_ax.xaxis.set_major_locator(mticker.MaxNLocator(4))
+        bytes_ax.xaxis.set_major_locator(mticker.MaxNLocator(4, min_n_ticks=3))
 if a.target is not None:
     for ax in grid[0]:
         ax.axhline(a.target, color="k", ls="--", lw=0.8, label=f"target {a.target:g}")
@@ -88,7 +120,9 @@ axes = grid[0]
 handles, labels = axes[0].get_legend_handles_labels()  # beside the panels: curves stay visible
 axes[-1].legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
 if "mezo" in set(runs["method"].str.split("@").str[0]):
-    fig.text(0.5, 0.005, "MeZO (one party) sends nothing: it has no curve against bytes.", ha="center", fontsize=7)
+    notes.append("MeZO (one party) sends nothing: it has no curve against bytes.")
+if notes:
+    fig.text(0.5, -0.01, "\n".join(notes), ha="center", va="top", fontsize=7)
 fig.suptitle((a.title or (Path(a.root).name if a.root else "")) + f"\n{SPREAD}", fontsize=9)
 save(fig, a.png, a.pdf)
 print(f"wrote {a.png} and {a.pdf}")

@@ -1,15 +1,21 @@
-"""An ablation sweep: experiments that differ in one value (x), each method's rounds to target and final
-metric vs x (medians / mean +- std over seeds, read from the experiments' tables)."""
+"""An ablation sweep: experiments that differ in one value (x); each method's rounds to target and final metric
+vs x, read from the experiments' tables.
+
+Rounds: the median over seeds, its bar the range over seeds (min to max); a point whose median seed never reached
+the target is an open marker at the budget ("not reached in R rounds"), never a gap.  Final metric: mean over the
+seeds that finished, with a 95 % t-interval (n >= 3) clipped to the metric's range; a point where every seed
+diverged is an x at the top of the panel, at its own x.  Methods carry the tables' labels (the tier's `label:`)."""
 import argparse
 import math
+import re
 import sys
 
 import matplotlib.pyplot as plt
 import matplotlib.ticker as mticker
-import matplotlib.transforms as mtransforms
 import pandas as pd
+from scipy import stats
 
-from figures.style import label, metric_label, palette, save
+from figures.style import BOUNDS, label, mark, metric_label, palette, save, table_colors, table_labels
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--tables", nargs="+", required=True, help="experiment tables (CSV), one per x")
@@ -28,39 +34,67 @@ for path, x in zip(a.tables, a.x):
     t = pd.read_csv(path)
     t["x"] = x
     frames.append(t)
-df = pd.concat(frames, ignore_index=True).sort_values("x")
+df = pd.concat(frames, ignore_index=True).sort_values("x", kind="stable")
+names = table_labels(df)
 if "best lr" in df.columns:  # step-size grids: each method at its best step size of that point
-    df = df[df["best lr"].astype(bool)].assign(method=lambda d: d["family"])
+    df = df[df["best lr"].astype(bool)]
+    # the family's label: the chosen point's without its step size (each x may choose another)
+    names = {f: re.sub(r" \(lr [^)]*\)$", "", names.get(m, label(m))) for f, m in zip(df["family"], df["method"])}
+    colors_given = {f: c for f, c in zip(df["family"], df.get("color", pd.Series(dtype=object))) if isinstance(c, str) and c}
+    df = df.assign(method=df["family"])
+else:
+    colors_given = table_colors(df)
 final_mean = next(c for c in df.columns if c.startswith("final ") and c.endswith(" mean"))
 final_std = final_mean.replace(" mean", " std")
 metric = final_mean.removeprefix("final ").removesuffix(" mean")
+lo_bound, hi_bound = BOUNDS.get(metric, (-math.inf, math.inf))
 
-fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
-colors = palette(list(df["method"].unique()))
+fig, axes = plt.subplots(1, 2, figsize=(8.6, 3.9))
+colors = palette(list(df["method"].unique()), colors_given)
+# each point's budget: the rounds its runs were given (a diverged run stops early, so the largest over methods)
+budget = df.groupby("x")["rounds"].max()
 for method, g in df.groupby("method", sort=False):
-    c = colors[method]
-    rounds = g["rounds to target (median)"].where(g["rounds to target (median)"].apply(math.isfinite))
-    axes[0].plot(g["x"], rounds, "o-", color=c, label=label(method), lw=1.4, ms=4)
-    axes[1].errorbar(g["x"], g[final_mean], yerr=g[final_std].fillna(0), fmt="o-", color=c, lw=1.4, ms=4,
-                     capsize=2)
-# points where every seed diverged have no final metric: an x on the top edge says so
-edge = mtransforms.blended_transform_factory(axes[1].transData, axes[1].transAxes)
-for method, g in df.groupby("method", sort=False):
-    lost = g[g[final_mean].isna() & (g.get("seeds diverged", 0) > 0)]
-    if len(lost):
-        axes[1].plot(lost["x"], [0.97] * len(lost), "x", color=colors[method], ms=8, mew=2, transform=edge,
-                     clip_on=False, label=f"{label(method)}: every seed diverged")
-    some = g[g[final_mean].notna() & (g.get("seeds diverged", 0) > 0)]
-    for _, row in some.iterrows():  # the mean is over the seeds that did not diverge: say how many did
-        axes[1].annotate(f"{int(row['seeds diverged'])}/{int(row['seeds'])} diverged", (row["x"], row[final_mean]),
-                         textcoords="offset points", xytext=(4, 4), fontsize=7, color=colors[method])
-if any(line.get_label().endswith("diverged") for line in axes[1].lines):
-    axes[1].legend(fontsize=7)
+    c, name = colors[method], names.get(method) or label(method)
+    med = g["rounds to target (median)"]
+    reached = med.apply(math.isfinite)
+    if reached.any():
+        r = g[reached]
+        low = r.get("rounds to target (min)", r["rounds to target (median)"])
+        high = r.get("rounds to target (max)", r["rounds to target (median)"]).where(
+            lambda v: v.apply(math.isfinite), r["rounds"])  # a seed not reached: its bar runs to the budget
+        axes[0].errorbar(r["x"], r["rounds to target (median)"], yerr=[r["rounds to target (median)"] - low,
+                         high - r["rounds to target (median)"]], fmt="o-", color=c, lw=1.4, ms=4, capsize=2,
+                         label=name)
+    u = g[~reached & (g["seeds diverged"] < g["seeds"])]  # every seed diverged: the x on the right says so
+    if len(u):
+        at = u["x"].map(budget)
+        axes[0].plot(u["x"], at, "o", mfc="white", color=c, ms=6, mew=1.5,
+                     label=f"{name}: not reached in {int(at.max()):,} rounds")
+    finite = g[g[final_mean].notna()]
+    if len(finite):
+        n = (finite["seeds"] - finite["seeds diverged"]).clip(lower=1)
+        half = (finite[final_std].fillna(0) / n.pow(0.5) * stats.t.ppf(0.975, (n - 1).clip(lower=1))).where(n >= 3, 0)
+        lo = (finite[final_mean] - half).clip(lower=lo_bound, upper=hi_bound)
+        hi = (finite[final_mean] + half).clip(lower=lo_bound, upper=hi_bound)
+        axes[1].errorbar(finite["x"], finite[final_mean], yerr=[finite[final_mean] - lo, hi - finite[final_mean]],
+                         fmt="o-", color=c, lw=1.4, ms=4, capsize=2, label=name)
+        for _, row in finite[finite["seeds diverged"] > 0].iterrows():  # the mean is over the others: say so
+            axes[1].annotate(f"{int(row['seeds diverged'])}/{int(row['seeds'])} diverged", (row["x"], row[final_mean]),
+                             textcoords="offset points", xytext=(4, 4), fontsize=7, color=c)
 finals = df[final_mean].dropna()
 if len(finals) and (finals > 0).all() and finals.max() > 100 * finals.min():
     axes[1].set_yscale("log")  # values over orders of magnitude (e.g. a robust aggregator that broke)
-axes[0].set_ylabel("rounds to target (median; gap = not reached)")
-axes[1].set_ylabel(f"final {metric_label(metric)} (mean ± std)")
+top = axes[1].get_ylim()[1]
+for method, g in df.groupby("method", sort=False):  # every seed diverged: an x at the top, at that point's x
+    lost = g[g[final_mean].isna() & (g["seeds diverged"] > 0)]
+    if len(lost):
+        axes[1].plot(lost["x"], [top] * len(lost), "x", color=colors[method], ms=8, mew=2, clip_on=False,
+                     label=f"{names.get(method) or label(method)}: every seed diverged")
+axes[1].set_ylim(top=top)
+axes[0].set_ylabel("rounds to target")
+axes[1].set_ylabel(f"final {metric_label(metric)}")
+mark(axes[0], "rounds")
+mark(axes[1], metric)
 xs = sorted(df["x"].unique())
 for ax in axes:
     ax.set_xlabel(a.xlabel)
@@ -68,8 +102,19 @@ for ax in axes:
     ax.xaxis.set_major_locator(mticker.FixedLocator(xs))  # ticks at the swept values only
     ax.xaxis.set_minor_locator(mticker.NullLocator())
     ax.xaxis.set_major_formatter(mticker.FixedFormatter([f"{x:g}" for x in xs]))
-axes[0].legend(fontsize=7)
-fig.suptitle(f"{a.title}\nrounds: median over seeds; final metric: mean ± 1 std over seeds; each method at its chosen step size", fontsize=9)
-fig.tight_layout()
+    span = (max(xs) - min(xs)) or 1
+    if a.xscale == "linear" and len(xs) > 2 and min(b - a_ for a_, b in zip(xs, xs[1:])) < 0.08 * span:
+        ax.tick_params(axis="x", labelrotation=45)  # close values (beta 0.9, 0.95, 0.99): labels would overlap
+handles, labels_ = [], []
+for ax in axes:
+    h, lab = ax.get_legend_handles_labels()
+    for hh, ll in zip(h, lab):
+        if ll not in labels_:
+            handles.append(hh)
+            labels_.append(ll)
+axes[1].legend(handles, labels_, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+fig.suptitle(f"{a.title}\nrounds to target: median over seeds, bar min to max, open marker: not reached within "
+             "the budget\nfinal metric: mean over seeds with a 95 % CI; each method at its chosen step size", fontsize=8)
+fig.tight_layout(rect=(0, 0, 1, 0.86))
 save(fig, a.png, a.pdf)
 print(df[["x", "method", "rounds to target (median)", final_mean]].to_string(index=False))

@@ -180,6 +180,8 @@ def summarise(runs: pd.DataFrame, metric: str, target: float, reference: str = "
                      f"final {metric} std": float(np.std(ok, ddof=1)) if len(ok) > 1 else math.nan,
                      "seeds reaching target": int(np.isfinite(c["rounds"]).sum()),
                      "rounds to target (median)": float(c["rounds"].median()),
+                     "rounds to target (min)": float(c["rounds"].min()),
+                     "rounds to target (max)": float(c["rounds"].max()),
                      "bytes to target (median)": float(c["bytes"].median()),
                      "forward passes to target (median)": float(c["forward_passes"].median()),
                      "bytes per round (mean)": float(grp["bytes_total"].mean()),
@@ -313,6 +315,7 @@ def compact_markdown(table: pd.DataFrame, metric: str) -> str:
     """The citable view of a summary table: method, step size, final metric as mean ± std (n), rounds and bytes
     to the target, and rounds to DeComFL's best where there is one; 3 significant digits."""
     ref = next((c for c in table.columns if c.startswith("rounds to ") and c.endswith("'s best (median)")), None)
+    names = dict(zip(table["method"], table["label"])) if "label" in table.columns else {}
     rows = []
     for _, r in table.iterrows():
         n, lost = int(r["seeds"]), int(r["seeds diverged"])
@@ -323,7 +326,8 @@ def compact_markdown(table: pd.DataFrame, metric: str) -> str:
             final = f"{_sig(mean)} ± {_sig(std)} ({n - lost})" + (f", {lost} of {n} diverged" if lost else "")
         chosen = bool(r.get("best lr", False)) and "@" in r["method"]
         edge = bool(r.get("lr at grid edge", False))
-        row = {"method": r["method"] + (" ★" if chosen else "") + (" (grid edge)" if edge else "")}
+        name = r["label"] if isinstance(r.get("label"), str) and r.get("label") else r["method"]
+        row = {"method": name + (" ★" if chosen else "") + (" (grid edge)" if edge else "")}
         if "chosen lr" in table.columns:  # a step size chosen by a tuning job (tune / scan)
             row["lr"] = "–" if pd.isna(r["chosen lr"]) else f"{float(r['chosen lr']):g}"
         row[f"final {metric} (mean ± std (n))"] = final
@@ -342,13 +346,15 @@ def compact_markdown(table: pd.DataFrame, metric: str) -> str:
             row["up / down B per client-round"] = (f"{_count(r['up bytes per client-round'])} / "
                                                    f"{_count(r['down bytes per client-round'])}")
         if ref:
-            row[ref.replace(" (median)", "")] = _count(r[ref])
+            key = ref.removeprefix("rounds to ").removesuffix("'s best (median)")
+            row[f"rounds to {names.get(key, key)}'s best"] = _count(r[ref])
         claim = next((c for c in table.columns if c.startswith("claim vs ")), None)
         if claim:
             ref_of = claim.removeprefix("claim vs ")
+            ref_name = names.get(ref_of, ref_of)
             mean, lo, hi = (r[f"final minus {ref_of}'s ({k})"] for k in ("mean", "95% CI low", "95% CI high"))
             ci = "" if pd.isna(lo) else f" ({_sig(mean)}, 95% CI {_sig(lo)} to {_sig(hi)})"
-            row[f"vs {ref_of}: final difference, paired"] = ("–" if r[claim] == "reference" else f"{r[claim]}{ci}")
+            row[f"vs {ref_name}: final difference, paired"] = ("–" if r[claim] == "reference" else f"{r[claim]}{ci}")
         if "seconds per round (mean)" in table.columns:
             row["s per round / run"] = f"{r['seconds per round (mean)']:.1f} / {r['seconds per run (median)']:,.0f}"
         rows.append(row)

@@ -19,7 +19,7 @@ SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 TIERS = sorted(p.stem for p in (ROOT / "workflows" / "config").glob("*.yaml"))  # the shipped ones and a user's
 # the shipped tiers and the runs each plans (the curvature and perf tiers have no experiments: their jobs are the
 # study's and the perf parts, tests/test_bench.py); a tier a user adds is validated below, never counted
-SHIPPED = {"ablations": 600, "curvature": 0, "default": 84, "deploy": 4, "lm": 48, "paper": 1232, "perf": 0,
+SHIPPED = {"ablations": 600, "curvature": 0, "default": 84, "deploy": 4, "lm": 34, "paper": 1232, "perf": 0,
            "smoke": 17, "zo_signsgd": 27}
 ZO = {"decomfl", "hiso", "fedzo", "fedkseed", "mezo"}
 
@@ -235,3 +235,39 @@ def test_the_time_model_counts_the_forwards_real_flops_and_names_its_constant_se
     row = next(line for line in text.splitlines() if line.startswith("| opt-1.3b | hiso     | flat"))
     assert 1.55 < float(row.split("|")[7]) < 1.75  # HiSo on OPT-1.3B, flat: ~1.65 (H200: ~1.49)
     assert "with the H200 (stated constants) set" in (ROOT / "docs" / "paper-budget.md").read_text()
+
+
+def test_a_method_s_own_seeds_and_its_rounding_twin():
+    cfg = {"seeds": [0, 1, 2, 3, 4], "experiments": {"e": {
+        "base": "workflows/config/base/quadratic.yaml", "metric": "rel_suboptimality", "target": 0.1,
+        "methods": {"hiso": {"method": "hiso"}, "fedzo": {"method": "fedzo", "seeds": [0, 1, 2]}},
+        "rounding": [0]}}}
+    spec = plan.experiments(cfg)["e"]
+    runs = plan.runs_of(cfg, spec)
+    assert [s for m, s in runs if m == "hiso"] == [0, 1, 2, 3, 4]
+    assert [s for m, s in runs if m == "fedzo"] == [0, 1, 2]
+    assert [s for m, s in runs if m.endswith("+ulp")] == [0, 0]
+    assert "seeds" not in plan.run_sets(cfg, spec, "fedzo", 0)  # a meta key, never a config key
+    cfg["experiments"]["e"]["rounding"] = [3]
+    with pytest.raises(ValueError, match="fedzo"):
+        plan.experiments(cfg)
+    cfg["experiments"]["e"]["rounding"] = [0]
+    cfg["experiments"]["e"]["methods"]["fedzo"]["seeds"] = [0, -1]
+    with pytest.raises(ValueError, match="seeds"):
+        plan.runs_of(cfg, plan.experiments(cfg)["e"])
+
+
+def test_labels_never_show_a_yaml_key_where_a_label_can_be_had():
+    from hiso.labels import labels
+    cfg = {"seeds": [0], "experiments": {"e": {
+        "base": "workflows/config/base/digits.yaml", "metric": "accuracy", "target": 0.5,
+        "methods": {"decomfl": {"method": "decomfl"}, "hiso": {"method": "hiso", "label": "HiSo (ours)", "color": "k"},
+                    "hiso-b0.90": {"method": "hiso", "curvature.beta": 0.9, "federation.lr": 0.03},
+                    "oracle": {"method": "hiso", "curvature.kind": "oracle"}},
+        "lr_grid": {"decomfl": [0.01, 0.03]}, "rounding": [0]}}}
+    spec = plan.experiments(cfg)["e"]
+    got = {m: v["label"] for m, v in labels(spec).items()}
+    assert got["decomfl@0.01"] == "DeComFL (lr 0.01)" and got["hiso"] == "HiSo (ours)"
+    assert got["hiso-b0.90"] == "HiSo (beta 0.9, lr 0.03)" and got["oracle"] == "true H"
+    assert got["hiso+ulp"] == "HiSo (ours) (+1 ulp)" and labels(spec)["hiso+ulp"]["color"] == "k"
+    assert "label" not in plan.run_sets(cfg, spec, "hiso", 0) and "color" not in plan.run_sets(cfg, spec, "hiso", 0)

@@ -183,3 +183,67 @@ def test_to_hold_counts_from_the_round_after_which_the_target_holds():
     assert to_hold(run, "test_loss", 0.5) == {"rounds": 8, "bytes": 8, "forward_passes": 4, "seconds": 4.0}
     assert to_hold(run.assign(test_loss=[0.9, 0.4, 0.4, 0.4, 0.6]), "test_loss", 0.5)["rounds"] == float("inf")
     assert to_hold(run.assign(accuracy=[0.5, 0.8, 0.9, 0.7, 0.9]), "accuracy", 0.8)["rounds"] == 10
+
+
+QUAD = ["method=decomfl", "federation.rounds=40", "run.eval_every=10"]
+
+
+@pytest.fixture(scope="module")
+def grid_scanned(tmp_path_factory):
+    from hiso.scan import scan_grid
+    root = tmp_path_factory.mktemp("scan_grid")
+    # on 40 rounds of the quadratic, larger step sizes end lower up to about 0.3: a grid of 0.01 and 0.03 has its
+    # best at the top edge and must be extended until an inner point is best
+    choice = scan_grid(ROOT / "workflows/config/base/quadratic.yaml", QUAD, "decomfl", [0.01, 0.03], [100, 101],
+                       "rel_suboptimality", root)
+    return root, choice
+
+
+def test_full_grid_protocol_runs_every_point_on_every_tuning_seed_and_ends_interior(grid_scanned):
+    root, choice = grid_scanned
+    lrs = sorted(g["lr"] for g in choice["grid"])
+    assert len(lrs) >= 3 and choice["at_grid_edge"] is False
+    assert {g["note"] for g in choice["grid"]} == {"grid", "extended"}
+    chosen = choice["sets"]["federation.lr"]
+    assert lrs[0] < chosen < lrs[-1]
+    runs = pd.DataFrame(choice["runs"])
+    assert all(tuple(sorted(v)) == (100, 101) for _, v in runs.groupby("lr")["seed"])  # equal effort per point
+    for g in choice["grid"]:  # the score is the mean over seeds of the last-3 dev evaluations
+        per_seed = runs[runs.lr == g["lr"]]["last3_rel_suboptimality"]
+        assert g["score"] == pytest.approx(per_seed.mean())
+        for seed in (100, 101):
+            metrics = pd.read_csv(root / g["method"] / f"seed{seed}" / "metrics.csv")
+            assert metrics["rel_suboptimality"].dropna().iloc[-3:].mean() == pytest.approx(
+                float(runs[(runs.lr == g["lr"]) & (runs.seed == seed)]["last3_rel_suboptimality"].iloc[0]))
+    assert min(choice["grid"], key=lambda g: g["score"])["lr"] == chosen
+
+
+def test_full_grid_protocol_in_the_tables_and_the_sensitivity_figure(grid_scanned, tmp_path):
+    root, choice = grid_scanned
+    path = tmp_path / "decomfl.json"
+    path.write_text(json.dumps(choice))
+    table = attach_choices(pd.DataFrame({"method": ["decomfl"]}), {"decomfl": choice})
+    assert table.loc[0, "chosen lr"] == choice["sets"]["federation.lr"]
+    assert table.loc[0, "lrs tried"].count(";") == len(choice["grid"]) - 1 and "(extended)" in table.loc[0, "lrs tried"]
+    png = tmp_path / "s.png"
+    subprocess.run([sys.executable, "-m", "figures.sensitivity", "--choices", str(path), "--metric",
+                    "rel_suboptimality", "--png", str(png), "--pdf", str(tmp_path / "s.pdf")], cwd=ROOT, check=True,
+                   capture_output=True)
+    from figures.style import check_figure_data
+    data = json.loads(png.with_suffix(".data.json").read_text())
+    assert check_figure_data(data) == []
+    line = next(ln for ln in data["panels"][0]["lines"] if ln["label"].startswith("DeComFL"))
+    assert line["x"] == sorted(g["lr"] for g in choice["grid"])
+
+
+def test_plan_passes_scan_seeds_and_refuses_reported_ones():
+    cfg = {"seeds": [0, 1], "experiments": {"e": {
+        "base": "workflows/config/base/quadratic.yaml", "metric": "rel_suboptimality", "target": 0.1,
+        "methods": {"decomfl": {"method": "decomfl"}, "hiso": {"method": "hiso", "seeds": [0, 1, 2, 3]}},
+        "scan": {"decomfl": [0.01, 0.1], "hiso": [0.01, 0.1]}, "scan_seeds": [100, 101]}}}
+    spec = plan.experiments(cfg)["e"]
+    assert sorted(plan.runs_of(cfg, spec)) == sorted([("decomfl", 0), ("decomfl", 1)] + [("hiso", s) for s in range(4)])
+    for bad in ([1, 100], [], [-1], "100"):
+        cfg["experiments"]["e"]["scan_seeds"] = bad
+        with pytest.raises(ValueError, match="scan_seeds"):
+            plan.experiments(cfg)

@@ -294,3 +294,19 @@ def test_lora_adapters_of_a_pretrained_model_do_not_depend_on_the_process_rng():
         built.append([p.clone() for p in fed.global_params()])
     assert all(torch.equal(a, b) for a, b in zip(*built, strict=True))
     assert any(a.abs().sum() > 0 for a in built[0])  # lora_A is random, not zero
+
+
+def test_a_fixed_test_seed_scores_every_run_seed_on_the_same_test_examples():
+    """task.test_seed: the held-out rows and the test sample come from it (every seed and method is scored on the
+    same examples), while the training sample still follows the run seed; without it each seed draws its own."""
+    from hiso.tasks import TASKS
+    cls = TASKS["rotten_tomatoes"]
+    opts = dict(model="tiny-llama", train_size=40, dev_size=10, test_size=30)
+    fixed = [cls(cls.Options(**opts, test_seed=7), num_clients=2, seed=s) for s in (0, 1)]
+    own = [cls(cls.Options(**opts), num_clients=2, seed=s) for s in (0, 1)]
+    assert fixed[0].test == fixed[1].test and len(fixed[0].test) == 30
+    assert fixed[0].train != fixed[1].train
+    assert own[0].test != own[1].test
+    assert not {r["text"] for r in fixed[1].test} & {r["text"] for r in fixed[1].train}  # held out of training
+    longer = cls(cls.Options(**{**opts, "test_size": 60}, test_seed=7), num_clients=2, seed=3)
+    assert longer.test[:30] == fixed[0].test  # a smaller fixed sample is the start of a larger one

@@ -1,4 +1,5 @@
 # Shared helpers: validate the tier, expand grids into experiments, expand the experiment grid.
+import json
 import os
 import re
 import shlex
@@ -45,6 +46,7 @@ HUB_MIRROR = plan.hub_mirror(config, OUT)
 
 
 from hiso.gitinfo import commit  # noqa: E402
+from hiso.labels import labels as method_labels  # noqa: E402
 
 COMMIT = commit(workflow.basedir)  # the code a results page was written with
 import datetime  # noqa: E402
@@ -147,6 +149,11 @@ def all_tables():
     return tables
 
 
+def page_sensitivity():
+    """Experiments tuned by the full-grid protocol (scan_seeds): their page shows the step-size sensitivity."""
+    return [e for e, spec in EXPERIMENTS.items() if spec.get("scan_seeds") and spec.get("scans")]
+
+
 def all_figures():
     figs = [f"{OUT}/figures/convergence_{exp}.png" for exp in EXPERIMENTS]
     # a tier sliced with `only` draws the sweeps and histograms whose experiments it kept
@@ -156,6 +163,7 @@ def all_figures():
              if exp in EXPERIMENTS]
     if config.get("zeta_rounds"):
         figs.append(f"{OUT}/figures/zeta.png")
+    figs += [f"{OUT}/figures/sensitivity_{exp}.png" for exp in page_sensitivity()]
     return figs
 
 

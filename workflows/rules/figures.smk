@@ -9,6 +9,7 @@ rule convergence_figure:
         png=report(f"{OUT}/figures/convergence_{{exp}}.png", caption="../report/convergence.rst",
                    category="Convergence"),
         pdf=f"{OUT}/figures/convergence_{{exp}}.pdf",
+        data=f"{OUT}/figures/convergence_{{exp}}.data.json",  # figures/style.save: what it draws
     conda:
         ENV
     log:
@@ -34,6 +35,7 @@ rule sweep_figure:
     output:
         png=report(f"{OUT}/figures/sweep_{{sweep}}.png", caption="../report/sweep.rst", category="Ablations"),
         pdf=f"{OUT}/figures/sweep_{{sweep}}.pdf",
+        data=f"{OUT}/figures/sweep_{{sweep}}.data.json",  # figures/style.save: what it draws
     conda:
         ENV
     log:
@@ -60,6 +62,7 @@ rule curvature_histogram:
         png=report(f"{OUT}/figures/curvature_histogram_{{exp}}.png", caption="../report/histogram.rst",
                    category="Curvature"),
         pdf=f"{OUT}/figures/curvature_histogram_{{exp}}.pdf",
+        data=f"{OUT}/figures/curvature_histogram_{{exp}}.data.json",  # figures/style.save: what it draws
     conda:
         ENV
     log:
@@ -67,7 +70,8 @@ rule curvature_histogram:
     params:
         py=PY,
         checkpoints=lambda w: [f"{OUT}/runs/{w.exp}/{m}/seed0/checkpoint.pt" for m in config["histograms"][w.exp]],
-        labels=lambda w: config["histograms"][w.exp],
+        labels=lambda w: " ".join(shlex.quote(method_labels(EXPERIMENTS[w.exp])[m]["label"])
+                                  for m in config["histograms"][w.exp]),
         title=lambda w: f"learned H, {EXPERIMENTS[w.exp].get('title', w.exp)}",
     shell:
         "{params.py} {input.script} --checkpoints {params.checkpoints} --labels {params.labels} "
@@ -103,6 +107,7 @@ rule zeta_figure:
     output:
         png=report(f"{OUT}/figures/zeta.png", caption="../report/zeta.rst", category="Curvature"),
         pdf=f"{OUT}/figures/zeta.pdf",
+        data=f"{OUT}/figures/zeta.data.json",  # figures/style.save: what it draws
         csv=f"{OUT}/tables/zeta.csv",
     conda:
         ENV
@@ -114,3 +119,26 @@ rule zeta_figure:
     shell:
         "{params.py} {input.script} --run {params.run} --csv {output.csv} --png {output.png} "
         "--pdf {output.pdf} > {log} 2>&1"
+
+
+# Step-size sensitivity (experiments tuned by the full-grid protocol, `scan_seeds:`): every method's tuning score
+# against its step size, from the choice files.
+rule sensitivity_figure:
+    input:
+        choices=lambda w: [f"{OUT}/tuning/{w.exp}/{m}.json" for m in EXPERIMENTS[w.exp].get("scans", {})],
+        script="figures/sensitivity.py",
+        code=code_of("figures/sensitivity.py"),
+    output:
+        png=report(f"{OUT}/figures/sensitivity_{{exp}}.png", caption="../report/sensitivity.rst", category="Tuning"),
+        pdf=f"{OUT}/figures/sensitivity_{{exp}}.pdf",
+        data=f"{OUT}/figures/sensitivity_{{exp}}.data.json",  # figures/style.save: what it draws
+    log:
+        f"{OUT}/logs/figures/sensitivity_{{exp}}.log",
+    params:
+        py=PY,
+        metric=lambda w: EXPERIMENTS[w.exp]["metric"],
+        labels=lambda w: json.dumps(method_labels(EXPERIMENTS[w.exp]), sort_keys=True),
+        title=lambda w: EXPERIMENTS[w.exp].get("title", w.exp),
+    shell:
+        "{params.py} -m figures.sensitivity --choices {input.choices} --metric {params.metric} "
+        "--labels {params.labels:q} --title {params.title:q} --png {output.png} --pdf {output.pdf} > {log} 2>&1"

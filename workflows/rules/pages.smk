@@ -5,8 +5,9 @@ rule results_page:
         tables=lambda w: [f"{OUT}/tables/{e}.csv" for e in EXPERIMENTS]
         + ([f"{OUT}/tables/paper-claims.csv", f"{OUT}/tables/claims-check.csv"] if config["page"].get("paper_claims")
            else []),
-        figures=lambda w: [f"{OUT}/figures/convergence_{e}.png" for e in EXPERIMENTS]
-        + [f"{OUT}/figures/sweep_{n}.png" for n in page_sweeps()],
+        figures=lambda w: [f"{OUT}/figures/convergence_{e}.{ext}" for e in EXPERIMENTS for ext in ("png", "data.json")]
+        + [f"{OUT}/figures/sweep_{n}.{ext}" for n in page_sweeps() for ext in ("png", "data.json")]
+        + [f"{OUT}/figures/sensitivity_{e}.{ext}" for e in page_sensitivity() for ext in ("png", "data.json")],
         readings=lambda w: config["page"].get("readings", []),
         script="workflows/scripts/results_page.py",
         code=code_of("workflows/scripts/results_page.py"),
@@ -24,6 +25,7 @@ rule results_page:
         title=lambda w: config["page"]["title"],
         experiments=lambda w: " ".join(EXPERIMENTS),
         sweeps=lambda w: " ".join(page_sweeps()),
+        sensitivity=lambda w: " ".join(page_sensitivity()),
         readings=lambda w, input: f"--readings {input.readings}" if input.readings else "",
         command=lambda w: page_command(),
         commit=COMMIT,
@@ -33,6 +35,7 @@ rule results_page:
         "cp {input.figures} {output.folder}/figures/ && "
         "{params.py} {input.script} --title {params.title:q} --tables {output.folder}/tables "
         "--figures-rel {wildcards.page}/figures --experiments {params.experiments} --sweeps {params.sweeps} "
+        "--sensitivity {params.sensitivity} "
         "{params.readings} --command {params.command:q} --commit {params.commit} --date {params.date} "
         "--md {output.md} > {log} 2>&1"
 

@@ -85,6 +85,8 @@ def render(a) -> str:
             out.append("Not run.\n")
             continue
         out.append(f"![convergence]({fig_rel}/convergence_{exp}.png)\n")
+        if exp in (a.sensitivity or []):
+            out.append(f"![step-size sensitivity]({fig_rel}/sensitivity_{exp}.png)\n")
         out.append(compact_markdown(tables[exp], metrics[exp]) + "\n")
         if exp in readings:
             out.append(fill(readings[exp], tables) + "\n")
@@ -98,6 +100,7 @@ if __name__ == "__main__":
     ap.add_argument("--figures-rel", default="figures", help="figure folder, relative to the page")
     ap.add_argument("--experiments", nargs="+", required=True)
     ap.add_argument("--sweeps", nargs="*", default=[])
+    ap.add_argument("--sensitivity", nargs="*", default=[], help="experiments with a step-size sensitivity figure")
     ap.add_argument("--readings", default=None)
     ap.add_argument("--command", required=True)
     ap.add_argument("--commit", required=True)

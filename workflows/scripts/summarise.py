@@ -4,6 +4,7 @@ import json
 import logging
 from pathlib import Path
 
+from figures.style import label as style_label
 from hiso.io import atomic_write
 from hiso.results import (
     HIGHER_IS_BETTER,
@@ -27,8 +28,13 @@ ap.add_argument("--tuning-seed", type=int, default=None,
                      "and are left out of every reported statistic")
 ap.add_argument("--choices", nargs="*", default=[],
                 help="tuning/<exp>/<method>.json of the methods whose step size a tuning job chose (tune / scan)")
+ap.add_argument("--labels", default="{}", help="JSON: method -> {label, color} (hiso/labels.py; the tier's "
+                "label: / color:); methods without one get figures/style.py's label")
 a = ap.parse_args()
 table = summarise(load_runs(a.root, a.metrics), a.metric, a.target, tuning_seed=a.tuning_seed)
+given = json.loads(a.labels)
+table.insert(1, "label", [(given.get(m) or {}).get("label") or style_label(m) for m in table["method"]])
+table.insert(2, "color", [(given.get(m) or {}).get("color") or "" for m in table["method"]])
 if a.choices:
     table = attach_choices(table, {Path(p).stem: json.loads(Path(p).read_text()) for p in a.choices})
 for edge in edge_choices(table):  # in the job's log and marked in the table

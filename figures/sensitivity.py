@@ -1,0 +1,66 @@
+"""Step-size sensitivity of one experiment: each method's tuning score against its step size, from the full-grid
+tuning protocol's choice files (hiso/scan.py: scan_grid; `scan_seeds:` in a tier): per point the mean over the
+tuning seeds of the dev metric averaged over the last evaluations (line), each tuning seed's value (dots), the
+chosen step size (star) and diverged points (x at the top).
+
+    python -m figures.sensitivity --choices tuning/<exp>/<method>.json ... --metric test_loss --png .. --pdf ..
+"""
+import argparse
+import json
+import math
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from figures.style import label, mark, metric_label, palette, save
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--choices", nargs="+", required=True, help="tuning/<exp>/<method>.json (scan_grid's)")
+ap.add_argument("--metric", required=True)
+ap.add_argument("--labels", default="{}", help="JSON: method -> {label, color} (hiso/labels.py)")
+ap.add_argument("--title", default="")
+ap.add_argument("--png", required=True)
+ap.add_argument("--pdf", required=True)
+a = ap.parse_args()
+
+given = json.loads(a.labels)
+choices = {Path(p).stem: json.loads(Path(p).read_text()) for p in a.choices}
+choices = {m: c for m, c in choices.items() if c.get("runs")}  # only the full-grid protocol records its runs
+if not choices:
+    raise SystemExit("no choice file holds per-seed tuning runs (the full-grid protocol: scan_seeds)")
+colors = palette(list(choices), {m: (given.get(m) or {}).get("color") for m in choices if (given.get(m) or {}).get("color")})
+fig, ax = plt.subplots(figsize=(6.4, 3.6))
+lost_y = []
+for method, c in choices.items():
+    name = (given.get(method) or {}).get("label") or label(method)
+    runs = pd.DataFrame(c["runs"])
+    col = next(k for k in runs.columns if k.startswith("last"))
+    k = col.removeprefix("last").split("_")[0]
+    pts = pd.DataFrame(c["grid"]).sort_values("lr")
+    mean_col = next(k_ for k_ in pts.columns if k_.startswith("mean_last"))
+    ok = pts[~pts["diverged"].astype(bool)]
+    ax.plot(ok["lr"], ok[mean_col], "o-", color=colors[method], lw=1.4, ms=4,
+            label=f"{name} ({len(runs['seed'].unique())} tuning seeds)")
+    fin = runs[runs[col].apply(lambda v: v is not None and math.isfinite(v))]
+    ax.plot(fin["lr"], fin[col], ".", color=colors[method], alpha=0.45, ms=5)
+    chosen = float(c["sets"]["federation.lr"])
+    at = ok[ok["lr"] == chosen]
+    ax.plot(at["lr"], at[mean_col], "*", color=colors[method], ms=13, mec="k", mew=0.6)
+    lost = pts[pts["diverged"].astype(bool)]
+    if len(lost):
+        lost_y.append((method, lost["lr"].tolist()))
+ax.set_xscale("log")
+top = ax.get_ylim()[1]
+for method, lrs in lost_y:
+    ax.plot(lrs, [top] * len(lrs), "x", color=colors[method], ms=8, mew=2, clip_on=False)
+ax.set_ylim(top=top)
+ax.set_xlabel("step size (federation.lr)")
+ax.set_ylabel(f"dev {metric_label(a.metric)}, mean of the last {k} evaluations")
+mark(ax, a.metric)
+ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+fig.suptitle((a.title + "\n" if a.title else "") + "step-size sensitivity on the dev split: line = mean over tuning "
+             "seeds, dots = each seed, star = chosen, x = diverged", fontsize=8)
+fig.tight_layout(rect=(0, 0, 1, 0.9))
+save(fig, a.png, a.pdf)
+print(f"wrote {a.png}")
