@@ -26,6 +26,7 @@ import matplotlib.colors as mcolors  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 
 from hiso.labels import NAMES  # noqa: E402  (the variants' display names, shared with the tables)
+
 COLORS = {"identity": "#1f77b4", "diagonal": "#d62728", "hiso-equal-lr": "#e377c2", "hiso-oracle": "#2ca02c",
           "oracle": "#2ca02c", "damped-oracle": "#17becf", "decomfl-p10": "#6a3d9a", "rmsprop-zo": "#ff7f0e",
           "global-scalar": "#8c564b", "layer-scalar": "#bcbd22", "block-8": "#7f7f7f", "mean": "#7f7f7f",

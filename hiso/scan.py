@@ -116,12 +116,14 @@ def scan_grid(base: str | Path, overrides: list[str], method: str, grid: list[fl
                 if e.status != "diverged":
                     raise
                 diverged = True
-            values = load_runs(paths=[out / "metrics.csv"]).sort_values("round")[metric].dropna()
+            loaded = load_runs(paths=[out / "metrics.csv"]).sort_values("round")
+            values = loaded[metric].dropna()
             lastk = math.nan if diverged or values.empty else float(values.iloc[-last_k:].mean())
             final = math.nan if diverged or values.empty else float(values.iloc[-1])
             best = math.nan if diverged or values.empty else float(values.max() if higher else values.min())
             runs_rows.append({"method": name, "lr": float(lr), "seed": int(seed), "diverged": diverged,
-                              f"final_{metric}": final, f"last{last_k}_{metric}": lastk, f"best_{metric}": best})
+                              f"final_{metric}": final, f"last{last_k}_{metric}": lastk, f"best_{metric}": best,
+                              "rounds_run": int(loaded["round"].max()), "wall_seconds": float(loaded["wall_seconds"].sum())})
             scores.append(badness(lastk, higher))
         score = math.inf if any(math.isinf(s) for s in scores) else sum(scores) / len(scores)
         mean = math.nan if math.isinf(score) else (-score if higher else score)

@@ -45,6 +45,20 @@ def fill(text: str, tables: dict[str, pd.DataFrame]) -> str:
     return PLACEHOLDER.sub(value, text)
 
 
+def compute_line(tables: dict[str, pd.DataFrame]) -> str:
+    """The compute the page's runs spent: run hours (reported runs and rounding twins) and step-size tuning hours
+    (the full-grid protocol's runs), summed over every table, from the runs' own per-round wall seconds."""
+    runs = sum(float(t["run hours"].sum()) for t in tables.values() if "run hours" in t.columns)
+    tuning = sum(float(t["tuning hours"].fillna(0).sum()) for t in tables.values() if "tuning hours" in t.columns)
+    if not runs:
+        return ""
+    line = (f"Compute: {runs + tuning:,.1f} CPU-hours in all: the tables' runs {runs:,.1f} (reported seeds, rounding "
+            "twins and any lr grid's tuning runs)")
+    if tuning:
+        line += f", step-size scans {tuning:,.1f}"
+    return line + " (each run on one thread; the sum of its rounds' wall seconds, evaluations included)."
+
+
 def sections(text: str) -> dict[str, str]:
     """'## <key>' sections of the readings file -> their text."""
     out, key = {}, None
@@ -74,6 +88,9 @@ def render(a) -> str:
            "page.\n"]
     if "summary" in readings:
         out.append(fill(readings["summary"], tables) + "\n")
+    compute = compute_line({e: t for e, t in tables.items() if e in a.experiments})
+    if compute:
+        out.append(compute + "\n")
     for name in a.sweeps or []:
         out.append(f"## Sweep: {name}\n")
         out.append(f"![{name}]({fig_rel}/sweep_{name}.png)\n")
