@@ -7,7 +7,8 @@ layouts (hiso/layout.py).  Per client step and per server apply it counts
 
   ops       aten ops dispatched (each costs host time on an accelerator, about 5 us in eager PyTorch);
   launch    those of them that launch a kernel (not views, empty allocations, detach, set_, or the sync itself);
-  syncs     host syncs: a value read back to the host (_local_scalar_dense, a copy from the device to the CPU);
+  syncs     host syncs: a value read back to the host (_local_scalar_dense, a copy from the device to the CPU) and a
+            copy from the host onto the device (a pageable host-to-device copy blocks the host too; also `h2d`);
   passes    writes into the parameters' storage, in units of the trainable size d (the memory traffic a step
             cannot avoid: every pass reads and writes d entries);
   bytes     bytes the launched kernels move (each reads its tensor arguments and writes its outputs once: a roofline
@@ -44,7 +45,7 @@ class Counter(TorchDispatchMode):
         super().__init__()
         self.fake_reads = fake_reads
         self.storages, self.d = storages, d
-        self.ops = self.launch = self.syncs = 0
+        self.ops = self.launch = self.syncs = self.h2d = 0
         self.passes = 0.0
         self.bytes = self.drawn = 0
         self.paused = False
@@ -55,6 +56,10 @@ class Counter(TorchDispatchMode):
         if self.paused:
             return func(*args, **kwargs)
         self.ops += 1
+        if _from_host(name, args, kwargs):  # a pageable host-to-device copy: the host waits for it
+            self.syncs += 1
+            self.h2d += 1
+            return func(*args, **kwargs)
         if name == "_local_scalar_dense" or (name == "_to_copy" and _to_host(args, kwargs)):
             self.syncs += 1
             src = args[0]
@@ -94,6 +99,19 @@ def _schema(func, name: str) -> tuple[int, tuple[int, ...]]:
     is_view = any(a.alias_info is not None and not a.alias_info.is_write for a in func._schema.returns)
     written = tuple(k for k, a in enumerate(func._schema.arguments) if a.alias_info is not None and a.alias_info.is_write)
     return int(not is_view and name not in NO_KERNEL), written
+
+
+def _from_host(name: str, args, kwargs) -> bool:
+    """A copy from a CPU tensor onto another device (`.to(device)`, `copy_` into a device tensor): counted as a
+    host sync, as a pageable copy blocks the host until it is done."""
+    if name == "_to_copy":
+        dev = kwargs.get("device")
+        return isinstance(args[0], torch.Tensor) and args[0].device.type == "cpu" and dev is not None \
+            and torch.device(dev).type != "cpu"
+    if name == "copy_":
+        dst, src = args[0], args[1]
+        return isinstance(src, torch.Tensor) and src.device.type == "cpu" and dst.device.type != "cpu"
+    return False
 
 
 def _to_host(args, kwargs) -> bool:
@@ -149,7 +167,7 @@ def count_client(shape: str, method: str, layout: str, P: int, tau: int, chunk: 
     with Counter(storages, d) as c:
         task.counter = c
         fed._local_steps(0, 0, seeds, fed.server.curvature, fed.step_mu())
-    return {"ops": c.ops, "launch": c.launch, "syncs": c.syncs, "passes": c.passes, "bytes": c.bytes, "drawn": c.drawn,
+    return {"ops": c.ops, "launch": c.launch, "syncs": c.syncs, "h2d": c.h2d, "passes": c.passes, "bytes": c.bytes, "drawn": c.drawn,
             "scratch_bytes": fed.scratch.nbytes(), "d": d, "fed": fed}
 
 

@@ -250,3 +250,17 @@ def test_time_model_is_the_max_of_device_and_host_plus_syncs():
     assert p["ratio"] == pytest.approx((6 * fwd + zo + 1e-4) / (6 * fwd))
     host_bound = predict({**row, "client_launch": 10**6}, tokens=100, params=1e9, dev=dev)
     assert host_bound["host_bound"] and host_bound["step_s"] == pytest.approx(10.0 + 1e-4)
+
+
+def test_dispatch_counter_counts_a_host_to_device_copy_as_a_sync():
+    """A label list copied onto the device on every forward is a blocking copy: the counter sees it (meta tensors
+    stand in for the device), as it sees a value read back to the host."""
+    import torch
+
+    from bench.perf_dispatch import Counter
+    dev = torch.empty(3, device="meta")
+    with Counter(set(), 1) as c:
+        torch.tensor([1, 2, 3]).to("meta")
+        dev.copy_(torch.ones(3))
+        dev.add_(1.0)  # on the device: no sync
+    assert (c.syncs, c.h2d) == (2, 2)

@@ -34,7 +34,6 @@ from pathlib import Path
 import pandas as pd
 
 from hiso.io import atomic_write
-from hiso.results import HIGHER_IS_BETTER
 
 CHECKS = {  # claim -> (method, summary column or None for the metric difference, holds when)
     "hiso speed-up to decomfl's best": ("hiso", "speed-up to decomfl's best", lambda v: v > 1),
@@ -75,11 +74,20 @@ def measured(t: pd.DataFrame, method: str, column: str | None) -> float:
         return math.nan
     if column is not None:
         return float(t.loc[method, column]) if column in t.columns else math.nan
-    col = next(c for c in t.columns if c.startswith("final ") and c.endswith(" mean"))
-    if "decomfl" not in t.index:
+    # the paper's cells are accuracy / F1: the same unit here, else nothing (a test-loss gap is not comparable)
+    col = next((c for c in ("final accuracy mean", "final f1 mean", "accuracy at the end (mean)") if c in t.columns),
+               None)
+    if col is None or "decomfl" not in t.index:
         return math.nan
-    sign = 1.0 if HIGHER_IS_BETTER.get(col[len("final "):-len(" mean")], True) else -1.0
-    return sign * (float(t.loc[method, col]) - float(t.loc["decomfl", col]))
+    return float(t.loc[method, col]) - float(t.loc["decomfl", col])
+
+
+def unit(t: pd.DataFrame, claim: str) -> str:
+    """What the experiment's counterpart of a claim is measured on (the paper: accuracy or F1)."""
+    metric = next(c for c in t.columns if c.startswith("final ") and c.endswith(" mean"))[len("final "):-len(" mean")]
+    if CHECKS[claim][1] is None:
+        return "accuracy" if "accuracy" in metric or "accuracy at the end (mean)" in t.columns else metric
+    return f"rounds / bytes to a {metric.replace('_', ' ')} point" if "rounds" in claim or "bytes" in claim else metric
 
 
 def bounded(t: pd.DataFrame, method: str, claim: str) -> tuple[float, str]:
@@ -130,6 +138,7 @@ def check(paper: pd.DataFrame, summaries: dict[str, pd.DataFrame]) -> pd.DataFra
                 missed = method if math.isinf(float(t.loc[method, REACHED[claim][0]])) else "decomfl"
                 where += f"; {missed} never reached the point in its run"
             rows.append({"method": f"{exp}: {claim}", "experiment": exp, "claim": claim, "measured": v,
+                         "measured on": unit(t.reset_index(), claim),
                          "bound": bound, "paper min": lo, "paper max": hi, "holds": verdict, "range": where})
     return pd.DataFrame(rows)
 
