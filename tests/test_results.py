@@ -308,3 +308,21 @@ def test_the_lm_tier_readings_cite_only_cells_its_tables_will_have(tmp_path):
     assert cited
     for exp, row, col in cited:
         assert row in cells[exp].index and col in cells[exp].columns, (exp, row, col)
+
+
+def test_readings_family_placeholders_read_grid_and_tuned_tables_alike(tmp_path):
+    """{{exp|hiso*|col}} is the family at its chosen step size: the marked row of an lr_grid table, or the one row
+    of a method tuned by a tuning job (tune / scan); {{exp|hiso*|lr}} reads `chosen lr` there."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "workflows" / "scripts" / "results_page.py"
+    spec = importlib.util.spec_from_file_location("results_page", path)
+    page = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(page)
+    grid = pd.DataFrame({"method": ["hiso@0.01", "hiso@0.03"], "family": ["hiso", "hiso"], "lr": [0.01, 0.03],
+                         "best lr": [False, True], "final accuracy mean": [0.5, 0.7]})
+    tuned = pd.DataFrame({"method": ["decomfl", "hiso"], "chosen lr": [0.1, 0.03], "final accuracy mean": [0.6, 0.7]})
+    text = "{{e|hiso*|final accuracy mean}} at {{e|hiso*|lr}}"
+    assert page.fill(text, {"e": grid}) == page.fill(text, {"e": tuned}) == "0.700 at 0.0300"
+    with pytest.raises(KeyError, match="no such tuned method"):
+        page.fill("{{e|fedzo*|lr}}", {"e": tuned})

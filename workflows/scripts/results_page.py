@@ -30,9 +30,14 @@ def fill(text: str, tables: dict[str, pd.DataFrame]) -> str:
             raise KeyError(f"readings cite experiment {exp!r}, which has no table")
         t = tables[exp]
         if method.endswith("*"):  # "hiso*": the family's row at the step size its tuning run chose
-            if "best lr" not in t.columns:
-                raise KeyError(f"readings cite {exp} / {method}: the experiment has no step-size grid")
-            t = t[(t["family"] == method[:-1]) & t["best lr"].astype(bool)].assign(method=method)
+            if "best lr" in t.columns:  # lr_grid: every point is a row, the chosen one marked
+                t = t[(t["family"] == method[:-1]) & t["best lr"].astype(bool)].assign(method=method)
+            elif method[:-1] in set(t["method"]):  # tune / scan: the method's one row is at its chosen step size
+                t = t.assign(method=t["method"].where(t["method"] != method[:-1], method))
+            else:
+                raise KeyError(f"readings cite {exp} / {method}: the experiment has no such tuned method")
+        if col == "lr" and "lr" not in t.columns and "chosen lr" in t.columns:  # a tuning job's choice
+            col = "chosen lr"
         t = t.set_index("method")
         if method not in t.index or col not in t.columns:
             raise KeyError(f"readings cite {exp} / {method} / {col!r}: no such cell")
