@@ -7,7 +7,7 @@ import torch
 from hiso.config import ConfigError, load_config
 from hiso.models import ModelUnavailable, load_model
 from hiso.run import build_federation, run
-from hiso.tasks import text
+from hiso.tasks import squad, text
 from hiso.tasks.prompts import TEMPLATES
 
 FIXTURES = {
@@ -205,7 +205,7 @@ def test_squad_authors_protocol_full_loss_head_rows_and_seeded_beam_sampling(mon
 @pytest.mark.parametrize("pred,gold,f1", [("the cat sat", "Cat sat.", 1.0), ("cat", "dog", 0.0),
                                           ("x b c", "b c d", 2 / 3), ("a b c", "b c d", 0.8), ("", "", 1.0)])
 def test_squad_token_f1(pred, gold, f1):
-    assert text.token_f1(pred, gold) == pytest.approx(f1)
+    assert squad.token_f1(pred, gold) == pytest.approx(f1)
 
 
 def test_cli_says_how_to_get_missing_data(tmp_path):

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from .digits import Digits
 from .quadratic import Quadratic
+from .squad import Squad
 from .text import TASKS as TEXT_TASKS
 from .text import text_task
 
-TASKS = {"quadratic": Quadratic, "digits": Digits, **{name: text_task(name) for name in [*TEXT_TASKS, "squad"]}}
+TASKS = {"quadratic": Quadratic, "digits": Digits, **{name: text_task(name) for name in TEXT_TASKS}, "squad": Squad}
 
 
 def register_task(name: str, cls) -> None:

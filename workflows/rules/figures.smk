@@ -132,6 +132,8 @@ rule sensitivity_figure:
         png=report(f"{OUT}/figures/sensitivity_{{exp}}.png", caption="../report/sensitivity.rst", category="Tuning"),
         pdf=f"{OUT}/figures/sensitivity_{{exp}}.pdf",
         data=f"{OUT}/figures/sensitivity_{{exp}}.data.json",  # figures/style.save: what it draws
+    conda:
+        ENV
     log:
         f"{OUT}/logs/figures/sensitivity_{{exp}}.log",
     params:

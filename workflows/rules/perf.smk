@@ -2,7 +2,8 @@
 # one job per entry of perf.jobs and one report.  A local perf job takes every core so that no other job runs
 # beside it: the parts set torch to one thread and time their ratios side by side, but a quiet machine keeps
 # their noise down.  On a cluster a perf job is submitted like a run job, to measure the node it lands on.
-# Like run jobs, perf jobs are not rerun when the code changes: delete a job's CSV to rerun it.
+# Like run jobs, perf jobs are not rerun when the code changes: delete a job's CSV and rerun with --forcerun
+# perf_report to measure it again (a missing input of a finished report is not remade by itself).
 rule perf_job:
     output:
         csv=f"{PERF_OUT}/{{job}}.csv",
