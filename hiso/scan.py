@@ -29,20 +29,35 @@ from .results import HIGHER_IS_BETTER, load_runs, reached, to_hold, to_target
 from .tuning import MAX_EXTENSION, tune
 
 
+def tuning_run(base, overrides: list[str], name: str, lr: float, seed: int, root, threads: int, **run_kwargs):
+    """One tried point: the run folder <root>/<name>/seed<seed> at step size lr on the dev split, run (or read
+    back, or continued from its checkpoint); returns (its metrics sorted by round, whether it diverged)."""
+    from .config import load_config
+    from .runner import RunFailed, run
+    cfg = load_config(Path(base), [*overrides, f"federation.lr={lr!r}", f"seed={seed}", f"name={name}-s{seed}",
+                                   f"run.threads={threads}", "run.progress=false", "run.eval_split=dev"])
+    out = Path(root) / name / f"seed{seed}"
+    diverged = False
+    try:
+        run(cfg, out, replace_different=True, **run_kwargs)
+    except RunFailed as e:
+        if e.status != "diverged":
+            raise
+        diverged = True
+    return load_runs(paths=[out / "metrics.csv"]).sort_values("round"), diverged
+
+
 def scan(base: str | Path, overrides: list[str], method: str, grid: list[float], seed: int, metric: str,
          target: float, root: str | Path, threads: int = 1, max_extension: int = MAX_EXTENSION,
          hold: bool = False) -> dict:
     """Tune one method's step size; returns the choice (see the module docstring)."""
     from .config import load_config
-    from .runner import RunFailed, run
 
     higher = HIGHER_IS_BETTER.get(metric, True)
     rows: dict[float, dict] = {}
 
     def evaluate(lr: float, cap: int | None, note: str | None) -> dict:
         name = f"{method}@{lr:g}"
-        cfg = load_config(Path(base), [*overrides, f"federation.lr={lr!r}", f"seed={seed}", f"name={name}-s{seed}",
-                                       f"run.threads={threads}", "run.progress=false", "run.eval_split=dev"])
 
         def stop(fed, task, row):  # the two stop rules: the target, and twice the best point's rounds
             at_target = reached(row[metric], metric, target)
@@ -51,15 +66,8 @@ def scan(base: str | Path, overrides: list[str], method: str, grid: list[float],
             if cap is not None and row["round"] >= cap and not (hold and at_target):
                 return f"stopped at {cap} rounds (twice the best so far)"
             return None
-        out = Path(root) / name / f"seed{seed}"
-        diverged = False
-        try:
-            run(cfg, out, replace_different=True, on_evaluate=stop, continue_stopped=hold)
-        except RunFailed as e:
-            if e.status != "diverged":
-                raise
-            diverged = True
-        runs = load_runs(paths=[out / "metrics.csv"]).sort_values("round")
+        runs, diverged = tuning_run(base, overrides, name, lr, seed, root, threads, on_evaluate=stop,
+                                    continue_stopped=hold)
         values = runs[metric].dropna()
         final = math.nan if diverged or values.empty else float(values.iloc[-1])
         rounds = math.inf if diverged else (to_hold if hold else to_target)(runs, metric, target)["rounds"]
@@ -92,9 +100,7 @@ def scan_grid(base: str | Path, overrides: list[str], method: str, grid: list[fl
     the choice ends interior or is flagged `at_grid_edge`.  Every point has the same number of runs, for every
     method of a tier that uses it: equal tuning effort.  The rows of every (point, seed) are kept in "runs"
     (the step-size sensitivity figure reads them)."""
-    from .config import load_config
     from .noise import LAST_K
-    from .runner import RunFailed, run
     from .tuning import badness
 
     last_k = last_k or LAST_K
@@ -106,17 +112,7 @@ def scan_grid(base: str | Path, overrides: list[str], method: str, grid: list[fl
         name = f"{method}@{lr:g}"
         scores = []
         for seed in seeds:
-            cfg = load_config(Path(base), [*overrides, f"federation.lr={lr!r}", f"seed={seed}", f"name={name}-s{seed}",
-                                           f"run.threads={threads}", "run.progress=false", "run.eval_split=dev"])
-            out = Path(root) / name / f"seed{seed}"
-            diverged = False
-            try:
-                run(cfg, out, replace_different=True)
-            except RunFailed as e:
-                if e.status != "diverged":
-                    raise
-                diverged = True
-            loaded = load_runs(paths=[out / "metrics.csv"]).sort_values("round")
+            loaded, diverged = tuning_run(base, overrides, name, lr, seed, root, threads)
             values = loaded[metric].dropna()
             lastk = math.nan if diverged or values.empty else float(values.iloc[-last_k:].mean())
             final = math.nan if diverged or values.empty else float(values.iloc[-1])
