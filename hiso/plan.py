@@ -197,10 +197,11 @@ def is_tuning(config: dict, spec: dict, method: str, seed: int) -> bool:
 
 
 def lr_source(spec: dict, method: str) -> str | None:
-    """The tuned method whose chosen step size this method runs at (itself, or its lr_from), else None."""
+    """The tuned method whose chosen step size this method runs at (itself, or its lr_from), else None (also for a
+    scan's tried point `<method>@<lr>`, which runs at its own step size)."""
     if method in spec.get("choices", {}):
         return method
-    return (spec["methods"][method] or {}).get("lr_from")
+    return (spec["methods"].get(method) or {}).get("lr_from")
 
 
 def run_sets(config: dict, spec: dict, method: str, seed: int | None = None, tuning: bool = False) -> dict:

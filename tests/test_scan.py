@@ -247,3 +247,18 @@ def test_plan_passes_scan_seeds_and_refuses_reported_ones():
         cfg["experiments"]["e"]["scan_seeds"] = bad
         with pytest.raises(ValueError, match="scan_seeds"):
             plan.experiments(cfg)
+
+
+def test_a_tier_plans_again_after_its_scan_wrote_its_points(grid_scanned, tmp_path):
+    """The second invocation of a tier checks its existing run folders (plan.check_runs), a scan's tried points
+    among them (`<method>@<lr>/seed<tuning seed>`, no method of the tier): it plans, and refuses nothing."""
+    root, _ = grid_scanned
+    cfg = {"seeds": [0], "experiments": {"e": {
+        "base": "workflows/config/base/quadratic.yaml", "metric": "rel_suboptimality", "target": 0.1,
+        "sets": {"federation.rounds": 40, "run.eval_every": 10}, "methods": {"decomfl": {"method": "decomfl"}},
+        "scan": {"decomfl": [0.01, 0.03]}, "scan_seeds": [100, 101]}}}
+    exps = plan.experiments(cfg)
+    out = tmp_path / "r"
+    (out / "runs").mkdir(parents=True)
+    (out / "runs" / "e").symlink_to(root)  # the scan's run folders, as a tier's results hold them
+    assert plan.check_runs(cfg, exps, ROOT, out) == 2  # the reported run and the scan's first point

@@ -8,6 +8,8 @@ rule table:
     output:
         csv=report(f"{OUT}/tables/{{exp}}.csv", caption="../report/table.rst", category="Tables"),
         md=f"{OUT}/tables/{{exp}}.md",
+    wildcard_constraints:
+        exp=EXPERIMENT_PATTERN,  # paper-claims.csv and claims-check.csv are the paper_claims rule's
     conda:
         ENV
     log:
