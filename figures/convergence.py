@@ -77,6 +77,8 @@ for i, (method, grp) in enumerate(runs.groupby("method", sort=False)):
         ls = "--" if same else styles[method]
         if same:
             name += f", = {names[same]}"
+            if k > 0:  # the legend shows the first panel's labels: say it below
+                notes.append(f"{metric_label(m)}: {names[method]}'s curve equals {names[same]}'s (drawn dashed).")
         b = grp.groupby("round")["cum_bytes_total"].mean().reindex(mean.index)
         pts = int(keep.sum())
         for ax, use_bytes in ((grid[k, 0], False), (grid[k, 1], True)):
