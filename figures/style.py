@@ -162,17 +162,23 @@ def metric_label(metric: str) -> str:
     return METRICS.get(metric, metric.replace("_", " "))
 
 
+def t_interval(mean, std, n, metric: str):
+    """(low, high): the 95 % t-interval of a mean of n values with standard deviation std (Series alike), clipped
+    to the metric's range (BOUNDS); NaN where n < 3 (too few values for an interval worth drawing)."""
+    import numpy as np
+    from scipy import stats
+    half = std / np.sqrt(n) * stats.t.ppf(0.975, (n - 1).clip(lower=1))
+    half[n < 3] = np.nan
+    lo, hi = BOUNDS.get(metric, (-math.inf, math.inf))
+    return (mean - half).clip(lower=lo, upper=hi), (mean + half).clip(lower=lo, upper=hi)
+
+
 def seed_band(values, metric: str):
     """Per x (the index) over the seeds (columns; NaN: not drawn there): mean, band low, band high, n.  The band is
     the 95 % t-interval of the mean where n >= 3, clipped to the metric's range (BOUNDS); none where n < 3."""
-    import numpy as np
-    from scipy import stats
     n = values.notna().sum(axis=1)
     mean = values.mean(axis=1)
-    half = values.std(axis=1, ddof=1) / np.sqrt(n) * stats.t.ppf(0.975, (n - 1).clip(lower=1))
-    half[n < 3] = np.nan
-    lo, hi = BOUNDS.get(metric, (-math.inf, math.inf))
-    return mean, (mean - half).clip(lower=lo, upper=hi), (mean + half).clip(lower=lo, upper=hi), n
+    return (mean, *t_interval(mean, values.std(axis=1, ddof=1), n, metric), n)
 
 
 def mark(ax, metric: str) -> None:
@@ -209,19 +215,10 @@ def figure_data(fig) -> dict:
                     bands.append({"label": coll.get_label(), "low": min(ys), "high": max(ys)})
         legend = ax.get_legend()
         entries = [t.get_text() for t in legend.get_texts()] if legend else []
-        handles = getattr(legend, "legend_handles", None) or getattr(legend, "legendHandles", []) if legend else []
         panels.append({"title": ax.get_title(), "ylabel": ax.get_ylabel(), "metric": metric,
                        "range": list(BOUNDS.get(metric, (None, None))) if metric else None,
-                       "lines": lines, "bands": bands, "legend": entries,
-                       "legend_colors": [_hex(h) for h in handles]})
+                       "lines": lines, "bands": bands, "legend": entries})
     return {"panels": panels}
-
-
-def _hex(handle) -> str | None:
-    try:
-        return mcolors.to_hex(handle.get_color())
-    except (AttributeError, ValueError, TypeError):
-        return None
 
 
 def _clean(obj):

@@ -13,9 +13,8 @@ import sys
 import matplotlib.pyplot as plt
 import matplotlib.ticker as mticker
 import pandas as pd
-from scipy import stats
 
-from figures.style import BOUNDS, label, mark, metric_label, palette, save, table_colors, table_labels
+from figures.style import label, mark, metric_label, palette, save, t_interval, table_colors, table_labels
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--tables", nargs="+", required=True, help="experiment tables (CSV), one per x")
@@ -47,7 +46,6 @@ else:
 final_mean = next(c for c in df.columns if c.startswith("final ") and c.endswith(" mean"))
 final_std = final_mean.replace(" mean", " std")
 metric = final_mean.removeprefix("final ").removesuffix(" mean")
-lo_bound, hi_bound = BOUNDS.get(metric, (-math.inf, math.inf))
 
 fig, axes = plt.subplots(1, 2, figsize=(8.6, 3.9))
 colors = palette(list(df["method"].unique()), colors_given)
@@ -73,9 +71,8 @@ for method, g in df.groupby("method", sort=False):
     finite = g[g[final_mean].notna()]
     if len(finite):
         n = (finite["seeds"] - finite["seeds diverged"]).clip(lower=1)
-        half = (finite[final_std].fillna(0) / n.pow(0.5) * stats.t.ppf(0.975, (n - 1).clip(lower=1))).where(n >= 3, 0)
-        lo = (finite[final_mean] - half).clip(lower=lo_bound, upper=hi_bound)
-        hi = (finite[final_mean] + half).clip(lower=lo_bound, upper=hi_bound)
+        lo, hi = t_interval(finite[final_mean], finite[final_std], n, metric)
+        lo, hi = lo.fillna(finite[final_mean]), hi.fillna(finite[final_mean])  # under 3 seeds: no bar
         axes[1].errorbar(finite["x"], finite[final_mean], yerr=[finite[final_mean] - lo, hi - finite[final_mean]],
                          fmt="o-", color=c, lw=1.4, ms=4, capsize=2, label=name)
         for _, row in finite[finite["seeds diverged"] > 0].iterrows():  # the mean is over the others: say so

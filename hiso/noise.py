@@ -39,15 +39,15 @@ def split_twins(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return runs[~twin], runs[twin]
 
 
-def finals(runs: pd.DataFrame, metric: str, higher: bool = True) -> pd.DataFrame:
-    """One row per (method, seed): final, mean of the last LAST_K evaluations, best so far (NaN when diverged)."""
+def finals(runs: pd.DataFrame, metric: str, higher: bool = True, last_k: int = LAST_K) -> pd.DataFrame:
+    """One row per (method, seed): final, mean of the last `last_k` evaluations (NaN when diverged), best so far."""
     rows = []
     for (method, seed), run in runs.groupby(["method", "seed"], sort=False):
         values = run.sort_values("round")[metric].dropna()
         lost = run["status"].iloc[0] == "diverged" or values.empty
         rows.append({"method": method, "seed": seed,
                      "final": math.nan if lost else float(values.iloc[-1]),
-                     "last": math.nan if lost else float(values.iloc[-LAST_K:].mean()),
+                     "last": math.nan if lost else float(values.iloc[-last_k:].mean()),
                      "best": math.nan if values.empty else float(values.max() if higher else values.min())})
     return pd.DataFrame(rows, columns=["method", "seed", "final", "last", "best"])
 

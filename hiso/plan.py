@@ -152,9 +152,7 @@ def experiments(config: dict) -> dict:
             raise ValueError(f"experiment {name}: tuning_seed {tuning_seed} is also a reported seed; choose another "
                              "tuning_seed (the step size must not be chosen on a reported run)")
         scan_seeds = spec.get("scan_seeds")
-        if scan_seeds is not None and (not isinstance(scan_seeds, list) or not scan_seeds
-                                       or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in scan_seeds)
-                                       or set(scan_seeds) & reported):
+        if scan_seeds is not None and (not _seed_list(scan_seeds) or set(scan_seeds) & reported):
             raise ValueError(f"experiment {name}: scan_seeds {scan_seeds!r} must be a list of seeds >= 0 that are not "
                              f"reported seeds ({sorted(reported)}): the step size must not be chosen on a reported run")
     return exps
@@ -182,11 +180,16 @@ def runs_of(config: dict, spec: dict) -> list[tuple[str, int]]:
     return runs + [(m, tuning_seed) for m in [*spec.get("tuned", []), *spec.get("tuning_only", [])]]
 
 
+def _seed_list(value) -> bool:
+    """A non-empty list of seeds (integers >= 0, not booleans)."""
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)
+
+
 def method_seeds(config: dict, spec: dict, method: str) -> list[int]:
     """A method's reported seeds: its own `seeds:` key, else the experiment's, else the tier's."""
     own = (spec["methods"][method] or {}).get("seeds")
-    if own is not None and (not isinstance(own, list) or not own
-                            or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in own)):
+    if own is not None and not _seed_list(own):
         raise ValueError(f"method {method}: seeds {own!r} must be a non-empty list of seeds >= 0")
     return list(own) if own is not None else list(spec.get("seeds", config["seeds"]))
 

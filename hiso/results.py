@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .noise import noise_columns, split_twins
+from .noise import finals, noise_columns, split_twins
 from .tablemd import ALSO, _count, _sig, compact_markdown, edge_choices  # noqa: F401  (re-exported)
 
 
@@ -276,10 +276,9 @@ def _also(grp: pd.DataFrame, metric: str) -> dict:
     for m in ALSO:
         if m == metric or m not in grp or grp[m].isna().all():
             continue
-        ends = [r.sort_values("round")[m].dropna().iloc[-1] for _, r in grp.groupby("seed")
-                if r["status"].iloc[0] != "diverged" and r[m].notna().any()]
-        out[f"{m} at the end (mean)"] = float(np.mean(ends)) if ends else math.nan
-        out[f"{m} at the end (std)"] = float(np.std(ends, ddof=1)) if len(ends) > 1 else math.nan
+        ends = finals(grp, m)["final"].dropna()
+        out[f"{m} at the end (mean)"] = float(ends.mean()) if len(ends) else math.nan
+        out[f"{m} at the end (std)"] = float(ends.std(ddof=1)) if len(ends) > 1 else math.nan
     return out
 
 

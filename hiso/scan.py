@@ -100,7 +100,7 @@ def scan_grid(base: str | Path, overrides: list[str], method: str, grid: list[fl
     the choice ends interior or is flagged `at_grid_edge`.  Every point has the same number of runs, for every
     method of a tier that uses it: equal tuning effort.  The rows of every (point, seed) are kept in "runs"
     (the step-size sensitivity figure reads them)."""
-    from .noise import LAST_K
+    from .noise import LAST_K, finals
     from .tuning import badness
 
     last_k = last_k or LAST_K
@@ -113,12 +113,10 @@ def scan_grid(base: str | Path, overrides: list[str], method: str, grid: list[fl
         scores = []
         for seed in seeds:
             loaded, diverged = tuning_run(base, overrides, name, lr, seed, root, threads)
-            values = loaded[metric].dropna()
-            lastk = math.nan if diverged or values.empty else float(values.iloc[-last_k:].mean())
-            final = math.nan if diverged or values.empty else float(values.iloc[-1])
-            best = math.nan if diverged or values.empty else float(values.max() if higher else values.min())
+            f = finals(loaded, metric, higher, last_k).iloc[0]  # final and last-k: NaN when diverged
+            lastk, best = f["last"], math.nan if diverged else f["best"]
             runs_rows.append({"method": name, "lr": float(lr), "seed": int(seed), "diverged": diverged,
-                              f"final_{metric}": final, f"last{last_k}_{metric}": lastk, f"best_{metric}": best,
+                              f"final_{metric}": f["final"], f"last{last_k}_{metric}": lastk, f"best_{metric}": best,
                               "rounds_run": int(loaded["round"].max()), "wall_seconds": float(loaded["wall_seconds"].sum())})
             scores.append(badness(lastk, higher))
         score = math.inf if any(math.isinf(s) for s in scores) else sum(scores) / len(scores)
