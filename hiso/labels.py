@@ -31,6 +31,15 @@ def labels(spec: dict) -> dict[str, dict]:
     twins = spec.get("twins", {})
     out: dict[str, dict] = {}
 
+    def named(key: str) -> str | None:  # a variant's display name, or a registered method's label
+        return NAMES.get(key) or (reg[key].label if key in reg and reg[key].label else None)
+
+    def derived(sets: dict, drop: tuple) -> str | None:  # the registered label of `method:` + what sets it apart
+        if sets.get("method") not in reg:
+            return None
+        extra = [_short(k, v) for k, v in sets.items() if k not in (*META_KEYS, "method", *drop)]
+        return reg[sets["method"]].label + (f" ({', '.join(extra)})" if extra else "")
+
     def one(m: str) -> dict:
         if m in out:
             return out[m]
@@ -45,19 +54,10 @@ def labels(spec: dict) -> dict[str, dict]:
             res = {"label": f"{base['label']} (lr {m.split('@', 1)[1]})", "color": base["color"]}
         elif "@" in m:  # an lr_grid point whose family is gone from methods (expand_lr_grids pops it)
             fam, lr = m.split("@", 1)
-            name = NAMES.get(fam) or (reg[fam].label if fam in reg and reg[fam].label else None)
-            if name is None and sets.get("method") in reg:
-                extra = [_short(k, v) for k, v in sets.items() if k not in (*META_KEYS, "method", "federation.lr")]
-                name = reg[sets["method"]].label + (f" ({', '.join(extra)})" if extra else "")
-            res = {"label": f"{name or fam} (lr {lr})", "color": sets.get("color")}
-        elif m in NAMES or (m in reg and reg[m].label):
-            res = {"label": NAMES.get(m) or reg[m].label, "color": sets.get("color")}
-        elif sets.get("method") in reg:
-            extra = [_short(k, v) for k, v in sets.items() if k not in (*META_KEYS, "method")]
-            res = {"label": reg[sets["method"]].label + (f" ({', '.join(extra)})" if extra else ""),
-                   "color": sets.get("color")}
+            name = named(fam) or derived(sets, ("federation.lr",)) or fam
+            res = {"label": f"{name} (lr {lr})", "color": sets.get("color")}
         else:
-            res = {"label": m, "color": sets.get("color")}
+            res = {"label": named(m) or derived(sets, ()) or m, "color": sets.get("color")}
         out[m] = res
         return res
 
