@@ -1,6 +1,7 @@
 """The curvature study's report: its summary tables (medians over seeds per protocol, the share of the oracle's
-round reduction each method recovers, the tuning-instance view) and its results page, whose readings cite
-numbers only through {{table|problem|method|column}} placeholders filled from those tables."""
+round reduction each method recovers, the tuning-instance view, each method's rounds paired against DeComFL's
+with the seed and rounding spreads beside them) and its results page, whose readings cite numbers only through
+{{table|problem|method|column}} placeholders filled from those tables."""
 from __future__ import annotations
 
 import math
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hiso import noise
 from hiso.results import fill_blocks
 
 REFERENCE, ORACLES = "identity (DeComFL)", ("oracle", "oracle_central", "oracle_mu_rms")  # labels (defaults)
@@ -37,6 +39,74 @@ def oracle_share(t: pd.DataFrame, budget: dict[str, float] | None = None, refere
 def with_oracle_shares(t: pd.DataFrame, budgets: dict[str, float], **kw) -> pd.DataFrame:
     """t with oracle_gain_lower_bound (only where DeComFL never reached the target) and oracle_gain_recovered."""
     return t.assign(oracle_gain_lower_bound=oracle_share(t, budgets, **kw), oracle_gain_recovered=oracle_share(t, **kw))
+
+
+def _log_rounds(rows: pd.DataFrame) -> pd.Series:
+    """seed -> log10 of the rounds to target (inf where the target was never reached)."""
+    return np.log10(rows.set_index("seed")["rounds"].astype(float))
+
+
+def _rounding_spread(runs: pd.Series, twins: pd.Series) -> tuple[float, int]:
+    """(mean |log10 rounds(twin) - log10 rounds(run)| over the seeds with a twin, their number): 0 where neither
+    reached the target, inf where only one did; NaN when no twin ran."""
+    gaps = []
+    for seed, t in twins.items():
+        if seed in runs.index:
+            r = runs[seed]
+            gaps.append(0.0 if (math.isinf(r) and math.isinf(t)) else abs(t - r))
+    return (float(np.mean(gaps)) if gaps else math.nan), len(gaps)
+
+
+def _censored(a: pd.Series, ref: pd.Series) -> str:
+    """The claim of seed pairs some of which never reached the target: who missed it, in how many pairs."""
+    miss_a, miss_ref = np.isinf(a.to_numpy()), np.isinf(ref.to_numpy())
+    parts = [(int((miss_a & miss_ref).sum()), "neither reached the target"),
+             (int((~miss_a & miss_ref).sum()), "only this method did"),
+             (int((miss_a & ~miss_ref).sum()), "only the reference did")]
+    return f"censored: of {len(a)} seed pairs, " + ", ".join(f"{n} {what}" for n, what in parts if n)
+
+
+def paired_rounds(ev: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
+    """Each tuned method's rounds to target against the reference's (DeComFL) over the seeds both ran, on a log
+    scale (rounds spread over decades): the geometric-mean ratio with its 95 % t interval, the seed spread (the
+    larger std over seeds of log10 rounds of the two), the rounding spread (the larger of the two; from the
+    "rounding twin" rows, NaN where none ran) and the claim hiso.noise.verdict allows.  A pair where either run
+    never reached the target is censored: the ratio is then over the other pairs and the claim says
+    "censored", as a bound cannot decide it."""
+    tuned, twins = ev[ev.protocol == "tuned"], ev[ev.protocol == "rounding twin"]
+    rows = []
+    for problem, sub in tuned.groupby("problem", sort=False):
+        ref_rows = sub[sub.method == reference]
+        if ref_rows.empty:
+            continue
+        logs = {m: _log_rounds(g) for m, g in sub.groupby("method", sort=False)}
+        tw = {m: _log_rounds(g) for m, g in twins[twins.problem == problem].groupby("method")}
+        spread = {m: _rounding_spread(logs[m], tw[m]) if m in tw else (math.nan, 0) for m in logs}
+        ref = logs[reference]
+        for method, a in logs.items():
+            common = a.index.intersection(ref.index)
+            both = [s for s in common if math.isfinite(a[s]) and math.isfinite(ref[s])]
+            per_seed = pd.DataFrame([{"method": m, "seed": s, "final": x[s]} for m, x in ((method, a), ("ref", ref))
+                                     for s in both])
+            d = noise.paired(per_seed, method, "ref") if both else {"n": 0, "mean": math.nan, "lo": math.nan,
+                                                                     "hi": math.nan}
+            stds = [x[np.isfinite(x)].std(ddof=1) for x in (a, ref) if np.isfinite(x).sum() > 1]
+            seed_spread = float(max(stds)) if stds else math.nan
+            rs = [spread[m][0] for m in (method, reference) if not math.isnan(spread[m][0])]
+            round_spread = max(rs) if rs else math.nan
+            censored = len(common) - len(both)
+            if method == reference:
+                claim = "reference"
+            elif censored:
+                claim = _censored(a[common], ref[common])
+            else:
+                claim = noise.verdict(d, 0.0 if math.isnan(seed_spread) else seed_spread, round_spread, False)
+                claim = claim.replace("interval contains 0", "interval of the ratio contains 1")
+            rows.append({"problem": problem, "method": method, "pairs": d["n"], "censored": censored,
+                         "rounds_ratio": 10 ** d["mean"], "ratio_ci_low": 10 ** d["lo"],
+                         "ratio_ci_high": 10 ** d["hi"], "seed_spread_log10": seed_spread,
+                         "rounding_spread_log10": round_spread, "rounding_pairs": spread[method][1], "claim": claim})
+    return pd.DataFrame(rows)
 
 
 def summary_tables(ev: pd.DataFrame, tuning_rows: pd.DataFrame | None = None, budgets: dict | None = None,
@@ -70,11 +140,15 @@ def summary_tables(ev: pd.DataFrame, tuning_rows: pd.DataFrame | None = None, bu
                     tuning_rows[["problem", "method", "lr", "rounds", "final"]], on=["problem", "method", "lr"],
                     how="left")
                 tables["tuning instance"] = with_oracle_shares(rows, budgets, **kw)
+            tables["paired"] = paired_rounds(ev, kw.get("reference", REFERENCE))
         tables[protocol] = t
     return tables
 
 
 TITLES = {"tuned": "tuned: median over seeds (rounds, forward passes, bytes to target)",
+          "paired": "paired against DeComFL: rounds to target over the seeds both ran (ratio = geometric mean of "
+                    "rounds / DeComFL's, 95 % t interval; spreads in log10 rounds; a claim only where the interval "
+                    "excludes 1 and the difference exceeds both spreads)",
           "tuning instance": "tuning instance (the tuning seed) at each method's chosen lr",
           "equal lr": "equal lr: median over seeds (rounds, forward passes, bytes to target)"}
 

@@ -15,7 +15,10 @@ workflows/rules/study.smk).  Protocol, for every problem:
      zeta = sum_i A_ii / H_i.
   3. equal step size (protocol "equal lr"): the problem's `equal_lr` methods at the reference's (DeComFL's)
      tuned step size (HiSo's advantage may be robustness).
-  4. `report`: every job's rows in two CSVs, the summary tables and the agreement figure as one results page.
+  4. rounding twins (protocol "rounding twin", the study's `rounding:` seeds): each tuned run again with its
+     initial model one ulp away (run.init_ulps 1, hiso/noise.py), so the page sets the rounding spread of the
+     rounds to target beside their seed spread.
+  5. `report`: every job's rows in two CSVs, the summary tables and the agreement figure as one results page.
 `split` writes stored rows (a committed page's CSVs) as the jobs' outputs, so the workflow rebuilds the page
 from them without computing.  Every run goes through the suite's runner, hiso.run.run.
 """
@@ -44,14 +47,15 @@ from hiso.run import RunFailed, run
 from .curvature_report import page
 
 MAX_EXTENSION = tuning.MAX_EXTENSION  # grid steps tuning may add past an edge of the grid where the best lies
-PROTOCOLS = {"tuned": "tuned", "equal-lr": "equal lr"}  # file-name form -> the CSV's protocol column
+PROTOCOLS = {"tuned": "tuned", "equal-lr": "equal lr", "rounding": "rounding twin"}  # file name -> CSV's column
 
 
 def measure(spec: dict, method: dict, lr: float, seed: int, split: str, track: bool = False,
-            max_rounds: int | None = None) -> dict:
+            max_rounds: int | None = None, init_ulps: int = 0) -> dict:
     """One run through the suite's runner (hiso.run.run), stopped at the target or after `max_rounds` (default:
     the problem's budget): rounds, forward passes and bytes to the target (inf if not reached), the final
-    metric, and with `track` the learned H's agreement with the true diagonal."""
+    metric, and with `track` the learned H's agreement with the true diagonal.  `init_ulps` > 0: a rounding
+    twin (the initial trainable model that many floats towards +inf)."""
     rounds = spec["rounds"] if max_rounds is None else min(spec["rounds"], max_rounds)
     sets: dict = {}
     for key, value in method.get("sets", {}).items():  # the dotted `--set`s, parsed as the run rule's are
@@ -61,7 +65,8 @@ def measure(spec: dict, method: dict, lr: float, seed: int, split: str, track: b
     cfg = load_config(data={"method": sets.get("method", "hiso"), "seed": seed, "task": spec["task"],
                             "federation": fed_cfg, "curvature": sets.get("curvature", {}),
                             "run": {"progress": False, "threads": 1, "eval_every": spec["eval_every"],
-                                    "checkpoint_every": 0, "eval_split": "dev" if dev else "test"}})
+                                    "checkpoint_every": 0, "eval_split": "dev" if dev else "test",
+                                    "init_ulps": init_ulps}})
     res = {"rounds": math.inf, "forward_passes": math.inf, "bytes": math.inf, "final": float("nan")}
     trace, cost = [], {"passes": 0, "bytes": 0}
 
@@ -166,7 +171,8 @@ def cmd_eval(a) -> None:
     spec, method = json.loads(a.problem), json.loads(a.method)
     lr = json.loads(Path(a.lr_from).read_text())["lr"]
     protocol = PROTOCOLS[a.protocol]
-    r = measure(spec, method, lr, seed=a.seed, split="test", track=protocol == "tuned")
+    r = measure(spec, method, lr, seed=a.seed, split="test", track=protocol == "tuned",
+                init_ulps=1 if protocol == "rounding twin" else 0)
     r["trace"] = json.dumps(r.pop("trace", []))
     row = {"problem": spec["label"], "method": method["label"], "protocol": protocol, "lr": lr, "seed": a.seed, **r}
     print(f"eval {spec['label']} {method['label']:20s} {protocol:8s} lr={lr:<9.3g} seed={a.seed} "
@@ -185,15 +191,31 @@ def cmd_report(a) -> None:
     atomic_write(Path(a.md), page(study, out, a.figure_rel, a.command, a.commit, a.date, readings))
 
 
+def rounding_seeds(tier: dict) -> list[int]:
+    """The study's `rounding:` (true: every seed, or a list of its seeds) -> the seeds whose tuned runs get a
+    rounding twin; ValueError for a seed the tier does not run."""
+    rounding, seeds = tier["study"].get("rounding"), list(tier["seeds"])
+    if not rounding:
+        return []
+    twins = seeds if rounding is True else [int(s) for s in rounding]
+    if not set(twins) <= set(seeds):
+        raise ValueError(f"study.rounding: {rounding!r}: seeds {sorted(set(twins) - set(seeds))} are not the tier's "
+                         f"seeds {seeds}")
+    return twins
+
+
 def jobs(tier: dict):
     """(problem, method, protocol, seed) of every evaluation job of the tier, in the report's order."""
     quick = tier.get("study_quick", False)
+    twins = rounding_seeds(tier)
     for p, spec in problems(tier).items():
         for s in ([0] if quick else tier["seeds"]):
             for m in spec["methods"]:
                 yield p, m, "tuned", s
                 if m in spec["equal_lr"] and not quick:
                     yield p, m, "equal-lr", s
+                if s in twins:
+                    yield p, m, "rounding", s
 
 
 def problems(tier: dict) -> dict:
@@ -251,7 +273,7 @@ def cmd_split(a) -> None:
                          json.dumps({"problem": spec["label"], "method": labels[m], "lr": chosen[p, m]}))
     for p, m, protocol, s in jobs(tier):
         label = study["problems"][p]["label"]
-        lr = chosen[p, m] if protocol == "tuned" else chosen[p, study["reference"]]
+        lr = chosen[p, study["reference"]] if protocol == "equal-lr" else chosen[p, m]
         hit = ev[(ev.problem.str.strip() == label) & (ev.method == labels[m]) & (ev.protocol == PROTOCOLS[protocol])
                  & (ev.seed == s)]
         if len(hit) != 1 or not _same(hit.lr.iloc[0], lr):

@@ -75,14 +75,25 @@ def test_perf_report_placeholders_name_one_row_or_fail():
 @pytest.mark.slow
 def test_curvature_study_tier_quick_slice(tmp_path):
     """The study as a workflow tier: tuning jobs, evaluation jobs at the tuned step sizes, one report."""
+    import yaml
     from test_workflow import SNAKEMAKE, job_counts, workflow_copy
     repo, out = workflow_copy(tmp_path), tmp_path / "results"
+    tier_file = repo / "workflows" / "config" / "curvature.yaml"
+    tier = yaml.safe_load(tier_file.read_text())
+    tier["study"]["rounding"] = [0]  # every tuned run of seed 0 also runs as its rounding twin
+    tier_file.write_text(yaml.safe_dump(tier))
     p = subprocess.run([SNAKEMAKE, "--cores", "2", "--configfile", "workflows/config/curvature.yaml", "--config",
                         f"results={out}", "only=[lognormal-d100]", "study_methods=[identity,diagonal]",
                         "study_quick=True"], cwd=repo, check=True, capture_output=True, text=True)
-    assert job_counts(p.stdout + p.stderr) == {"study_tune": 2, "study_eval": 2, "study_report": 1, "all": 1, "total": 6}
-    ev = pd.read_csv(out / "pages" / "curvature" / "eval.csv")
-    assert set(ev.method) == {"identity (DeComFL)", "diagonal (HiSo)"} and set(ev.protocol) == {"tuned"}
+    assert job_counts(p.stdout + p.stderr) == {"study_tune": 2, "study_eval": 4, "study_report": 1, "all": 1, "total": 8}
+    every = pd.read_csv(out / "pages" / "curvature" / "eval.csv")
+    assert set(every.protocol) == {"tuned", "rounding twin"}
+    ev = every[every.protocol == "tuned"]
+    assert set(ev.method) == {"identity (DeComFL)", "diagonal (HiSo)"}
+    twin = every[every.protocol == "rounding twin"].set_index("method")
+    assert (twin.lr == ev.set_index("method").lr).all()  # a twin runs at its method's tuned step size
+    page = (out / "pages" / "curvature.md").read_text()
+    assert "## paired against DeComFL" in page
     hiso = ev[ev.method == "diagonal (HiSo)"].iloc[0]
     assert -1 <= hiso["H_spearman"] <= 1 and hiso["H_zeta"] > 0
     # each method is evaluated at the step size that won its tuning runs (on the held-out seed 100)
@@ -90,7 +101,6 @@ def test_curvature_study_tier_quick_slice(tmp_path):
     for m, grp in ev.groupby("method"):
         t = tune[tune.method == m].assign(r=lambda d: d["rounds"].astype(float)).sort_values(["r", "final"])
         assert grp.lr.iloc[0] == t.lr.iloc[0]
-    page = (out / "pages" / "curvature.md").read_text()
     assert "only=[lognormal-d100]" in page and "| lognormal d=100 | diagonal (HiSo)" in " ".join(page.split())
 
 
@@ -165,6 +175,43 @@ def test_curvature_study_tuning_scan_stops_past_the_best_and_refines_around_it(c
     assert ran[:4] == [1.0, 0.1, 0.01, 0.001]  # 1e-4 never run
     assert sorted(ran[4:]) == sorted([math.sqrt(1.0 * 0.1), math.sqrt(0.1 * 0.01)])  # the best's neighbours
     assert lr == math.sqrt(0.1)  # the refined point above 0.1 ended best (0.2)
+
+
+def test_curvature_study_pairs_rounds_with_both_spreads_and_censoring(cr):
+    """Rounds against DeComFL's over the paired seeds (log scale), a claim only past the interval and both spreads;
+    a pair where a run never reached the target makes the claim "censored"."""
+    inf = float("inf")
+    per_seed = {"identity (DeComFL)": [1000, 1200, 900, 1100, 1000], "fast": [500, 610, 440, 560, 505],
+                "noisy": [300, 3000, 500, 2500, 700], "never": [inf, 600, inf, 500, 700]}
+    twins = {"identity (DeComFL)": {0: 1000}, "fast": {0: 500}}
+    ev = pd.DataFrame([dict(problem="p", method=m, protocol="tuned", lr=0.1, seed=s, rounds=float(r))
+                       for m, rs in per_seed.items() for s, r in enumerate(rs)]
+                      + [dict(problem="p", method=m, protocol="rounding twin", lr=0.1, seed=s, rounds=float(r))
+                         for m, t in twins.items() for s, r in t.items()])
+    t = cr.paired_rounds(ev).set_index("method")
+    fast = t.loc["fast"]
+    assert fast.pairs == 5 and fast.censored == 0 and 0.49 < fast.rounds_ratio < 0.52
+    assert fast.ratio_ci_low < fast.rounds_ratio < fast.ratio_ci_high < 1 and fast.claim == "better"
+    assert fast.rounding_spread_log10 == 0.0 and fast.rounding_pairs == 1  # the twins reproduced their rounds
+    assert t.loc["noisy"].claim.startswith("not distinguishable")
+    assert t.loc["never"].claim == "censored: of 5 seed pairs, 2 only the reference did"
+    assert t.loc["never"].pairs == 3 and t.loc["identity (DeComFL)"].claim == "reference"
+    # a twin that moved by more than the gap: the same difference is no longer a claim
+    ev.loc[(ev.protocol == "rounding twin") & (ev.method == "fast"), "rounds"] = 1500.0
+    claim = cr.paired_rounds(ev).set_index("method").loc["fast"].claim
+    assert claim.startswith("not distinguishable: |difference|") and "rounding spread" in claim
+
+
+def test_curvature_study_rounding_twins_are_jobs_of_the_tier(cs):
+    tier = {"seeds": [0, 1, 2], "study": {"reference": "a", "methods": {"a": {}, "b": {}}, "rounding": [0, 2],
+                                          "problems": {"p": {"methods": ["a", "b"], "equal_lr": ["b"]}}}}
+    twins = [(m, s) for _, m, proto, s in cs.jobs(tier) if proto == "rounding"]
+    assert twins == [("a", 0), ("b", 0), ("a", 2), ("b", 2)]
+    tier["study"]["rounding"] = True
+    assert len([j for j in cs.jobs(tier) if j[2] == "rounding"]) == 6
+    tier["study"]["rounding"] = [0, 5]
+    with pytest.raises(ValueError, match=r"study.rounding.*\[5\]"):
+        list(cs.jobs(tier))
 
 
 def test_curvature_study_summary_refuses_runs_at_two_step_sizes(cr):

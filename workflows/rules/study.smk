@@ -21,11 +21,12 @@ rule study_tune:
         "--seed {params.seed} {params.quick} --csv {output.csv} --json {output.json} > {log} 2>&1"
 
 
-# "tuned" runs at the method's own choice, "equal-lr" at the reference's (DeComFL's)
+# "tuned" runs at the method's own choice, "equal-lr" at the reference's (DeComFL's), "rounding" is a tuned run's
+# rounding twin (the study's `rounding:` seeds; its initial model one ulp away)
 rule study_eval:
     input:
         choice=lambda w: f"{STUDY_OUT}/tuning/{w.problem}/"
-        f"{w.method if w.protocol == 'tuned' else config['study']['reference']}.json",
+        f"{config['study']['reference'] if w.protocol == 'equal-lr' else w.method}.json",
     output:
         f"{STUDY_OUT}/eval/{{problem}}/{{method}}/{{protocol}}-seed{{seed}}.csv",
     conda:
@@ -37,7 +38,7 @@ rule study_eval:
         problem=lambda w: shlex.quote(json.dumps(STUDY_PROBLEMS[w.problem])),
         method=lambda w: shlex.quote(study_method(w.method)),
     wildcard_constraints:
-        protocol="tuned|equal-lr",
+        protocol="tuned|equal-lr|rounding",
     shell:
         "{params.py} -m bench.curvature_study eval --problem {params.problem} --method {params.method} "
         "--protocol {wildcards.protocol} --seed {wildcards.seed} --lr-from {input.choice} --csv {output} > {log} 2>&1"
