@@ -48,6 +48,8 @@ def load_runs(root: str | Path | None = None, paths=None) -> pd.DataFrame:
         df["status"] = meta.get("status", "unknown")
         for key, value in (meta.get("initial_eval") or {}).items():  # the starting model (round 0)
             df[f"initial {key}"] = value
+            if key not in df:  # a run that diverged before its first evaluation still has the metric's column
+                df[key] = math.nan
         df["mixed_code"] = len(_codes_that_ran_rounds(meta)) > 1  # resumed under other code than it started with
         df["bytes_total"] = df["bytes_up"] + df["bytes_down"]
         for col in ("bytes_total", "bytes_up", "bytes_down", "forward_passes", "wall_seconds"):

@@ -262,3 +262,19 @@ def test_a_tier_plans_again_after_its_scan_wrote_its_points(grid_scanned, tmp_pa
     (out / "runs").mkdir(parents=True)
     (out / "runs" / "e").symlink_to(root)  # the scan's run folders, as a tier's results hold them
     assert plan.check_runs(cfg, exps, ROOT, out) == 2  # the reported run and the scan's first point
+
+
+def test_a_point_that_diverges_before_its_first_evaluation_ranks_last(tmp_path):
+    """lr 1000 explodes in round 2, before the first evaluation (round 20): its metrics.csv has no metric column.
+    Both scan protocols record it as diverged and choose among the others (a KeyError stopped the scan before)."""
+    sets = ["method=decomfl", "federation.rounds=40", "run.eval_every=20", "run.eval_split=dev"]
+    base = ROOT / "workflows/config/base/quadratic.yaml"
+    choice = scan(base, sets, "decomfl", [0.001, 1000.0], 100, "rel_suboptimality", 0.0, tmp_path / "a")
+    grid = {g["lr"]: g for g in choice["grid"]}
+    assert grid[1000.0]["diverged"] and grid[1000.0]["rounds_run"] < 20
+    assert choice["sets"]["federation.lr"] < 1000.0
+    from hiso.scan import scan_grid
+    choice = scan_grid(base, sets, "decomfl", [0.001, 0.01, 1000.0], [100, 101], "rel_suboptimality",
+                       tmp_path / "b", max_extension=0)
+    assert [g["lr"] for g in choice["grid"] if g["diverged"]] == [1000.0]
+    assert choice["sets"] == {"federation.lr": 0.01}
