@@ -193,14 +193,15 @@ def cmd_report(a) -> None:
 
 def rounding_seeds(tier: dict) -> list[int]:
     """The study's `rounding:` (true: every seed, or a list of its seeds) -> the seeds whose tuned runs get a
-    rounding twin; ValueError for a seed the tier does not run."""
-    rounding, seeds = tier["study"].get("rounding"), list(tier["seeds"])
+    rounding twin (a problem runs those among its seeds); ValueError for a seed no problem runs."""
+    rounding = tier["study"].get("rounding")
+    seeds = sorted({*tier["seeds"], *(s for spec in tier["study"]["problems"].values() for s in spec.get("seeds", []))})
     if not rounding:
         return []
     twins = seeds if rounding is True else [int(s) for s in rounding]
     if not set(twins) <= set(seeds):
-        raise ValueError(f"study.rounding: {rounding!r}: seeds {sorted(set(twins) - set(seeds))} are not the tier's "
-                         f"seeds {seeds}")
+        raise ValueError(f"study.rounding: {rounding!r}: seeds {sorted(set(twins) - set(seeds))} are not seeds "
+                         f"of the tier or its problems ({seeds})")
     return twins
 
 
@@ -209,7 +210,7 @@ def jobs(tier: dict):
     quick = tier.get("study_quick", False)
     twins = rounding_seeds(tier)
     for p, spec in problems(tier).items():
-        for s in ([0] if quick else tier["seeds"]):
+        for s in ([0] if quick else spec.get("seeds", tier["seeds"])):  # a problem's own seeds, where cheap
             for m in spec["methods"]:
                 yield p, m, "tuned", s
                 if m in spec["equal_lr"] and not quick:

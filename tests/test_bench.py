@@ -209,8 +209,10 @@ def test_curvature_study_rounding_twins_are_jobs_of_the_tier(cs):
     assert twins == [("a", 0), ("b", 0), ("a", 2), ("b", 2)]
     tier["study"]["rounding"] = True
     assert len([j for j in cs.jobs(tier) if j[2] == "rounding"]) == 6
-    tier["study"]["rounding"] = [0, 5]
-    with pytest.raises(ValueError, match=r"study.rounding.*\[5\]"):
+    tier["study"]["problems"]["p"]["seeds"] = list(range(10))  # a cheap problem's own 10 seeds
+    assert sorted({s for _, _, proto, s in cs.jobs(tier) if proto == "tuned"}) == list(range(10))
+    tier["study"]["rounding"] = [0, 12]
+    with pytest.raises(ValueError, match=r"study.rounding.*\[12\]"):
         list(cs.jobs(tier))
 
 
