@@ -151,6 +151,10 @@ def experiments(config: dict) -> dict:
         if (spec.get("tuned") or spec.get("tuning_only")) and tuning_seed in reported:
             raise ValueError(f"experiment {name}: tuning_seed {tuning_seed} is also a reported seed; choose another "
                              "tuning_seed (the step size must not be chosen on a reported run)")
+        ref = spec.get("reference")
+        if ref is not None and ref not in {m.split("@")[0] for m in spec["methods"]}:
+            raise ValueError(f"experiment {name}: reference {ref!r} is not one of its methods "
+                             f"({', '.join(spec['methods'])}): the table compares every method with it")
         scan_seeds = spec.get("scan_seeds")
         if scan_seeds is not None and (not _seed_list(scan_seeds) or set(scan_seeds) & reported):
             raise ValueError(f"experiment {name}: scan_seeds {scan_seeds!r} must be a list of seeds >= 0 that are not "

@@ -278,3 +278,26 @@ def test_a_point_that_diverges_before_its_first_evaluation_ranks_last(tmp_path):
                        tmp_path / "b", max_extension=0)
     assert [g["lr"] for g in choice["grid"] if g["diverged"]] == [1000.0]
     assert choice["sets"] == {"federation.lr": 0.01}
+
+
+def test_an_experiment_names_its_reference_and_the_table_compares_with_it(tmp_path):
+    """`reference:` picks the method the table's paired claims use (default decomfl); one the experiment does not
+    run is refused at planning, naming it."""
+    cfg = tier({"decomfl": [0.03, 0.01]})
+    cfg["experiments"]["e"]["reference"] = "fedavg"
+    assert plan.experiments(cfg)["e"]["reference"] == "fedavg"
+    cfg["experiments"]["e"]["reference"] = "identity"
+    with pytest.raises(ValueError, match="reference 'identity' is not one of its methods"):
+        plan.experiments(cfg)
+    for method, final in (("identity", [0.5, 0.6, 0.7]), ("diagonal", [0.3, 0.35, 0.45])):
+        for seed, value in enumerate(final):
+            out = tmp_path / method / f"seed{seed}"
+            out.mkdir(parents=True)
+            pd.DataFrame({"round": [1, 2], "bytes_up": 1, "bytes_down": 1, "forward_passes": 1, "wall_seconds": 0.1,
+                          "rel_suboptimality": [1.0, value]}).to_csv(out / "metrics.csv", index=False)
+    subprocess.run([sys.executable, "workflows/scripts/summarise.py", "--root", str(tmp_path), "--metric",
+                    "rel_suboptimality", "--target", "0.1", "--reference", "identity", "--csv", str(tmp_path / "t.csv"),
+                    "--md", str(tmp_path / "t.md")], cwd=ROOT, check=True, capture_output=True)
+    table = pd.read_csv(tmp_path / "t.csv").set_index("method")
+    assert table.loc["identity", "claim vs identity"] == "reference"
+    assert table.loc["diagonal", "final minus identity's (mean)"] == pytest.approx(-0.7 / 3, abs=1e-9)

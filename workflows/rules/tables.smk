@@ -18,12 +18,13 @@ rule table:
         py=PY,
         target=lambda w: EXPERIMENTS[w.exp]["target"],
         metric=lambda w: EXPERIMENTS[w.exp]["metric"],
+        reference=lambda w: EXPERIMENTS[w.exp].get("reference", "decomfl"),
         tuning=lambda w: tuning_arg(w.exp),
         choices=lambda w, input: f"--choices {' '.join(input.choices)}" if input.choices else "",
         labels=lambda w: json.dumps(method_labels(EXPERIMENTS[w.exp]), sort_keys=True),
     shell:
         "{params.py} {input.script} --metrics {input.metrics} --metric {params.metric} --target {params.target} "
-        "{params.tuning} {params.choices} --labels {params.labels:q} --csv {output.csv} --md {output.md} > {log} 2>&1"
+        "--reference {params.reference} {params.tuning} {params.choices} --labels {params.labels:q} --csv {output.csv} --md {output.md} > {log} 2>&1"
 
 
 # Every reported number of the paper beside the regenerated one (tiers with `paper_results:`).

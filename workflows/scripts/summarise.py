@@ -21,6 +21,8 @@ ap.add_argument("--root", default=None, help="every run under this folder (<meth
 ap.add_argument("--metrics", nargs="+", default=None, help="exactly these runs' metrics.csv (the workflow's)")
 ap.add_argument("--metric", required=True)
 ap.add_argument("--target", type=float, required=True)
+ap.add_argument("--reference", default="decomfl", help="the method every other is compared with (ratios, paired "
+                "claims); its grid points <reference>@<lr> count as it")
 ap.add_argument("--csv", required=True)
 ap.add_argument("--md", required=True)
 ap.add_argument("--tuning-seed", type=int, default=None,
@@ -31,7 +33,7 @@ ap.add_argument("--choices", nargs="*", default=[],
 ap.add_argument("--labels", default="{}", help="JSON: method -> {label, color} (hiso/labels.py; the tier's "
                 "label: / color:); methods without one get figures/style.py's label")
 a = ap.parse_args()
-table = summarise(load_runs(a.root, a.metrics), a.metric, a.target, tuning_seed=a.tuning_seed)
+table = summarise(load_runs(a.root, a.metrics), a.metric, a.target, reference=a.reference, tuning_seed=a.tuning_seed)
 given = json.loads(a.labels)
 table.insert(1, "label", [(given.get(m) or {}).get("label") or style_label(m) for m in table["method"]])
 table.insert(2, "color", [(given.get(m) or {}).get("color") or "" for m in table["method"]])
