@@ -155,7 +155,8 @@ TITLES = {"tuned": "tuned: median over seeds (rounds, forward passes, bytes to t
 
 def summarise(ev: pd.DataFrame, tuning_rows: pd.DataFrame | None = None, **kw) -> str:
     """summary_tables as markdown."""
-    tables = summary_tables(ev, tuning_rows, **kw)
+    tables = {k: t.map(lambda v: v.replace("|", "\\|") if isinstance(v, str) else v)  # a "|" would split a cell
+              for k, t in summary_tables(ev, tuning_rows, **kw).items()}
     return "\n".join(f"## {TITLES[k]}\n\n{tables[k].to_markdown(index=False, floatfmt='.3g')}\n"
                      for k in TITLES if k in tables)
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .noise import finals, noise_columns, split_twins
-from .tablemd import ALSO, _count, _sig, compact_markdown, edge_choices  # noqa: F401  (re-exported)
+from .tablemd import ALSO, _count, _sig, compact_markdown, compact_view, edge_choices  # noqa: F401  (re-exported)
 
 
 def _directions() -> dict[str, bool]:

@@ -47,6 +47,13 @@ def edge_choices(table: pd.DataFrame) -> list[str]:
 def compact_markdown(table: pd.DataFrame, metric: str) -> str:
     """The citable view of a summary table: method, step size, final metric as mean ± std (n), rounds and bytes
     to the target, and rounds to DeComFL's best where there is one; 3 significant digits."""
+    view, note = compact_view(table, metric)
+    return view.to_markdown(index=False) + "\n\n" + note
+
+
+def compact_view(table: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, str]:
+    """compact_markdown's rows (cells as text, a "|" escaped so that a markdown table keeps its columns) and the
+    note that explains them."""
     ref = next((c for c in table.columns if c.startswith("rounds to ") and c.endswith("'s best (median)")), None)
     names = dict(zip(table["method"], table["label"])) if "label" in table.columns else {}
     rows = []
@@ -110,5 +117,5 @@ def compact_markdown(table: pd.DataFrame, metric: str) -> str:
     if edges:
         note += (f"Chosen at the edge of its grid, so the best step size may lie outside it: {', '.join(edges)}; "
                  "extend the grid (`lr_grid`, `tune`; a `scan` extends by itself up to 4 steps) past that edge. ")
-    return (pd.DataFrame(rows).to_markdown(index=False) + "\n\n" + note +
-            "Rounds and bytes to target are medians over seeds; bytes are wire bytes, up + down.")
+    view = pd.DataFrame(rows).map(lambda v: v.replace("|", "\\|") if isinstance(v, str) else v)
+    return view, note + "Rounds and bytes to target are medians over seeds; bytes are wire bytes, up + down."

@@ -14,17 +14,25 @@ from pathlib import Path
 import pandas as pd
 
 from figures.style import label
-from hiso.results import at_chosen_lr, compact_markdown
+from hiso.results import at_chosen_lr, compact_view
 
 ROOT = Path(__file__).resolve().parents[2]
 BLOCK = re.compile(r"(<!-- headline: generated from (\S+) by workflows/scripts/readme_headline.py; do not edit -->\n)"
                    r"(.*?)(<!-- end of headline -->)", re.S)
 
 
+KEEP = ("method", "lr", "final ", "rounds to target", "vs ")  # the headline's columns (prefixes): the page has all
+
+
 def render(csv: Path) -> str:
+    """The table's citable view (hiso.results.compact_view), narrowed to the columns a front page needs."""
     chosen = at_chosen_lr(pd.read_csv(csv))
-    md = compact_markdown(chosen.assign(method=chosen["method"].map(label)), "rel_suboptimality")
-    return md.replace("★: the step size its tuning run chose. ", "") + "\n"
+    view, _ = compact_view(chosen.assign(method=chosen["method"].map(label)), "rel_suboptimality")
+    view = view[[c for c in view.columns if c.startswith(KEEP)]]
+    claim = next(c for c in view.columns if c.startswith("vs "))  # the verdict and its interval; the reason is on the page
+    view = view.assign(**{claim: view[claim].str.replace(r":[^(]*\(", " (", regex=True)})
+    return (view.to_markdown(index=False) + "\n\nRounds: medians over seeds. A claim needs the 95 % interval to "
+            f"exclude 0 and the difference to exceed the seed and rounding spreads; all columns: `{csv.relative_to(ROOT)}`.\n")
 
 
 def main() -> int:
