@@ -13,6 +13,7 @@ import pandas as pd
 
 from hiso import noise
 from hiso.results import fill_blocks
+from hiso.tablemd import escape_cells
 
 REFERENCE, ORACLES = "identity (DeComFL)", ("oracle", "oracle_central", "oracle_mu_rms")  # labels (defaults)
 
@@ -76,10 +77,9 @@ def paired_rounds(ev: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
     tuned, twins = ev[ev.protocol == "tuned"], ev[ev.protocol == "rounding twin"]
     rows = []
     for problem, sub in tuned.groupby("problem", sort=False):
-        ref_rows = sub[sub.method == reference]
-        if ref_rows.empty:
-            continue
         logs = {m: _log_rounds(g) for m, g in sub.groupby("method", sort=False)}
+        if reference not in logs:
+            continue
         tw = {m: _log_rounds(g) for m, g in twins[twins.problem == problem].groupby("method")}
         spread = {m: _rounding_spread(logs[m], tw[m]) if m in tw else (math.nan, 0) for m in logs}
         ref = logs[reference]
@@ -155,8 +155,7 @@ TITLES = {"tuned": "tuned: median over seeds (rounds, forward passes, bytes to t
 
 def summarise(ev: pd.DataFrame, tuning_rows: pd.DataFrame | None = None, **kw) -> str:
     """summary_tables as markdown."""
-    tables = {k: t.map(lambda v: v.replace("|", "\\|") if isinstance(v, str) else v)  # a "|" would split a cell
-              for k, t in summary_tables(ev, tuning_rows, **kw).items()}
+    tables = {k: escape_cells(t) for k, t in summary_tables(ev, tuning_rows, **kw).items()}
     return "\n".join(f"## {TITLES[k]}\n\n{tables[k].to_markdown(index=False, floatfmt='.3g')}\n"
                      for k in TITLES if k in tables)
 

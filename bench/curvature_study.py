@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 import yaml
 
-from hiso import tuning
+from hiso import noise, tuning
 from hiso.config import load_config, set_dotted
 from hiso.diagnostics import agreement, true_diagonal, zeta
 from hiso.io import atomic_write
@@ -194,15 +194,8 @@ def cmd_report(a) -> None:
 def rounding_seeds(tier: dict) -> list[int]:
     """The study's `rounding:` (true: every seed, or a list of its seeds) -> the seeds whose tuned runs get a
     rounding twin (a problem runs those among its seeds); ValueError for a seed no problem runs."""
-    rounding = tier["study"].get("rounding")
     seeds = sorted({*tier["seeds"], *(s for spec in tier["study"]["problems"].values() for s in spec.get("seeds", []))})
-    if not rounding:
-        return []
-    twins = seeds if rounding is True else [int(s) for s in rounding]
-    if not set(twins) <= set(seeds):
-        raise ValueError(f"study.rounding: {rounding!r}: seeds {sorted(set(twins) - set(seeds))} are not seeds "
-                         f"of the tier or its problems ({seeds})")
-    return twins
+    return noise.twin_seeds(tier["study"].get("rounding"), seeds, "study.rounding", "seeds of the tier or its problems")
 
 
 def jobs(tier: dict):

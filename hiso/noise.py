@@ -33,6 +33,18 @@ def nudge_ulps(params, k: int) -> None:
                 p.copy_(torch.nextafter(p, torch.full_like(p, math.inf)))
 
 
+def twin_seeds(rounding, seeds, key: str, what: str) -> list[int]:
+    """`rounding:` (true: every seed of `seeds`, or a list of them) -> the seeds that get a rounding twin (none when
+    it is unset or false); ValueError naming the key and the seeds that are not `what`."""
+    if not rounding:
+        return []
+    twins = list(seeds) if rounding is True else [int(s) for s in rounding]
+    missing = sorted(set(twins) - set(seeds))
+    if missing:
+        raise ValueError(f"{key}: {rounding!r}: seeds {missing} are not {what} ({sorted(seeds)})")
+    return twins
+
+
 def split_twins(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(the reported runs, the rounding twins) of a frame of runs (hiso.results.load_runs)."""
     twin = runs["method"].str.endswith(TWIN)

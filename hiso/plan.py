@@ -101,13 +101,12 @@ def add_twins(config: dict, spec: dict) -> None:
     method on those seeds: its sets plus run.init_ulps 1, at the same step size (a tuned method's twin reads its
     choice: lr_from).  spec["twins"]: twin -> method; spec["twin_seeds"]: the seeds (hiso/noise.py)."""
     from .noise import TWIN
+    from .noise import twin_seeds as parse_twin_seeds
     rounding = spec.pop("rounding", None)
-    if not rounding:
-        return
     seeds = spec.get("seeds", config["seeds"])  # a twin runs on these seeds; each must be a seed of its method
-    twin_seeds = list(seeds) if rounding is True else [int(s) for s in rounding]
-    if not set(twin_seeds) <= set(seeds):
-        raise ValueError(f"rounding seeds {twin_seeds} must be reported seeds of the experiment ({seeds})")
+    twin_seeds = parse_twin_seeds(rounding, seeds, "rounding", "reported seeds of the experiment")
+    if not twin_seeds:
+        return
     only = set(spec.get("tuning_only", []))
     for method in [m for m in spec["methods"] if m not in only]:
         if not set(twin_seeds) <= set(method_seeds(config, spec, method)):

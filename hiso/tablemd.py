@@ -44,6 +44,12 @@ def edge_choices(table: pd.DataFrame) -> list[str]:
     return out
 
 
+def escape_cells(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with every "|" in a text cell escaped, so that its markdown rows keep their columns (a claim's
+    "|difference|")."""
+    return table.map(lambda v: v.replace("|", "\\|") if isinstance(v, str) else v)
+
+
 def compact_markdown(table: pd.DataFrame, metric: str) -> str:
     """The citable view of a summary table: method, step size, final metric as mean ± std (n), rounds and bytes
     to the target, and rounds to DeComFL's best where there is one; 3 significant digits."""
@@ -117,5 +123,5 @@ def compact_view(table: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, str]:
     if edges:
         note += (f"Chosen at the edge of its grid, so the best step size may lie outside it: {', '.join(edges)}; "
                  "extend the grid (`lr_grid`, `tune`; a `scan` extends by itself up to 4 steps) past that edge. ")
-    view = pd.DataFrame(rows).map(lambda v: v.replace("|", "\\|") if isinstance(v, str) else v)
+    view = escape_cells(pd.DataFrame(rows))
     return view, note + "Rounds and bytes to target are medians over seeds; bytes are wire bytes, up + down."
