@@ -11,6 +11,21 @@ from hiso.config import load_config  # noqa: E402
 hiso.numerics.apply_torch(1)
 
 
+def numerics_lines() -> list[str]:
+    """Which CPU and numerics this test session ran on: the golden runs' bits were compared there."""
+    state = hiso.numerics.state()
+    cpu = state["cpu"]
+    return [f"cpu: {cpu['model']} ({cpu['vendor']}; {' '.join(cpu['flags'])})",
+            f"numerics: {state['mode']}, ATen {state['aten_capability']}, oneDNN "
+            f"{'on' if state['mkldnn_enabled'] else 'off'}, bit-identical across CPUs: {state['bit_identical_across_cpus']}"]
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Printed at the end of every test log, -q included (CI's too)."""
+    for line in numerics_lines():
+        terminalreporter.write_line(line)
+
+
 def make_config(**sections):
     """A validated config from keyword sections, e.g. make_config(task={...}, federation={...})."""
     data = {"run": {"progress": False, "eval_every": 10, "checkpoint_every": 0}}
