@@ -27,10 +27,11 @@ KEEP = ("method", "lr", "final ", "rounds to target", "vs ")  # the headline's c
 def render(csv: Path) -> str:
     """The table's citable view (hiso.results.compact_view), narrowed to the columns a front page needs."""
     chosen = at_chosen_lr(pd.read_csv(csv))
-    view, _ = compact_view(chosen.assign(method=chosen["method"].map(label)), "rel_suboptimality")
+    claim = next(c for c in chosen.columns if c.startswith("claim vs "))
+    # the verdict ("better", "not distinguishable", ...) without its reason, which the page gives
+    chosen = chosen.assign(**{"method": chosen["method"].map(label), claim: chosen[claim].str.split(":").str[0]})
+    view, _ = compact_view(chosen, "rel_suboptimality")
     view = view[[c for c in view.columns if c.startswith(KEEP)]]
-    claim = next(c for c in view.columns if c.startswith("vs "))  # the verdict and its interval; the reason is on the page
-    view = view.assign(**{claim: view[claim].str.replace(r":[^(]*\(", " (", regex=True)})
     return (view.to_markdown(index=False) + "\n\nRounds: medians over seeds. A claim needs the 95 % interval to "
             f"exclude 0 and the difference to exceed the seed and rounding spreads; all columns: `{csv.relative_to(ROOT)}`.\n")
 
