@@ -6,18 +6,15 @@ YAML floats such as 1e-3 (which PyYAML reads as strings) are read as floats.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import math
 import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from .checks import ConfigError, finite_positive, load_yaml, require  # noqa: F401  (re-exported: the config's API)
+from .checks import ConfigError, build, finite_positive, load_yaml, require  # noqa: F401  (re-exported: the config's API)
 
 
 @dataclass
@@ -142,67 +139,6 @@ def canonical(d: dict) -> dict:
     if d.get("perturb") == {}:  # a section added later, at its defaults
         d.pop("perturb")
     return d
-
-
-def _type_name(tp) -> str:
-    return getattr(tp, "__name__", str(tp))
-
-
-def _check_value(value: Any, tp, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _check_value(value, inner[0], key)
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if value not in choices:
-            raise ConfigError(f"{key}: {value!r} is not one of {list(choices)}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true/false, got {type(value).__name__} {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {type(value).__name__} {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {type(value).__name__} {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {type(value).__name__} {value!r}")
-        return value
-    if tp is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        return build(tp, value, key)
-    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
-
-
-def build(cls, data: Any, prefix: str = ""):
-    """Instantiate dataclass `cls` from a mapping, rejecting unknown keys and wrong types."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in data.items():
-        full = f"{prefix}.{key}" if prefix else str(key)
-        if key not in names:
-            near = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" (did you mean '{near[0]}'?)" if near else f" (known: {', '.join(names)})"
-            raise ConfigError(f"unknown config key '{full}'{hint}")
-        kwargs[key] = _check_value(value, hints[key], full)
-    return cls(**kwargs)
 
 
 def task_options(cfg: Config):
