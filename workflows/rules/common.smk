@@ -149,6 +149,16 @@ def all_tables():
     return tables
 
 
+def page_runs():
+    """Every run the tier's jobs wrote (reported seeds, rounding twins, tuning runs): a page with `runs: true`."""
+    return [f"{OUT}/runs/{e}/{m}/seed{s}/metrics.csv" for e in EXPERIMENTS for m, s in runs_of(e)]
+
+
+def page_choices():
+    """Every tuning job's choice (tune / scan), whose JSON lists the runs a scan made inside its job."""
+    return [f"{OUT}/tuning/{e}/{m}.json" for e in EXPERIMENTS for m in EXPERIMENTS[e].get("choices", {})]
+
+
 def page_sensitivity():
     """Experiments tuned by the full-grid protocol (scan_seeds): their page shows the step-size sensitivity."""
     return [e for e, spec in EXPERIMENTS.items() if spec.get("scan_seeds") and spec.get("scans")]

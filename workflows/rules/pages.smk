@@ -1,5 +1,6 @@
 # A tier's results page (tiers with `page:`): <results>/pages/<name>.md with its tables and figures copied into
-# <results>/pages/<name>/, ready to publish as docs/results/ (cp -r <results>/pages/* docs/results/).
+# <results>/pages/<name>/, ready to publish as docs/results/ (cp -r <results>/pages/* docs/results/); with
+# `runs: true` its runs and step-size choices too, from which the page is rebuilt without computing.
 rule results_page:
     input:
         tables=lambda w: [f"{OUT}/tables/{e}.csv" for e in EXPERIMENTS]
@@ -9,8 +10,11 @@ rule results_page:
         + [f"{OUT}/figures/sweep_{n}.{ext}" for n in page_sweeps() for ext in ("png", "data.json")]
         + [f"{OUT}/figures/sensitivity_{e}.{ext}" for e in page_sensitivity() for ext in ("png", "data.json")],
         readings=lambda w: config["page"].get("readings", []),
+        runs=lambda w: page_runs() if config["page"].get("runs") else [],
+        choices=lambda w: page_choices() if config["page"].get("runs") else [],
         script="workflows/scripts/results_page.py",
         code=code_of("workflows/scripts/results_page.py"),
+        archive=code_of("workflows/scripts/page_runs.py") if (config.get("page") or {}).get("runs") else [],
     output:
         md=f"{OUT}/pages/{{page}}.md",
         folder=directory(f"{OUT}/pages/{{page}}"),
@@ -27,6 +31,11 @@ rule results_page:
         sweeps=lambda w: " ".join(page_sweeps()),
         sensitivity=lambda w: " ".join(page_sensitivity()),
         readings=lambda w, input: f"--readings {input.readings}" if input.readings else "",
+        # `runs: true`: every run and choice the page stands on, beside it (workflows/scripts/page_runs.py)
+        archive=lambda w, input, output: (f"&& {PY} workflows/scripts/page_runs.py archive --results {OUT} "
+                                          f"--to {output.folder} --runs {' '.join(input.runs)} "
+                                          f"--choices {' '.join(input.choices)} >> {OUT}/logs/pages/{w.page}.log 2>&1")
+                                         if input.runs else "",
         command=lambda w: page_command(),
         commit=COMMIT,
         date=TODAY,
@@ -37,7 +46,7 @@ rule results_page:
         "--figures-rel {wildcards.page}/figures --experiments {params.experiments} --sweeps {params.sweeps} "
         "--sensitivity {params.sensitivity} "
         "{params.readings} --command {params.command:q} --commit {params.commit} --date {params.date} "
-        "--md {output.md} > {log} 2>&1"
+        "--md {output.md} > {log} 2>&1 {params.archive}"
 
 
 # The paper's claims as ranges over its tables' cells (pages with `paper_claims: true`), for the readings to cite,

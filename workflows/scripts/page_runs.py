@@ -1,0 +1,99 @@
+"""A results page's runs, committed beside it (a tier's `page: {runs: true}`), and replayed into a results folder so
+that the workflow rebuilds the page's tables, figures and text from them without computing a round.
+
+    # the page rule archives them: <results>/pages/<name>/runs/<exp>/<method>/seed<k>/{metrics.csv,run.json} and
+    # <results>/pages/<name>/tuning/<exp>/<method>.json: every run the tier ran (reported seeds, rounding twins,
+    # tuning runs, those inside a scan job too) and every step-size choice
+    python workflows/scripts/page_runs.py replay --page docs/results/lm --to /tmp/lm
+    .venv/bin/snakemake --cores all --configfile workflows/config/lm.yaml --config results=/tmp/lm -- /tmp/lm/pages/lm.md
+    python workflows/scripts/compare_tables.py docs/results/lm/tables /tmp/lm/pages/lm/tables
+
+Only finished runs are kept (a metrics.csv and run.json, never checkpoints or partial files), so the target is the
+page: a tier's learned-curvature histograms, which read checkpoints, are not part of it.  A replay writes the tuning choices
+first and the runs after them, so every run is newer than the choice it read and Snakemake finds both up to date.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+KEPT = ("metrics.csv", "run.json")  # what a table, a figure or a provenance line reads of a run
+
+
+def scan_runs(choice: Path) -> list[str]:
+    """The tuning runs a scan's choice lists ("<method>@<lr>/seed<k>"): they ran inside the scan job."""
+    data = json.loads(choice.read_text())
+    return [f"{r['method']}/seed{r['seed']}" for r in data.get("runs", [])]
+
+
+def archive(results: Path, folder: Path, runs: list[str], choices: list[str]) -> int:
+    """Copy the named runs (paths of their metrics.csv under <results>/runs), the named tuning choices (under
+    <results>/tuning) and the tuning runs those list into the page folder; returns how many runs were copied.  A
+    run without its metrics.csv is an error: the page would cite a run it cannot show."""
+    wanted = {Path(r).parent for r in runs}
+    for choice in map(Path, choices):
+        dst = folder / choice.relative_to(results)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(choice, dst)
+        exp = choice.parent.name
+        wanted |= {results / "runs" / exp / r for r in scan_runs(choice)}
+    for run in sorted(wanted):
+        if not (run / "metrics.csv").is_file():
+            raise FileNotFoundError(f"{run}: no metrics.csv; the page cannot archive an unfinished run")
+        dst = folder / run.relative_to(results)
+        dst.mkdir(parents=True, exist_ok=True)
+        for name in KEPT:
+            if (run / name).is_file():
+                shutil.copyfile(run / name, dst / name)
+    return len(wanted)
+
+
+def replay(folder: Path, results: Path) -> int:
+    """Write a page's archived runs and choices as a results folder's job outputs; returns how many runs."""
+    if not (folder / "runs").is_dir():
+        raise FileNotFoundError(f"{folder}: no runs/ folder (the tier's page sets `runs: true` to archive them)")
+    now = time.time()
+    for sub, stamp in (("tuning", now - 60), ("runs", now)):  # choices older than the runs that read them
+        src = folder / sub
+        if not src.is_dir():
+            continue
+        for path in sorted(p for p in src.rglob("*") if p.is_file()):
+            dst = results / sub / path.relative_to(src)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, dst)
+            os.utime(dst, (stamp, stamp))
+    return sum(1 for _ in (folder / "runs").glob("*/*/seed*/metrics.csv"))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("archive", help="results folder -> page folder (the page rule runs it)")
+    a.add_argument("--results", required=True)
+    a.add_argument("--to", required=True, help="the page's folder, <results>/pages/<name>")
+    a.add_argument("--runs", nargs="*", default=[], help="the metrics.csv of every run the tier ran")
+    a.add_argument("--choices", nargs="*", default=[], help="tuning/<exp>/<method>.json of every tuning job")
+    r = sub.add_parser("replay", help="page folder -> results folder")
+    r.add_argument("--page", required=True, help="a committed page's folder, e.g. docs/results/lm")
+    r.add_argument("--to", required=True, help="the results folder the workflow is then run with")
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "archive":
+            n = archive(Path(args.results), Path(args.to), args.runs, args.choices)
+            print(f"archived {n} runs into {args.to}/runs")
+        else:
+            n = replay(Path(args.page), Path(args.to))
+            print(f"replayed {n} runs into {args.to}; the workflow now rebuilds only tables, figures and the page")
+    except (FileNotFoundError, json.JSONDecodeError, KeyError) as e:
+        print(f"page_runs: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
