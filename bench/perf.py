@@ -30,6 +30,8 @@ process (median of --repeats), because these machines are noisy.
             rate over a float32 matmul of the model's MLP shape, timed alternately (bench/perf_lm.py).
   frozen    a bfloat16 frozen base against float32 for LoRA on SmolLM2 (bench/perf_frozen.py): test loss and
             accuracy after --rounds rounds over two seeds, and seconds per round, runs alternated.
+  int8      an int8 frozen base (dynamic quantisation) against float32 for LoRA on SmolLM2 (bench/perf_int8.py):
+            forward time, zero-shot test metrics, and the ZO directional derivative a client uploads.
   bytes     measured bytes per round per method over the minimum (scalar-only: tau*P*4 up + 4*tau seeds
             down; vector methods: 4*d each way).
 
@@ -65,6 +67,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from bench import (
     perf_dispatch,  # noqa: E402
     perf_frozen,
+    perf_int8,
     perf_lm,
     perf_numerics,
     warm_runner,  # noqa: E402
@@ -75,7 +78,7 @@ from hiso.gitinfo import commit  # noqa: E402
 from hiso.io import atomic_write  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ("lmround", "numerics", "dispatch", "portable", "frozen", "step", "bound", "memory", "clients", "replay", "profile", "chunk", "bytes", "warm", "tier", "flower")
+PARTS = ("lmround", "numerics", "dispatch", "portable", "frozen", "int8", "step", "bound", "memory", "clients", "replay", "profile", "chunk", "bytes", "warm", "tier", "flower")
 
 
 def bench_flower(rounds: int) -> list[dict]:
@@ -123,6 +126,7 @@ def main() -> None:
              "numerics": lambda: perf_numerics.bench_numerics(args.repeats),
              "lmround": lambda: perf_lm.bench_lm_round(args.repeats),
              "frozen": lambda: perf_frozen.bench_frozen(args.rounds),
+             "int8": lambda: perf_int8.bench_int8(args.repeats),
              "warm": lambda: warm_runner.measure(args.repeats),
              "tier": lambda: process.bench_tier(args.tier, args.cores, args.keep), "flower": lambda: bench_flower(args.rounds)}
     for part in only:

@@ -313,3 +313,52 @@ def test_dispatch_counter_counts_a_host_to_device_copy_as_a_sync():
         dev.copy_(torch.ones(3))
         dev.add_(1.0)  # on the device: no sync
     assert (c.syncs, c.h2d) == (2, 2)
+
+
+def test_int8_part_quantises_only_the_frozen_base_and_compares_the_uploaded_derivative():
+    """bench/perf_int8.py on a tiny random LLaMA + LoRA: the int8 copy keeps fp32 adapters and head and leaves the
+    float32 model untouched; its derivative is the forward difference a client uploads; the rows are consistent."""
+    import numpy as np
+    import torch
+
+    from bench import perf_int8
+    over = ("task.model=tiny-llama", "task.train_size=40", "task.dev_size=10")
+    rows = perf_int8.bench_int8(repeats=1, directions=4, test_size=20, overrides=over)
+    assert [r["int8 weights"] for r in rows] == list(perf_int8.QCONFIGS)
+    for r in rows:
+        assert r["fwd_int8_s"] > 0 and r["fwd_int8_over_fp32"] == r["fwd_int8_s"] / r["fwd_fp32_s"]
+        assert r["rms_over_std"] == r["derivative_rms_int8_minus_fp32"] / r["derivative_std_fp32"]
+        assert 0 <= r["sign_agreement"] <= 1 and 0 <= r["accuracy_int8"] <= 1 and r["directions"] == 4
+    from hiso.config import load_config
+    from hiso.runner import build_federation
+    _, task = build_federation(load_config(perf_int8.BASE, ["method=decomfl", "run.progress=false", "task.test_size=20",
+                                                            *over]))
+    before = {n: p.clone() for n, p in task.model.state_dict().items()}
+    int8 = perf_int8.quantised(task.model, "per_channel_dynamic_qconfig")
+    kinds = {n: type(m).__module__ for n, m in int8.named_modules()}
+    assert any("quantized.dynamic" in k for n, k in kinds.items() if "mlp" in n)
+    assert all("quantized" not in k for n, k in kinds.items() if "lora_" in n or n.endswith("lm_head"))
+    assert all(torch.equal(before[n], p) for n, p in task.model.state_dict().items())
+    assert all(p.dtype == torch.float32 for p in perf_int8._adapters(int8))
+    batch = task.batch(0, np.random.default_rng(0), 4)
+    u = [torch.ones_like(p) for p in perf_int8._adapters(task.model)]
+    by_hand = (float(torch.nn.functional.cross_entropy(_shifted(task, u, 0.01)(batch), batch["labels"]))
+               - task.loss(batch)) / 0.01
+    assert perf_int8.derivative(task, task.model, batch, u, 0.01) == pytest.approx(by_hand, rel=1e-6)
+    assert all(torch.equal(before[n], p) for n, p in task.model.state_dict().items())  # restored exactly
+
+
+def _shifted(task, directions, mu):
+    """The task's label logits with its adapters moved by mu * u, on a copy of the model."""
+    import copy
+
+    from bench.perf_int8 import _adapters
+    model = copy.deepcopy(task.model)
+    for p, u in zip(_adapters(model), directions):
+        p.data += mu * u
+
+    def logits(batch):
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    position_ids=batch["position_ids"], logits_to_keep=1)
+        return out.logits[:, -1, task.label_ids].float()
+    return logits
