@@ -362,3 +362,12 @@ def _shifted(task, directions, mu):
                     position_ids=batch["position_ids"], logits_to_keep=1)
         return out.logits[:, -1, task.label_ids].float()
     return logits
+
+
+def test_the_perf_tier_schema_names_every_part_the_command_line_runs():
+    import yaml
+
+    from bench.perf import PARTS
+    schema = yaml.safe_load((ROOT / "workflows" / "schemas" / "config.schema.yaml").read_text())
+    jobs = schema["properties"]["perf"]["properties"]["jobs"]["additionalProperties"]
+    assert sorted(jobs["properties"]["part"]["enum"]) == sorted(PARTS)
