@@ -108,15 +108,15 @@ def _main(argv: list[str]) -> int:
     s.add_argument("--hub-mirror", default=None, metavar="DIR", help="as for run")
     args = ap.parse_args(argv)
     if args.cmd == "choose-lr":
-        from .plan import choose_lr, write_json
+        from .tuning import choose_lr, write_json
         choice = choose_lr(args.metrics, args.metric, args.target)
         write_json(Path(args.out), choice)
         print(f"chose {choice['method']}" + (" (at the grid's edge: widen the grid)" if choice["at_grid_edge"] else ""))
         return 0
     if args.cmd == "scan-lr":
         from .config import ConfigError
-        from .plan import write_json
         from .scan import scan, scan_grid
+        from .tuning import write_json
         if args.hub_mirror:
             from .hub import MIRROR_ENV
             os.environ[MIRROR_ENV] = str(Path(args.hub_mirror).resolve())

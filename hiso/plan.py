@@ -7,7 +7,7 @@ Two step-size protocols:
 - ``lr_grid: {method: [lr, ...]}`` (CPU tiers): ``<method>@<lr>`` runs at every reported seed and at the tuning
   seed on the dev split; the table marks each family's best lr from the tuning run.
 - ``tune: {method: [lr, ...]}`` (GPU tiers): ``<method>@<lr>`` runs only at the tuning seed on the dev split; a
-  ``choose_lr`` job picks the best (`choose_lr` below) into ``tuning/<exp>/<method>.json``, and the method's
+  ``choose_lr`` job picks the best (hiso.tuning.choose_lr) into ``tuning/<exp>/<method>.json``, and the method's
   reported seeds run at that step size.
 - ``scan: {method: [lr, ...]}``: like ``tune``, but one job scans (hiso/scan.py): it stops past the best and
   extends the grid past an edge where the best lies, so the tried points are known only as it runs.  ``lr_from: <method>`` in a method's sets runs it at another method's
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import math
 import re
 from pathlib import Path
 
@@ -126,11 +125,41 @@ def kept(config: dict, name: str) -> bool:
     return not config.get("only") or any(fnmatch.fnmatchcase(name, p) for p in config["only"])
 
 
+def method_kept(config: dict, method: str) -> bool:
+    """Whether the tier's `methods` patterns (fnmatch, on the names a tier gives its methods) keep `method`; every
+    method is kept when there are none."""
+    return not config.get("methods") or any(fnmatch.fnmatchcase(method, p) for p in config["methods"])
+
+
+def slice_methods(config: dict, exps: dict) -> dict:
+    """`methods: [pattern, ...]`: each experiment keeps the methods that match, with their step-size grids and
+    scans; an experiment left with none is dropped.  Before grids and twins are expanded, so a kept method keeps
+    its tuning and its rounding twin."""
+    if not config.get("methods"):
+        return exps
+    out = {}
+    for name, spec in exps.items():
+        methods = {m: s for m, s in spec["methods"].items() if method_kept(config, m)}
+        if not methods:
+            continue
+        for m, sets in methods.items():
+            src = (sets or {}).get("lr_from")
+            if src is not None and src not in methods:
+                raise ValueError(f"methods: {config['methods']} keeps {m} of experiment {name} but not {src}, "
+                                 "whose step size it runs at (lr_from)")
+        out[name] = {**spec, "methods": methods,
+                     **{k: {m: v for m, v in spec[k].items() if m in methods}
+                        for k in ("lr_grid", "tune", "scan") if spec.get(k)}}
+    if not out:
+        raise ValueError(f"methods: {config['methods']} matches no method of the tier")
+    return out
+
+
 def experiments(config: dict) -> dict:
-    """Every experiment of a tier (explicit ones and expanded grids), lr grids expanded."""
+    """Every experiment of a tier (explicit ones and expanded grids), sliced to its `methods`, lr grids expanded."""
     explicit = {name: {**spec, "methods": dict(spec["methods"])}  # YAML anchors share dicts: expand copies
                 for name, spec in (config.get("experiments") or {}).items()}
-    exps = expand_lr_grids({**explicit, **expand_grids(config)})
+    exps = expand_lr_grids(slice_methods(config, {**explicit, **expand_grids(config)}))
     for name, spec in exps.items():
         for method in spec["methods"]:
             _check_name(f"experiment {name}: method", method, METHOD_NAME)
@@ -335,37 +364,6 @@ def _other_config(folder: Path, spec: dict, method: str, cfg) -> list[str]:
     if not diff or extends(old, new):
         return []
     return [f"{folder} ({'; '.join(diff[:3])}{'; ...' if len(diff) > 3 else ''})"]
-
-
-def choose_lr(metrics: list[str | Path], metric: str, target: float) -> dict:
-    """The grid point to report, under the suite's one criterion (hiso/tuning.py): fewest rounds to the target
-    on its tuning run (dev split), ties broken by the final metric; a diverged run is never chosen.  Returns {"sets": {"federation.lr": lr}, "method": name,
-    "at_grid_edge": bool, "grid": [one row per grid point]} (`python -m hiso run --set-file` reads "sets")."""
-    from .results import HIGHER_IS_BETTER, load_runs, to_target
-    from .tuning import rank
-
-    higher = HIGHER_IS_BETTER.get(metric, True)
-    grid = []
-    for path in metrics:
-        run = load_runs(paths=[path]).sort_values("round")
-        name = run["method"].iloc[0]
-        diverged = run["status"].iloc[0] == "diverged"
-        final = math.nan if diverged else float(run[metric].dropna().iloc[-1])
-        grid.append({"method": name, "lr": float(name.split("@")[1]), "diverged": bool(diverged),
-                     "rounds_to_target": to_target(run, metric, target)["rounds"], f"final_{metric}": final})
-    ok = [g for g in grid if not g["diverged"] and not math.isnan(g[f"final_{metric}"])]
-    if not ok:
-        raise ValueError(f"every grid point diverged: {[g['method'] for g in grid]}; widen the grid downwards")
-    best = min(ok, key=lambda g: rank(g["rounds_to_target"], g[f"final_{metric}"], False, higher))  # hiso/tuning.py
-    lrs = sorted(g["lr"] for g in grid)
-    edge = best["lr"] in (lrs[0], lrs[-1]) and len(lrs) > 1
-    return {"sets": {"federation.lr": best["lr"]}, "method": best["method"], "at_grid_edge": edge,
-            "grid": [{k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in g.items()} for g in grid]}
-
-
-def write_json(path: Path, data: dict) -> None:
-    from .io import atomic_write
-    atomic_write(Path(path), json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 def planned_sources(configfile: str | Path, root: str | Path | None = None) -> tuple[list[str], list[tuple[str, str | None]]]:

@@ -14,7 +14,7 @@ a pretrained LM), this keeps the scan from choosing it.
 
 Every tried point is a run folder <root>/<method>@<lr>/seed<seed> (metrics.csv, run.json, checkpoints), so a
 killed scan resumes: finished points are read back, an interrupted one continues from its checkpoint.  The
-choice file has the format of `hiso choose-lr` (plan.choose_lr): {"sets": {"federation.lr": lr}, "method",
+choice file has the format of `hiso choose-lr` (tuning.choose_lr): {"sets": {"federation.lr": lr}, "method",
 "at_grid_edge", "grid": one row per tried point}; the reported runs read it with `hiso run --set-file`.
 
     python -m hiso scan-lr --config BASE [--set KEY=VALUE ...] --method NAME --grid LR [LR ...] --seed 100

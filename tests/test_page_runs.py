@@ -60,19 +60,21 @@ def test_archive_refuses_an_unfinished_run_and_replay_a_page_without_runs(tmp_pa
 
 @pytest.mark.slow
 def test_a_replayed_page_is_rebuilt_without_a_run_and_equals_the_archived_one(tmp_path):
-    """The smoke tier's digits (an lr grid with tuning runs, rounding twins) with a page that archives its runs:
-    replayed into a fresh results folder, the workflow runs no run job and writes the same tables and page."""
+    """The smoke tier's digits sliced to DeComFL (an lr grid with tuning runs, rounding twins) with a page that
+    archives its runs: replayed into a fresh results folder, the workflow runs no run job and writes the same tables
+    and page, whose command names the slice."""
     from test_workflow import SNAKEMAKE, job_counts, workflow_copy
     repo = workflow_copy(tmp_path)
     page = tmp_path / "page.yaml"  # a page that archives its runs, added to the smoke tier
     page.write_text("page: {name: smoke, title: smoke digits, runs: true}\n")
     first, second = tmp_path / "first", tmp_path / "second"
     base = [SNAKEMAKE, "--cores", "2", "--configfile", "workflows/config/smoke.yaml", str(page), "--config",
-            "only=[digits]"]
+            "only=[digits]", "methods=[decomfl*]"]  # DeComFL's lr grid, its tuning runs and twins; no HiSo
     subprocess.run(base + [f"results={first}", "-q"], cwd=repo, check=True, capture_output=True, text=True)
     archived = first / "pages" / "smoke"
     ran = sorted(p.relative_to(first) for p in (first / "runs").glob("digits/*/seed*/metrics.csv"))
-    assert len(ran) == 11  # 2 grid points + HiSo on 2 seeds, a tuning run per grid point, 3 rounding twins
+    assert len(ran) == 8  # 2 grid points on 2 seeds, a tuning run and a rounding twin per grid point
+    assert "--config 'only=[digits] methods=[decomfl*]'" in (first / "pages" / "smoke.md").read_text()
     assert sorted(p.relative_to(archived) for p in archived.glob("runs/digits/*/seed*/metrics.csv")) == ran
     assert not list(archived.rglob("checkpoint*"))
     p = page_runs("replay", "--page", archived, "--to", second)

@@ -13,6 +13,7 @@ import yaml
 
 from hiso import plan
 from hiso.config import load_config
+from hiso.tuning import choose_lr
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
@@ -115,7 +116,7 @@ def test_choose_lr_picks_fewest_rounds_then_best_final_and_never_a_diverged_run(
         return d / "metrics.csv"
     paths = [fake("hiso@1e-05", [0.5, 0.6, 0.7]), fake("hiso@3e-05", [0.6, 0.8, 0.81]),
              fake("hiso@0.0001", [0.7, 0.8, 0.9]), fake("hiso@0.0003", [0.9, 0.95], "diverged")]
-    choice = plan.choose_lr(paths, "accuracy", 0.8)
+    choice = choose_lr(paths, "accuracy", 0.8)
     assert choice["sets"] == {"federation.lr": 1e-4} and choice["at_grid_edge"] is False
     assert len(choice["grid"]) == 4
 
@@ -271,3 +272,28 @@ def test_labels_never_show_a_yaml_key_where_a_label_can_be_had():
     assert got["hiso-b0.90"] == "HiSo (beta 0.9, lr 0.03)" and got["oracle"] == "true H"
     assert got["hiso+ulp"] == "HiSo (ours) (+1 ulp)" and labels(spec)["hiso+ulp"]["color"] == "k"
     assert "label" not in plan.run_sets(cfg, spec, "hiso", 0) and "color" not in plan.run_sets(cfg, spec, "hiso", 0)
+
+
+def test_a_methods_slice_keeps_the_matching_methods_with_their_tuning_and_twins():
+    """`methods: [pattern, ...]` on the lm tier: HiSo and DeComFL keep their scans, 5 seeds and rounding twins; the
+    other methods, their scans and their twins are gone; a slice that keeps a method but not the one whose step
+    size it reads (lr_from), or matches nothing, is refused before anything runs."""
+    cfg = {**tier("lm"), "methods": ["hiso", "deco*"]}
+    (spec,) = plan.experiments(cfg).values()
+    assert sorted(spec["methods"]) == ["decomfl", "decomfl+ulp", "hiso", "hiso+ulp"]
+    assert sorted(spec["scans"]) == sorted(spec["choices"]) == ["decomfl", "hiso"]
+    assert sorted(plan.runs_of(cfg, spec)) == sorted([(m, s) for m in ("decomfl", "hiso") for s in range(5)]
+                                                     + [("decomfl+ulp", 0), ("hiso+ulp", 0)])
+    full = {n: sorted(s["methods"]) for n, s in plan.experiments(tier("default")).items()}
+    sliced = {n: sorted(s["methods"]) for n, s in plan.experiments({**tier("default"), "methods": ["hiso*"]}).items()}
+    assert sliced and all(m.startswith("hiso") for ms in sliced.values() for m in ms)
+    assert all(set(ms) <= set(full[n]) for n, ms in sliced.items())
+    with pytest.raises(ValueError, match=r"matches no method"):
+        plan.experiments({**tier("lm"), "methods": ["nothing"]})
+    lr_from = {**tier("lm"), "experiments": {"e": {**tier("lm")["experiments"]["lm-rotten-tomatoes"],
+                                                   "methods": {"decomfl": {"method": "decomfl"},
+                                                               "hiso": {"method": "hiso", "lr_from": "decomfl"}},
+                                                   "scan": {"decomfl": [0.01, 0.02]}}}}
+    assert "hiso" in plan.experiments(lr_from)["e"]["methods"]
+    with pytest.raises(ValueError, match=r"keeps hiso of experiment e but not decomfl"):
+        plan.experiments({**lr_from, "methods": ["hiso"]})

@@ -326,3 +326,25 @@ def test_readings_family_placeholders_read_grid_and_tuned_tables_alike(tmp_path)
     assert page.fill(text, {"e": grid}) == page.fill(text, {"e": tuned}) == "0.700 at 0.0300"
     with pytest.raises(KeyError, match="no such tuned method"):
         page.fill("{{e|fedzo*|lr}}", {"e": tuned})
+
+
+def test_a_page_of_some_methods_drops_the_readings_that_cite_the_others():
+    """results_page --methods: a paragraph or bullet citing a method the slice left out of an experiment is
+    dropped whole; other tables (the paper's claims) are not sliced, and an unknown cell is still an error."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "workflows" / "scripts" / "results_page.py"
+    spec = importlib.util.spec_from_file_location("results_page", path)
+    page = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(page)
+    tables = {"e": pd.DataFrame({"method": ["decomfl", "hiso", "hiso+ulp"], "final m": [0.5, 0.4, 0.41]}),
+              "claims-check": pd.DataFrame({"method": ["e: fedavg lead"], "holds": ["not measured"]})}
+    text = ("HiSo {{e|hiso|final m}} against {{e|decomfl|final m}}.\n\n"
+            "FedZO {{e|fedzo|final m}} and HiSo {{e|hiso|final m}}.\n\n"
+            "- twin {{e|hiso+ulp|final m}}\n- FedAvg lead: {{claims-check|e: fedavg lead|holds}}\n- {{e|fedavg*|final m}}")
+    assert page.fill(text, tables, ["hiso", "decomfl"], ("e",)) == \
+        "HiSo 0.400 against 0.500.\n\n- twin 0.410\n- FedAvg lead: not measured"
+    with pytest.raises(KeyError, match="fedzo"):
+        page.fill(text, tables)  # the whole tier: a cited method without a row is a mistake in the readings
+    with pytest.raises(KeyError, match="mezo"):
+        page.fill("{{e|mezo|final m}}", tables, ["hiso", "decomfl", "mezo"], ("e",))

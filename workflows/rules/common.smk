@@ -127,7 +127,7 @@ def page_sweeps():
     return [n for n, sw in (config.get("sweeps") or {}).items() if all(p in EXPERIMENTS for p in sw["points"])]
 
 
-def page_command(keys=("only",)):
+def page_command(keys=("only", "methods")):
     """The command a results page names: the tier's config file and the `--config` keys that sliced it."""
     parts = " ".join(f"{k}={_compact(config[k])}" for k in keys if config.get(k))
     tier = next((Path(f).stem for f in workflow.overwrite_configfiles), "default")
@@ -164,13 +164,18 @@ def page_sensitivity():
     return [e for e, spec in EXPERIMENTS.items() if spec.get("scan_seeds") and spec.get("scans")]
 
 
+def histogram_methods(exp):
+    """The methods of an experiment whose learned H the histogram draws: those of `histograms` a slice kept."""
+    return [m for m in (config.get("histograms") or {}).get(exp, []) if m in EXPERIMENTS.get(exp, {}).get("methods", {})]
+
+
 def all_figures():
     figs = [f"{OUT}/figures/convergence_{exp}.png" for exp in EXPERIMENTS]
-    # a tier sliced with `only` draws the sweeps and histograms whose experiments it kept
+    # a tier sliced with `only` or `methods` draws the sweeps and histograms whose experiments and methods it kept
     figs += [f"{OUT}/figures/sweep_{name}.png" for name, sw in (config.get("sweeps") or {}).items()
              if all(p in EXPERIMENTS for p in sw["points"])]
     figs += [f"{OUT}/figures/curvature_histogram_{exp}.png" for exp in config.get("histograms") or {}
-             if exp in EXPERIMENTS]
+             if histogram_methods(exp)]
     if config.get("zeta_rounds"):
         figs.append(f"{OUT}/figures/zeta.png")
     figs += [f"{OUT}/figures/sensitivity_{exp}.png" for exp in page_sensitivity()]

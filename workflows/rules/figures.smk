@@ -55,7 +55,7 @@ rule sweep_figure:
 # the metrics.csv input guarantees the run ended, and a run's checkpoint.pt is its final state).
 rule curvature_histogram:
     input:
-        metrics=lambda w: [f"{OUT}/runs/{w.exp}/{m}/seed0/metrics.csv" for m in config["histograms"][w.exp]],
+        metrics=lambda w: [f"{OUT}/runs/{w.exp}/{m}/seed0/metrics.csv" for m in histogram_methods(w.exp)],
         script="figures/curvature_histogram.py",
         code=code_of("figures/curvature_histogram.py"),
     output:
@@ -69,9 +69,9 @@ rule curvature_histogram:
         f"{OUT}/logs/figures/curvature_histogram_{{exp}}.log",
     params:
         py=PY,
-        checkpoints=lambda w: [f"{OUT}/runs/{w.exp}/{m}/seed0/checkpoint.pt" for m in config["histograms"][w.exp]],
+        checkpoints=lambda w: [f"{OUT}/runs/{w.exp}/{m}/seed0/checkpoint.pt" for m in histogram_methods(w.exp)],
         labels=lambda w: " ".join(shlex.quote(method_labels(EXPERIMENTS[w.exp])[m]["label"])
-                                  for m in config["histograms"][w.exp]),
+                                  for m in histogram_methods(w.exp)),
         title=lambda w: f"learned H, {EXPERIMENTS[w.exp].get('title', w.exp)}",
     shell:
         "{params.py} {input.script} --checkpoints {params.checkpoints} --labels {params.labels} "

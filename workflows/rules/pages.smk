@@ -31,6 +31,7 @@ rule results_page:
         sweeps=lambda w: " ".join(page_sweeps()),
         sensitivity=lambda w: " ".join(page_sensitivity()),
         readings=lambda w, input: f"--readings {input.readings}" if input.readings else "",
+        methods=lambda w: f"--methods {' '.join(shlex.quote(m) for m in config['methods'])}" if config.get("methods") else "",
         # `runs: true`: every run and choice the page stands on, beside it (workflows/scripts/page_runs.py)
         archive=lambda w, input, output: (f"&& {PY} workflows/scripts/page_runs.py archive --results {OUT} "
                                           f"--to {output.folder} --runs {' '.join(input.runs)} "
@@ -45,7 +46,7 @@ rule results_page:
         "{params.py} {input.script} --title {params.title:q} --tables {output.folder}/tables "
         "--figures-rel {wildcards.page}/figures --experiments {params.experiments} --sweeps {params.sweeps} "
         "--sensitivity {params.sensitivity} "
-        "{params.readings} --command {params.command:q} --commit {params.commit} --date {params.date} "
+        "{params.readings} {params.methods} --command {params.command:q} --commit {params.commit} --date {params.date} "
         "--md {output.md} > {log} 2>&1 {params.archive}"
 
 

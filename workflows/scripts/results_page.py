@@ -12,20 +12,28 @@ lack).  The same inputs give the same page: tests/test_docs.py re-renders each c
 committed tables and compares.
 """
 import argparse
+import fnmatch
 import re
 from pathlib import Path
 
 import pandas as pd
 
 from hiso.io import atomic_write
-from hiso.results import _sig, compact_markdown
+from hiso.results import _sig, compact_markdown, fill_blocks
 
 PLACEHOLDER = re.compile(r"\{\{([^|}]+)\|([^|}]+)\|([^}]+)\}\}")
 
 
-def fill(text: str, tables: dict[str, pd.DataFrame]) -> str:
+def fill(text: str, tables: dict[str, pd.DataFrame], methods: list[str] | None = None,
+         experiments: tuple[str, ...] = ()) -> str:
+    """The readings with every placeholder replaced by its cell.  `methods`: the patterns of a tier run sliced to
+    some methods (--config 'methods=[...]'); a paragraph or bullet citing a method the slice left out of one of the
+    `experiments` is dropped whole, so no sentence loses a number.  Any other cell the tables lack is an error."""
     def value(m):
         exp, method, col = (g.strip() for g in m.groups())
+        base = re.split(r"[@+*]", method)[0]
+        if methods and exp in experiments and not any(fnmatch.fnmatchcase(base, p) for p in methods):
+            return None
         if exp not in tables:
             raise KeyError(f"readings cite experiment {exp!r}, which has no table")
         t = tables[exp]
@@ -47,7 +55,7 @@ def fill(text: str, tables: dict[str, pd.DataFrame]) -> str:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             return str(v)
         return str(int(v)) if float(v).is_integer() and abs(v) < 1e6 else _sig(float(v))  # counts stay counts
-    return PLACEHOLDER.sub(value, text)
+    return fill_blocks(text, PLACEHOLDER, value)
 
 
 def compute_line(tables: dict[str, pd.DataFrame]) -> str:
@@ -92,7 +100,7 @@ def render(a) -> str:
            "Each run's config and config hash are in its run.json; the full tables are the CSV files beside this "
            "page.\n"]
     if "summary" in readings:
-        out.append(fill(readings["summary"], tables) + "\n")
+        out.append(fill(readings["summary"], tables, a.methods, tuple(a.experiments)) + "\n")
     compute = compute_line({e: t for e, t in tables.items() if e in a.experiments})
     if compute:
         out.append(compute + "\n")
@@ -100,7 +108,7 @@ def render(a) -> str:
         out.append(f"## Sweep: {name}\n")
         out.append(f"![{name}]({fig_rel}/sweep_{name}.png)\n")
         if f"sweep {name}" in readings:
-            out.append(fill(readings[f"sweep {name}"], tables) + "\n")
+            out.append(fill(readings[f"sweep {name}"], tables, a.methods, tuple(a.experiments)) + "\n")
     for exp in a.experiments:
         out.append(f"## {exp}\n")
         if exp not in tables:
@@ -111,7 +119,7 @@ def render(a) -> str:
             out.append(f"![step-size sensitivity]({fig_rel}/sensitivity_{exp}.png)\n")
         out.append(compact_markdown(tables[exp], metrics[exp]) + "\n")
         if exp in readings:
-            out.append(fill(readings[exp], tables) + "\n")
+            out.append(fill(readings[exp], tables, a.methods, tuple(a.experiments)) + "\n")
     return "\n".join(out)
 
 
@@ -124,6 +132,8 @@ if __name__ == "__main__":
     ap.add_argument("--sweeps", nargs="*", default=[])
     ap.add_argument("--sensitivity", nargs="*", default=[], help="experiments with a step-size sensitivity figure")
     ap.add_argument("--readings", default=None)
+    ap.add_argument("--methods", nargs="*", default=[], help="the tier's `methods` slice (shell patterns): readings "
+                    "citing another method of an experiment are dropped")
     ap.add_argument("--command", required=True)
     ap.add_argument("--commit", required=True)
     ap.add_argument("--date", required=True)
