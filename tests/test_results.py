@@ -308,6 +308,19 @@ def test_the_lm_tier_readings_cite_only_cells_its_tables_will_have(tmp_path):
     assert cited
     for exp, row, col in cited:
         assert row in cells[exp].index and col in cells[exp].columns, (exp, row, col)
+    # the tier sliced to HiSo and DeComFL (--config 'methods=[hiso,decomfl]'): their paragraphs stay whole, and no
+    # sentence speaks of a method that did not run
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("results_page", root / "workflows" / "scripts" / "results_page.py")
+    page = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(page)
+    sliced = table[table["method"].str.match(r"(hiso|decomfl)(\+ulp)?$")]
+    tables = {"lm-rotten-tomatoes": sliced, "paper-claims": paper,
+              "claims-check": module.check(paper, {"lm-rotten-tomatoes": sliced})}
+    text = "\n\n".join(page.fill(v, tables, ["hiso", "decomfl"], ("lm-rotten-tomatoes",))
+                         for v in page.sections(readings).values())
+    assert "HiSo against DeComFL is" in text and "DeComFL's best test loss falls at round" in text
+    assert not re.search(r"FedZO|FedKSeed|FedAvg|MeZO|\{\{", text), text
 
 
 def test_readings_family_placeholders_read_grid_and_tuned_tables_alike(tmp_path):
