@@ -100,12 +100,13 @@ def test_config_without_configfile_keeps_the_default_tier(tmp_path):
 def test_compare_tables_finds_a_changed_cell_and_ignores_measured_times(tmp_path):
     old, new = tmp_path / "old", tmp_path / "new"
     old.mkdir(), new.mkdir()
-    (old / "t.csv").write_text("method,final accuracy mean,seconds per round (mean)\nhiso,0.5770000000000001,1.5\n")
-    (new / "t.csv").write_text("method,final accuracy mean,seconds per round (mean)\nhiso,0.5770000000000001,9.5\n")
+    head = "method,final accuracy mean,seconds per round (mean),run hours,tuning hours\n"
+    (old / "t.csv").write_text(head + "hiso,0.5770000000000001,1.5,0.25,1.0\n")
+    (new / "t.csv").write_text(head + "hiso,0.5770000000000001,9.5,0.75,3.0\n")  # another machine's times
     script = [sys.executable, str(ROOT / "workflows/scripts/compare_tables.py"), str(old), str(new)]
     p = subprocess.run(script, capture_output=True, text=True)
     assert p.returncode == 0 and "every cell matches" in p.stdout
-    (new / "t.csv").write_text("method,final accuracy mean,seconds per round (mean)\nhiso,0.5770000000000002,1.5\n")
+    (new / "t.csv").write_text(head + "hiso,0.5770000000000002,1.5,0.25,1.0\n")
     p = subprocess.run(script, capture_output=True, text=True)
     assert p.returncode == 1
     assert "hiso / final accuracy mean: 0.5770000000000001 committed, 0.5770000000000002 now" in p.stdout
