@@ -46,6 +46,7 @@ def child() -> dict:
     import hiso  # noqa: F401 - pins the numerics before torch
     from hiso import numerics
     from hiso.config import load_config
+    from hiso.results import reproducible
     from hiso.run import run
     numerics.apply_torch(1)
     g = torch.Generator().manual_seed(0)
@@ -69,7 +70,7 @@ def child() -> dict:
                                  ("digits", "tests/golden/digits-hiso.yaml", 40)):
         cfg = load_config(ROOT / config, [f"federation.rounds={rounds}", f"run.eval_every={rounds}"])
         t, res = _best(lambda cfg=cfg: run(cfg).metrics, 2)
-        out[name] = (t, _digest(res.drop(columns=["wall_seconds"]).to_csv(index=False)))
+        out[name] = (t, _digest(reproducible(res).to_csv(index=False)))
     cfg = load_config(ROOT / "tests/golden/smollm2-lora-hiso.yaml")
     from hiso.runner import build_federation
     _, task = build_federation(cfg)

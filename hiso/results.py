@@ -32,6 +32,21 @@ def _directions() -> dict[str, bool]:
 HIGHER_IS_BETTER = _directions()
 
 
+# per-round columns of measured time: never reproduced, so never compared bit for bit
+MEASURED = ("wall_seconds", "cpu_seconds")
+
+
+def reproducible(metrics: pd.DataFrame) -> pd.DataFrame:
+    """A run's metrics without its measured times: what the same config and seed give bit for bit anywhere."""
+    return metrics.drop(columns=[c for c in MEASURED if c in metrics.columns])
+
+
+def cpu_seconds(runs: pd.DataFrame) -> pd.Series:
+    """Each round's process CPU time; its wall time where a run's rows predate the CPU column (runs.cpu_seconds)."""
+    wall = runs["wall_seconds"]
+    return runs["cpu_seconds"].fillna(wall) if "cpu_seconds" in runs.columns else wall
+
+
 def load_runs(root: str | Path | None = None, paths=None) -> pd.DataFrame:
     """The runs' metrics.csv (`paths`, each <method>/seed<k>/metrics.csv; else every one under `root`) as one
     frame with `method`, `seed` and cumulative columns added."""
@@ -144,8 +159,10 @@ def summarise(runs: pd.DataFrame, metric: str, target: float, reference: str = "
     the median over the reported seeds, as `lr chosen on` says.  Tuning runs enter no reported statistic."""
     from .noise import TWIN
     # compute spent: every run of a method (its tuning run and rounding twin included), hours of wall time at the
-    # run's one thread (per-round wall_seconds summed; an evaluation is part of its round)
-    hours = (runs.assign(fam=runs["method"].str.removesuffix(TWIN)).groupby("fam")["wall_seconds"].sum() / 3600)
+    # run's one thread (per-round wall_seconds summed; an evaluation is part of its round), and of process CPU time
+    # where the runs measured it (cpu_seconds: what other jobs sharing the machine cannot inflate)
+    fams = runs.assign(fam=runs["method"].str.removesuffix(TWIN), cpu=cpu_seconds(runs)).groupby("fam")
+    hours, cpu_hours = fams["wall_seconds"].sum() / 3600, fams["cpu"].sum() / 3600
     runs, twins = split_twins(runs)  # rounding twins (hiso/noise.py) enter only the rounding spread
     sign = -1 if HIGHER_IS_BETTER.get(metric, True) else 1  # sorts the better final value first
     tuning = {}
@@ -201,7 +218,8 @@ def summarise(runs: pd.DataFrame, metric: str, target: float, reference: str = "
                      # measured cost: a round's seconds include its evaluation; a run's, every round's
                      "seconds per round (mean)": float(grp["wall_seconds"].mean()),
                      "seconds per run (median)": float(grp.groupby("seed")["wall_seconds"].sum().median()),
-                     "run hours": float(hours.get(method, math.nan))})
+                     "run hours": float(hours.get(method, math.nan)),
+                     **({"run CPU hours": float(cpu_hours.get(method, math.nan))} if "cpu_seconds" in runs else {})})
         rows[-1].update(_also(grp, metric))
         if mixed:  # only shown where it happened: such a seed's rounds ran under two code versions
             rows[-1]["seeds resumed under other code"] = mixed
@@ -268,6 +286,8 @@ def attach_choices(table: pd.DataFrame, choices: dict[str, dict]) -> pd.DataFram
         out.at[i, "lrs tried"] = "; ".join(tried)
         if c.get("runs") and all("wall_seconds" in r for r in c["runs"]):  # the full-grid protocol's tuning runs
             out.loc[i, "tuning hours"] = sum(r["wall_seconds"] for r in c["runs"]) / 3600
+            if any("cpu_seconds" in r for r in c["runs"]):  # process CPU time; wall time of runs before it
+                out.loc[i, "tuning CPU hours"] = sum(r.get("cpu_seconds", r["wall_seconds"]) for r in c["runs"]) / 3600
         out.loc[i, "lr at grid edge"] = bool(c.get("at_grid_edge", False))
     return out
 

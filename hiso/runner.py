@@ -5,7 +5,8 @@ Outputs in `out_dir`, all written atomically (temp file + rename):
     metrics.csv     (when the run has ended; metrics.partial.csv meanwhile, at each checkpoint)
                     one row per round: round, train_loss, eval metrics when evaluated, bytes_up,
                     bytes_up_scalars, bytes_down, bytes_down_seeds, bytes_down_catchup, forward_passes,
-                    rejected, accepted, wall_seconds (seconds of that round, evaluation included)
+                    rejected, accepted, wall_seconds and cpu_seconds (wall and process CPU time of that round,
+                    evaluation included)
     run.json        config, config hash, git SHA, package versions, hardware, status, message
     checkpoint.pt   server model + curvature + round log + client log positions, every N rounds
 
@@ -282,7 +283,7 @@ def _run(cfg: Config, rundir: RunDir | None, old: dict, stop_after, federation_h
         while fed.rounds_done < total:
             if stop_after is not None and fed.rounds_done >= stop_after:
                 return RunResult("interrupted", pd.DataFrame(rows), out, fed)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             row = fed.run_round()
             r = row["round"]
             if r % cfg.run.eval_every == 0 or r == total:
@@ -293,6 +294,7 @@ def _run(cfg: Config, rundir: RunDir | None, old: dict, stop_after, federation_h
                 log.info("%s round %d/%d: train_loss %.4g, %s", cfg.name, r, total, row["train_loss"],
                          ", ".join(f"{k} {v:.4g}" for k, v in ev.items()))
             row["wall_seconds"] = time.perf_counter() - t0
+            row["cpu_seconds"] = time.process_time() - c0  # this process's CPU time: what sharing cannot inflate
             rows.append(row)
             if bar is not None:
                 bar.update(1)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .results import HIGHER_IS_BETTER, load_runs, reached, to_hold, to_target
+from .results import HIGHER_IS_BETTER, cpu_seconds, load_runs, reached, to_hold, to_target
 from .tuning import MAX_EXTENSION, tune
 
 
@@ -117,7 +117,8 @@ def scan_grid(base: str | Path, overrides: list[str], method: str, grid: list[fl
             lastk, best = f["last"], math.nan if diverged else f["best"]
             runs_rows.append({"method": name, "lr": float(lr), "seed": int(seed), "diverged": diverged,
                               f"final_{metric}": f["final"], f"last{last_k}_{metric}": lastk, f"best_{metric}": best,
-                              "rounds_run": int(loaded["round"].max()), "wall_seconds": float(loaded["wall_seconds"].sum())})
+                              "rounds_run": int(loaded["round"].max()), "wall_seconds": float(loaded["wall_seconds"].sum()),
+                              "cpu_seconds": float(cpu_seconds(loaded).sum())})
             scores.append(badness(lastk, higher))
         score = math.inf if any(math.isinf(s) for s in scores) else sum(scores) / len(scores)
         mean = math.nan if math.isinf(score) else (-score if higher else score)

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from hiso.config import load_config
+from hiso.results import MEASURED
 from hiso.run import RunFailed, run
 
 pytest.importorskip("flwr")
@@ -33,7 +34,7 @@ def config(engine: str, run_sets: dict | None = None, **federation):
 
 def assert_same_run(sim, dep):
     a, b = pd.read_csv(sim / "metrics.csv"), pd.read_csv(dep / "metrics.csv")
-    assert set(b.columns) - set(a.columns) == set(TRANSPORT) - {"wall_seconds"}
+    assert set(b.columns) - set(a.columns) == set(TRANSPORT) - set(MEASURED)
     assert not differences(sim, dep)  # metrics, round log, server model, curvature, every client's replica
 
 

@@ -17,6 +17,7 @@ import yaml
 from hiso.layout import chunk_of, fingerprint, flatten_, mismatch, resolve, trainable
 from hiso.perturb import CHUNK, FLAT_CHUNK
 from hiso.protocol import RoundStart
+from hiso.results import reproducible
 from hiso.run import build_federation, run
 from hiso.rundir import RunDirError
 
@@ -40,7 +41,7 @@ def final_sync(fed) -> float:
 
 
 def no_wall(df):
-    return df.drop(columns=["wall_seconds"])
+    return reproducible(df)
 
 
 def test_flatten_rehomes_tensors_as_views_of_one_buffer():

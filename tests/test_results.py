@@ -361,3 +361,35 @@ def test_a_page_of_some_methods_drops_the_readings_that_cite_the_others():
         page.fill(text, tables)  # the whole tier: a cited method without a row is a mistake in the readings
     with pytest.raises(KeyError, match="mezo"):
         page.fill("{{e|mezo|final m}}", tables, ["hiso", "decomfl", "mezo"], ("e",))
+
+
+def test_cpu_hours_are_process_time_where_runs_measured_it_and_wall_time_before(tmp_path):
+    """A run records each round's process CPU time beside its wall time (sharing the machine inflates only the
+    latter); a table's `run CPU hours` sums it, taking the wall time of rounds recorded before the column; the page's
+    compute line then states CPU-hours and the wall time apart, and a table without the column keeps its old line."""
+    import importlib.util
+    from pathlib import Path
+
+    from hiso.config import load_config
+    from hiso.run import run
+    res = run(load_config(data={"task": {"name": "quadratic", "dim": 20}, "federation": {"rounds": 3},
+                                "run": {"progress": False, "eval_every": 3}}), tmp_path / "r")
+    got = pd.read_csv(tmp_path / "r" / "metrics.csv")
+    assert got["cpu_seconds"].notna().all() and (got["cpu_seconds"] >= 0).all() and res.status == "complete"
+    write_run(tmp_path / "t", "decomfl", 0, [0.5, 0.6])
+    write_run(tmp_path / "t", "hiso", 0, [0.5, 0.6])
+    newer = tmp_path / "t" / "hiso" / "seed0" / "metrics.csv"
+    pd.read_csv(newer).assign(wall_seconds=[9.0, 9.0], cpu_seconds=[1.0, math.nan]).to_csv(newer, index=False)
+    table = summarise(load_runs(tmp_path / "t"), "accuracy", 0.55).set_index("method")
+    assert table.loc["hiso", "run hours"] == pytest.approx(18 / 3600)
+    assert table.loc["hiso", "run CPU hours"] == pytest.approx(10 / 3600)  # 1 s measured, 9 s of wall before it
+    assert table.loc["decomfl", "run CPU hours"] == pytest.approx(0.2 / 3600)
+    path = Path(__file__).resolve().parents[1] / "workflows" / "scripts" / "results_page.py"
+    spec = importlib.util.spec_from_file_location("results_page", path)
+    page = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(page)
+    t = pd.DataFrame({"run hours": [3.0], "run CPU hours": [1.0]})
+    assert page.compute_line({"e": t}).startswith("Compute: 1.0 CPU-hours in all") and "3.0 hours of wall time" in \
+        page.compute_line({"e": t})
+    assert page.compute_line({"e": t.drop(columns="run CPU hours")}).endswith("the sum of its rounds' wall seconds, "
+                                                                             "evaluations included).")

@@ -14,6 +14,7 @@ import yaml
 
 from hiso.config import ConfigError, load_config
 from hiso.protocol import Upload
+from hiso.results import reproducible
 from hiso.run import RunFailed, build_federation, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +23,7 @@ DIGITS = {"task": {"name": "digits", "alpha": 1.0},
 
 
 def no_wall(df: pd.DataFrame) -> pd.DataFrame:
-    return df.drop(columns=["wall_seconds"])
+    return reproducible(df)
 
 
 def test_same_config_same_numbers(cfg_factory, tmp_path):

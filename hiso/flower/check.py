@@ -22,10 +22,12 @@ def differences(sim: Path, dep: Path) -> list[str]:
     """What differs between a simulator run folder and a deployed one (empty: the same run)."""
     import pandas as pd
     import torch
+
+    from ..results import reproducible
     out = []
     a, b = pd.read_csv(sim / "metrics.csv"), pd.read_csv(dep / "metrics.csv")
     b = b.drop(columns=[c for c in TRANSPORT if c in b.columns])
-    a, b = a.drop(columns=["wall_seconds"]), b.drop(columns=["wall_seconds"])
+    a, b = reproducible(a), reproducible(b)
     if list(a.columns) != list(b.columns) or not a.equals(b):
         out.append(f"metrics.csv differs:\n{a.compare(b) if list(a.columns) == list(b.columns) else (a.columns, b.columns)}")
     x = torch.load(sim / "checkpoint.pt", weights_only=False)["federation"]

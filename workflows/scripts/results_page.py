@@ -60,15 +60,23 @@ def fill(text: str, tables: dict[str, pd.DataFrame], methods: list[str] | None =
 
 def compute_line(tables: dict[str, pd.DataFrame]) -> str:
     """The compute the page's runs spent: run hours (reported runs and rounding twins) and step-size tuning hours
-    (the full-grid protocol's runs), summed over every table, from the runs' own per-round wall seconds."""
-    runs = sum(float(t["run hours"].sum()) for t in tables.values() if "run hours" in t.columns)
-    tuning = sum(float(t["tuning hours"].fillna(0).sum()) for t in tables.values() if "tuning hours" in t.columns)
+    (the full-grid protocol's runs), summed over every table, from the runs' own per-round times: process CPU time
+    where the runs measured it (cpu_seconds), else wall time."""
+    def total(col):
+        return sum(float(t[col].fillna(0).sum()) for t in tables.values() if col in t.columns)
+    cpu = any(c in t.columns for t in tables.values() for c in ("run CPU hours", "tuning CPU hours"))
+    runs, tuning = (total("run CPU hours"), total("tuning CPU hours")) if cpu else (total("run hours"),
+                                                                                   total("tuning hours"))
     if not runs:
         return ""
     line = (f"Compute: {runs + tuning:,.1f} CPU-hours in all: the tables' runs {runs:,.1f} (reported seeds, rounding "
             "twins and any lr grid's tuning runs)")
     if tuning:
         line += f", step-size scans {tuning:,.1f}"
+    if cpu:
+        wall = total("run hours") + total("tuning hours")
+        return line + (" (each run on one thread; the process CPU time of its rounds, evaluations included, and the "
+                       f"wall time of rounds run before it was recorded; {wall:,.1f} hours of wall time in all).")
     return line + " (each run on one thread; the sum of its rounds' wall seconds, evaluations included)."
 
 
