@@ -27,10 +27,14 @@ QCONFIGS = {"per tensor": "default_dynamic_qconfig", "per channel": "per_channel
 
 def quantised(model: torch.nn.Module, qconfig: str) -> torch.nn.Module:
     """A copy of `model` whose frozen linear layers are int8 (dynamic quantisation); LoRA and the head stay fp32."""
+    import warnings
+
     from torch.ao import quantization as q
     names = {n for n, m in model.named_modules()
              if isinstance(m, torch.nn.Linear) and "lora_" not in n and not n.endswith("lm_head")}
-    return q.quantize_dynamic(copy.deepcopy(model), {n: getattr(q, qconfig) for n in names}, dtype=torch.qint8)
+    with warnings.catch_warnings():  # torch.ao's eager quantisation is deprecated (torchao replaces it); it still
+        warnings.simplefilter("ignore")  # is the one torch ships, and this measurement needs nothing more
+        return q.quantize_dynamic(copy.deepcopy(model), {n: getattr(q, qconfig) for n in names}, dtype=torch.qint8)
 
 
 def _adapters(model: torch.nn.Module) -> list[torch.Tensor]:
