@@ -58,15 +58,17 @@ def replay(folder: Path, results: Path) -> int:
     if not (folder / "runs").is_dir():
         raise FileNotFoundError(f"{folder}: no runs/ folder (the tier's page sets `runs: true` to archive them)")
     now = time.time()
-    for sub, stamp in (("tuning", now - 60), ("runs", now)):  # choices older than the runs that read them
-        src = folder / sub
-        if not src.is_dir():
-            continue
-        for path in sorted(p for p in src.rglob("*") if p.is_file()):
-            dst = results / sub / path.relative_to(src)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, dst)
-            os.utime(dst, (stamp, stamp))
+    copies = [(path, results / sub / path.relative_to(folder / sub), stamp)
+              for sub, stamp in (("tuning", now - 60), ("runs", now))  # choices older than the runs that read them
+              for path in sorted(p for p in (folder / sub).rglob("*") if p.is_file())]
+    taken = [str(dst) for _, dst, _ in copies if dst.exists()]
+    if taken:  # never over a results folder's own runs: checked before anything is written
+        raise FileExistsError(f"{results} already holds {len(taken)} of these files ({taken[0]}, ...); replay into "
+                              "an empty folder")
+    for path, dst, stamp in copies:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, dst)
+        os.utime(dst, (stamp, stamp))
     return sum(1 for _ in (folder / "runs").glob("*/*/seed*/metrics.csv"))
 
 
@@ -89,7 +91,7 @@ def main(argv=None) -> int:
         else:
             n = replay(Path(args.page), Path(args.to))
             print(f"replayed {n} runs into {args.to}; the workflow now rebuilds only tables, figures and the page")
-    except (FileNotFoundError, json.JSONDecodeError, KeyError) as e:
+    except (FileNotFoundError, FileExistsError, json.JSONDecodeError, KeyError) as e:
         print(f"page_runs: {e}", file=sys.stderr)
         return 2
     return 0
