@@ -12,13 +12,13 @@ lack).  The same inputs give the same page: tests/test_docs.py re-renders each c
 committed tables and compares.
 """
 import argparse
-import fnmatch
 import re
 from pathlib import Path
 
 import pandas as pd
 
 from hiso.io import atomic_write
+from hiso.plan import method_kept
 from hiso.results import _sig, compact_markdown, fill_blocks
 
 PLACEHOLDER = re.compile(r"\{\{([^|}]+)\|([^|}]+)\|([^}]+)\}\}")
@@ -32,7 +32,7 @@ def fill(text: str, tables: dict[str, pd.DataFrame], methods: list[str] | None =
     def value(m):
         exp, method, col = (g.strip() for g in m.groups())
         base = re.split(r"[@+*]", method)[0]
-        if methods and exp in experiments and not any(fnmatch.fnmatchcase(base, p) for p in methods):
+        if exp in experiments and not method_kept({"methods": methods}, base):  # the tier's own slice rule
             return None
         if exp not in tables:
             raise KeyError(f"readings cite experiment {exp!r}, which has no table")
