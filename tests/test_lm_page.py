@@ -1,0 +1,153 @@
+"""The lm page (docs/results/lm.md) shows what the flagship comparison must, read from its own archived runs,
+tuning choices and tables (workflows/config/lm.yaml, `page: {runs: true}`):
+- HiSo and DeComFL on at least 5 seeds with a paired 95 % interval and the rounding spread beside the seed spread,
+  every other method on at least 3;
+- one fixed test set of at least 500 snippets for every run, evaluated at least 20 times per run;
+- DeComFL's best test loss (of its seed-mean curve) not in the last 10 % of the rounds;
+- every method's step size chosen on at least 5 grid points and 2 tuning seeds, and not at an edge of the grid;
+- the CPU-hours stated.
+The checker is tested on pages built in code; the committed page is checked once it carries its runs."""
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from hiso.noise import TWIN
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = ROOT / "docs/results/lm"
+REF, FLAGSHIP = "decomfl", ("hiso", "decomfl")
+MIN = {"flagship seeds": 5, "other seeds": 3, "test size": 500, "evaluations": 20, "grid": 5, "tuning seeds": 2}
+
+
+def _runs(folder: Path, exp: str) -> dict[str, dict[int, tuple[dict, pd.DataFrame]]]:
+    """Reported runs (not tuning runs "<method>@<lr>", not rounding twins) by method and seed."""
+    out: dict[str, dict[int, tuple[dict, pd.DataFrame]]] = {}
+    for metrics in sorted((folder / "runs" / exp).glob("*/seed*/metrics.csv")):
+        method = metrics.parent.parent.name
+        if "@" in method or method.endswith(TWIN):
+            continue
+        meta = json.loads((metrics.parent / "run.json").read_text())
+        out.setdefault(method, {})[int(metrics.parent.name.removeprefix("seed"))] = (meta, pd.read_csv(metrics))
+    return out
+
+
+def problems(folder: Path, page_md: Path) -> list[str]:
+    """What the page folder fails of the list above, one line each ([] when it shows all of it)."""
+    if not (folder / "runs").is_dir():
+        return [f"{folder}: no archived runs (runs/)"]
+    out = []
+    for table_csv in sorted((folder / "tables").glob("*.csv")):
+        exp = table_csv.stem
+        if not (folder / "runs" / exp).is_dir():
+            continue  # another table of the page (paper claims)
+        table = pd.read_csv(table_csv).set_index("method")
+        runs = _runs(folder, exp)
+        for method in table.index:
+            need = MIN["flagship seeds"] if method in FLAGSHIP else MIN["other seeds"]
+            seeds = runs.get(method, {})
+            if len(seeds) < need or table.at[method, "seeds"] < need:
+                out.append(f"{exp}/{method}: {len(seeds)} seeds, fewer than {need}")
+            for seed, (meta, m) in seeds.items():
+                task = meta["config"]["task"]
+                if task["test_size"] < MIN["test size"]:
+                    out.append(f"{exp}/{method}/seed{seed}: task.test_size {task['test_size']}")
+                evals = m[(m["round"] > 0) & m["test_loss"].notna() & m["accuracy"].notna()]
+                if len(evals) < MIN["evaluations"]:
+                    out.append(f"{exp}/{method}/seed{seed}: {len(evals)} evaluations of loss and accuracy")
+            choice = folder / "tuning" / exp / f"{method}.json"
+            if not choice.is_file():
+                out.append(f"{exp}/{method}: no tuning choice")
+                continue
+            c = json.loads(choice.read_text())
+            if len(c["grid"]) < MIN["grid"] or c["at_grid_edge"]:
+                out.append(f"{exp}/{method}: step size {c['sets']['federation.lr']} of {len(c['grid'])} points"
+                           + (", at the grid's edge" if c["at_grid_edge"] else ""))
+            if len({r["seed"] for r in c.get("runs", [])}) < MIN["tuning seeds"]:
+                out.append(f"{exp}/{method}: fewer than {MIN['tuning seeds']} tuning seeds")
+        test_sets = {(m["config"]["task"]["test_size"], m["config"]["task"]["test_seed"])
+                     for seeds in runs.values() for m, _ in seeds.values()}
+        if len(test_sets) > 1:
+            out.append(f"{exp}: runs evaluated on different test sets {sorted(test_sets)}")
+        if "hiso" in table.index:
+            row = table.loc["hiso"]
+            if row[f"paired seeds vs {REF}"] < MIN["flagship seeds"] or not all(
+                    math.isfinite(row[f"final minus {REF}'s (95% CI {s})"]) for s in ("low", "high")):
+                out.append(f"{exp}/hiso: no paired 95 % interval against {REF} over {MIN['flagship seeds']} seeds")
+            if not math.isfinite(row["rounding spread"]):
+                out.append(f"{exp}/hiso: no rounding spread")
+        if REF in runs:
+            curve = pd.concat([m[m["test_loss"].notna()].set_index("round")["test_loss"]
+                               for _, m in runs[REF].values()], axis=1).mean(axis=1)
+            last = max(m["round"].max() for _, m in runs[REF].values())
+            if curve.idxmin() > 0.9 * last:
+                out.append(f"{exp}/{REF}: best seed-mean test loss at round {curve.idxmin()} of {last}")
+    if "CPU-hours" not in page_md.read_text():
+        out.append(f"{page_md.name}: no CPU-hours")
+    return out
+
+
+@pytest.mark.xfail(not (PAGE / "runs").is_dir(), strict=True,
+                   reason="the committed lm page predates the flagship runs; it is replaced when they finish")
+def test_the_committed_lm_page_shows_the_flagship_comparison():
+    assert problems(PAGE, PAGE.with_suffix(".md")) == []
+
+
+# ---------------------------------------------------------------------------------------- the checker itself
+def _page(tmp_path: Path, seeds: dict[str, int], rounds: int = 200, every: int = 10, test_size: int = 500,
+          grid: int = 5, edge: bool = False, best_at: int = 100, cpu_line: bool = True) -> Path:
+    folder = tmp_path / "lm"
+    exp = "lm-rotten-tomatoes"
+    evals = list(range(0, rounds + 1, every))
+    for method, n in seeds.items():
+        runs = [(method, seed) for seed in range(n)] + [(method + TWIN, 0)]  # a rounding twin is not a seed
+        for name, seed in runs:
+            run = folder / "runs" / exp / name / f"seed{seed}"
+            run.mkdir(parents=True)
+            loss = [1.0 + abs(r - best_at) / rounds + 0.01 * seed for r in evals]
+            pd.DataFrame({"round": evals, "test_loss": loss, "accuracy": [0.6] * len(evals)}).to_csv(
+                run / "metrics.csv", index=False)
+            (run / "run.json").write_text(json.dumps({"config": {"task": {"test_size": test_size,
+                                                                          "test_seed": 1000}}}))
+        lrs = [0.00125 * 2 ** k for k in range(grid)]
+        chosen = lrs[0] if edge else lrs[len(lrs) // 2]
+        (folder / "tuning" / exp).mkdir(parents=True, exist_ok=True)
+        (folder / "tuning" / exp / f"{method}.json").write_text(json.dumps(
+            {"sets": {"federation.lr": chosen}, "at_grid_edge": edge, "grid": [{"lr": lr} for lr in lrs],
+             "runs": [{"seed": s} for s in (100, 101)]}))
+    rows = [{"method": m, "seeds": n, "paired seeds vs decomfl": n if m == "hiso" else 0,
+             "final minus decomfl's (95% CI low)": -0.1 if m == "hiso" else math.nan,
+             "final minus decomfl's (95% CI high)": 0.05 if m == "hiso" else math.nan,
+             "rounding spread": 0.01} for m, n in seeds.items()]
+    (folder / "tables").mkdir()
+    pd.DataFrame(rows).to_csv(folder / "tables" / f"{exp}.csv", index=False)
+    pd.DataFrame({"claim": ["x"]}).to_csv(folder / "tables" / "paper-claims.csv", index=False)
+    (tmp_path / "lm.md").write_text("Compute: 12.3 CPU-hours" if cpu_line else "Compute: 12.3 hours")
+    return folder
+
+
+GOOD = {"hiso": 5, "decomfl": 5, "fedzo": 3}
+
+
+def test_the_checker_passes_a_page_that_shows_the_comparison(tmp_path):
+    folder = _page(tmp_path, GOOD)
+    assert (folder / f"runs/lm-rotten-tomatoes/hiso{TWIN}/seed0/metrics.csv").is_file()  # counted as no seed
+    assert problems(folder, tmp_path / "lm.md") == []
+
+
+@pytest.mark.parametrize("change, found", [
+    ({"seeds": {"hiso": 4, "decomfl": 5, "fedzo": 3}}, "hiso: 4 seeds, fewer than 5"),
+    ({"seeds": {"hiso": 5, "decomfl": 5, "fedzo": 2}}, "fedzo: 2 seeds, fewer than 3"),
+    ({"test_size": 50}, "task.test_size 50"),
+    ({"every": 20}, "10 evaluations of loss and accuracy"),
+    ({"best_at": 190}, "decomfl: best seed-mean test loss at round 190 of 200"),
+    ({"grid": 4}, "of 4 points"),
+    ({"edge": True}, "at the grid's edge"),
+    ({"cpu_line": False}, "lm.md: no CPU-hours"),
+])
+def test_the_checker_names_what_a_page_lacks(tmp_path, change, found):
+    kw = {"seeds": GOOD, **change}
+    lines = problems(_page(tmp_path, **kw), tmp_path / "lm.md")
+    assert any(found in line for line in lines), lines
