@@ -285,9 +285,10 @@ def attach_choices(table: pd.DataFrame, choices: dict[str, dict]) -> pd.DataFram
             tried.append(f"{g['lr']:g}: {r}" + (" (extended)" if g.get("note") == "extended" else ""))
         out.at[i, "lrs tried"] = "; ".join(tried)
         if c.get("runs") and all("wall_seconds" in r for r in c["runs"]):  # the full-grid protocol's tuning runs
-            out.loc[i, "tuning hours"] = sum(r["wall_seconds"] for r in c["runs"]) / 3600
-            if any("cpu_seconds" in r for r in c["runs"]):  # process CPU time; wall time of runs before it
-                out.loc[i, "tuning CPU hours"] = sum(r.get("cpu_seconds", r["wall_seconds"]) for r in c["runs"]) / 3600
+            tuned = pd.DataFrame(c["runs"])
+            out.loc[i, "tuning hours"] = tuned["wall_seconds"].sum() / 3600
+            if "cpu_seconds" in tuned:  # process CPU time; wall time of runs before it
+                out.loc[i, "tuning CPU hours"] = cpu_seconds(tuned).sum() / 3600
         out.loc[i, "lr at grid edge"] = bool(c.get("at_grid_edge", False))
     return out
 

@@ -135,6 +135,17 @@ def test_tables_show_the_chosen_step_size_the_points_tried_and_an_edge(tmp_path)
     assert cells["decomfl (grid edge)"][-1] == "2.5 / 8"  # seconds per round / per run (median of 6 and 9 s)
 
 
+
+def test_tuning_hours_sum_a_scans_runs_and_cpu_hours_fall_back_to_wall_time_where_a_run_predates_them():
+    table = pd.DataFrame({"method": ["decomfl", "hiso"]})
+    grid = [{"lr": 0.01, "score": 0.5, "mean_last3_test_loss": 0.5, "diverged": False}]
+    new = {"sets": {"federation.lr": 0.01}, "grid": grid,  # one tuning run resumed across the CPU column
+           "runs": [{"wall_seconds": 3600.0, "cpu_seconds": 1800.0}, {"wall_seconds": 1800.0}]}
+    old = {"sets": {"federation.lr": 0.01}, "grid": grid, "runs": [{"wall_seconds": 7200.0}]}
+    shown = attach_choices(table, {"decomfl": new, "hiso": old}).set_index("method")
+    assert shown.loc["decomfl", "tuning hours"] == 1.5 and shown.loc["decomfl", "tuning CPU hours"] == 1.0
+    assert shown.loc["hiso", "tuning hours"] == 2.0 and pd.isna(shown.loc["hiso", "tuning CPU hours"])
+
 CURVES = {0.1: [0.9, 0.4, 0.6, 1.0, 1.5],  # reaches the target (0.5) at round 4, then leaves it
           0.03: [0.9, 0.7, 0.45, 0.4, 0.35],  # reaches it at round 6 and stays
           0.01: [0.95, 0.9, 0.8, 0.7, 0.6]}
