@@ -28,6 +28,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 
@@ -112,11 +113,14 @@ def measure(spec: dict, method: dict, lr: float, seed: int, split: str, track: b
     return res
 
 
-def tune(spec: dict, method: dict, grid, seed: int, rows: list[dict], lookup=None) -> float:
+def tune(spec: dict, method: dict, grid, seed: int, rows: list[dict], lookup=None, points=None) -> float:
     """The step size hiso.tuning's protocol picks on the tuning instance; every tried point is appended to `rows`.
-    `lookup(lr)` returns a stored row instead of running (split); None where nothing is stored."""
+    `lookup(lr)` returns a stored row instead of running (split); None where nothing is stored.  `points`
+    (a Points) keeps each measured point as it finishes and gives back those a killed job had measured."""
     def evaluate(lr: float, cap: int | None, note: str | None) -> dict:
         r = lookup(lr) if lookup is not None else None
+        if r is None and points is not None:
+            r = points.get(lr, cap)
         if r is None:
             if lookup is not None:
                 raise SystemExit(f"stored tuning rows of {spec['label']} / {method['label']} lack lr {lr!r}, "
@@ -129,6 +133,8 @@ def tune(spec: dict, method: dict, grid, seed: int, rows: list[dict], lookup=Non
                 r[note] = True  # a CSV column: `extended` or `refined`
             print(f"tune {spec['label']} {method['label']:20s} lr={lr:<9.3g} rounds={r['rounds']} "
                   f"final={r['final']:.4g} {r.get('error', '') or ''} ({r['seconds']:.1f}s)", flush=True)
+            if points is not None:
+                points.put(lr, cap, r)
         rows.append(r)
         return r
     return tuning.tune(evaluate, grid, HIGHER_IS_BETTER.get(spec["metric"], True), spec["rounds"], MAX_EXTENSION)
@@ -159,12 +165,58 @@ def _same(a, b) -> bool:
 
 
 # --- the jobs ---------------------------------------------------------------------------------------------
+class Points:
+    """A tuning job's measured points, one JSON line each in <csv>.partial.jsonl, appended as each point finishes:
+    a job killed mid-scan resumes after its last finished point instead of from the grid's start (the runs are
+    deterministic, so a point measured again would give the same row).  The first line is the job's problem,
+    method, grid and seed; a file of another job is started afresh.  Removed when the job's outputs are written."""
+
+    def __init__(self, path: Path, job: dict):
+        self.path, self.rows = path, {}
+        lines = path.read_text().splitlines() if path.is_file() else []
+        kept = []
+        if lines and _header(lines[0]) == job:
+            for line in lines[1:]:
+                try:
+                    p = json.loads(line)
+                except json.JSONDecodeError:  # the last line of a job killed while writing it
+                    break
+                self.rows[p["lr"], p["cap"]] = p["row"]
+                kept.append(line)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, "".join(f"{line}\n" for line in [json.dumps(job), *kept]))
+        if self.rows:
+            print(f"tune: resuming after {len(self.rows)} measured point(s) in {path}", flush=True)
+
+    def get(self, lr: float, cap: int | None) -> dict | None:
+        r = self.rows.get((float(lr), cap))
+        return None if r is None else dict(r)
+
+    def put(self, lr: float, cap: int | None, row: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"lr": float(lr), "cap": cap, "row": row}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _header(line: str) -> dict | None:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None
+
+
 def cmd_tune(a) -> None:
     spec, method = json.loads(a.problem), json.loads(a.method)
+    grid = grid_of(spec, method, a.quick)
+    out = Path(a.csv)
+    points = Points(out.with_name(out.name + ".partial.jsonl"),
+                    {"problem": spec, "method": method, "grid": grid, "seed": a.seed})
     rows: list[dict] = []
-    lr = tune(spec, method, grid_of(spec, method, a.quick), a.seed, rows)
-    _csv(rows, Path(a.csv))
+    lr = tune(spec, method, grid, a.seed, rows, points=points)
+    _csv(rows, out)
     atomic_write(Path(a.json), json.dumps({"problem": spec["label"], "method": method["label"], "lr": lr}))
+    points.path.unlink()
 
 
 def cmd_eval(a) -> None:

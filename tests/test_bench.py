@@ -267,6 +267,54 @@ def test_curvature_study_tuning_extends_the_grid_past_an_edge_where_the_best_lie
     assert sum(bool(r.get("extended")) for r in rows) == 2
 
 
+def test_a_killed_curvature_tuning_job_resumes_after_its_last_measured_point(cs, monkeypatch, tmp_path):
+    """cmd_tune keeps each measured point as it finishes (<csv>.partial.jsonl): killed mid-scan, the job measures
+    only what is left, and its outputs equal an uninterrupted job's; a kept file of another job is not used."""
+    import argparse
+    import json
+    ran = []
+
+    def fake_run(spec, method, lr, seed, split, track=False, max_rounds=None):
+        if len(ran) == stop_after[0]:
+            raise KeyboardInterrupt  # the job is killed while measuring this point
+        ran.append(lr)
+        rounds = 100 * (1 + abs(math.log10(lr / 0.1)))  # best at 0.1; capped points stop as not reached
+        return {"rounds": rounds if max_rounds is None or rounds <= max_rounds else math.inf,
+                "forward_passes": rounds, "bytes": rounds, "final": 0.05 * lr, "seconds": lr}
+
+    monkeypatch.setattr(cs, "measure", fake_run)
+    spec = {"rounds": 10_000, "metric": "rel_suboptimality", "label": "p", "grid": [1e-3, 1e-2, 0.1, 1.0, 10.0]}
+
+    def job(folder, seed=100):
+        return argparse.Namespace(problem=json.dumps(spec), method=json.dumps({"label": "m", "name": "m"}),
+                                  seed=seed, quick=False, csv=str(folder / "m.csv"), json=str(folder / "m.json"))
+    stop_after = [None]
+    cs.cmd_tune(job(tmp_path / "whole"))
+    whole = list(ran)
+    assert len(whole) >= 4 and not (tmp_path / "whole/m.csv.partial.jsonl").exists()
+    ran.clear()
+    stop_after[0] = 2
+    with pytest.raises(KeyboardInterrupt):
+        cs.cmd_tune(job(tmp_path / "killed"))
+    partial = tmp_path / "killed/m.csv.partial.jsonl"
+    assert len(partial.read_text().splitlines()) == 3 and not (tmp_path / "killed/m.csv").exists()
+    with open(partial, "a") as f:
+        f.write('{"lr": 0.0')  # a point the kill interrupted while it was written
+    ran.clear()
+    stop_after[0] = None
+    cs.cmd_tune(job(tmp_path / "killed"))
+    assert ran == whole[2:]  # only the points the killed job had not finished
+    for name in ("m.csv", "m.json"):
+        assert (tmp_path / "killed" / name).read_text() == (tmp_path / "whole" / name).read_text()
+    assert not partial.exists()
+    ran.clear()  # another job's points (here another seed) are not taken
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other/m.csv.partial.jsonl").write_text(
+        json.dumps({"problem": spec, "method": {"label": "m", "name": "m"}, "grid": spec["grid"], "seed": 7}) + "\n"
+        + json.dumps({"lr": 10.0, "cap": None, "row": {"rounds": 1, "final": 0.0}}) + "\n")
+    cs.cmd_tune(job(tmp_path / "other"))
+    assert ran == whole
+
 def test_dispatch_counts_meet_the_flat_layouts_goals_on_opt_1_3b():
     """The accelerator layout's step, counted on meta tensors of OPT-1.3B's shapes: a few hundred ops, one host sync
     per client step and per server apply, P + 1 writes of the parameters per forward-difference step."""

@@ -1,7 +1,8 @@
 # The curvature study as a tier (workflows/config/curvature.yaml; the jobs are bench/curvature_study.py):
 # one tuning scan per problem x method, one evaluation per problem x method x protocol x seed, one report.
 # Like run jobs, study jobs are not rerun when the code changes (each row records what it measured); rerun one
-# by deleting its output, or the tier with --forceall.
+# by deleting its output, or the tier with --forceall.  A tuning job killed mid-scan resumes after its last
+# measured point (bench.curvature_study.Points: <csv>.partial.jsonl beside its outputs).
 rule study_tune:
     output:
         csv=f"{STUDY_OUT}/tuning/{{problem}}/{{method}}.csv",
