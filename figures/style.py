@@ -8,9 +8,9 @@ and named variant's colour, so it never takes a built-in method's colour; `palet
 colours.
 
 Every figure also writes `<name>.data.json` beside its PNG (`save`): for each panel its metric, the metric's
-range, every drawn line (label, colour, x, y), every band (x, low, high) and the legend's entries.  The tests read
-the committed ones: no band outside its metric's range, no legend entry without a drawn curve, no two lines of
-one panel in the same colour.
+range, every drawn line (label, colour, x, y), every band (x, low, high), the legend's entries and any tick labels
+drawn over each other.  The tests read the committed ones: no band outside its metric's range, no legend entry
+without a drawn curve, no two lines of one panel in the same colour, no overlapping tick labels.
 """
 import hashlib
 import json
@@ -217,8 +217,28 @@ def figure_data(fig) -> dict:
         entries = [t.get_text() for t in legend.get_texts()] if legend else []
         panels.append({"title": ax.get_title(), "ylabel": ax.get_ylabel(), "metric": metric,
                        "range": list(BOUNDS.get(metric, (None, None))) if metric else None,
-                       "lines": lines, "bands": bands, "legend": entries})
+                       "lines": lines, "bands": bands, "legend": entries, "tick_overlaps": tick_overlaps(ax)})
     return {"panels": panels}
+
+
+def tick_overlaps(ax) -> list[str]:
+    """The pairs of neighbouring tick labels of the panel's axes whose drawn text overlaps ("x: 0.9 | 0.95")."""
+    renderer = ax.figure.canvas.get_renderer()
+    out = []
+    for name, labels in (("x", ax.get_xticklabels()), ("y", ax.get_yticklabels())):
+        shown = [t for t in labels if t.get_visible() and t.get_text()]
+        boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in shown]
+        key = (lambda b: b[1].x0) if name == "x" else (lambda b: b[1].y0)
+        boxes.sort(key=key)
+        out += [f"{name}: {a} | {b}" for (a, ba), (b, bb) in zip(boxes, boxes[1:]) if ba.overlaps(bb)]
+    return out
+
+
+def unclutter_ticks(ax) -> None:
+    """Turn the panel's x tick labels upright where their text would overlap (close swept values)."""
+    ax.figure.canvas.draw()
+    if any(o.startswith("x:") for o in tick_overlaps(ax)):
+        ax.tick_params(axis="x", labelrotation=90)
 
 
 def _clean(obj):
@@ -254,7 +274,8 @@ def _base(label_: str) -> str:
 
 def check_figure_data(data: dict) -> list[str]:
     """What a reviewer would reject in a figure's data (`figure_data`): a band outside its metric's range, a legend
-    entry with no drawn curve, two methods drawn in one colour.  Returns one line per problem."""
+    entry with no drawn curve, two methods drawn in one colour, tick labels drawn over each other.  Returns one
+    line per problem."""
     problems = []
     drawn = {}
     for k, p in enumerate(data["panels"]):
@@ -272,6 +293,7 @@ def check_figure_data(data: dict) -> list[str]:
         for entry in p["legend"]:
             if entry not in drawn:
                 problems.append(f"panel {k}: legend entry {entry!r} has no drawn curve")
+        problems += [f"panel {k}: tick labels overlap ({o})" for o in p.get("tick_overlaps", [])]
     colors: dict[str, str] = {}
     for lab_, cs in drawn.items():
         if lab_.startswith("_") or lab_.startswith("target"):

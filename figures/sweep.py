@@ -14,7 +14,17 @@ import matplotlib.pyplot as plt
 import matplotlib.ticker as mticker
 import pandas as pd
 
-from figures.style import label, mark, metric_label, palette, save, t_interval, table_colors, table_labels
+from figures.style import (
+    label,
+    mark,
+    metric_label,
+    palette,
+    save,
+    t_interval,
+    table_colors,
+    table_labels,
+    unclutter_ticks,
+)
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--tables", nargs="+", required=True, help="experiment tables (CSV), one per x")
@@ -99,9 +109,6 @@ for ax in axes:
     ax.xaxis.set_major_locator(mticker.FixedLocator(xs))  # ticks at the swept values only
     ax.xaxis.set_minor_locator(mticker.NullLocator())
     ax.xaxis.set_major_formatter(mticker.FixedFormatter([f"{x:g}" for x in xs]))
-    span = (max(xs) - min(xs)) or 1
-    if a.xscale == "linear" and len(xs) > 2 and min(b - a_ for a_, b in zip(xs, xs[1:])) < 0.08 * span:
-        ax.tick_params(axis="x", labelrotation=45)  # close values (beta 0.9, 0.95, 0.99): labels would overlap
 handles, labels_ = [], []
 for ax in axes:
     h, lab = ax.get_legend_handles_labels()
@@ -112,6 +119,9 @@ for ax in axes:
 axes[1].legend(handles, labels_, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
 fig.suptitle(f"{a.title}\nrounds to target: median over seeds, bar min to max, open marker: not reached within "
              "the budget\nfinal metric: mean over seeds with a 95 % CI; each method at its chosen step size", fontsize=8)
+fig.tight_layout(rect=(0, 0, 1, 0.86))
+for ax in axes:
+    unclutter_ticks(ax)  # close swept values: labels that would overlap are rotated
 fig.tight_layout(rect=(0, 0, 1, 0.86))
 save(fig, a.png, a.pdf)
 print(df[["x", "method", "rounds to target (median)", final_mean]].to_string(index=False))

@@ -141,3 +141,32 @@ def test_convergence_figure_uses_labels_and_marks_a_lost_method(tmp_path):
     assert "DeComFL (n=3)" in legend and "HiSo (beta 0.9) (n=3)" in legend
     assert not any(entry.startswith("mean") for entry in legend)
     assert not any("hiso-b0.90" in entry for entry in legend)
+
+
+def test_check_catches_tick_labels_drawn_over_each_other(tmp_path):
+    def draw(ax):
+        ax.plot([0.5, 0.99], [1, 2], label="HiSo", color="#d62728")
+        ax.set_xticks([0.5, 0.9, 0.91, 0.99], labels=["0.5", "0.9", "0.91", "0.99"])
+    problems = _figure(tmp_path, draw)
+    assert any("tick labels overlap (x: 0.9 | 0.91)" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("xscale", ["linear", "logit"])
+def test_sweep_figure_over_close_values_draws_no_label_over_another(tmp_path, xscale):
+    """The sweep script on a beta sweep (0.5, 0.9, 0.95, 0.99): its tick labels never overlap, on a linear axis (it
+    rotates them) or on the logit scale the ablations' beta sweep uses."""
+    tables = []
+    for beta in (0.5, 0.9, 0.95, 0.99):
+        t = tmp_path / f"beta-{beta}.csv"
+        pd.DataFrame([{"method": m, "label": m, "color": "", "seeds": 3, "seeds diverged": 0, "rounds": 100,
+                       "rounds to target (median)": 50.0, "rounds to target (min)": 40.0,
+                       "rounds to target (max)": 60.0, "final accuracy mean": 0.6, "final accuracy std": 0.05}
+                      for m in ("hiso", "decomfl")]).to_csv(t, index=False)
+        tables.append(str(t))
+    png = tmp_path / "s.png"
+    subprocess.run([sys.executable, "figures/sweep.py", "--tables", *tables, "--x", "0.5", "0.9", "0.95", "0.99",
+                    "--xlabel", "beta", "--xscale", xscale, "--png", str(png), "--pdf", str(tmp_path / "s.pdf")],
+                   cwd=ROOT, check=True, capture_output=True)
+    data = json.loads(png.with_suffix(".data.json").read_text())
+    assert [p["tick_overlaps"] for p in data["panels"]] == [[], []]
+    assert check_figure_data(data) == []
