@@ -11,7 +11,19 @@ import matplotlib.pyplot as plt
 import matplotlib.ticker as mticker
 import pandas as pd
 
-from figures.style import SPREAD, label, mark, metric_label, palette, save, seed_band, table_colors, table_labels
+from figures.style import (
+    SPREAD,
+    label,
+    mark,
+    metric_label,
+    palette,
+    save,
+    seed_band,
+    table_colors,
+    table_labels,
+    tick_overlaps,
+    unclutter_ticks,
+)
 from hiso.noise import TWIN
 from hiso.results import HIGHER_IS_BETTER, at_chosen_lr, load_runs
 
@@ -108,9 +120,9 @@ for k, m in enumerate(panels):
     lo, hi = bytes_ax.get_xlim()
     if hi / max(lo, 1e-300) > 100:  # over two decades: decade labels only (minor ones collide)
         bytes_ax.xaxis.set_minor_formatter(mticker.NullFormatter())
-    elif hi / max(lo, 1e-300) > 3:  # one or two decades: 1, 2, 5 of each decade labelled
+    elif hi / max(lo, 1e-300) > 3:  # one or two decades: 1, 2, 5 of each decade labelled (20 kB, 1 MB)
         bytes_ax.xaxis.set_major_locator(mticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        bytes_ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:,.0f}" if v < 1e6 else f"{v:.0e}"))
+        bytes_ax.xaxis.set_major_formatter(mticker.EngFormatter(unit="B", sep=" "))
         bytes_ax.xaxis.set_minor_formatter(mticker.NullFormatter())
     else:  # within one decade a log axis has no labels worth reading: linear
         bytes_ax.set_xscale("linear")
@@ -126,5 +138,13 @@ if "mezo" in set(runs["method"].str.split("@").str[0]):
 if notes:
     fig.text(0.5, -0.01, "\n".join(notes), ha="center", va="top", fontsize=7)
 fig.suptitle((a.title or (Path(a.root).name if a.root else "")) + f"\n{SPREAD}", fontsize=9)
+fig.canvas.draw()
+for _, bytes_ax in grid:  # labels that collide: 1 and 3 of each decade, then decades only, then upright
+    for subs in ((1.0, 3.0), (1.0,)):
+        if bytes_ax.get_xscale() != "log" or not any(o.startswith("x:") for o in tick_overlaps(bytes_ax)):
+            break
+        bytes_ax.xaxis.set_major_locator(mticker.LogLocator(base=10, subs=subs))
+        fig.canvas.draw()
+    unclutter_ticks(bytes_ax)
 save(fig, a.png, a.pdf)
 print(f"wrote {a.png} and {a.pdf}")

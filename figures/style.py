@@ -225,8 +225,10 @@ def tick_overlaps(ax) -> list[str]:
     """The pairs of neighbouring tick labels of the panel's axes whose drawn text overlaps ("x: 0.9 | 0.95")."""
     renderer = ax.figure.canvas.get_renderer()
     out = []
-    for name, labels in (("x", ax.get_xticklabels()), ("y", ax.get_yticklabels())):
-        shown = [t for t in labels if t.get_visible() and t.get_text()]
+    for name, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
+        lo, hi = sorted(axis.get_view_interval())
+        shown = [t.label1 for t in axis.get_major_ticks()  # the ticks drawn: inside the panel's limits
+                 if t.label1.get_visible() and t.label1.get_text() and lo <= t.get_loc() <= hi]
         boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in shown]
         key = (lambda b: b[1].x0) if name == "x" else (lambda b: b[1].y0)
         boxes.sort(key=key)

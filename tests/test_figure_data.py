@@ -170,3 +170,26 @@ def test_sweep_figure_over_close_values_draws_no_label_over_another(tmp_path, xs
     data = json.loads(png.with_suffix(".data.json").read_text())
     assert [p["tick_overlaps"] for p in data["panels"]] == [[], []]
     assert check_figure_data(data) == []
+
+
+def test_convergence_bytes_axis_over_two_decades_has_readable_labels(tmp_path):
+    """Cumulative bytes from 30 kB to 1.2 MB, accuracy and test loss (the digits tiers' figures, where the bytes
+    axis' 1-2-5 labels "50,000100,000200,000" ran together): no label is drawn over another."""
+    root = tmp_path / "runs"
+    for method in ("decomfl", "hiso"):
+        for s in range(3):
+            run = root / method / f"seed{s}"
+            run.mkdir(parents=True)
+            rounds = list(range(1, 41))  # 30 kB to 1.2 MB: under two decades, the axis' 1-2-5 branch
+            pd.DataFrame({"round": rounds, "accuracy": [0.1 + 0.005 * r for r in rounds], "bytes_up": 15000,
+                          "test_loss": [2.3 - 0.01 * r for r in rounds], "bytes_down": 15000, "train_loss": 1.0,
+                          "forward_passes": 6,
+                          "wall_seconds": 1.0}).to_csv(run / "metrics.csv", index=False)
+            (run / "run.json").write_text(json.dumps({"status": "finished"}))
+    png = tmp_path / "c.png"
+    subprocess.run([sys.executable, "figures/convergence.py", "--root", str(root), "--metric", "accuracy",
+                    "--target", "0.5", "--png", str(png), "--pdf", str(tmp_path / "c.pdf")],
+                   cwd=ROOT, check=True, capture_output=True)
+    data = json.loads(png.with_suffix(".data.json").read_text())
+    assert check_figure_data(data) == []
+    assert all(p["tick_overlaps"] == [] for p in data["panels"])
