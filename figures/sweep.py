@@ -61,6 +61,7 @@ fig, axes = plt.subplots(1, 2, figsize=(8.6, 3.9))
 colors = palette(list(df["method"].unique()), colors_given)
 # each point's budget: the rounds its runs were given (a diverged run stops early, so the largest over methods)
 budget = df.groupby("x")["rounds"].max()
+ring: dict[float, int] = {}  # per x, how many methods' not-reached markers are drawn there
 for method, g in df.groupby("method", sort=False):
     c, name = colors[method], names.get(method) or label(method)
     med = g["rounds to target (median)"]
@@ -76,8 +77,10 @@ for method, g in df.groupby("method", sort=False):
     u = g[~reached & (g["seeds diverged"] < g["seeds"])]  # every seed diverged: the x on the right says so
     if len(u):
         at = u["x"].map(budget)
-        axes[0].plot(u["x"], at, "o", mfc="white", color=c, ms=6, mew=1.5,
-                     label=f"{name}: not reached in {int(at.max()):,} rounds")
+        for k, (x, y) in enumerate(zip(u["x"], at)):  # methods censored at one point: concentric rings
+            ring[x] = ring.get(x, -1) + 1
+            axes[0].plot([x], [y], "o", mfc="none", color=c, ms=6 + 4 * ring[x], mew=1.5,
+                         label=f"{name}: not reached in {int(at.max()):,} rounds" if k == 0 else "_nolegend_")
     finite = g[g[final_mean].notna()]
     if len(finite):
         n = (finite["seeds"] - finite["seeds diverged"]).clip(lower=1)
@@ -119,9 +122,9 @@ for ax in axes:
 axes[1].legend(handles, labels_, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
 fig.suptitle(f"{a.title}\nrounds to target: median over seeds, bar min to max, open marker: not reached within "
              "the budget\nfinal metric: mean over seeds with a 95 % CI; each method at its chosen step size", fontsize=8)
-fig.tight_layout(rect=(0, 0, 1, 0.86))
+fig.tight_layout()  # it leaves room for the suptitle
 for ax in axes:
     unclutter_ticks(ax)  # close swept values: labels that would overlap are rotated
-fig.tight_layout(rect=(0, 0, 1, 0.86))
+fig.tight_layout()  # it leaves room for the suptitle
 save(fig, a.png, a.pdf)
 print(df[["x", "method", "rounds to target (median)", final_mean]].to_string(index=False))
