@@ -269,7 +269,7 @@ def problems(tier: dict) -> dict:
     ValueError names a method that the study does not define."""
     study, keep_m = tier["study"], tier.get("study_methods")
     for where, names in [("study.reference", [study["reference"]]), ("study.oracles", study.get("oracles", [])),
-                         ("study_methods", keep_m or [])] + [
+                         ("study.learned", study.get("learned", [])), ("study_methods", keep_m or [])] + [
             (f"study.problems.{p}.{k}", spec.get(k, [])) for p, spec in study["problems"].items()
             for k in ("methods", "equal_lr")]:
         unknown = [m for m in names if m not in study["methods"]]

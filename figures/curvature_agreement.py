@@ -3,7 +3,10 @@ diagonal and the true Hessian diagonal, every 10 evaluations of the curvature st
 (one line per seed, until the run reached its target), one panel per quadratic.  The study's report rule
 (workflows/rules/study.smk) draws it:
 
-    python -m figures.curvature_agreement --eval <results>/pages/curvature/eval.csv --png ... --pdf ...
+    python -m figures.curvature_agreement --eval <results>/pages/curvature/eval.csv --methods LABEL ... --png ... --pdf ...
+
+The methods are the tier's `study.learned` (estimators that learn a shape; identity and the global scalar have
+none), by the labels the CSV carries.
 """
 import argparse
 import json
@@ -14,26 +17,26 @@ import pandas as pd
 
 from figures.style import mark, save
 
-LEARNED = ["diagonal (HiSo)", "second_difference", "stein"]  # identity / global scalar have no shape (nan)
-
 ap = argparse.ArgumentParser()
 ap.add_argument("--eval", required=True, help="the curvature study's eval.csv")
+ap.add_argument("--methods", nargs="*", default=[], help="labels of the estimators to draw (study.learned)")
 ap.add_argument("--png", required=True)
 ap.add_argument("--pdf", required=True)
 a = ap.parse_args()
 
 ev = pd.read_csv(a.eval)
-ev = ev[(ev.protocol == "tuned") & ev.method.isin(LEARNED)]
+ev = ev[(ev.protocol == "tuned") & ev.method.isin(a.methods)]
 rows = [{"problem": r.problem.strip(), "method": r.method, "seed": r.seed, **t}
         for r in ev.itertuples() for t in json.loads(r.trace or "[]")]
 tr = pd.DataFrame(rows)
 if tr.empty:
-    raise SystemExit(f"{a.eval} holds no agreement traces (tuned quadratic runs record one every 100 rounds)")
+    raise SystemExit(f"{a.eval} holds no agreement traces of {a.methods} (tuned quadratic runs record one every "
+                     "10 evaluations)")
 problems = list(dict.fromkeys(tr.problem))
 fig, axes = plt.subplots(1, len(problems), figsize=(3.6 * len(problems), 3.0), squeeze=False, sharey=True)
 for ax, prob in zip(axes[0], problems):
     sub = tr[tr.problem == prob]
-    for k, m in enumerate(LEARNED):
+    for k, m in enumerate(a.methods):
         for j, (_seed, g) in enumerate(sub[sub.method == m].groupby("seed")):
             ax.plot(g["round"], g["spearman"], color=f"C{k}", alpha=0.8, lw=1.2, marker=".",
                     label=m if j == 0 else None)

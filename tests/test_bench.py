@@ -216,6 +216,15 @@ def test_curvature_study_rounding_twins_are_jobs_of_the_tier(cs):
         list(cs.jobs(tier))
 
 
+@pytest.mark.parametrize("key", ["oracles", "learned"])
+def test_curvature_study_refuses_a_method_list_naming_an_undefined_method(cs, key):
+    tier = {"seeds": [0], "study": {"reference": "a", "methods": {"a": {}, "b": {}}, key: ["b", "c"],
+                                    "problems": {"p": {"methods": ["a", "b"]}}}}
+    with pytest.raises(ValueError, match=rf"study.{key}: \['c'\] not in study.methods \(a, b\)"):
+        cs.problems(tier)
+    tier["study"][key] = ["b"]
+    assert list(cs.problems(tier)) == ["p"]
+
 def test_curvature_study_summary_refuses_runs_at_two_step_sizes(cr):
     ev = pd.DataFrame([dict(problem="p", method="m", protocol="tuned", lr=lr, seed=0, rounds=1.0,
                             forward_passes=1.0, bytes=1.0, final=0.1) for lr in (0.01, 0.03)])

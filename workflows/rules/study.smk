@@ -66,11 +66,15 @@ rule study_report:
         study=lambda w: shlex.quote(json.dumps(config["study"])),
         readings=lambda w, input: f"--readings {input.readings}" if input.readings else "",
         command=lambda w: shlex.quote(page_command(("only", "study_methods", "study_quick"))),
+        # the agreement figure's estimators (study.learned), by label, those of the methods kept
+        learned=lambda w: " ".join(shlex.quote(config["study"]["methods"][m]["label"])
+                                   for m in config["study"].get("learned", [])
+                                   if not config.get("study_methods") or m in config["study_methods"]),
         commit=COMMIT,
         date=TODAY,
     shell:
         "{params.py} -m bench.curvature_study report --study {params.study} --tuning {input.tuning} "
         "--eval {input.eval} --csv-dir {output.folder} --md {output.md} --figure-rel curvature/agreement.png "
         "{params.readings} --command {params.command} --commit {params.commit} --date {params.date} > {log} 2>&1 && "
-        "{params.py} -m figures.curvature_agreement --eval {output.folder}/eval.csv "
+        "{params.py} -m figures.curvature_agreement --eval {output.folder}/eval.csv --methods {params.learned} "
         "--png {output.folder}/agreement.png --pdf {output.folder}/agreement.pdf >> {log} 2>&1"
