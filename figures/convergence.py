@@ -2,7 +2,8 @@
 total bytes, the mean over seeds with a 95 % t-interval band clipped to the metric's range (figures/style.py:
 seed_band; with 2 seeds each seed is drawn), with the target line; for accuracy the test loss below it, for the
 test loss the accuracy.  Methods carry the table's labels and colours (the tier's `label:` / `color:`); a method
-whose curve equals another's exactly is drawn dashed and says so; one with no finite value says so below."""
+whose curve equals another's, or stays within 0.1 % of it everywhere, is drawn dashed and says so; one with no
+finite value says so below."""
 import argparse
 import json
 from pathlib import Path
@@ -71,7 +72,21 @@ for method in runs["method"].unique():  # step sizes of one family: one colour, 
     seen[fam] = seen.get(fam, 0) + 1
 colors = palette(list(runs["method"].unique()), table_colors(table))  # distinct within the figure
 MARKERS = "osD^vP*Xh<>"
+CLOSE = 1e-3  # seed-mean curves closer than this (relative) everywhere are drawn dashed and named as close
 notes, curves = [], {}
+
+
+def likeness(a: pd.Series, b: pd.Series) -> str | None:
+    """"equals" where two seed-mean curves are the same numbers; "is within 3e-05 (relative) of" where they differ
+    by less than CLOSE everywhere (rounding-level differences: one line to the eye); else None."""
+    if a.equals(b):
+        return "equals"
+    if not a.index.equals(b.index):
+        return None
+    rel = ((a - b).abs() / b.abs().where(b != 0)).max()
+    return f"is within {rel:.1g} (relative) of" if rel <= CLOSE else None
+
+
 for i, (method, grp) in enumerate(runs.groupby("method", sort=False)):
     total = grp["seed"].nunique()
     for k, m in enumerate(panels):
@@ -83,14 +98,15 @@ for i, (method, grp) in enumerate(runs.groupby("method", sort=False)):
                 notes.append(f"{names[method]}: no finite {metric_label(m)} (every seed diverged)")
             continue
         drawn = int(n[keep].iloc[-1])
-        same = next((o for o, c in curves.get(m, {}).items() if c.equals(mean[keep])), None)
+        same, how = next(((o, h) for o, c in curves.get(m, {}).items() if (h := likeness(mean[keep], c))),
+                         (None, None))
         curves.setdefault(m, {})[method] = mean[keep]
         name = f"{names[method]} (n={drawn}" + (f" of {total}" if drawn < total else "") + ")"
         ls = "--" if same else styles[method]
         if same:
-            name += f", = {names[same]}"
-            if k > 0:  # the legend shows the first panel's labels: say it below
-                notes.append(f"{metric_label(m)}: {names[method]}'s curve equals {names[same]}'s (drawn dashed).")
+            name += f", {'=' if how == 'equals' else '≈'} {names[same]}"
+            if k > 0 or how != "equals":  # the legend shows the first panel's labels: say it below
+                notes.append(f"{metric_label(m)}: {names[method]}'s curve {how} {names[same]}'s (drawn dashed).")
         b = grp.groupby("round")["cum_bytes_total"].mean().reindex(mean.index)
         pts = int(keep.sum())
         for ax, use_bytes in ((grid[k, 0], False), (grid[k, 1], True)):
@@ -135,8 +151,10 @@ handles, labels = axes[0].get_legend_handles_labels()  # beside the panels: curv
 axes[-1].legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
 if "mezo" in set(runs["method"].str.split("@").str[0]):
     notes.append("MeZO (one party) sends nothing: it has no curve against bytes.")
-if notes:
-    fig.text(0.5, -0.01, "\n".join(notes), ha="center", va="top", fontsize=7)
+if notes:  # below everything drawn (the lowest axis label included), so no note covers a label
+    fig.canvas.draw()
+    bottom = fig.get_tightbbox(fig.canvas.get_renderer()).y0 / fig.get_figheight()
+    fig.text(0.5, bottom - 0.01, "\n".join(notes), ha="center", va="top", fontsize=7)
 fig.suptitle((a.title or (Path(a.root).name if a.root else "")) + f"\n{SPREAD}", fontsize=9)
 fig.canvas.draw()
 for _, bytes_ax in grid:  # labels that collide: 1 and 3 of each decade, then decades only, then upright

@@ -193,3 +193,25 @@ def test_convergence_bytes_axis_over_two_decades_has_readable_labels(tmp_path):
     data = json.loads(png.with_suffix(".data.json").read_text())
     assert check_figure_data(data) == []
     assert all(p["tick_overlaps"] == [] for p in data["panels"])
+
+
+@pytest.mark.parametrize("gap, close", [(1e-6, True), (1e-2, False)])
+def test_convergence_names_a_curve_within_rounding_of_another(tmp_path, gap, close):
+    """Two methods whose seed-mean curves differ by rounding only (per-layer and global scalar H on a one-tensor
+    model) are one line to the eye: the second is drawn dashed and the legend says which it is close to."""
+    root = tmp_path / "runs"
+    for method, scale in (("global-scalar", 1.0), ("layer-scalar", 1.0 + gap)):
+        for s in range(3):
+            run = root / method / f"seed{s}"
+            run.mkdir(parents=True)
+            pd.DataFrame({"round": [1, 2, 3], "rel_suboptimality": [scale * (0.5 + 0.1 * s) / r for r in (1, 2, 3)],
+                          "bytes_up": 40, "bytes_down": 60, "train_loss": 1.0, "forward_passes": 6,
+                          "wall_seconds": 1.0}).to_csv(run / "metrics.csv", index=False)
+            (run / "run.json").write_text(json.dumps({"status": "finished"}))
+    png = tmp_path / "c.png"
+    p = subprocess.run([sys.executable, "figures/convergence.py", "--root", str(root), "--metric", "rel_suboptimality",
+                        "--target", "0.1", "--png", str(png), "--pdf", str(tmp_path / "c.pdf")],
+                       cwd=ROOT, check=True, capture_output=True, text=True)
+    legend = json.loads(png.with_suffix(".data.json").read_text())["panels"][1]["legend"]
+    near = [e for e in legend if "≈" in e]
+    assert near == (["per-layer scalar H (n=3), ≈ global scalar H"] if close else []), (legend, p.stdout)
