@@ -28,6 +28,20 @@ from figures.style import (
 from hiso.noise import TWIN
 from hiso.results import HIGHER_IS_BETTER, at_chosen_lr, load_runs
 
+CLOSE = 1e-3  # seed-mean curves closer than this (relative) everywhere are drawn dashed and named as close
+
+
+def likeness(a: pd.Series, b: pd.Series) -> str | None:
+    """"equals" where two seed-mean curves are the same numbers; "is within 3e-05 (relative) of" where they differ
+    by less than CLOSE everywhere (rounding-level differences: one line to the eye); else None."""
+    if a.equals(b):
+        return "equals"
+    if not a.index.equals(b.index):
+        return None
+    rel = ((a - b).abs() / b.abs().where(b != 0)).max()
+    return f"is within {rel:.1g} (relative) of" if rel <= CLOSE else None
+
+
 ap = argparse.ArgumentParser()
 ap.add_argument("--root", default=None, help="every run under this folder (<method>/seed<k>/metrics.csv)")
 ap.add_argument("--metrics", nargs="+", default=None, help="exactly these runs' metrics.csv (the workflow's)")
@@ -72,20 +86,7 @@ for method in runs["method"].unique():  # step sizes of one family: one colour, 
     seen[fam] = seen.get(fam, 0) + 1
 colors = palette(list(runs["method"].unique()), table_colors(table))  # distinct within the figure
 MARKERS = "osD^vP*Xh<>"
-CLOSE = 1e-3  # seed-mean curves closer than this (relative) everywhere are drawn dashed and named as close
 notes, curves = [], {}
-
-
-def likeness(a: pd.Series, b: pd.Series) -> str | None:
-    """"equals" where two seed-mean curves are the same numbers; "is within 3e-05 (relative) of" where they differ
-    by less than CLOSE everywhere (rounding-level differences: one line to the eye); else None."""
-    if a.equals(b):
-        return "equals"
-    if not a.index.equals(b.index):
-        return None
-    rel = ((a - b).abs() / b.abs().where(b != 0)).max()
-    return f"is within {rel:.1g} (relative) of" if rel <= CLOSE else None
-
 
 for i, (method, grp) in enumerate(runs.groupby("method", sort=False)):
     total = grp["seed"].nunique()
