@@ -9,6 +9,9 @@ tuning choices and tables (workflows/config/lm.yaml, `page: {runs: true}`):
 The checker is tested on pages built in code; the committed page is checked once it carries its runs."""
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -93,6 +96,34 @@ def problems(folder: Path, page_md: Path) -> list[str]:
                    reason="the committed lm page predates the flagship runs; it is replaced when they finish")
 def test_the_committed_lm_page_shows_the_flagship_comparison():
     assert problems(PAGE, PAGE.with_suffix(".md")) == []
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(not (PAGE / "runs").is_dir(), strict=True, raises=subprocess.CalledProcessError,
+                   reason="the committed lm page predates the flagship runs; it is replaced when they finish")
+def test_the_committed_lm_page_is_rebuilt_from_its_runs_without_a_round(tmp_path):
+    """Its archived runs replayed (workflows/scripts/page_runs.py) into a fresh results folder, the tier's workflow,
+    with the slice the page's command names, computes no round and writes the same tables, byte for byte, and the
+    same page but for its header's commit and date."""
+    import re
+
+    from test_workflow import SNAKEMAKE, job_counts
+    out = tmp_path / "results"
+    subprocess.run([sys.executable, "workflows/scripts/page_runs.py", "replay", "--page", str(PAGE), "--to", str(out)],
+                   cwd=ROOT, check=True, capture_output=True, text=True)
+    text = PAGE.with_suffix(".md").read_text()
+    command = re.search(r"^Written by the workflow \(`([^`]*)`\)", text, re.M).group(1)
+    sliced = re.search(r"(methods=\[[^]]*\])", command)
+    p = subprocess.run([SNAKEMAKE, "--cores", "2", "--configfile", "workflows/config/lm.yaml", "--config",
+                        f"results={out}", *([sliced.group(1)] if sliced else []), "--", f"{out}/pages/lm.md"],
+                       cwd=ROOT, check=True, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    jobs = job_counts(p.stdout + p.stderr)
+    assert "run" not in jobs and "scan_lr" not in jobs and jobs.get("results_page") == 1, jobs
+    for table in sorted((PAGE / "tables").glob("*")):
+        assert (out / "pages" / "lm" / "tables" / table.name).read_bytes() == table.read_bytes(), table.name
+    body = [line for line in text.splitlines() if not line.startswith("Written by the workflow")]
+    rebuilt = (out / "pages" / "lm.md").read_text().splitlines()
+    assert [line for line in rebuilt if not line.startswith("Written by the workflow")] == body
 
 
 # ---------------------------------------------------------------------------------------- the checker itself
