@@ -11,9 +11,10 @@ import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
 import pandas as pd
 
-from figures.style import label, mark, metric_label, palette, save
+from figures.style import label, mark, metric_label, palette, save, unclutter_ticks
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--choices", nargs="+", required=True, help="tuning/<exp>/<method>.json (scan_grid's)")
@@ -51,6 +52,10 @@ for method, c in choices.items():
     if len(lost):
         lost_y.append((method, lost["lr"].tolist()))
 ax.set_xscale("log")
+tried = sorted({float(g["lr"]) for c in choices.values() for g in c["grid"]})
+ax.xaxis.set_major_locator(mticker.FixedLocator(tried))  # ticks at the step sizes tried, none between
+ax.xaxis.set_major_formatter(mticker.FixedFormatter([f"{lr:g}" for lr in tried]))
+ax.xaxis.set_minor_locator(mticker.NullLocator())
 top = ax.get_ylim()[1]
 for method, lrs in lost_y:
     ax.plot(lrs, [top] * len(lrs), "x", color=colors[method], ms=8, mew=2, clip_on=False)
@@ -61,6 +66,8 @@ mark(ax, a.metric)
 ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
 fig.suptitle((a.title + "\n" if a.title else "") + "step-size sensitivity on the dev split: line = mean over tuning "
              "seeds, dots = each seed, star = chosen, x = diverged", fontsize=8)
-fig.tight_layout(rect=(0, 0, 1, 0.9))
+fig.tight_layout()  # it leaves room for the suptitle
+unclutter_ticks(ax)
+fig.tight_layout()
 save(fig, a.png, a.pdf)
 print(f"wrote {a.png}")

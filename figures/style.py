@@ -227,7 +227,8 @@ def tick_overlaps(ax) -> list[str]:
     out = []
     for name, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
         lo, hi = sorted(axis.get_view_interval())
-        shown = [t.label1 for t in axis.get_major_ticks()  # the ticks drawn: inside the panel's limits
+        ticks = axis.get_major_ticks() + axis.get_minor_ticks()  # minor labels too (a log axis draws some)
+        shown = [t.label1 for t in ticks  # the ticks drawn: inside the panel's limits
                  if t.label1.get_visible() and t.label1.get_text() and lo <= t.get_loc() <= hi]
         boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in shown]
         key = (lambda b: b[1].x0) if name == "x" else (lambda b: b[1].y0)
