@@ -152,10 +152,6 @@ handles, labels = axes[0].get_legend_handles_labels()  # beside the panels: curv
 axes[-1].legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
 if "mezo" in set(runs["method"].str.split("@").str[0]):
     notes.append("MeZO (one party) sends nothing: it has no curve against bytes.")
-if notes:  # below everything drawn (the lowest axis label included), so no note covers a label
-    fig.canvas.draw()
-    bottom = fig.get_tightbbox(fig.canvas.get_renderer()).y0 / fig.get_figheight()
-    fig.text(0.5, bottom - 0.01, "\n".join(notes), ha="center", va="top", fontsize=7)
 fig.suptitle((a.title or (Path(a.root).name if a.root else "")) + f"\n{SPREAD}", fontsize=9)
 fig.canvas.draw()
 for _, bytes_ax in grid:  # labels that collide: 1 and 3 of each decade, then decades only, then upright
@@ -165,5 +161,8 @@ for _, bytes_ax in grid:  # labels that collide: 1 and 3 of each decade, then de
         bytes_ax.xaxis.set_major_locator(mticker.LogLocator(base=10, subs=subs))
         fig.canvas.draw()
     unclutter_ticks(bytes_ax)
+if notes:  # below everything drawn, labels turned upright above included, so no note covers a label
+    bottom = fig.get_tightbbox(fig.canvas.get_renderer()).y0 / fig.get_figheight()
+    fig.text(0.5, bottom - 0.01, "\n".join(notes), ha="center", va="top", fontsize=7)
 save(fig, a.png, a.pdf)
 print(f"wrote {a.png} and {a.pdf}")

@@ -125,6 +125,6 @@ fig.suptitle(f"{a.title}\nrounds to target: median over seeds, bar min to max, o
 fig.tight_layout()  # it leaves room for the suptitle
 for ax in axes:
     unclutter_ticks(ax)  # close swept values: labels that would overlap are rotated
-fig.tight_layout()  # it leaves room for the suptitle
+fig.tight_layout()  # again, with any labels turned upright
 save(fig, a.png, a.pdf)
 print(df[["x", "method", "rounds to target (median)", final_mean]].to_string(index=False))
