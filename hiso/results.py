@@ -41,10 +41,15 @@ def reproducible(metrics: pd.DataFrame) -> pd.DataFrame:
     return metrics.drop(columns=[c for c in MEASURED if c in metrics.columns])
 
 
-def cpu_seconds(runs: pd.DataFrame) -> pd.Series:
-    """Each round's process CPU time; its wall time where a run's rows predate the CPU column (runs.cpu_seconds)."""
+def cpu_split(runs: pd.DataFrame) -> tuple[float, float]:
+    """(process CPU seconds of the rounds that measured it, wall seconds of the rounds that did not): rows written
+    before the runner recorded cpu_seconds have only their wall time, which a shared machine inflates, so the two
+    are summed apart and never added up as CPU time."""
     wall = runs["wall_seconds"]
-    return runs["cpu_seconds"].fillna(wall) if "cpu_seconds" in runs.columns else wall
+    if "cpu_seconds" not in runs.columns:
+        return 0.0, float(wall.sum())
+    cpu = runs["cpu_seconds"]
+    return float(cpu.sum()), float(wall[cpu.isna()].sum())
 
 
 def load_runs(root: str | Path | None = None, paths=None) -> pd.DataFrame:
@@ -161,8 +166,9 @@ def summarise(runs: pd.DataFrame, metric: str, target: float, reference: str = "
     # compute spent: every run of a method (its tuning run and rounding twin included), hours of wall time at the
     # run's one thread (per-round wall_seconds summed; an evaluation is part of its round), and of process CPU time
     # where the runs measured it (cpu_seconds: what other jobs sharing the machine cannot inflate)
-    fams = runs.assign(fam=runs["method"].str.removesuffix(TWIN), cpu=cpu_seconds(runs)).groupby("fam")
-    hours, cpu_hours = fams["wall_seconds"].sum() / 3600, fams["cpu"].sum() / 3600
+    fams = runs.assign(fam=runs["method"].str.removesuffix(TWIN)).groupby("fam")
+    hours = fams["wall_seconds"].sum() / 3600
+    cpu_hours = {m: [x / 3600 for x in cpu_split(g)] for m, g in fams}  # [CPU measured, wall where not]
     runs, twins = split_twins(runs)  # rounding twins (hiso/noise.py) enter only the rounding spread
     sign = -1 if HIGHER_IS_BETTER.get(metric, True) else 1  # sorts the better final value first
     tuning = {}
@@ -219,7 +225,8 @@ def summarise(runs: pd.DataFrame, metric: str, target: float, reference: str = "
                      "seconds per round (mean)": float(grp["wall_seconds"].mean()),
                      "seconds per run (median)": float(grp.groupby("seed")["wall_seconds"].sum().median()),
                      "run hours": float(hours.get(method, math.nan)),
-                     **({"run CPU hours": float(cpu_hours.get(method, math.nan))} if "cpu_seconds" in runs else {})})
+                     **({"run CPU hours": cpu_hours[method][0], "run hours without CPU time": cpu_hours[method][1]}
+                        if "cpu_seconds" in runs else {})})
         rows[-1].update(_also(grp, metric))
         if mixed:  # only shown where it happened: such a seed's rounds ran under two code versions
             rows[-1]["seeds resumed under other code"] = mixed
@@ -261,10 +268,13 @@ def summarise(runs: pd.DataFrame, metric: str, target: float, reference: str = "
     return noise_columns(out, runs, twins, metric, ref_name, sign < 0)
 
 
-def attach_choices(table: pd.DataFrame, choices: dict[str, dict]) -> pd.DataFrame:
+def attach_choices(table: pd.DataFrame, choices: dict[str, dict],
+                   tuning_rounds: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
     """The step size each method's tuning job chose (`choose-lr` / `scan-lr` JSON, by method) as columns: `chosen
     lr`, `lrs tried` ("lr: rounds to target on the dev split", in order of step size) and `lr at grid edge`
-    (still at an edge of what was tried)."""
+    (still at an edge of what was tried).  The compute of a scan's tuning runs (`tuning hours`, `tuning CPU hours`,
+    `tuning hours without CPU time`, as cpu_split) comes from their per-round metrics where `tuning_rounds` has
+    them (method -> rows), else from the per-run sums in the JSON."""
     out = table.copy()
     if "lr at grid edge" not in out.columns:
         out["lr at grid edge"] = False
@@ -284,11 +294,17 @@ def attach_choices(table: pd.DataFrame, choices: dict[str, dict]) -> pd.DataFram
                                                                 else g["rounds_to_target"])
             tried.append(f"{g['lr']:g}: {r}" + (" (extended)" if g.get("note") == "extended" else ""))
         out.at[i, "lrs tried"] = "; ".join(tried)
-        if c.get("runs") and all("wall_seconds" in r for r in c["runs"]):  # the full-grid protocol's tuning runs
-            tuned = pd.DataFrame(c["runs"])
-            out.loc[i, "tuning hours"] = tuned["wall_seconds"].sum() / 3600
-            if "cpu_seconds" in tuned:  # process CPU time; wall time of runs before it
-                out.loc[i, "tuning CPU hours"] = cpu_seconds(tuned).sum() / 3600
+        rounds = (tuning_rounds or {}).get(method)
+        if rounds is None and c.get("runs") and all("wall_seconds" in r for r in c["runs"]):
+            rounds = pd.DataFrame(c["runs"])  # per-run sums in the scan's JSON (hiso/scan.py)
+        if rounds is not None:  # the full-grid protocol's tuning runs
+            out.loc[i, "tuning hours"] = rounds["wall_seconds"].sum() / 3600
+            if "wall_seconds_without_cpu" in rounds:  # the JSON's sums, already split
+                split = rounds["cpu_seconds"].sum(), rounds["wall_seconds_without_cpu"].sum()
+            else:
+                split = cpu_split(rounds) if "cpu_seconds" in rounds else None
+            if split is not None:
+                out.loc[i, "tuning CPU hours"], out.loc[i, "tuning hours without CPU time"] = (x / 3600 for x in split)
         out.loc[i, "lr at grid edge"] = bool(c.get("at_grid_edge", False))
     return out
 

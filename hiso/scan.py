@@ -25,8 +25,16 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .results import HIGHER_IS_BETTER, cpu_seconds, load_runs, reached, to_hold, to_target
+from .results import HIGHER_IS_BETTER, cpu_split, load_runs, reached, to_hold, to_target
 from .tuning import MAX_EXTENSION, tune
+
+
+def scan_run_dirs(choice: Path) -> list[Path]:
+    """The run folders of the tuning runs a scan's choice lists, as the workflow lays them out: the choice
+    <results>/tuning/<exp>/<method>.json, its runs <results>/runs/<exp>/<method>@<lr>/seed<k>."""
+    import json
+    runs = Path(choice).parents[2] / "runs" / Path(choice).parent.name
+    return [runs / r["method"] / f"seed{r['seed']}" for r in json.loads(Path(choice).read_text()).get("runs", [])]
 
 
 def tuning_run(base, overrides: list[str], name: str, lr: float, seed: int, root, threads: int, **run_kwargs):
@@ -118,7 +126,7 @@ def scan_grid(base: str | Path, overrides: list[str], method: str, grid: list[fl
             runs_rows.append({"method": name, "lr": float(lr), "seed": int(seed), "diverged": diverged,
                               f"final_{metric}": f["final"], f"last{last_k}_{metric}": lastk, f"best_{metric}": best,
                               "rounds_run": int(loaded["round"].max()), "wall_seconds": float(loaded["wall_seconds"].sum()),
-                              "cpu_seconds": float(cpu_seconds(loaded).sum())})
+                              **dict(zip(("cpu_seconds", "wall_seconds_without_cpu"), cpu_split(loaded)))})
             scores.append(badness(lastk, higher))
         score = math.inf if any(math.isinf(s) for s in scores) else sum(scores) / len(scores)
         mean = math.nan if math.isinf(score) else (-score if higher else score)

@@ -363,10 +363,11 @@ def test_a_page_of_some_methods_drops_the_readings_that_cite_the_others():
         page.fill("{{e|mezo|final m}}", tables, ["hiso", "decomfl", "mezo"], ("e",))
 
 
-def test_cpu_hours_are_process_time_where_runs_measured_it_and_wall_time_before(tmp_path):
+def test_cpu_hours_are_process_time_where_runs_measured_it_and_rounds_before_it_are_counted_apart(tmp_path):
     """A run records each round's process CPU time beside its wall time (sharing the machine inflates only the
-    latter); a table's `run CPU hours` sums it, taking the wall time of rounds recorded before the column; the page's
-    compute line then states CPU-hours and the wall time apart, and a table without the column keeps its old line."""
+    latter); a table's `run CPU hours` sums it, and the wall time of rounds recorded before the column goes to
+    `run hours without CPU time`, never into the CPU-hours; the page's compute line states the CPU-hours, that
+    wall time and the total wall time apart, and a table without the columns keeps its old line."""
     import importlib.util
     from pathlib import Path
 
@@ -382,14 +383,22 @@ def test_cpu_hours_are_process_time_where_runs_measured_it_and_wall_time_before(
     pd.read_csv(newer).assign(wall_seconds=[9.0, 9.0], cpu_seconds=[1.0, math.nan]).to_csv(newer, index=False)
     table = summarise(load_runs(tmp_path / "t"), "accuracy", 0.55).set_index("method")
     assert table.loc["hiso", "run hours"] == pytest.approx(18 / 3600)
-    assert table.loc["hiso", "run CPU hours"] == pytest.approx(10 / 3600)  # 1 s measured, 9 s of wall before it
-    assert table.loc["decomfl", "run CPU hours"] == pytest.approx(0.2 / 3600)
+    assert table.loc["hiso", "run CPU hours"] == pytest.approx(1 / 3600)  # 1 s measured
+    assert table.loc["hiso", "run hours without CPU time"] == pytest.approx(9 / 3600)  # 9 s of wall before it
+    assert table.loc["decomfl", "run CPU hours"] == 0 and \
+        table.loc["decomfl", "run hours without CPU time"] == pytest.approx(0.2 / 3600)
     path = Path(__file__).resolve().parents[1] / "workflows" / "scripts" / "results_page.py"
     spec = importlib.util.spec_from_file_location("results_page", path)
     page = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(page)
-    t = pd.DataFrame({"run hours": [3.0], "run CPU hours": [1.0]})
-    assert page.compute_line({"e": t}).startswith("Compute: 1.0 CPU-hours in all") and "3.0 hours of wall time" in \
-        page.compute_line({"e": t})
+    t = pd.DataFrame({"run hours": [3.0], "run CPU hours": [1.0], "run hours without CPU time": [0.0]})
+    line = page.compute_line({"e": t})
+    assert line.startswith("Compute: 1.0 CPU-hours in all") and "3.0 hours of wall time" in line
+    assert "before the runs recorded CPU time" not in line
+    t2 = pd.DataFrame({"run hours": [2.0], "run CPU hours": [0.5], "run hours without CPU time": [1.25],
+                       "tuning hours": [4.0], "tuning CPU hours": [1.5], "tuning hours without CPU time": [2.0]})
+    line = page.compute_line({"e": t, "f": t2})
+    assert line.startswith("Compute: 3.0 CPU-hours in all: the tables' runs 1.5") and "step-size scans 1.5" in line
+    assert "another 3.2 hours of wall time" in line and "9.0 hours of wall time in all" in line
     assert page.compute_line({"e": t.drop(columns="run CPU hours")}).endswith("the sum of its rounds' wall seconds, "
                                                                              "evaluations included).")

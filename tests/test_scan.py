@@ -1,6 +1,7 @@
 """Step-size scans in the workflow (`scan:` in an experiment, hiso/scan.py): the protocol of hiso/tuning.py on
 the dev split, extending past an edge where the best lies, resumable, planned and shown in the tables."""
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -136,15 +137,22 @@ def test_tables_show_the_chosen_step_size_the_points_tried_and_an_edge(tmp_path)
 
 
 
-def test_tuning_hours_sum_a_scans_runs_and_cpu_hours_fall_back_to_wall_time_where_a_run_predates_them():
-    table = pd.DataFrame({"method": ["decomfl", "hiso"]})
+def test_tuning_hours_sum_a_scans_runs_and_rounds_without_cpu_time_are_counted_apart():
+    """CPU-hours are process time only: the wall time of rounds run before the runner recorded it is counted apart,
+    from the scan's per-run sums, or from the tuning runs' rows where summarise.py has them."""
+    table = pd.DataFrame({"method": ["decomfl", "hiso", "fedavg"]})
     grid = [{"lr": 0.01, "score": 0.5, "mean_last3_test_loss": 0.5, "diverged": False}]
     new = {"sets": {"federation.lr": 0.01}, "grid": grid,  # one tuning run resumed across the CPU column
-           "runs": [{"wall_seconds": 3600.0, "cpu_seconds": 1800.0}, {"wall_seconds": 1800.0}]}
+           "runs": [{"wall_seconds": 3600.0, "cpu_seconds": 1800.0, "wall_seconds_without_cpu": 900.0},
+                    {"wall_seconds": 1800.0, "cpu_seconds": 0.0, "wall_seconds_without_cpu": 1800.0}]}
     old = {"sets": {"federation.lr": 0.01}, "grid": grid, "runs": [{"wall_seconds": 7200.0}]}
-    shown = attach_choices(table, {"decomfl": new, "hiso": old}).set_index("method")
-    assert shown.loc["decomfl", "tuning hours"] == 1.5 and shown.loc["decomfl", "tuning CPU hours"] == 1.0
+    rows = pd.DataFrame({"wall_seconds": [1800.0, 3600.0, 900.0], "cpu_seconds": [math.nan, 1000.0, 800.0]})
+    shown = attach_choices(table, {"decomfl": new, "hiso": old, "fedavg": old}, {"fedavg": rows}).set_index("method")
+    assert shown.loc["decomfl", "tuning hours"] == 1.5 and shown.loc["decomfl", "tuning CPU hours"] == 0.5
+    assert shown.loc["decomfl", "tuning hours without CPU time"] == 0.75
     assert shown.loc["hiso", "tuning hours"] == 2.0 and pd.isna(shown.loc["hiso", "tuning CPU hours"])
+    assert shown.loc["fedavg", "tuning hours"] == 1.75 and shown.loc["fedavg", "tuning CPU hours"] == 0.5
+    assert shown.loc["fedavg", "tuning hours without CPU time"] == 0.5  # the rows win over the JSON's sums
 
 CURVES = {0.1: [0.9, 0.4, 0.6, 1.0, 1.5],  # reaches the target (0.5) at round 4, then leaves it
           0.03: [0.9, 0.7, 0.45, 0.4, 0.35],  # reaches it at round 6 and stays

@@ -22,13 +22,9 @@ import sys
 import time
 from pathlib import Path
 
+from hiso.scan import scan_run_dirs
+
 KEPT = ("metrics.csv", "run.json")  # what a table, a figure or a provenance line reads of a run
-
-
-def scan_runs(choice: Path) -> list[str]:
-    """The tuning runs a scan's choice lists ("<method>@<lr>/seed<k>"): they ran inside the scan job."""
-    data = json.loads(choice.read_text())
-    return [f"{r['method']}/seed{r['seed']}" for r in data.get("runs", [])]
 
 
 def archive(results: Path, folder: Path, runs: list[str], choices: list[str]) -> int:
@@ -40,8 +36,7 @@ def archive(results: Path, folder: Path, runs: list[str], choices: list[str]) ->
         dst = folder / choice.relative_to(results)
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(choice, dst)
-        exp = choice.parent.name
-        wanted |= {results / "runs" / exp / r for r in scan_runs(choice)}
+        wanted |= set(scan_run_dirs(choice))  # the tuning runs it lists: they ran inside the scan job
     for run in sorted(wanted):
         if not (run / "metrics.csv").is_file():
             raise FileNotFoundError(f"{run}: no metrics.csv; the page cannot archive an unfinished run")

@@ -61,23 +61,29 @@ def fill(text: str, tables: dict[str, pd.DataFrame], methods: list[str] | None =
 def compute_line(tables: dict[str, pd.DataFrame]) -> str:
     """The compute the page's runs spent: run hours (reported runs and rounding twins) and step-size tuning hours
     (the full-grid protocol's runs), summed over every table, from the runs' own per-round times: process CPU time
-    where the runs measured it (cpu_seconds), else wall time."""
+    where the runs measured it (cpu_seconds), else wall time.  Rounds that predate the CPU column are counted
+    apart, at their wall time, and never as CPU-hours (results.cpu_split)."""
     def total(col):
         return sum(float(t[col].fillna(0).sum()) for t in tables.values() if col in t.columns)
     cpu = any(c in t.columns for t in tables.values() for c in ("run CPU hours", "tuning CPU hours"))
     runs, tuning = (total("run CPU hours"), total("tuning CPU hours")) if cpu else (total("run hours"),
                                                                                    total("tuning hours"))
-    if not runs:
+    without = total("run hours without CPU time") + total("tuning hours without CPU time")
+    if not (runs or without):
         return ""
-    line = (f"Compute: {runs + tuning:,.1f} CPU-hours in all: the tables' runs {runs:,.1f} (reported seeds, rounding "
+    unit = "CPU-hours" if cpu else "hours"
+    line = (f"Compute: {runs + tuning:,.1f} {unit} in all: the tables' runs {runs:,.1f} (reported seeds, rounding "
             "twins and any lr grid's tuning runs)")
     if tuning:
         line += f", step-size scans {tuning:,.1f}"
-    if cpu:
-        wall = total("run hours") + total("tuning hours")
-        return line + (" (each run on one thread; the process CPU time of its rounds, evaluations included, and the "
-                       f"wall time of rounds run before it was recorded; {wall:,.1f} hours of wall time in all).")
-    return line + " (each run on one thread; the sum of its rounds' wall seconds, evaluations included)."
+    if not cpu:
+        return line + " (each run on one thread; the sum of its rounds' wall seconds, evaluations included)."
+    line += " (each run on one thread; the process CPU time of its rounds, evaluations included)."
+    if without:
+        line += (f" Rounds run before the runs recorded CPU time are not in it: they took another {without:,.1f} hours"
+                 " of wall time, which other jobs on a shared machine inflate.")
+    wall = total("run hours") + total("tuning hours")
+    return line + f" {wall:,.1f} hours of wall time in all."
 
 
 def sections(text: str) -> dict[str, str]:

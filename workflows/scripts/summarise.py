@@ -4,6 +4,8 @@ import json
 import logging
 from pathlib import Path
 
+import pandas as pd
+
 from figures.style import label as style_label
 from hiso.io import atomic_write
 from hiso.results import (
@@ -15,6 +17,7 @@ from hiso.results import (
     provenance_line,
     summarise,
 )
+from hiso.scan import scan_run_dirs
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--root", default=None, help="every run under this folder (<method>/seed<k>/metrics.csv)")
@@ -37,8 +40,13 @@ table = summarise(load_runs(a.root, a.metrics), a.metric, a.target, reference=a.
 given = json.loads(a.labels)
 table.insert(1, "label", [(given.get(m) or {}).get("label") or style_label(m) for m in table["method"]])
 table.insert(2, "color", [(given.get(m) or {}).get("color") or "" for m in table["method"]])
-if a.choices:
-    table = attach_choices(table, {Path(p).stem: json.loads(Path(p).read_text()) for p in a.choices})
+if a.choices:  # a scan's compute from its tuning runs' rows, where they are all here (CPU time apart from wall)
+    rounds = {}
+    for p in map(Path, a.choices):
+        dirs = scan_run_dirs(p)
+        if dirs and all((d / "metrics.csv").is_file() for d in dirs):
+            rounds[p.stem] = pd.concat([pd.read_csv(d / "metrics.csv") for d in dirs], ignore_index=True)
+    table = attach_choices(table, {p.stem: json.loads(p.read_text()) for p in map(Path, a.choices)}, rounds)
 for edge in edge_choices(table):  # in the job's log and marked in the table
     logging.warning("step size chosen at the edge of its grid: %s; extend lr_grid past it", edge)
 atomic_write(Path(a.csv), table.to_csv(index=False))
