@@ -274,7 +274,8 @@ def attach_choices(table: pd.DataFrame, choices: dict[str, dict],
     lr`, `lrs tried` ("lr: rounds to target on the dev split", in order of step size) and `lr at grid edge`
     (still at an edge of what was tried).  The compute of a scan's tuning runs (`tuning hours`, `tuning CPU hours`,
     `tuning hours without CPU time`, as cpu_split) comes from their per-round metrics where `tuning_rounds` has
-    them (method -> rows), else from the per-run sums in the JSON."""
+    them (method -> load_runs rows), else from the per-run sums in the JSON; from the rows also `tuning runs
+    resumed under other code` (how many of them)."""
     out = table.copy()
     if "lr at grid edge" not in out.columns:
         out["lr at grid edge"] = False
@@ -305,6 +306,9 @@ def attach_choices(table: pd.DataFrame, choices: dict[str, dict],
                 split = cpu_split(rounds) if "cpu_seconds" in rounds else None
             if split is not None:
                 out.loc[i, "tuning CPU hours"], out.loc[i, "tuning hours without CPU time"] = (x / 3600 for x in split)
+        if rounds is not None and "mixed_code" in rounds:  # 0 too: the readings may cite it
+            out.loc[i, "tuning runs resumed under other code"] = \
+                int(rounds.groupby(["method", "seed"])["mixed_code"].first().sum())
         out.loc[i, "lr at grid edge"] = bool(c.get("at_grid_edge", False))
     return out
 

@@ -146,13 +146,21 @@ def test_tuning_hours_sum_a_scans_runs_and_rounds_without_cpu_time_are_counted_a
            "runs": [{"wall_seconds": 3600.0, "cpu_seconds": 1800.0, "wall_seconds_without_cpu": 900.0},
                     {"wall_seconds": 1800.0, "cpu_seconds": 0.0, "wall_seconds_without_cpu": 1800.0}]}
     old = {"sets": {"federation.lr": 0.01}, "grid": grid, "runs": [{"wall_seconds": 7200.0}]}
-    rows = pd.DataFrame({"wall_seconds": [1800.0, 3600.0, 900.0], "cpu_seconds": [math.nan, 1000.0, 800.0]})
-    shown = attach_choices(table, {"decomfl": new, "hiso": old, "fedavg": old}, {"fedavg": rows}).set_index("method")
+    rows = pd.DataFrame({"wall_seconds": [1800.0, 3600.0, 900.0], "cpu_seconds": [math.nan, 1000.0, 800.0],
+                         "method": ["fedavg@0.1", "fedavg@0.1", "fedavg@0.01"], "seed": [100, 100, 100],
+                         "mixed_code": [True, True, False]})  # one of its two tuning runs resumed under other code
+    hiso_rows = rows.assign(method="hiso@0.01", mixed_code=False)
+    shown = attach_choices(table, {"decomfl": new, "hiso": old, "fedavg": old},
+                           {"fedavg": rows, "hiso": hiso_rows}).set_index("method")
     assert shown.loc["decomfl", "tuning hours"] == 1.5 and shown.loc["decomfl", "tuning CPU hours"] == 0.5
     assert shown.loc["decomfl", "tuning hours without CPU time"] == 0.75
-    assert shown.loc["hiso", "tuning hours"] == 2.0 and pd.isna(shown.loc["hiso", "tuning CPU hours"])
+    assert shown.loc["hiso", "tuning hours"] == 1.75 and shown.loc["hiso", "tuning runs resumed under other code"] == 0
+    shown_json = attach_choices(table, {"hiso": old}).set_index("method")  # the JSON's sums of a run before CPU time
+    assert shown_json.loc["hiso", "tuning hours"] == 2.0 and "tuning CPU hours" not in shown_json
     assert shown.loc["fedavg", "tuning hours"] == 1.75 and shown.loc["fedavg", "tuning CPU hours"] == 0.5
     assert shown.loc["fedavg", "tuning hours without CPU time"] == 0.5  # the rows win over the JSON's sums
+    assert shown.loc["fedavg", "tuning runs resumed under other code"] == 1
+    assert pd.isna(shown.loc["decomfl", "tuning runs resumed under other code"])  # no rows: not known, not 0
 
 CURVES = {0.1: [0.9, 0.4, 0.6, 1.0, 1.5],  # reaches the target (0.5) at round 4, then leaves it
           0.03: [0.9, 0.7, 0.45, 0.4, 0.35],  # reaches it at round 6 and stays

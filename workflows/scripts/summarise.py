@@ -4,8 +4,6 @@ import json
 import logging
 from pathlib import Path
 
-import pandas as pd
-
 from figures.style import label as style_label
 from hiso.io import atomic_write
 from hiso.results import (
@@ -45,7 +43,7 @@ if a.choices:  # a scan's compute from its tuning runs' rows, where they are all
     for p in map(Path, a.choices):
         dirs = scan_run_dirs(p)
         if dirs and all((d / "metrics.csv").is_file() for d in dirs):
-            rounds[p.stem] = pd.concat([pd.read_csv(d / "metrics.csv") for d in dirs], ignore_index=True)
+            rounds[p.stem] = load_runs(paths=[d / "metrics.csv" for d in dirs])
     table = attach_choices(table, {p.stem: json.loads(p.read_text()) for p in map(Path, a.choices)}, rounds)
 for edge in edge_choices(table):  # in the job's log and marked in the table
     logging.warning("step size chosen at the edge of its grid: %s; extend lr_grid past it", edge)
