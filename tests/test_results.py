@@ -298,6 +298,15 @@ def test_the_lm_tier_readings_cite_only_cells_its_tables_will_have(tmp_path):
             (run / "run.json").write_text(json.dumps({"status": "finished", "initial_eval": {"test_loss": 1.2,
                                                                                               "accuracy": 0.55}}))
     table = summarise(load_runs(tmp_path), "test_loss", 0.65)
+    # every method's step size from its scan (summarise.py: the choice and its tuning runs' rows)
+    from hiso.results import attach_choices
+    grid = [{"lr": lr, "score": 0.5, "mean_last3_test_loss": 0.5, "diverged": False, "note": "grid"}
+            for lr in (0.0025, 0.005, 0.01)]
+    choices = {m: {"sets": {"federation.lr": 0.005}, "method": f"{m}@0.005", "at_grid_edge": False, "grid": grid}
+               for m in methods}
+    tuned = {m: pd.DataFrame({"method": f"{m}@0.005", "seed": [100, 101], "wall_seconds": 2.0, "cpu_seconds": 1.0,
+                              "mixed_code": False}) for m in methods}
+    table = attach_choices(table, choices, tuned)
     module = paper_claims_module()
     paper = module.claims(pd.read_csv(root / "paper_results" / "reported.csv"))
     check = module.check(paper, {"lm-rotten-tomatoes": table})

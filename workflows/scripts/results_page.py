@@ -71,8 +71,7 @@ def compute_line(tables: dict[str, pd.DataFrame]) -> str:
     without = total("run hours without CPU time") + total("tuning hours without CPU time")
     if not (runs or without):
         return ""
-    unit = "CPU-hours" if cpu else "hours"
-    line = (f"Compute: {runs + tuning:,.1f} {unit} in all: the tables' runs {runs:,.1f} (reported seeds, rounding "
+    line = (f"Compute: {runs + tuning:,.1f} CPU-hours in all: the tables' runs {runs:,.1f} (reported seeds, rounding "
             "twins and any lr grid's tuning runs)")
     if tuning:
         line += f", step-size scans {tuning:,.1f}"
