@@ -263,6 +263,34 @@ def test_full_grid_protocol_in_the_tables_and_the_sensitivity_figure(grid_scanne
     assert line["x"] == sorted(g["lr"] for g in choice["grid"])
 
 
+def test_summarise_reads_a_scans_compute_from_its_tuning_runs_rows(grid_scanned, tmp_path):
+    """The workflow's table job finds a scan's tuning runs beside its choice (scan_run_dirs: <results>/tuning/<exp>/
+    <method>.json, runs under <results>/runs/<exp>) and sums their rows: every round measured CPU time, so nothing
+    is counted as wall time without it, and no run resumed under other code."""
+    import shutil
+    root, choice = grid_scanned
+    runs = tmp_path / "r" / "runs" / "e"
+    shutil.copytree(root, runs)
+    (tmp_path / "r" / "tuning" / "e").mkdir(parents=True)
+    path = tmp_path / "r" / "tuning" / "e" / "decomfl.json"
+    path.write_text(json.dumps(choice))
+    from hiso.scan import scan_run_dirs
+    dirs = scan_run_dirs(path)
+    assert len(dirs) == 2 * len(choice["grid"]) and all((d / "metrics.csv").is_file() for d in dirs)
+    assert all(r["wall_seconds_without_cpu"] == 0 and r["cpu_seconds"] > 0 for r in choice["runs"])
+    reported = runs / "decomfl" / "seed0"  # a reported run: the chosen point's first tuning run, renamed
+    shutil.copytree(runs / choice["method"] / "seed100", reported)
+    csv = tmp_path / "t.csv"
+    subprocess.run([sys.executable, "workflows/scripts/summarise.py", "--metrics", str(reported / "metrics.csv"),
+                    "--metric", "rel_suboptimality", "--target", "0.1", "--csv", str(csv), "--md", str(tmp_path / "t.md"),
+                    "--choices", str(path)], cwd=ROOT, check=True, capture_output=True)
+    row = pd.read_csv(csv).set_index("method").loc["decomfl"]
+    wall = sum(pd.read_csv(d / "metrics.csv")["wall_seconds"].sum() for d in dirs)
+    assert row["tuning hours"] == pytest.approx(wall / 3600)
+    assert 0 < row["tuning CPU hours"] and row["tuning hours without CPU time"] == 0
+    assert row["tuning runs resumed under other code"] == 0
+
+
 def test_plan_passes_scan_seeds_and_refuses_reported_ones():
     cfg = {"seeds": [0, 1], "experiments": {"e": {
         "base": "workflows/config/base/quadratic.yaml", "metric": "rel_suboptimality", "target": 0.1,
