@@ -187,3 +187,36 @@ def build(cls, data: Any, prefix: str = ""):
             raise ConfigError(f"unknown config key '{full}'{hint}")
         kwargs[key] = _check_value(value, hints[key], full)
     return cls(**kwargs)
+
+
+def typed_overrides(config: dict, given, schema: dict) -> None:
+    """Snakemake reads `--config KEY=VALUE` with YAML's BaseLoader, which types only a top-level value: inside a
+    list or a mapping every scalar stays a string (`seeds=[0,1]` gives ['0', '1']).  For the keys given there, each
+    such string is read as a tier file would be (load_yaml) where the tier's JSON schema wants an integer, a number
+    or a boolean there and the string is one (booleans: true or false only, never YAML 1.1's yes/on); any other
+    string, such as `010`, is left for the schema to refuse, naming the key."""
+    for key in given:
+        if key in config and key in schema.get("properties", {}):
+            config[key] = _typed(config[key], schema["properties"][key])
+
+
+def _typed(value, schema: dict):
+    branches = [schema, *schema.get("anyOf", []), *schema.get("oneOf", [])]
+    types_ = {t for b in branches for t in ([b["type"]] if isinstance(b.get("type"), str) else b.get("type", []))}
+    if isinstance(value, str) and types_ & {"integer", "number", "boolean"}:
+        try:
+            read = load_yaml(value)
+        except ConfigError:
+            return value
+        fits = {"boolean": isinstance(read, bool) and value.lower() in ("true", "false"), "integer": isinstance(read, int) and not isinstance(read, bool),
+                "number": isinstance(read, (int, float)) and not isinstance(read, bool)}
+        return read if any(fits.get(t, False) for t in types_) else value
+    if isinstance(value, list):
+        items = next((b["items"] for b in branches if isinstance(b.get("items"), dict)), None)
+        return [_typed(v, items) for v in value] if items else value
+    if isinstance(value, dict):
+        props = {k: s for b in branches for k, s in b.get("properties", {}).items()}
+        extra = next((b["additionalProperties"] for b in branches if isinstance(b.get("additionalProperties"), dict)),
+                     {})
+        return {k: _typed(v, props.get(k, extra)) for k, v in value.items()}
+    return value

@@ -147,3 +147,34 @@ def test_paper_side_by_side_fills_only_what_ran(tmp_path):
     assert hit["regenerated paper-convention bytes"].tolist() == [320.0]  # 40 B x 8 rounds to its best
     assert hit["value"].tolist() == [0.8555]
     assert df["regenerated"].notna().sum() == 1  # nothing else was run
+
+
+def test_config_overrides_inside_lists_and_mappings_are_typed_as_in_a_tier_file(tmp_path):
+    """Snakemake types only a top-level `--config` value: `seeds=[0]` would reach the schema as ['0'] and be refused.
+    The workflow reads such strings as a tier file would where the schema wants a number or a boolean; a string
+    that is none (or a YAML 1.1 form) is still refused, naming the key."""
+    from hiso.checks import typed_overrides
+    schema = {"properties": {
+        "seeds": {"type": "array", "items": {"type": "integer"}},
+        "rounding": {"anyOf": [{"type": "boolean"}, {"type": "array", "items": {"type": "integer"}}]},
+        "study": {"type": "object", "properties": {"quick": {"type": "boolean"}, "title": {"type": "string"}},
+                  "additionalProperties": {"type": "object", "properties": {"lr": {"type": "number"}}}},
+        "methods": {"type": "array", "items": {"type": "string"}}}}
+    config = {"seeds": ["0", "12", "010", "a"], "rounding": ["0"], "methods": ["1", "hiso"],
+              "study": {"quick": "True", "title": "7", "p": {"lr": "1e-3"}}, "untouched": ["5"]}
+    typed_overrides(config, {"seeds": 0, "rounding": 0, "methods": 0, "study": 0}, schema)
+    assert config["seeds"] == [0, 12, "010", "a"] and config["rounding"] == [0] and config["methods"] == ["1", "hiso"]
+    assert config["study"] == {"quick": True, "title": "7", "p": {"lr": 0.001}} and config["untouched"] == ["5"]
+    config = {"study": {"quick": "yes"}}
+    typed_overrides(config, {"study": 0}, schema)
+    assert config["study"]["quick"] == "yes"  # YAML 1.1's booleans are not read as booleans
+
+    def plan(*sets):
+        return subprocess.run([SNAKEMAKE, "-n", "--configfile", "workflows/config/smoke.yaml", "--config",
+                               f"results={tmp_path}", *sets], cwd=ROOT, capture_output=True, text=True,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    every, one = plan(), plan("seeds=[0]")
+    assert every.returncode == 0 and one.returncode == 0, one.stdout[-1500:] + one.stderr[-1500:]
+    assert 0 < job_counts(one.stdout)["run"] < job_counts(every.stdout)["run"]
+    bad = plan("seeds=[a]")
+    assert bad.returncode != 0 and "'a' is not of type 'integer'" in bad.stdout + bad.stderr

@@ -22,13 +22,17 @@ CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
 PY = "python" if CONDA else sys.executable
 ENV = "../envs/hiso.yaml"
 
-validate(config, "../schemas/config.schema.yaml")
+from hiso.checks import load_yaml, typed_overrides  # noqa: E402
+
+# `--config seeds=[0,1]` reaches the config as ['0', '1']: read such values as the tier file would, then validate
+SCHEMA = Path(ROOT) / "workflows/schemas/config.schema.yaml"
+typed_overrides(config, workflow.config_settings.config, load_yaml(SCHEMA.read_text(), str(SCHEMA)))
+validate(config, str(SCHEMA))
 
 OUT = config.get("results", "results")
 
 
 from hiso import plan  # noqa: E402  (the working tree's: the tier's one source of truth)
-from hiso.checks import load_yaml  # noqa: E402
 
 # Snakemake reads tier files as YAML 1.1 (`seeds: [010]` is 8): read them again as configs are read, which
 # refuses YAML 1.1 number forms and duplicate keys, naming the file, line and key
