@@ -22,6 +22,7 @@ from figures.style import (
     seed_band,
     table_colors,
     table_labels,
+    tick_labels,
     tick_overlaps,
     unclutter_ticks,
 )
@@ -137,13 +138,14 @@ for k, m in enumerate(panels):
     lo, hi = bytes_ax.get_xlim()
     if hi / max(lo, 1e-300) > 100:  # over two decades: decade labels only (minor ones collide)
         bytes_ax.xaxis.set_minor_formatter(mticker.NullFormatter())
-    elif hi / max(lo, 1e-300) > 3:  # one or two decades: 1, 2, 5 of each decade labelled (20 kB, 1 MB)
+    elif hi / max(lo, 1e-300) > 10:  # one or two decades: 1, 2, 5 of each decade labelled (20 kB, 1 MB)
         bytes_ax.xaxis.set_major_locator(mticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         bytes_ax.xaxis.set_major_formatter(mticker.EngFormatter(unit="B", sep=" "))
         bytes_ax.xaxis.set_minor_formatter(mticker.NullFormatter())
-    else:  # within one decade a log axis has no labels worth reading: linear
+    else:  # within one decade a log axis has no labels worth reading (or only 2..9 kB, crowded): linear
         bytes_ax.set_xscale("linear")
         bytes_ax.xaxis.set_major_locator(mticker.MaxNLocator(4, min_n_ticks=3))
+        bytes_ax.xaxis.set_major_formatter(mticker.EngFormatter(unit="B", sep=" "))
 if a.target is not None:
     for ax in grid[0]:
         ax.axhline(a.target, color="k", ls="--", lw=0.8, label=f"target {a.target:g}")
@@ -154,12 +156,17 @@ if "mezo" in set(runs["method"].str.split("@").str[0]):
     notes.append("MeZO (one party) sends nothing: it has no curve against bytes.")
 fig.suptitle((a.title or (Path(a.root).name if a.root else "")) + f"\n{SPREAD}", fontsize=9)
 fig.canvas.draw()
-for _, bytes_ax in grid:  # labels that collide: 1 and 3 of each decade, then decades only, then upright
-    for subs in ((1.0, 3.0), (1.0,)):
+for _, bytes_ax in grid:  # labels that collide: 1 and 3 of each decade, then decades only, then upright; never
+    for subs in ((1.0, 3.0), (1.0,)):  # thinned to fewer than 2 labels inside the panel
         if bytes_ax.get_xscale() != "log" or not any(o.startswith("x:") for o in tick_overlaps(bytes_ax)):
             break
+        before = bytes_ax.xaxis.get_major_locator()
         bytes_ax.xaxis.set_major_locator(mticker.LogLocator(base=10, subs=subs))
         fig.canvas.draw()
+        if len(tick_labels(bytes_ax)["x"]) < 2:
+            bytes_ax.xaxis.set_major_locator(before)
+            fig.canvas.draw()
+            break
     unclutter_ticks(bytes_ax)
 if notes:  # below everything drawn, labels turned upright above included, so no note covers a label
     bottom = fig.get_tightbbox(fig.canvas.get_renderer()).y0 / fig.get_figheight()

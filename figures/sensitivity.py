@@ -41,8 +41,10 @@ for method, c in choices.items():
     pts = pd.DataFrame(c["grid"]).sort_values("lr")
     mean_col = next(k_ for k_ in pts.columns if k_.startswith("mean_last"))
     ok = pts[~pts["diverged"].astype(bool)]
+    budget = (f", {int(runs.loc[~runs['diverged'].astype(bool), 'rounds_run'].max())} rounds"
+              if "rounds_run" in runs and not runs["diverged"].astype(bool).all() else "")  # the tuning runs' length
     ax.plot(ok["lr"], ok[mean_col], "o-", color=colors[method], lw=1.4, ms=4,
-            label=f"{name} ({len(runs['seed'].unique())} tuning seeds)")
+            label=f"{name} ({len(runs['seed'].unique())} tuning seeds{budget})")
     fin = runs[runs[col].apply(lambda v: v is not None and math.isfinite(v))]
     ax.plot(fin["lr"], fin[col], ".", color=colors[method], alpha=0.45, ms=5)
     chosen = float(c["sets"]["federation.lr"])

@@ -217,8 +217,23 @@ def figure_data(fig) -> dict:
         entries = [t.get_text() for t in legend.get_texts()] if legend else []
         panels.append({"title": ax.get_title(), "ylabel": ax.get_ylabel(), "metric": metric,
                        "range": list(BOUNDS.get(metric, (None, None))) if metric else None,
-                       "lines": lines, "bands": bands, "legend": entries, "tick_overlaps": tick_overlaps(ax)})
+                       "lines": lines, "bands": bands, "legend": entries, "tick_overlaps": tick_overlaps(ax),
+                       "tick_labels": tick_labels(ax)})
     return {"panels": panels}
+
+
+def _shown_labels(axis) -> list:
+    """The tick label texts an axis draws: major and minor (a log axis labels some minor ticks), inside its limits."""
+    lo, hi = sorted(axis.get_view_interval())
+    ticks = axis.get_major_ticks() + axis.get_minor_ticks()
+    return [t.label1 for t in ticks if t.label1.get_visible() and t.label1.get_text() and lo <= t.get_loc() <= hi]
+
+
+def tick_labels(ax) -> dict[str, list[str]]:
+    """The tick labels each labelled axis of the panel draws ({"x": ["1 kB", "10 kB"], ...}; an axis without an
+    axis label, whose ticks another panel labels, is left out)."""
+    return {name: [t.get_text() for t in _shown_labels(axis)]
+            for name, axis in (("x", ax.xaxis), ("y", ax.yaxis)) if axis.get_label().get_text()}
 
 
 def tick_overlaps(ax) -> list[str]:
@@ -226,11 +241,7 @@ def tick_overlaps(ax) -> list[str]:
     renderer = ax.figure.canvas.get_renderer()
     out = []
     for name, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
-        lo, hi = sorted(axis.get_view_interval())
-        ticks = axis.get_major_ticks() + axis.get_minor_ticks()  # minor labels too (a log axis draws some)
-        shown = [t.label1 for t in ticks  # the ticks drawn: inside the panel's limits
-                 if t.label1.get_visible() and t.label1.get_text() and lo <= t.get_loc() <= hi]
-        boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in shown]
+        boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in _shown_labels(axis)]
         key = (lambda b: b[1].x0) if name == "x" else (lambda b: b[1].y0)
         boxes.sort(key=key)
         out += [f"{name}: {a} | {b}" for (a, ba), (b, bb) in zip(boxes, boxes[1:]) if ba.overlaps(bb)]
@@ -277,7 +288,8 @@ def _base(label_: str) -> str:
 
 def check_figure_data(data: dict) -> list[str]:
     """What a reviewer would reject in a figure's data (`figure_data`): a band outside its metric's range, a legend
-    entry with no drawn curve, two methods drawn in one colour, tick labels drawn over each other.  Returns one
+    entry with no drawn curve, two methods drawn in one colour, tick labels drawn over each other, a labelled axis
+    with fewer than 2 tick labels (a bytes axis whose one tick says nothing of its scale).  Returns one
     line per problem."""
     problems = []
     drawn = {}
@@ -297,6 +309,8 @@ def check_figure_data(data: dict) -> list[str]:
             if entry not in drawn:
                 problems.append(f"panel {k}: legend entry {entry!r} has no drawn curve")
         problems += [f"panel {k}: tick labels overlap ({o})" for o in p.get("tick_overlaps", [])]
+        problems += [f"panel {k}: the {name} axis labels {len(shown)} tick(s) ({', '.join(shown) or 'none'}), "
+                     "too few to read a value off" for name, shown in p.get("tick_labels", {}).items() if len(shown) < 2]
     colors: dict[str, str] = {}
     for lab_, cs in drawn.items():
         if lab_.startswith("_") or lab_.startswith("target"):

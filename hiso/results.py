@@ -360,11 +360,20 @@ def provenance_line(metrics_paths) -> str:
 def fill_blocks(text: str, pattern, cell) -> str:
     """Each match of `pattern` in the readings -> cell(match).  A block (paragraph or bullet) with a match whose
     cell is None, a problem or job that a sliced run left out, is dropped whole, so that no sentence loses a
-    number; `cell` raises for a citation the tables can never hold."""
+    number; `cell` raises for a citation the tables can never hold, unless its block is dropped anyway (a column
+    such as `claim vs decomfl` exists only where the sliced-out reference ran)."""
     out = []
     for block in re.split(r"\n(?=- |\n)", text):
-        values = [cell(m) for m in pattern.finditer(block)]
-        if None not in values:
-            it = iter(values)
-            out.append(pattern.sub(lambda _: next(it), block))
+        values, errors = [], []
+        for m in pattern.finditer(block):
+            try:
+                values.append(cell(m))
+            except KeyError as e:
+                errors.append(e)
+        if None in values:
+            continue
+        if errors:
+            raise errors[0]
+        it = iter(values)
+        out.append(pattern.sub(lambda _: next(it), block))
     return "\n".join(out)

@@ -172,15 +172,18 @@ def test_sweep_figure_over_close_values_draws_no_label_over_another(tmp_path, xs
     assert check_figure_data(data) == []
 
 
-def test_convergence_bytes_axis_over_two_decades_has_readable_labels(tmp_path):
-    """Cumulative bytes from 30 kB to 1.2 MB, accuracy and test loss (the digits tiers' figures, where the bytes
-    axis' 1-2-5 labels "50,000100,000200,000" ran together): no label is drawn over another."""
+@pytest.mark.parametrize("n", [40, 3])
+def test_convergence_bytes_axis_has_readable_labels(tmp_path, n):
+    """Cumulative bytes from 30 kB to 1.2 MB (40 rounds; the digits tiers' figures, where the bytes axis' 1-2-5
+    labels "50,000100,000200,000" ran together), or from 30 to 90 kB (3 rounds; an early look at the lm tier,
+    whose 2..9 kB labels collided and were thinned to decades, leaving none inside the panel): no label is drawn
+    over another, and every labelled axis labels at least 2 ticks."""
     root = tmp_path / "runs"
     for method in ("decomfl", "hiso"):
         for s in range(3):
             run = root / method / f"seed{s}"
             run.mkdir(parents=True)
-            rounds = list(range(1, 41))  # 30 kB to 1.2 MB: under two decades, the axis' 1-2-5 branch
+            rounds = list(range(1, n + 1))
             pd.DataFrame({"round": rounds, "accuracy": [0.1 + 0.005 * r for r in rounds], "bytes_up": 15000,
                           "test_loss": [2.3 - 0.01 * r for r in rounds], "bytes_down": 15000, "train_loss": 1.0,
                           "forward_passes": 6,
@@ -193,6 +196,17 @@ def test_convergence_bytes_axis_over_two_decades_has_readable_labels(tmp_path):
     data = json.loads(png.with_suffix(".data.json").read_text())
     assert check_figure_data(data) == []
     assert all(p["tick_overlaps"] == [] for p in data["panels"])
+    assert all(len(p["tick_labels"]["x"]) >= 2 for p in data["panels"])
+
+
+def test_check_catches_a_labelled_axis_with_one_tick_label(tmp_path):
+    def draw(ax):
+        ax.plot([3000, 9000], [1, 2], label="HiSo", color="#d62728")
+        ax.set_xlabel("total bytes")
+        ax.set_xticks([2000, 5000, 20000], labels=["2 kB", "5 kB", "20 kB"])  # one of them inside the panel
+        ax.set_xlim(3000, 9000)
+    problems = _figure(tmp_path, draw)
+    assert any("the x axis labels 1 tick(s) (5 kB)" in p for p in problems), problems
 
 
 @pytest.mark.parametrize("gap, close", [(1e-6, True), (1e-2, False)])

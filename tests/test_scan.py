@@ -261,6 +261,7 @@ def test_full_grid_protocol_in_the_tables_and_the_sensitivity_figure(grid_scanne
     assert check_figure_data(data) == []
     line = next(ln for ln in data["panels"][0]["lines"] if ln["label"].startswith("DeComFL"))
     assert line["x"] == sorted(g["lr"] for g in choice["grid"])
+    assert line["label"].endswith("(2 tuning seeds, 40 rounds)")  # how long the scores' runs were
 
 
 def test_summarise_reads_a_scans_compute_from_its_tuning_runs_rows(grid_scanned, tmp_path):
