@@ -264,6 +264,12 @@ def jobs(tier: dict):
                     yield p, m, "rounding", s
 
 
+def kept_methods(tier: dict, names) -> list[str]:
+    """The methods of `names` that the tier's method slice (`study_methods`) keeps: all without one."""
+    keep = tier.get("study_methods")
+    return [m for m in names if not keep or m in keep]
+
+
 def problems(tier: dict) -> dict:
     """The tier's problems (those matching `only`, shell patterns), each with its methods (`study_methods`);
     ValueError names a method that the study does not define."""
@@ -279,7 +285,7 @@ def problems(tier: dict) -> dict:
     for p, spec in tier["study"]["problems"].items():
         if not kept(tier, p):
             continue
-        methods = [m for m in spec["methods"] if not keep_m or m in keep_m]
+        methods = kept_methods(tier, spec["methods"])
         if methods:
             out[p] = {**spec, "name": p, "methods": methods,
                       "equal_lr": [m for m in spec.get("equal_lr", []) if m in methods]}

@@ -68,8 +68,7 @@ rule study_report:
         command=lambda w: shlex.quote(page_command(("only", "study_methods", "study_quick"))),
         # the agreement figure's estimators (study.learned), by label, those of the methods kept
         learned=lambda w: " ".join(shlex.quote(config["study"]["methods"][m]["label"])
-                                   for m in config["study"].get("learned", [])
-                                   if not config.get("study_methods") or m in config["study_methods"]),
+                                   for m in STUDY.kept_methods(config, config["study"].get("learned", []))),
         commit=COMMIT,
         date=TODAY,
     shell:
