@@ -5,17 +5,21 @@ tuning choices and tables (workflows/config/lm.yaml, `page: {runs: true}`):
 - one fixed test set of at least 500 snippets for every run, evaluated at least 20 times per run;
 - DeComFL's best test loss (of its seed-mean curve) not in the last 10 % of the rounds;
 - every method's step size chosen on at least 5 grid points and 2 tuning seeds, and not at an edge of the grid;
-- the CPU-hours stated.
+- the CPU-hours stated;
+- a page not sliced to some methods (its command without `methods=[...]`) has a row for every method of the tier;
+and the tier itself runs every federated method of the paper tier, and MeZO.
 The checker is tested on pages built in code; the committed page is checked once it carries its runs."""
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from hiso.noise import TWIN
 
@@ -37,17 +41,29 @@ def _runs(folder: Path, exp: str) -> dict[str, dict[int, tuple[dict, pd.DataFram
     return out
 
 
-def problems(folder: Path, page_md: Path) -> list[str]:
-    """What the page folder fails of the list above, one line each ([] when it shows all of it)."""
+def tier_methods(tier: str) -> dict[str, list[str]]:
+    """A tier's experiments and the names of their methods (workflows/config/<tier>.yaml)."""
+    spec = yaml.safe_load((ROOT / "workflows/config" / f"{tier}.yaml").read_text())
+    return {exp: list(e["methods"]) for exp, e in spec["experiments"].items()}
+
+
+def problems(folder: Path, page_md: Path, tier: dict[str, list[str]] | None = None) -> list[str]:
+    """What the page folder fails of the list above, one line each ([] when it shows all of it); `tier`: the
+    methods of each experiment of the tier (tier_methods), which a page of the whole tier must all show."""
     if not (folder / "runs").is_dir():
         return [f"{folder}: no archived runs (runs/)"]
     out = []
+    text = page_md.read_text()
+    sliced = re.search(r"^Written by the workflow \(`[^`]*methods=\[", text, re.M)
     for table_csv in sorted((folder / "tables").glob("*.csv")):
         exp = table_csv.stem
         if not (folder / "runs" / exp).is_dir():
             continue  # another table of the page (paper claims)
         table = pd.read_csv(table_csv).set_index("method")
         runs = _runs(folder, exp)
+        if tier and not sliced:
+            out += [f"{exp}/{m}: no row (the page's command names no method slice)"
+                    for m in tier.get(exp, []) if m not in table.index]
         for method in table.index:
             need = MIN["flagship seeds"] if method in FLAGSHIP else MIN["other seeds"]
             seeds = runs.get(method, {})
@@ -87,7 +103,7 @@ def problems(folder: Path, page_md: Path) -> list[str]:
             last = max(m["round"].max() for _, m in runs[REF].values())
             if curve.idxmin() > 0.9 * last:
                 out.append(f"{exp}/{REF}: best seed-mean test loss at round {curve.idxmin()} of {last}")
-    if "CPU-hours" not in page_md.read_text():
+    if "CPU-hours" not in text:
         out.append(f"{page_md.name}: no CPU-hours")
     return out
 
@@ -95,7 +111,15 @@ def problems(folder: Path, page_md: Path) -> list[str]:
 @pytest.mark.xfail(not (PAGE / "runs").is_dir(), strict=True,
                    reason="the committed lm page predates the flagship runs; it is replaced when they finish")
 def test_the_committed_lm_page_shows_the_flagship_comparison():
-    assert problems(PAGE, PAGE.with_suffix(".md")) == []
+    assert problems(PAGE, PAGE.with_suffix(".md"), tier_methods("lm")) == []
+
+
+def test_the_lm_tier_runs_every_federated_method_of_the_paper_tier_and_mezo():
+    paper = yaml.safe_load((ROOT / "workflows/config/paper.yaml").read_text())
+    wanted = {spec["method"] for grid in paper["grids"].values() for spec in grid["methods"].values()}
+    lm = yaml.safe_load((ROOT / "workflows/config/lm.yaml").read_text())
+    ran = {spec["method"] for e in lm["experiments"].values() for spec in e["methods"].values()}
+    assert {"fedadam", "mezo"} <= wanted and wanted <= ran, sorted(wanted - ran)
 
 
 @pytest.mark.slow
@@ -177,8 +201,18 @@ def test_the_checker_passes_a_page_that_shows_the_comparison(tmp_path):
     ({"grid": 4}, "of 4 points"),
     ({"edge": True}, "at the grid's edge"),
     ({"cpu_line": False}, "lm.md: no CPU-hours"),
+    ({"tier": {"lm-rotten-tomatoes": ["hiso", "decomfl", "fedzo", "fedavg"]}}, "fedavg: no row"),
 ])
 def test_the_checker_names_what_a_page_lacks(tmp_path, change, found):
     kw = {"seeds": GOOD, **change}
-    lines = problems(_page(tmp_path, **kw), tmp_path / "lm.md")
+    tier = kw.pop("tier", None)
+    lines = problems(_page(tmp_path, **kw), tmp_path / "lm.md", tier)
     assert any(found in line for line in lines), lines
+
+
+def test_a_page_sliced_to_some_methods_lacks_no_row_of_the_others(tmp_path):
+    folder = _page(tmp_path, GOOD)
+    page = tmp_path / "lm.md"
+    page.write_text("Written by the workflow (`snakemake --config 'methods=[hiso,decomfl,fedzo]'`) at commit x\n\n"
+                    + page.read_text())
+    assert problems(folder, page, {"lm-rotten-tomatoes": ["hiso", "decomfl", "fedzo", "fedavg"]}) == []
