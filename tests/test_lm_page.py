@@ -150,6 +150,69 @@ def test_the_committed_lm_page_is_rebuilt_from_its_runs_without_a_round(tmp_path
     assert [line for line in rebuilt if not line.startswith("Written by the workflow")] == body
 
 
+def test_the_lm_tier_readings_cite_only_cells_its_tables_will_have(tmp_path):
+    """Every placeholder of the flagship LM readings names a cell that summarise (on runs shaped like the tier's:
+    test loss and accuracy, rounding twins, DeComFL as reference) and paper_claims write, so its page job cannot
+    fail on a missing cell after hours of runs."""
+    from test_results import paper_claims_module
+
+    from hiso.results import attach_choices, load_runs, summarise
+    root = ROOT
+    tier = yaml.safe_load((root / "workflows/config/lm.yaml").read_text())
+    readings = (root / tier["page"]["readings"]).read_text()
+    methods = list(tier["experiments"]["lm-rotten-tomatoes"]["methods"])
+    for m in methods + [f"{m}+ulp" for m in methods]:
+        for seed in ((0,) if m.endswith("+ulp") else (0, 1, 2)):
+            run = tmp_path / m / f"seed{seed}"
+            run.mkdir(parents=True)
+            pd.DataFrame({"round": [10, 20, 30], "test_loss": [0.9 - seed / 50, 0.8, 0.7 + seed / 50],
+                          "accuracy": [0.6, 0.7, 0.75], "bytes_up": 40, "bytes_down": 60, "forward_passes": 12,
+                          "wall_seconds": 1.0, "train_loss": 1.0}).to_csv(run / "metrics.csv", index=False)
+            (run / "run.json").write_text(json.dumps({"status": "finished", "initial_eval": {"test_loss": 1.2,
+                                                                                              "accuracy": 0.55}}))
+    table = summarise(load_runs(tmp_path), "test_loss", 0.65)
+    # every method's step size from its scan (summarise.py: the choice and its tuning runs' rows)
+    grid = [{"lr": lr, "score": 0.5, "mean_last3_test_loss": 0.5, "diverged": False, "note": "grid"}
+            for lr in (0.0025, 0.005, 0.01)]
+    choices = {m: {"sets": {"federation.lr": 0.005}, "method": f"{m}@0.005", "at_grid_edge": False, "grid": grid}
+               for m in methods}
+    tuned = {m: pd.DataFrame({"method": f"{m}@0.005", "seed": [100, 101], "wall_seconds": 2.0, "cpu_seconds": 1.0,
+                              "mixed_code": False}) for m in methods}
+    table = attach_choices(table, choices, tuned)
+    module = paper_claims_module()
+    paper = module.claims(pd.read_csv(root / "paper_results" / "reported.csv"))
+    check = module.check(paper, {"lm-rotten-tomatoes": table})
+    cells = {"lm-rotten-tomatoes": table.set_index("method"), "paper-claims": paper.set_index("method"),
+             "claims-check": check.set_index("method")}
+    body = readings[readings.index("## summary"):]  # the header explains the placeholders; sections are rendered
+    cited = re.findall(r"\{\{([^|}]+)\|([^|}]+)\|([^}]+)\}\}", body)
+    assert cited
+    for exp, row, col in cited:
+        assert row in cells[exp].index and col in cells[exp].columns, (exp, row, col)
+    # the tier sliced to HiSo and DeComFL (--config 'methods=[hiso,decomfl]'): their paragraphs stay whole, and no
+    # sentence speaks of a method that did not run
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("results_page", root / "workflows" / "scripts" / "results_page.py")
+    page = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(page)
+    sliced = table[table["method"].str.match(r"(hiso|decomfl)(\+ulp)?$")]
+    tables = {"lm-rotten-tomatoes": sliced, "paper-claims": paper,
+              "claims-check": module.check(paper, {"lm-rotten-tomatoes": sliced})}
+    text = "\n\n".join(page.fill(v, tables, ["hiso", "decomfl"], ("lm-rotten-tomatoes",))
+                         for v in page.sections(readings).values())
+    assert "HiSo against DeComFL is" in text and "DeComFL's best test loss falls at round" in text
+    assert not re.search(r"FedZO|FedKSeed|FedAvg|FedAdam|FedYogi|FedAdagrad|MeZO|\{\{", text), text
+    # sliced to HiSo alone: the table has no column against the reference (`claim vs decomfl`), and the paragraphs
+    # citing it also cite DeComFL's rows, so they are dropped, not an error after hours of runs
+    alone = attach_choices(summarise(load_runs(paths=sorted(tmp_path.glob("hiso*/seed*/metrics.csv"))), "test_loss",
+                                     0.65), choices, tuned)
+    assert "claim vs decomfl" not in alone.columns
+    tables = {"lm-rotten-tomatoes": alone, "paper-claims": paper,
+              "claims-check": module.check(paper, {"lm-rotten-tomatoes": alone})}
+    text = "\n\n".join(page.fill(v, tables, ["hiso"], ("lm-rotten-tomatoes",)) for v in page.sections(readings).values())
+    assert "{{" not in text and "DeComFL" not in text.replace("(DeComFL", ""), text
+
+
 # ---------------------------------------------------------------------------------------- the checker itself
 def _page(tmp_path: Path, seeds: dict[str, int], rounds: int = 200, every: int = 10, test_size: int = 500,
           grid: int = 5, edge: bool = False, best_at: int = 100, cpu_line: bool = True) -> Path:
