@@ -208,8 +208,9 @@ def _typed(value, schema: dict):
             read = load_yaml(value)
         except ConfigError:
             return value
-        fits = {"boolean": isinstance(read, bool) and value.lower() in ("true", "false"), "integer": isinstance(read, int) and not isinstance(read, bool),
-                "number": isinstance(read, (int, float)) and not isinstance(read, bool)}
+        number = isinstance(read, (int, float)) and not isinstance(read, bool)
+        fits = {"boolean": isinstance(read, bool) and value.lower() in ("true", "false"),
+                "integer": number and isinstance(read, int), "number": number}
         return read if any(fits.get(t, False) for t in types_) else value
     if isinstance(value, list):
         items = next((b["items"] for b in branches if isinstance(b.get("items"), dict)), None)
