@@ -31,7 +31,7 @@ choices = {m: c for m, c in choices.items() if c.get("runs")}  # only the full-g
 if not choices:
     raise SystemExit("no choice file holds per-seed tuning runs (the full-grid protocol: scan_seeds)")
 colors = palette(list(choices), {m: (given.get(m) or {}).get("color") for m in choices if (given.get(m) or {}).get("color")})
-fig, ax = plt.subplots(figsize=(6.4, 3.6))
+fig, ax = plt.subplots(figsize=(6.4, 3.6) if len(choices) <= 4 else (8.4, 4.4))  # room beside a long legend
 lost_y = []
 for method, c in choices.items():
     name = (given.get(method) or {}).get("label") or label(method)
@@ -55,8 +55,12 @@ for method, c in choices.items():
         lost_y.append((method, lost["lr"].tolist()))
 ax.set_xscale("log")
 tried = sorted({float(g["lr"]) for c in choices.values() for g in c["grid"]})
-ax.xaxis.set_major_locator(mticker.FixedLocator(tried))  # ticks at the step sizes tried, none between
-ax.xaxis.set_major_formatter(mticker.FixedFormatter([f"{lr:g}" for lr in tried]))
+if min((b / a for a, b in zip(tried, tried[1:])), default=2.0) >= 1.5:  # one grid, or grids that interleave
+    ax.xaxis.set_major_locator(mticker.FixedLocator(tried))  # ticks at the step sizes tried, none between
+    ax.xaxis.set_major_formatter(mticker.FixedFormatter([f"{lr:g}" for lr in tried]))
+else:  # grids offset from each other (0.001 and 0.00125): 1, 2, 5 of each decade; the dots mark what was tried
+    ax.xaxis.set_major_locator(mticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
 ax.xaxis.set_minor_locator(mticker.NullLocator())
 top = ax.get_ylim()[1]
 for method, lrs in lost_y:

@@ -229,3 +229,28 @@ def test_convergence_names_a_curve_within_rounding_of_another(tmp_path, gap, clo
     legend = json.loads(png.with_suffix(".data.json").read_text())["panels"][1]["legend"]
     near = [e for e in legend if "≈" in e]
     assert near == (["per-layer scalar H (n=3), ≈ global scalar H"] if close else []), (legend, p.stdout)
+
+
+@pytest.mark.parametrize("offset", [False, True])
+def test_sensitivity_figure_ticks_are_readable_for_one_grid_and_for_offset_grids(tmp_path, offset):
+    """One factor-2 grid is ticked at the step sizes tried; grids offset from each other (the lm tier's 0.001 and
+    0.00125) at 1, 2, 5 of each decade, since ticks at every point tried would run together even upright."""
+    grids = {"decomfl": [0.00125, 0.0025, 0.005, 0.01, 0.02],
+             "fedadam": [0.001, 0.002, 0.004, 0.008, 0.016] if offset else [0.00125, 0.0025, 0.005, 0.01, 0.02]}
+    paths = []
+    for method, grid in grids.items():
+        runs = [{"method": f"{method}@{lr:g}", "lr": lr, "seed": s, "diverged": False, "rounds_run": 100,
+                 "last3_test_loss": 0.8 + abs(k - 2) / 10 + s / 1000} for k, lr in enumerate(grid) for s in (100, 101)]
+        pts = [{"lr": lr, "diverged": False, "mean_last3_test_loss": 0.8 + abs(k - 2) / 10, "note": "grid"}
+               for k, lr in enumerate(grid)]
+        path = tmp_path / f"{method}.json"
+        path.write_text(json.dumps({"sets": {"federation.lr": grid[2]}, "grid": pts, "runs": runs}))
+        paths.append(str(path))
+    png = tmp_path / "s.png"
+    subprocess.run([sys.executable, "-m", "figures.sensitivity", "--choices", *paths, "--metric", "test_loss",
+                    "--png", str(png), "--pdf", str(tmp_path / "s.pdf")], cwd=ROOT, check=True, capture_output=True)
+    data = json.loads(png.with_suffix(".data.json").read_text())
+    assert check_figure_data(data) == []
+    shown = data["panels"][0]["tick_labels"]["x"]
+    assert shown == (["0.001", "0.002", "0.005", "0.01", "0.02"] if offset
+                     else ["0.00125", "0.0025", "0.005", "0.01", "0.02"])
