@@ -1,18 +1,21 @@
 """Every method of the lm tier on a LoRA language model (tiny random LLaMA, the real text-task path): it trains
 the adapters only, leaves the frozen base bit for bit, and its wire bytes are those of its protocol on the
 adapters (vector methods send 4 bytes per adapter weight, scalar-only methods a few scalars)."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from hiso.config import load_config
 from hiso.protocol import VectorMessage
 from hiso.run import build_federation
 
-LM_TIER_METHODS = {  # workflows/config/lm.yaml's methods, with their federation overrides
-    "decomfl": {}, "hiso": {}, "fedzo": {}, "fedkseed": {}, "fedavg": {},
-    "mezo": {"num_clients": 1, "clients_per_round": 1, "local_steps": 2},
-}
+_TIER = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflows/config/lm.yaml").read_text())
+LM_TIER_METHODS = {  # workflows/config/lm.yaml's methods: their method and federation overrides
+    spec["method"]: {k.removeprefix("federation."): v for k, v in spec.items() if k.startswith("federation.")}
+    for spec in _TIER["experiments"]["lm-rotten-tomatoes"]["methods"].values()}
 
 
 def lora_config(method: str, **federation):
@@ -44,7 +47,7 @@ def test_lm_tier_method_trains_the_adapters_only(method):
     assert moved > 0, "no adapter moved in two rounds"
     assert np.isfinite(task.evaluate()["test_loss"])
     up = rows[0].get("bytes_up", 0)
-    if method in ("fedzo", "fedavg"):  # the d-float delta of the adapters, per sampled client
+    if method in ("fedzo", "fedavg", "fedadam", "fedyogi", "fedadagrad"):  # the adapters' d-float delta per client
         assert up == 2 * VectorMessage.wire_size(d)
     elif method == "mezo":  # one party: nothing travels
         assert up == 0
