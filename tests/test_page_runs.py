@@ -41,10 +41,14 @@ def test_archive_keeps_every_run_a_scan_lists_and_replay_orders_choices_before_r
     assert (page / "runs/e/hiso/seed0/metrics.csv").read_bytes() == runs[1].read_bytes()
 
     again = tmp_path / "again"
+    checkout = tmp_path / "base.yaml"  # a scan's input, as a clone made a moment before the replay writes it
+    checkout.write_text("task: {name: quadratic}\n")
     p = page_runs("replay", "--page", page, "--to", again)
     assert p.returncode == 0 and "replayed 4 runs" in p.stdout, p.stderr
     assert (again / "tuning/e/hiso.json").read_bytes() == choice.read_bytes()
-    assert (again / "runs/e/hiso@0.01/seed100/metrics.csv").stat().st_mtime > (again / "tuning/e/hiso.json").stat().st_mtime
+    stamp = (again / "tuning/e/hiso.json").stat().st_mtime
+    assert (again / "runs/e/hiso@0.01/seed100/metrics.csv").stat().st_mtime > stamp
+    assert stamp >= checkout.stat().st_mtime, "the choices are older than the checkout's configs: scans would rerun"
     (page / "runs/e/hiso/seed0/metrics.csv").write_text("round\n1\n")  # a replay never overwrites a folder's runs
     p = page_runs("replay", "--page", page, "--to", again)
     assert p.returncode == 2 and "already holds 9 of these files" in p.stderr

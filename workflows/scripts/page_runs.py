@@ -54,7 +54,9 @@ def replay(folder: Path, results: Path) -> int:
         raise FileNotFoundError(f"{folder}: no runs/ folder (the tier's page sets `runs: true` to archive them)")
     now = time.time()
     copies = [(path, results / sub / path.relative_to(folder / sub), stamp)
-              for sub, stamp in (("tuning", now - 60), ("runs", now))  # choices older than the runs that read them
+              # choices no older than any file of the checkout (a replay within a minute of a clone once found its
+              # base configs newer than the choices, and reran every run), the runs that read them a second newer
+              for sub, stamp in (("tuning", now), ("runs", now + 1))
               for path in sorted(p for p in (folder / sub).rglob("*") if p.is_file())]
     taken = [str(dst) for _, dst, _ in copies if dst.exists()]
     if taken:  # never over a results folder's own runs: checked before anything is written
