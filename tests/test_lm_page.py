@@ -127,7 +127,7 @@ def test_the_lm_tier_runs_every_federated_method_of_the_paper_tier_and_mezo():
                    reason="the committed lm page predates the flagship runs; it is replaced when they finish")
 def test_the_committed_lm_page_is_rebuilt_from_its_runs_without_a_round(tmp_path):
     """Its archived runs replayed (workflows/scripts/page_runs.py) into a fresh results folder, the tier's workflow,
-    with the slice the page's command names, computes no round and writes the same tables, byte for byte, and the
+    with the `--config` the page's command names, computes no round and writes the same tables, byte for byte, and the
     same page but for its header's commit and date."""
     import re
 
@@ -137,9 +137,9 @@ def test_the_committed_lm_page_is_rebuilt_from_its_runs_without_a_round(tmp_path
                    cwd=ROOT, check=True, capture_output=True, text=True)
     text = PAGE.with_suffix(".md").read_text()
     command = re.search(r"^Written by the workflow \(`([^`]*)`\)", text, re.M).group(1)
-    sliced = re.search(r"(methods=\[[^]]*\])", command)
+    given = re.search(r"--config '([^']*)'", command)  # the slice and any other key the page was run with
     p = subprocess.run([SNAKEMAKE, "--cores", "2", "--configfile", "workflows/config/lm.yaml", "--config",
-                        f"results={out}", *([sliced.group(1)] if sliced else []), "--", f"{out}/pages/lm.md"],
+                        f"results={out}", *(given.group(1).split() if given else []), "--", f"{out}/pages/lm.md"],
                        cwd=ROOT, check=True, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     jobs = job_counts(p.stdout + p.stderr)
     assert "run" not in jobs and "scan_lr" not in jobs and jobs.get("results_page") == 1, jobs

@@ -2,6 +2,7 @@
 and a second invocation has nothing to do."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -178,3 +179,13 @@ def test_config_overrides_inside_lists_and_mappings_are_typed_as_in_a_tier_file(
     assert 0 < job_counts(one.stdout)["run"] < job_counts(every.stdout)["run"]
     bad = plan("seeds=[a]")
     assert bad.returncode != 0 and "'a' is not of type 'integer'" in bad.stdout + bad.stderr
+
+
+def test_a_page_names_every_config_key_that_changes_what_runs_and_no_operational_one(tmp_path):
+    """The command a results page states is one that rebuilds it: `seeds=[0]` given on the command line is in it
+    beside the slice, `warm_runner` and `results` (how jobs start, where results go) are not."""
+    p = subprocess.run([SNAKEMAKE, "-n", "-p", "--cores", "1", "--config", f"results={tmp_path}", "seeds=[0]",
+                        "warm_runner=False", "only=[digits]"], cwd=ROOT, capture_output=True, text=True, check=True,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    command = re.search(r"--command '(.*?)' --commit", p.stdout).group(1)
+    assert "only=[digits] seeds=[0]" in command and "warm_runner" not in command and "results" not in command

@@ -131,9 +131,15 @@ def page_sweeps():
     return [n for n, sw in (config.get("sweeps") or {}).items() if all(p in EXPERIMENTS for p in sw["points"])]
 
 
+# `--config` keys that change where results go or how jobs start, never what a run computes: a page leaves them out
+OPERATIONAL = ("results", "warm_runner", "replace_different", "hub_mirror", "max_runs", "retries")
+
+
 def page_command(keys=("only", "methods")):
-    """The command a results page names: the tier's config file and the `--config` keys that sliced it."""
-    parts = " ".join(f"{k}={_compact(config[k])}" for k in keys if config.get(k))
+    """The command a results page names: the tier's config file, the `--config` keys that sliced it (`keys`), and
+    any other key given on the command line that changes what runs (`seeds=[0,1]`), so the page can be rebuilt."""
+    given = [k for k in workflow.config_settings.config if k not in OPERATIONAL and k not in keys]
+    parts = " ".join(f"{k}={_compact(config[k])}" for k in [*keys, *given] if config.get(k))
     tier = next((Path(f).stem for f in workflow.overwrite_configfiles), "default")
     return f"snakemake --cores all --configfile workflows/config/{tier}.yaml" + (f" --config '{parts}'" if parts else "")
 
