@@ -91,6 +91,9 @@ def test_committed_results_pages_are_what_their_rule_writes(tmp_path):
                "--command", head.group(2), "--commit", head.group(3), "--date", head.group(4), "--md", str(out)]
         if readings.exists():
             cmd += ["--readings", str(readings)]
+        sensitivity = [e for e in exps if (page.parent / page.stem / "figures" / f"sensitivity_{e}.png").exists()]
+        if sensitivity:  # experiments whose step sizes were scanned on a grid (the lm tier's)
+            cmd += ["--sensitivity", *sensitivity]
         sliced = re.search(r"methods=\[([^]]*)\]", head.group(2))  # a page of some methods names its slice
         if sliced:
             cmd += ["--methods", *sliced.group(1).split(",")]
