@@ -24,12 +24,24 @@ BLOCK = re.compile(r"(<!-- headline: generated from (\S+) by workflows/scripts/r
 KEEP = ("method", "lr", "final ", "rounds to target", "vs ")  # the headline's columns (prefixes): the page has all
 
 
+def short_verdict(claim: str) -> str:
+    """A claim (hiso.noise.verdict) in a few words: the page gives the numbers behind it.  A difference whose
+    interval excludes 0 but which stays within a spread reads "within the ... spread", so that the interval
+    printed beside it does not seem to contradict the verdict."""
+    if not isinstance(claim, str):
+        return claim
+    head, _, reason = claim.partition(":")
+    for spread in ("seed", "rounding"):
+        if f"<= {spread} spread" in reason:
+            return f"within {spread} spread"
+    return head
+
+
 def render(csv: Path) -> str:
     """The table's citable view (hiso.results.compact_view), narrowed to the columns a front page needs."""
     chosen = at_chosen_lr(pd.read_csv(csv))
     claim = next(c for c in chosen.columns if c.startswith("claim vs "))
-    # the verdict ("better", "not distinguishable", ...) without its reason, which the page gives
-    chosen = chosen.assign(**{"method": chosen["method"].map(label), claim: chosen[claim].str.split(":").str[0]})
+    chosen = chosen.assign(**{"method": chosen["method"].map(label), claim: chosen[claim].map(short_verdict)})
     view, _ = compact_view(chosen, "rel_suboptimality")
     view = view[[c for c in view.columns if c.startswith(KEEP)]]
     return (view.to_markdown(index=False) + "\n\nRounds: medians over seeds. A claim needs the 95 % interval to "
