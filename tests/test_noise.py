@@ -10,7 +10,7 @@ from conftest import make_config
 from test_results import write_run
 
 from hiso import plan
-from hiso.noise import TWIN, paired, verdict
+from hiso.noise import TWIN, finals, paired, rounding_spread, split_twins, verdict
 from hiso.results import compact_markdown, load_runs, summarise
 from hiso.run import run
 
@@ -72,3 +72,26 @@ def test_a_difference_within_a_spread_is_no_claim():
     assert verdict(d, seed_spread=0.15, round_spread=0.0, higher=True).endswith("seed spread 0.15")
     assert verdict(d, seed_spread=0.01, round_spread=0.02, higher=False) == "worse"  # a loss: lower is better
     assert "1 paired seed" in verdict(paired(per_seed[per_seed.seed == 0], "a", "b"), 0, 0, True)
+
+
+def test_a_run_that_drifts_back_after_its_best_is_also_compared_at_its_best(tmp_path):
+    """HiSo peaks well above DeComFL and drifts back to DeComFL's level by the last round: the final-round claim
+    finds nothing, the claim at the best evaluation (with that summary's own spreads) finds the lead."""
+    for s, (ref, peak, end) in enumerate([(0.60, 0.78, 0.61), (0.62, 0.80, 0.60), (0.61, 0.79, 0.62),
+                                          (0.63, 0.81, 0.62)]):
+        write_run(tmp_path, "decomfl", s, [0.3, ref - 0.05, ref])
+        write_run(tmp_path, "hiso", s, [0.3, peak, end])
+        if s == 0:
+            write_run(tmp_path, f"hiso{TWIN}", s, [0.3, peak + 0.01, end - 0.02])
+            write_run(tmp_path, f"decomfl{TWIN}", s, [0.3, ref - 0.04, ref])
+    t = summarise(load_runs(tmp_path), "accuracy", 0.9).set_index("method")
+    assert t.loc["hiso", "claim vs decomfl"].startswith("not distinguishable: the 95 % interval contains 0")
+    assert t.loc["hiso", "claim at best vs decomfl"] == "better"
+    assert math.isclose(t.loc["hiso", "best minus decomfl's (mean)"], 0.18)
+    assert t.loc["hiso", "best minus decomfl's (95% CI low)"] > 0.15
+    assert t.loc["decomfl", "claim at best vs decomfl"] == "reference"
+    # the best's rounding spread is measured on the best evaluations: 0.01 for HiSo, whose final moved by 0.02
+    runs, twins = split_twins(load_runs(tmp_path))
+    assert math.isclose(t.loc["hiso", "rounding spread"], 0.02)
+    best = rounding_spread(finals(runs, "accuracy"), finals(twins, "accuracy"), "best")
+    assert math.isclose(best["hiso"][0], 0.01) and best["decomfl"] == (0.0, 1)
