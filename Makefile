@@ -1,11 +1,13 @@
 # The two commands of the README.  Both set up the virtual environment first (once; again when
 # pyproject.toml changes), so they work on a fresh machine.
 #   make run    the main job: the Snakemake workflow on the embedded CPU default (tables + figures)
-#   make test   the test suite (offline)
+#   make test   the test suite (offline; TEST_WORKERS=2 pytest processes)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 CORES  ?= all
+# make test's pytest worker processes (pytest-xdist; CI has 2 cores); TEST_WORKERS=0 runs the suite in one process
+TEST_WORKERS ?= 2
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
@@ -24,10 +26,10 @@ run: setup
 	$(BIN)/snakemake --cores $(CORES)
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 test-fast: setup  # everything but the end-to-end tests marked slow
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not slow"
 
 report: setup
 	$(BIN)/snakemake --cores $(CORES) --report results/report.html
