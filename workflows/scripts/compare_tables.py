@@ -2,8 +2,10 @@
 (NEW) with the committed ones (OLD), except measured times; exits 1 naming the cells that differ.
 
     .venv/bin/snakemake --cores all --config 'only=[digits]' results=/tmp/check
-    .venv/bin/python workflows/scripts/compare_tables.py docs/results/default/tables /tmp/check/tables
+    .venv/bin/python workflows/scripts/compare_tables.py docs/results/default/tables /tmp/check/pages/default/tables
 
+NEW is the page's own tables folder (`<results>/pages/<page>/tables`): the tier's `<results>/tables` also holds
+tables that are on no page (the default tier's zeta.csv), which this would report as not committed.
 Every table in NEW is compared with OLD's table of the same name; numbers compare as the CSV's text, i.e. bit for
 bit (the pages are written under the portable CPU numerics, docs/numerics.md).
 """
@@ -37,7 +39,7 @@ def differences(old: Path, new: Path) -> list[str]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("old", type=Path, help="the committed tables folder, e.g. docs/results/default/tables")
-    ap.add_argument("new", type=Path, help="the tables folder a fresh run wrote")
+    ap.add_argument("new", type=Path, help="the page's tables folder a fresh run wrote, e.g. /tmp/check/pages/default/tables")
     a = ap.parse_args()
     tables = sorted(a.new.glob("*.csv"))
     if not tables:
