@@ -8,10 +8,10 @@ last bit cannot flip, and claims made only where the paired difference over seed
   library version) does to its result.  Tables show it beside the seed spread (std over seeds).
 - Robust summaries: beside the final metric, the mean of the last `LAST_K` evaluations and the best so far.
 - Claims: a method against the reference (DeComFL) by the paired difference of the final metric over the seeds
-  both ran, with a 95 % t interval; and apart (`claim at best vs <ref>`), of the best evaluation, with that
-  summary's own seed and rounding spreads, for runs whose metric drifts back after its best.  "better" / "worse" only where the interval excludes 0 and |mean| exceeds both
+  both ran, with a 95 % t interval.  "better" / "worse" only where the interval excludes 0 and |mean| exceeds both
   the seed spread (the larger std of the two) and the rounding spread (the larger of the two); otherwise
-  "not distinguishable" with the reason.
+  "not distinguishable" with the reason.  The same claim of the best evaluation (`claim at best vs <ref>`), with
+  that summary's own seed and rounding spreads, for runs whose metric drifts back after its best.
 """
 from __future__ import annotations
 
