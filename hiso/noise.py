@@ -133,7 +133,7 @@ def noise_columns(table: pd.DataFrame, runs: pd.DataFrame, twins: pd.DataFrame, 
     # the final evaluation, and the best one (a run whose metric drifts back after its best is compared both ways)
     stds = {"final": table.set_index("method")[f"final {metric} std"], "best": by["best"].std()}
     spreads = {"final": spread, "best": rounding_spread(per_seed, twin_seed, "best")}
-    for col, prefix in (("final", "final minus"), ("best", "best minus")):
+    for col, claim_col in (("final", f"claim vs {ref}"), ("best", f"claim at best vs {ref}")):
         cols = {k: [] for k in ("n", "mean", "lo", "hi", "claim")}
         for method in table["method"]:
             d = paired(per_seed, method, ref, col)
@@ -146,8 +146,8 @@ def noise_columns(table: pd.DataFrame, runs: pd.DataFrame, twins: pd.DataFrame, 
             cols["claim"].append(claim)
         if col == "final":
             table[f"paired seeds vs {ref}"] = cols["n"]
-        table[f"{prefix} {ref}'s (mean)"] = cols["mean"]
-        table[f"{prefix} {ref}'s (95% CI low)"] = cols["lo"]
-        table[f"{prefix} {ref}'s (95% CI high)"] = cols["hi"]
-        table[f"claim vs {ref}" if col == "final" else f"claim at best vs {ref}"] = cols["claim"]
+        table[f"{col} minus {ref}'s (mean)"] = cols["mean"]
+        table[f"{col} minus {ref}'s (95% CI low)"] = cols["lo"]
+        table[f"{col} minus {ref}'s (95% CI high)"] = cols["hi"]
+        table[claim_col] = cols["claim"]
     return table

@@ -26,6 +26,17 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(line)
 
 
+def workflow_script(name: str):
+    """workflows/scripts/<name>.py as a module (the scripts are not a package)."""
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "workflows" / "scripts"
+                                                  / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def make_config(**sections):
     """A validated config from keyword sections, e.g. make_config(task={...}, federation={...})."""
     data = {"run": {"progress": False, "eval_every": 10, "checkpoint_every": 0}}

@@ -156,11 +156,10 @@ def test_readme_headline_table_is_generated_from_its_table():
 def test_readme_headline_names_the_spread_a_difference_stays_within():
     """An interval that excludes 0 beside "not distinguishable" reads as a contradiction: the headline says which
     spread the difference stays within, and keeps the bare verdict otherwise."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("headline", ROOT / "workflows/scripts/readme_headline.py")
-    headline = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(headline)
+    from conftest import workflow_script
+
     from hiso.noise import verdict
+    headline = workflow_script("readme_headline")
     ci = {"n": 10, "mean": -0.01, "lo": -0.015, "hi": -0.004}
     assert headline.short_verdict(verdict(ci, 0.013, 0.001, higher=False)) == "within seed spread"
     assert headline.short_verdict(verdict(ci, 0.005, 0.02, higher=False)) == "within rounding spread"

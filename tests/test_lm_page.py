@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import workflow_script
 
 from hiso.noise import TWIN
 
@@ -154,7 +155,6 @@ def test_the_lm_tier_readings_cite_only_cells_its_tables_will_have(tmp_path):
     """Every placeholder of the flagship LM readings names a cell that summarise (on runs shaped like the tier's:
     test loss and accuracy, rounding twins, DeComFL as reference) and paper_claims write, so its page job cannot
     fail on a missing cell after hours of runs."""
-    from test_results import paper_claims_module
 
     from hiso.results import attach_choices, load_runs, summarise
     root = ROOT
@@ -179,7 +179,7 @@ def test_the_lm_tier_readings_cite_only_cells_its_tables_will_have(tmp_path):
     tuned = {m: pd.DataFrame({"method": f"{m}@0.005", "seed": [100, 101], "wall_seconds": 2.0, "cpu_seconds": 1.0,
                               "mixed_code": False}) for m in methods}
     table = attach_choices(table, choices, tuned)
-    module = paper_claims_module()
+    module = workflow_script("paper_claims")
     paper = module.claims(pd.read_csv(root / "paper_results" / "reported.csv"))
     check = module.check(paper, {"lm-rotten-tomatoes": table})
     cells = {"lm-rotten-tomatoes": table.set_index("method"), "paper-claims": paper.set_index("method"),
@@ -191,10 +191,7 @@ def test_the_lm_tier_readings_cite_only_cells_its_tables_will_have(tmp_path):
         assert row in cells[exp].index and col in cells[exp].columns, (exp, row, col)
     # the tier sliced to HiSo and DeComFL (--config 'methods=[hiso,decomfl]'): their paragraphs stay whole, and no
     # sentence speaks of a method that did not run
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("results_page", root / "workflows" / "scripts" / "results_page.py")
-    page = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(page)
+    page = workflow_script("results_page")
     sliced = table[table["method"].str.match(r"(hiso|decomfl)(\+ulp)?$")]
     tables = {"lm-rotten-tomatoes": sliced, "paper-claims": paper,
               "claims-check": module.check(paper, {"lm-rotten-tomatoes": sliced})}

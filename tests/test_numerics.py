@@ -112,7 +112,6 @@ def test_the_default_tier_rerun_here_reproduces_the_committed_tables(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     c = subprocess.run([sys.executable, "workflows/scripts/compare_tables.py", "docs/results/default/tables",
                         str(out / "pages" / "default" / "tables")], cwd=ROOT, capture_output=True, text=True)
-    print(c.stdout)
     assert c.returncode == 0 and "4 table(s) compared: every cell matches" in c.stdout, c.stdout[-3000:]
 
 

@@ -4,6 +4,7 @@ import math
 
 import pandas as pd
 import pytest
+from conftest import workflow_script
 
 from hiso.results import load_runs, summarise
 
@@ -166,23 +167,12 @@ def test_ratios_against_decomfl_and_the_starting_model(tmp_path):
     assert math.isnan(t.loc["hiso", "initial accuracy mean"])  # its run.json has no round-0 evaluation
 
 
-def paper_claims_module():
-    """workflows/scripts/paper_claims.py, imported from its folder (scripts are not a package)."""
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parents[1] / "workflows" / "scripts" / "paper_claims.py"
-    spec = importlib.util.spec_from_file_location("paper_claims", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_papers_claims_are_ranges_over_its_reported_cells():
     import subprocess
     import sys
     from pathlib import Path
     root = Path(__file__).resolve().parents[1]
-    claims = paper_claims_module().claims
+    claims = workflow_script("paper_claims").claims
     rep = pd.read_csv(root / "paper_results" / "reported.csv")
     c = claims(rep).set_index("method")
     t2 = rep[rep.source == "HiSo Table 2"].pivot_table(index=["model", "task"], columns="method", values="value")
@@ -218,7 +208,7 @@ def test_a_page_s_readings_cite_any_table_beside_it(tmp_path):
 def test_claims_check_says_where_a_claim_holds_and_where_it_does_not():
     from pathlib import Path
     root = Path(__file__).resolve().parents[1]
-    module = paper_claims_module()
+    module = workflow_script("paper_claims")
     check, claims = module.check, module.claims
     paper = claims(pd.read_csv(root / "paper_results" / "reported.csv"))
     inf = math.inf
@@ -249,7 +239,7 @@ def test_claims_check_bounds_a_ratio_where_only_one_method_reached_the_point():
     """A method that never reached a point needs more than its whole run: the ratio is one-sided, and the
     claim is decided where the bound decides it (never called 'not measured' when the runs do decide it)."""
     from pathlib import Path
-    module = paper_claims_module()
+    module = workflow_script("paper_claims")
     paper = module.claims(pd.read_csv(Path(__file__).resolve().parents[1] / "paper_results" / "reported.csv"))
     inf = math.inf
     summary = pd.DataFrame({  # 10 rounds of 275 B: HiSo reached the target, DeComFL did not; HiSo never
@@ -278,12 +268,7 @@ def test_claims_check_bounds_a_ratio_where_only_one_method_reached_the_point():
 def test_readings_family_placeholders_read_grid_and_tuned_tables_alike(tmp_path):
     """{{exp|hiso*|col}} is the family at its chosen step size: the marked row of an lr_grid table, or the one row
     of a method tuned by a tuning job (tune / scan); {{exp|hiso*|lr}} reads `chosen lr` there."""
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parents[1] / "workflows" / "scripts" / "results_page.py"
-    spec = importlib.util.spec_from_file_location("results_page", path)
-    page = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(page)
+    page = workflow_script("results_page")
     grid = pd.DataFrame({"method": ["hiso@0.01", "hiso@0.03"], "family": ["hiso", "hiso"], "lr": [0.01, 0.03],
                          "best lr": [False, True], "final accuracy mean": [0.5, 0.7]})
     tuned = pd.DataFrame({"method": ["decomfl", "hiso"], "chosen lr": [0.1, 0.03], "final accuracy mean": [0.6, 0.7]})
@@ -296,12 +281,7 @@ def test_readings_family_placeholders_read_grid_and_tuned_tables_alike(tmp_path)
 def test_a_page_of_some_methods_drops_the_readings_that_cite_the_others():
     """results_page --methods: a paragraph or bullet citing a method the slice left out of an experiment is
     dropped whole; other tables (the paper's claims) are not sliced, and an unknown cell is still an error."""
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parents[1] / "workflows" / "scripts" / "results_page.py"
-    spec = importlib.util.spec_from_file_location("results_page", path)
-    page = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(page)
+    page = workflow_script("results_page")
     tables = {"e": pd.DataFrame({"method": ["decomfl", "hiso", "hiso+ulp"], "final m": [0.5, 0.4, 0.41]}),
               "claims-check": pd.DataFrame({"method": ["e: fedavg lead"], "holds": ["not measured"]})}
     text = ("HiSo {{e|hiso|final m}} against {{e|decomfl|final m}}.\n\n"
@@ -320,9 +300,6 @@ def test_cpu_hours_are_process_time_where_runs_measured_it_and_rounds_before_it_
     latter); a table's `run CPU hours` sums it, and the wall time of rounds recorded before the column goes to
     `run hours without CPU time`, never into the CPU-hours; the page's compute line states the CPU-hours, that
     wall time and the total wall time apart, and a table without the columns keeps its old line."""
-    import importlib.util
-    from pathlib import Path
-
     from hiso.config import load_config
     from hiso.run import run
     res = run(load_config(data={"task": {"name": "quadratic", "dim": 20}, "federation": {"rounds": 3},
@@ -339,10 +316,7 @@ def test_cpu_hours_are_process_time_where_runs_measured_it_and_rounds_before_it_
     assert table.loc["hiso", "run hours without CPU time"] == pytest.approx(9 / 3600)  # 9 s of wall before it
     assert table.loc["decomfl", "run CPU hours"] == 0 and \
         table.loc["decomfl", "run hours without CPU time"] == pytest.approx(0.2 / 3600)
-    path = Path(__file__).resolve().parents[1] / "workflows" / "scripts" / "results_page.py"
-    spec = importlib.util.spec_from_file_location("results_page", path)
-    page = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(page)
+    page = workflow_script("results_page")
     t = pd.DataFrame({"run hours": [3.0], "run CPU hours": [1.0], "run hours without CPU time": [0.0]})
     line = page.compute_line({"e": t})
     assert line.startswith("Compute: 1.0 CPU-hours in all") and "3.0 hours of wall time" in line
