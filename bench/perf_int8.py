@@ -32,9 +32,13 @@ def quantised(model: torch.nn.Module, qconfig: str) -> torch.nn.Module:
     from torch.ao import quantization as q
     names = {n for n, m in model.named_modules()
              if isinstance(m, torch.nn.Linear) and "lora_" not in n and not n.endswith("lm_head")}
+    copied = copy.deepcopy(model)
+    for n, m in copied.named_modules():  # torch.ao swaps exact nn.Linear types: undo hiso/blas.py's routing on them
+        if n in names:
+            m.__class__ = torch.nn.Linear
     with warnings.catch_warnings():  # torch.ao's eager quantisation is deprecated (torchao replaces it); it still
         warnings.simplefilter("ignore")  # is the one torch ships, and this measurement needs nothing more
-        return q.quantize_dynamic(copy.deepcopy(model), {n: getattr(q, qconfig) for n in names}, dtype=torch.qint8)
+        return q.quantize_dynamic(copied, {n: getattr(q, qconfig) for n in names}, dtype=torch.qint8)
 
 
 def _adapters(model: torch.nn.Module) -> list[torch.Tensor]:

@@ -5,8 +5,9 @@ Three things are timed alternately, `repeats` times, so that a change in machine
 - T_fwd: one forward pass of a client batch (the loss a ZO step evaluates P + 1 times);
 - T_round: one federated round without its evaluation (Federation.run_round: every sampled client's catch-up,
   perturbed forwards and upload, the server's aggregate and apply);
-- T_mm: one float32 matmul of the model's MLP shape ([tokens x hidden] @ [hidden x intermediate]), the rate
-  the forward's GEMMs could reach on this CPU with these kernels.
+- T_mm: one float32 matmul of the model's MLP shape ([tokens x hidden] @ [hidden x intermediate]) through the
+  kernel the model's linear layers use (an nn.Linear routed as hiso.models routes them: OpenBLAS's pinned sgemm
+  under portable numerics, hiso/blas.py), the rate the forward's GEMMs could reach on this CPU.
 
 Ratios: T_round / (clients x (P + 1) x T_fwd) (1 means a round costs its forward passes and nothing else), and
 the forward's achieved FLOP rate over T_mm's (bench/timemodel.forward_flops: 2 FLOPs per non-embedding weight
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from bench.timemodel import forward_flops
+from hiso import blas
 from hiso.config import load_config
 from hiso.runner import build_federation
 
@@ -44,7 +46,8 @@ def bench_lm_round(repeats: int) -> list[dict]:
         seqs, width = batch["input_ids"].shape
         tokens = seqs * width  # positions computed (left padding included)
         flops = forward_flops(total, embedding, embedding, tokens, seqs)  # the head is tied to the embedding
-        a, b = torch.randn(tokens, hidden), torch.randn(hidden, inter)
+        a, layer = torch.randn(tokens, hidden), torch.nn.Linear(hidden, inter, bias=False)
+        blas.route(layer)
         fed.run_round()  # warm-up: first-touch allocations, catch-up of the first clients
         task.loss(batch)
         fwd, rnd, mm = [], [], []
@@ -54,8 +57,9 @@ def bench_lm_round(repeats: int) -> list[dict]:
             t1 = time.perf_counter()
             fed.run_round()
             t2 = time.perf_counter()
-            for _ in range(20):
-                a @ b
+            with torch.no_grad():
+                for _ in range(20):
+                    layer(a)
             t3 = time.perf_counter()
             fwd.append(t1 - t0)
             rnd.append(t2 - t1)

@@ -3,7 +3,9 @@ and =native, in fresh processes (the mode is fixed when torch loads), alternated
 
     python -m bench.perf --only numerics --repeats 3
 
-Kernels: the LM tier's forward sgemm (160x576 by 576x1536), the digits CNN's forward + backward (batch 32,
+Kernels: the LM tiers' linear-layer product (160x576 by 576x1536: an nn.Linear as hiso.models builds it, so on
+OpenBLAS's pinned kernel under portable numerics, hiso/blas.py), the same product through torch's MKL sgemm
+(`a @ b`: MKL's COMPATIBLE branch under portable numerics), the digits CNN's forward + backward (batch 32,
 convolutions), 200 rounds of the default tier's quadratic (HiSo), 40 rounds of its digits run (HiSo), and one
 SmolLM2-135M-Instruct + LoRA r8 forward of 4 x 40 tokens (last-token logits).  Each process reports the best of a
 few timings per kernel and a checksum of the kernel's output; a row gives the medians over --repeats processes
@@ -20,7 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-KERNELS = ("sgemm", "conv", "quadratic", "digits", "smollm2")
+KERNELS = ("sgemm", "mkl_sgemm", "conv", "quadratic", "digits", "smollm2")
 
 
 def _best(fn, n: int) -> tuple[float, object]:
@@ -52,8 +54,16 @@ def child() -> dict:
     g = torch.Generator().manual_seed(0)
     out = {}
     a, b = torch.randn(160, 576, generator=g), torch.randn(576, 1536, generator=g)
-    t, y = _best(lambda: a @ b, 50)
+    from hiso import blas
+    linear = torch.nn.Linear(576, 1536, bias=False)
+    with torch.no_grad():
+        linear.weight.copy_(b.t())
+    blas.route(linear)
+    with torch.no_grad():
+        t, y = _best(lambda: linear(a), 50)
     out["sgemm"] = (t, _digest(y))
+    t, y = _best(lambda: a @ b, 50)
+    out["mkl_sgemm"] = (t, _digest(y))
     from hiso.tasks.digits import DigitsCNN
     torch.manual_seed(0)
     net = DigitsCNN()

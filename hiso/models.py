@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from . import blas
 from .io import build_dir
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -154,6 +155,7 @@ def make_trainable(model, trainable: str = "full", lora_rank: int = 8, lora_alph
         params = [p for p in model.parameters()]
         for p in params:
             p.requires_grad_(False)  # ZO needs no autograd graph
+        blas.route(model)
         return model, params
     if trainable != "lora":
         raise ValueError(f"trainable must be 'full' or 'lora', got {trainable!r}")
@@ -171,4 +173,5 @@ def make_trainable(model, trainable: str = "full", lora_rank: int = 8, lora_alph
         p.data = p.data.float()
         p.requires_grad_(False)
     model.eval()
+    blas.route(model)  # portable numerics: the linear layers' products on the pinned OpenBLAS kernel
     return model, params

@@ -9,8 +9,10 @@ ATen's vectorised kernels (AVX2 or AVX-512), MKL's sgemm (per ISA and per vendor
     portable (default)  ATEN_CPU_CAPABILITY=avx2, MKL_CBWR=COMPATIBLE (MKL's one branch that its documentation
                         says gives the same results on Intel and non-Intel CPUs; its AVX2 branch falls back to
                         AUTO on AMD), ONEDNN_MAX_CPU_ISA=AVX2 and convolutions without oneDNN
-                        (torch.backends.mkldnn off: ATen's own im2col + MKL), a fixed thread count (run.threads,
-                        1 when it is 0), and NumPy's AVX-512 dispatch off (NPY_DISABLE_CPU_FEATURES: its
+                        (torch.backends.mkldnn off: ATen's own im2col + MKL), the language models' linear layers
+                        on NumPy's OpenBLAS with its core type fixed, OPENBLAS_CORETYPE=Haswell (hiso/blas.py:
+                        MKL's COMPATIBLE sgemm is several times slower), a fixed thread count (run.threads, 1 when
+                        it is 0, for torch and OpenBLAS alike), and NumPy's AVX-512 dispatch off (NPY_DISABLE_CPU_FEATURES: its
                         AVX-512 float64 exp, used for log-normal spectra, differs from its AVX2 one in the last
                         bit).  Its measured cost: docs/results/perf.md.
     native              every library's own choice for this CPU: faster, bit-reproducible on this machine only.
@@ -28,7 +30,9 @@ import sys
 MODE_ENV = "HISO_NUMERICS"
 PINNED_ENV = "HISO_NUMERICS_PINNED"  # set beside the variables hiso pinned (a native child process drops them)
 MODES = ("portable", "native")
-PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                "OPENBLAS_CORETYPE": "Haswell"}
+BLAS_CORE = "Haswell"  # the OpenBLAS core type whose sgemm the LM tiers' products run on (hiso/blas.py)
 # the CPU flags that decide which kernels the libraries may pick (recorded, not all of /proc/cpuinfo's)
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
              "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
@@ -94,6 +98,19 @@ def apply_torch(requested_threads: int = 0) -> None:
     n = threads(requested_threads)
     if n > 0 and torch.get_num_threads() != n:
         torch.set_num_threads(n)
+    if n > 0:
+        import numpy  # noqa: F401  (loads OpenBLAS, so that threadpoolctl finds it)
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(limits=n, user_api="blas")  # OpenBLAS splits a product differently per thread count
+
+
+def blas() -> dict:
+    """NumPy's OpenBLAS as threadpoolctl reports it: version, core type (architecture) and threads."""
+    import numpy  # noqa: F401
+    from threadpoolctl import threadpool_info
+    info = next((i for i in threadpool_info() if i.get("internal_api") == "openblas"), {})
+    return {"version": info.get("version"), "architecture": info.get("architecture"),
+            "threads": info.get("num_threads")}
 
 
 def _cpuinfo() -> dict[str, str]:
@@ -131,10 +148,12 @@ def state() -> dict:
     current = mode()
     capability = torch.backends.cpu.get_cpu_capability()
     settings = {k: os.environ.get(k) for k in PORTABLE_ENV}
+    openblas = blas()
     portable = (current == "portable" and bool(_pinned_before_torch) and settings == PORTABLE_ENV
-                and capability == "AVX2" and not torch.backends.mkldnn.enabled)
+                and capability == "AVX2" and not torch.backends.mkldnn.enabled
+                and openblas["architecture"] == BLAS_CORE)
     return {"mode": current, "settings": settings, "numpy_disabled": os.environ.get(NUMPY_ENV, ""),
-            "aten_capability": capability,
+            "aten_capability": capability, "blas": openblas,
             "mkldnn_enabled": bool(torch.backends.mkldnn.enabled), "torch_threads": torch.get_num_threads(),
             "pinned_before_torch": bool(_pinned_before_torch), "cpu": cpu(), "bit_identical_across_cpus": portable}
 
@@ -146,6 +165,7 @@ def fingerprint(record: dict | None) -> dict | None:
         return None
     keys = ["mode", "settings", "aten_capability", "mkldnn_enabled", "bit_identical_across_cpus"]
     fp = {k: record.get(k) for k in keys}
+    fp["blas_architecture"] = (record.get("blas") or {}).get("architecture")
     if not record.get("bit_identical_across_cpus"):
         fp.update(cpu_model=(record.get("cpu") or {}).get("model"), torch_threads=record.get("torch_threads"))
     return fp

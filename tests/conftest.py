@@ -17,7 +17,8 @@ def numerics_lines() -> list[str]:
     cpu = state["cpu"]
     return [f"cpu: {cpu['model']} ({cpu['vendor']}; {' '.join(cpu['flags'])})",
             f"numerics: {state['mode']}, ATen {state['aten_capability']}, oneDNN "
-            f"{'on' if state['mkldnn_enabled'] else 'off'}, bit-identical across CPUs: {state['bit_identical_across_cpus']}"]
+            f"{'on' if state['mkldnn_enabled'] else 'off'}, OpenBLAS {state['blas']['architecture']}, "
+            f"bit-identical across CPUs: {state['bit_identical_across_cpus']}"]
 
 
 def pytest_terminal_summary(terminalreporter):
