@@ -12,9 +12,9 @@ ATen's vectorised kernels (AVX2 or AVX-512), MKL's sgemm (per ISA and per vendor
                         (torch.backends.mkldnn off: ATen's own im2col + MKL), the language models' linear layers
                         on NumPy's OpenBLAS with its core type fixed, OPENBLAS_CORETYPE=Haswell (hiso/blas.py:
                         MKL's COMPATIBLE sgemm is several times slower), a fixed thread count (run.threads, 1 when
-                        it is 0, for torch and OpenBLAS alike), and NumPy's AVX-512 dispatch off (NPY_DISABLE_CPU_FEATURES: its
-                        AVX-512 float64 exp, used for log-normal spectra, differs from its AVX2 one in the last
-                        bit).  Its measured cost: docs/results/perf.md.
+                        it is 0, for torch and OpenBLAS alike), and NumPy's AVX-512 dispatch off
+                        (NPY_DISABLE_CPU_FEATURES: its AVX-512 float64 exp, used for log-normal spectra, differs
+                        from its AVX2 one in the last bit).  Its measured cost: docs/results/perf.md.
     native              every library's own choice for this CPU: faster, bit-reproducible on this machine only.
 
 These variables are read once, when the libraries load: a process that imported torch before `hiso` cannot pin
@@ -30,9 +30,9 @@ import sys
 MODE_ENV = "HISO_NUMERICS"
 PINNED_ENV = "HISO_NUMERICS_PINNED"  # set beside the variables hiso pinned (a native child process drops them)
 MODES = ("portable", "native")
-PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "AVX2",
-                "OPENBLAS_CORETYPE": "Haswell"}
 BLAS_CORE = "Haswell"  # the OpenBLAS core type whose sgemm the LM tiers' products run on (hiso/blas.py)
+PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                "OPENBLAS_CORETYPE": BLAS_CORE}
 # the CPU flags that decide which kernels the libraries may pick (recorded, not all of /proc/cpuinfo's)
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
              "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
@@ -100,14 +100,21 @@ def apply_torch(requested_threads: int = 0) -> None:
         torch.set_num_threads(n)
     if n > 0:
         import numpy  # noqa: F401  (loads OpenBLAS, so that threadpoolctl finds it)
-        from threadpoolctl import threadpool_limits
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # an image without it (a GPU machine's own python3): OpenBLAS keeps its count, and
+            return  # state() then claims no portable bits
         threadpool_limits(limits=n, user_api="blas")  # OpenBLAS splits a product differently per thread count
 
 
 def blas() -> dict:
-    """NumPy's OpenBLAS as threadpoolctl reports it: version, core type (architecture) and threads."""
+    """NumPy's OpenBLAS as threadpoolctl reports it: version, core type (architecture) and threads (all None
+    where threadpoolctl is missing: then nothing says which kernel ran, and no run claims portable bits)."""
     import numpy  # noqa: F401
-    from threadpoolctl import threadpool_info
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return {"version": None, "architecture": None, "threads": None}
     info = next((i for i in threadpool_info() if i.get("internal_api") == "openblas"), {})
     return {"version": info.get("version"), "architecture": info.get("architecture"),
             "threads": info.get("num_threads")}

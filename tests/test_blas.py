@@ -141,3 +141,13 @@ def test_a_hessian_vector_product_through_the_layer_is_autograds():
         hv.append(torch.autograd.grad(sum((g * u).sum() for g, u in zip(grads, v)), params))
     for a, b in zip(*hv):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_without_threadpoolctl_a_run_claims_no_portable_bits(monkeypatch):
+    """An image without threadpoolctl (a GPU machine's own python3) cannot read or pin OpenBLAS: the run still
+    starts, and says it cannot claim the same bits on another CPU."""
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # import fails
+    numerics.apply_torch(1)
+    state = numerics.state()
+    assert state["blas"] == {"version": None, "architecture": None, "threads": None}
+    assert not state["bit_identical_across_cpus"]
