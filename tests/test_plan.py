@@ -20,7 +20,7 @@ SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 TIERS = sorted(p.stem for p in (ROOT / "workflows" / "config").glob("*.yaml"))  # the shipped ones and a user's
 # the shipped tiers and the runs each plans (the curvature and perf tiers have no experiments: their jobs are the
 # study's and the perf parts: tests/test_curvature_study.py, tests/test_bench.py); a tier a user adds is validated below, never counted
-SHIPPED = {"ablations": 696, "curvature": 0, "default": 84, "deploy": 4, "lm": 49, "paper": 1232, "perf": 0,
+SHIPPED = {"ablations": 696, "curvature": 0, "default": 84, "deploy": 4, "lm": 58, "paper": 1232, "perf": 0,
            "smoke": 17, "zo_signsgd": 27}
 ZO = {"decomfl", "hiso", "fedzo", "fedkseed", "mezo"}
 
@@ -283,7 +283,7 @@ def test_a_methods_slice_keeps_the_matching_methods_with_their_tuning_and_twins(
     assert sorted(spec["methods"]) == ["decomfl", "decomfl+ulp", "hiso", "hiso+ulp"]
     assert sorted(spec["scans"]) == sorted(spec["choices"]) == ["decomfl", "hiso"]
     assert sorted(plan.runs_of(cfg, spec)) == sorted([(m, s) for m in ("decomfl", "hiso") for s in range(5)]
-                                                     + [("decomfl+ulp", 0), ("hiso+ulp", 0)])
+                                                     + [(m, s) for m in ("decomfl+ulp", "hiso+ulp") for s in (0, 1)])
     full = {n: sorted(s["methods"]) for n, s in plan.experiments(tier("default")).items()}
     sliced = {n: sorted(s["methods"]) for n, s in plan.experiments({**tier("default"), "methods": ["hiso*"]}).items()}
     assert sliced and all(m.startswith("hiso") for ms in sliced.values() for m in ms)
