@@ -78,6 +78,10 @@ def test_digits_and_a_lora_language_model_equal_the_simulator_bitwise(tmp_path, 
     assert_same_run(tmp_path / "sim", tmp_path / "dep")
     outcome = json.loads((tmp_path / "dep/flower/outcome.json").read_text())
     assert all(outcome["replicas_equal_server"].values()) and len(outcome["replicas_equal_server"]) == 3
+    # the SuperNodes inherited the portable variables (Flower loaded OpenBLAS before the suite): run.json says so
+    kernels = json.loads((tmp_path / "dep/run.json").read_text())["numerics"]
+    assert len(kernels["nodes"]) == 3 and kernels["nodes_bit_identical_across_cpus"]
+    assert {n["blas_architecture"] for n in kernels["nodes"].values()} == {"Haswell"}
 
 
 def test_a_corrupted_replay_fails_the_run(tmp_path):

@@ -15,6 +15,7 @@ import torch
 import yaml
 
 from hiso.layout import chunk_of, fingerprint, flatten_, mismatch, resolve, trainable
+from hiso.numerics import cpu
 from hiso.perturb import CHUNK, FLAT_CHUNK
 from hiso.protocol import RoundStart
 from hiso.results import reproducible
@@ -186,7 +187,11 @@ def test_a_supernode_that_would_draw_other_directions_refuses_to_join(tmp_path, 
     config = {**DIGITS, "federation": {**DIGITS["federation"], "rounds": 2}}
     own = config_stream(load_config(data=config))
     node = SimpleNamespace(dir=tmp_path / "node", ids=[0, 1])
-    assert app.answer_hello(node, {"config": json.dumps(config), "stream": json.dumps(own)}) == {"clients": "[0, 1]"}
+    answer = app.answer_hello(node, {"config": json.dumps(config), "stream": json.dumps(own)})
+    assert answer["clients"] == "[0, 1]"
+    # the node's kernels go back with its answer (the tests pin the portable numerics, so its bits hold anywhere)
+    assert json.loads(answer["numerics"]) == {"bit_identical_across_cpus": True, "blas_architecture": "Haswell",
+                                              "cpu": cpu()["model"]}
     other = SimpleNamespace(dir=tmp_path / "other", ids=[2])
     answer = app.answer_hello(other, {"config": json.dumps(config),
                                       "stream": json.dumps({**own, "draw_sha256": "0" * 16})})

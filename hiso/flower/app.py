@@ -75,6 +75,7 @@ class FlowerClients:
                  timeout: float):
         self.fed, self.grid, self.node_of, self.timeout = fed, grid, node_of, timeout
         self.greeted, self.config = greeted, config
+        self.numerics: dict[str, dict] = {}  # node id -> the kernels its ClientApp computes with (answer_hello)
         self.bytes_down = self.bytes_up = 0
         self.seconds, self.started_at = 0.0, 0.0
         self.dropped: list[int] = []
@@ -86,7 +87,7 @@ class FlowerClients:
         """A restarted SuperNode registers under a new node id: greet it, and route its clients there."""
         new = [int(n) for n in self.grid.get_node_ids() if int(n) not in self.greeted]
         if new:
-            self.node_of.update(_hello(self.grid, new, self.config, self.timeout))
+            self.node_of.update(_hello(self.grid, new, self.config, self.timeout, self.numerics))
             self.greeted.update(new)
 
     def exchange(self, r: int, downs: dict[int, tuple[type, bytes]]) -> dict[int, Reply]:
@@ -128,9 +129,11 @@ class StreamMismatch(RuntimeError):
     """A SuperNode would draw other directions than the server (another GPU model, torch or layout)."""
 
 
-def _hello(grid: Grid, nodes: list[int], config: dict, timeout: float) -> dict[int, int]:
+def _hello(grid: Grid, nodes: list[int], config: dict, timeout: float,
+           numerics: dict[str, dict] | None = None) -> dict[int, int]:
     """client id -> node id for the given SuperNodes, from their answers to a hello that hands them the config and
-    the server's stream fingerprint; StreamMismatch when a SuperNode refuses to join under that fingerprint."""
+    the server's stream fingerprint; StreamMismatch when a SuperNode refuses to join under that fingerprint.
+    Each node's numerics (its kernels, and whether its bits hold on any CPU) go into `numerics` by node id."""
     from ..config import load_config
     from ..layout import config_stream
     stream = json.dumps(config_stream(load_config(data=config)))
@@ -144,10 +147,13 @@ def _hello(grid: Grid, nodes: list[int], config: dict, timeout: float) -> dict[i
                 raise StreamMismatch(f"SuperNode {m.metadata.src_node_id}: {hello['refused']}")
             for cid in json.loads(hello["clients"]):
                 found[int(cid)] = int(m.metadata.src_node_id)
+            if numerics is not None and "numerics" in hello:
+                numerics[str(m.metadata.src_node_id)] = json.loads(str(hello["numerics"]))
     return found
 
 
-def _discover(grid: Grid, config: dict, clients: int, timeout: float) -> tuple[dict[int, int], set[int]]:
+def _discover(grid: Grid, config: dict, clients: int, timeout: float,
+              numerics: dict[str, dict]) -> tuple[dict[int, int], set[int]]:
     """Wait until every client has a SuperNode; returns client id -> node id and the nodes greeted."""
     deadline = time.time() + timeout
     node_of: dict[int, int] = {}
@@ -159,7 +165,7 @@ def _discover(grid: Grid, config: dict, clients: int, timeout: float) -> tuple[d
         if not nodes:
             time.sleep(0.5)
             continue
-        node_of.update(_hello(grid, nodes, config, max(1.0, deadline - time.time())))
+        node_of.update(_hello(grid, nodes, config, max(1.0, deadline - time.time()), numerics))
         greeted.update(nodes)
     return node_of, greeted
 
@@ -193,11 +199,13 @@ def main(grid: Grid, context: Context) -> None:
         data = json.loads((out / "flower" / "config.json").read_text())
         cfg = load_config(data=data)
         f = cfg.federation
-        node_of, greeted = _discover(grid, data, f.num_clients, f.round_timeout)
+        nodes_numerics: dict[str, dict] = {}
+        node_of, greeted = _discover(grid, data, f.num_clients, f.round_timeout, nodes_numerics)
         holder = {}
 
         def attach(fed):
             holder["clients"] = FlowerClients(fed, grid, node_of, greeted, data, f.round_timeout)
+            holder["clients"].numerics = nodes_numerics  # a rejoining node adds its own
         res = run(cfg, out, deployed=True, federation_hook=attach)
         replicas = None
         if "clients" in holder:  # a run that was already final built no federation: nothing to sync
@@ -205,7 +213,8 @@ def main(grid: Grid, context: Context) -> None:
             clients.rejoin()
             replicas = _sync_all(grid, clients.fed, node_of, max(120.0, 4 * f.round_timeout))
         outcome = {"status": res.status, "message": "", "rounds": int(res.metrics["round"].iloc[-1]),
-                   "clients": {str(k): v for k, v in node_of.items()}, "replicas_equal_server": replicas}
+                   "clients": {str(k): v for k, v in node_of.items()}, "replicas_equal_server": replicas,
+                   "nodes_numerics": nodes_numerics}
     except Exception as e:  # noqa: BLE001 - recorded for the runner, which does not trust Flower's exit code
         import traceback
         traceback.print_exc()
@@ -284,7 +293,19 @@ def answer_hello(node: NodeClients, hello) -> dict:
             f.unlink()
     from ..io import atomic_write
     atomic_write(path, config)
-    return {"clients": json.dumps(node.ids)}
+    threads = max(1, load_config(data=json.loads(config)).run.threads)
+    return {"clients": json.dumps(node.ids), "numerics": json.dumps(node_numerics(threads))}
+
+
+def node_numerics(threads: int) -> dict:
+    """This ClientApp's kernels: whether its bits hold on any CPU and OpenBLAS's core type.  Flower loads NumPy
+    before the suite, so a SuperNode started without the portable variables in its environment computes the LM's
+    products on its own CPU's OpenBLAS kernel (docs/deployment.md); the server records that in run.json."""
+    from .. import numerics
+    numerics.apply_torch(threads)  # as NodeClients.federation does before it computes
+    state = numerics.state()
+    return {"bit_identical_across_cpus": state["bit_identical_across_cpus"],
+            "blas_architecture": state["blas"]["architecture"], "cpu": state["cpu"]["model"]}
 
 
 @client.query()

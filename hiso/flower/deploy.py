@@ -241,4 +241,11 @@ def deploy(cfg, out_dir, *, replace_different: bool = False, restart: bool = Fal
     if outcome["status"] != "complete":
         raise RunFailed(outcome["status"], f"{outcome['message']} (see {folder / 'serverapp.log'})")
     info = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
+    if info and outcome.get("nodes_numerics"):  # the SuperNodes' kernels beside the server's
+        from ..io import atomic_write
+        nodes = outcome["nodes_numerics"]
+        kernels = info.setdefault("numerics", {})
+        kernels["nodes"] = nodes
+        kernels["nodes_bit_identical_across_cpus"] = all(n["bit_identical_across_cpus"] for n in nodes.values())
+        atomic_write(out / "run.json", json.dumps(info, indent=2))
     return RunResult("complete", pd.read_csv(out / "metrics.csv"), out, None, info.get("initial_eval"))
