@@ -24,10 +24,12 @@ process (median of --repeats), because these machines are noisy.
             the host, whatever the device.
   portable  the portable generator's CPU cost per entry over torch's normal_, alternated, per piece size.
   numerics  each tier's kernels under the portable CPU numerics over the native ones (bench/perf_numerics.py):
-            the sgemm of the LM forward, the digits CNN, short quadratic and digits runs, a SmolLM2 + LoRA forward;
-            fresh processes per mode, alternated, and whether both modes computed the same bits.
+            the LM's linear-layer product (the pinned OpenBLAS kernel under portable, hiso/blas.py) and the same
+            product on torch's MKL sgemm, the digits CNN, short quadratic and digits runs, a SmolLM2 + LoRA
+            forward; fresh processes per mode, alternated, and whether both modes computed the same bits.
   lmround   the lm tier's federated round over its clients x (P + 1) forward passes, and the forward's FLOP
-            rate over a float32 matmul of the model's MLP shape, timed alternately (bench/perf_lm.py).
+            rate over a float32 product of the model's MLP shape on the kernel its linear layers use, timed
+            alternately (bench/perf_lm.py).
   frozen    a bfloat16 frozen base against float32 for LoRA on SmolLM2 (bench/perf_frozen.py): test loss and
             accuracy after --rounds rounds over two seeds, and seconds per round, runs alternated.
   int8      an int8 frozen base (dynamic quantisation) against float32 for LoRA on SmolLM2 (bench/perf_int8.py):
