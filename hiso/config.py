@@ -65,6 +65,9 @@ class RunOptions:
     # the split every evaluation reads: test, or dev (a held-out part of the training data) for tuning runs;
     # the quadratic has no data, so every split is its objective (its validation is another seed's instance)
     eval_split: Literal["test", "dev"] = "test"
+    # with eval_split test: every evaluation also reads the dev split (columns dev_loss, dev_accuracy, ...), so
+    # that a run's checkpoint can be selected on dev and its test metric reported there (early stopping)
+    also_dev: bool = False
     checkpoint_every: int = 50  # rounds between checkpoints (0: only at the end)
     checkpoint_minutes: float = 0.0  # also checkpoint when this much wall time passed since the last (0: off)
     # keep the final checkpoint once the run has ended (false: delete it; a longer budget then recomputes from
@@ -115,7 +118,7 @@ class Config:
 NOT_COMPUTED = ("progress", "keep_checkpoint", "checkpoint_minutes")
 
 # options added after results existed: at these defaults a config is the one it was before they existed
-LATER_DEFAULTS = {("run", "eval_split"): "test", ("task", "dev_fraction"): 0.0, ("curvature", "damping"): 0.1,
+LATER_DEFAULTS = {("run", "eval_split"): "test", ("run", "also_dev"): False, ("task", "dev_fraction"): 0.0, ("curvature", "damping"): 0.1,
                   ("curvature", "floor"): 1e-3, ("federation", "mu_scale"): "none", ("curvature", "mix"): 0.5,
                   ("federation", "weight_decay"): 0.0, ("task", "template"): "suite", ("task", "loss"): "answer",
                   ("task", "decoding"): "greedy", ("task", "max_new_tokens"): 16, ("task", "sampling"): "random",
@@ -212,6 +215,11 @@ def _check_ranges(cfg: Config) -> None:
     require("curvature.beta", c.beta, 0 <= c.beta < 1, "in [0, 1)")
     require("curvature.eps", c.eps, c.eps >= 0 and math.isfinite(c.eps), "finite and >= 0")
     require("run.diverge_factor", r.diverge_factor, r.diverge_factor >= 0, ">= 0")
+    if r.also_dev:
+        opts = task_options(cfg)[1]
+        has_dev = getattr(opts, "dev_size", 1) > 0 and getattr(opts, "dev_fraction", 1) > 0
+        require("run.also_dev", r.also_dev, r.eval_split == "test" and has_dev,
+                "true only with run.eval_split: test and a dev split (task.dev_size or task.dev_fraction > 0)")
     require("run.checkpoint_every", r.checkpoint_every, r.checkpoint_every >= 0, ">= 0")
     require("run.checkpoint_minutes", r.checkpoint_minutes, 0 <= r.checkpoint_minutes < math.inf, "finite and >= 0")
     k = cfg.perturb.chunk

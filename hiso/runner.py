@@ -135,6 +135,15 @@ def _drop_off_cadence_eval(row: dict, eval_keys, eval_every: int) -> None:
             row.pop(key, None)
 
 
+def evaluate(task, cfg: Config) -> dict:
+    """One evaluation of the server model: the run's eval_split, and with run.also_dev the dev split beside it
+    (its keys prefixed dev_: dev_loss, dev_accuracy, ...)."""
+    ev = task.evaluate(cfg.run.eval_split)
+    if cfg.run.also_dev:
+        ev.update({"dev_" + k.removeprefix("test_"): v for k, v in task.evaluate("dev").items()})
+    return ev
+
+
 def stop_reason(rows: list[dict], metric: str, higher: bool, target: float | None, patience: int) -> str | None:
     """Why the run should end now (target reached, or `patience` evaluations without a new best), from the rows
     alone, so that a resumed run stops where the uninterrupted one does."""
@@ -242,7 +251,7 @@ def _run(cfg: Config, rundir: RunDir | None, old: dict, stop_after, federation_h
                 _drop_off_cadence_eval(rows[-1], old.get("initial_eval") or {}, cfg.run.eval_every)
     if not rows:  # the starting point (zero-shot for a pretrained LM): what every curve is compared against
         fed.load_server_model()
-        info["initial_eval"] = task.evaluate(cfg.run.eval_split)
+        info["initial_eval"] = evaluate(task, cfg)
     else:  # resumed: measured by the first process
         info["initial_eval"] = old.get("initial_eval")
     if out is not None:
@@ -288,7 +297,7 @@ def _run(cfg: Config, rundir: RunDir | None, old: dict, stop_after, federation_h
             r = row["round"]
             if r % cfg.run.eval_every == 0 or r == total:
                 fed.load_server_model()
-                ev = task.evaluate(cfg.run.eval_split)
+                ev = evaluate(task, cfg)
                 row.update(ev)
                 # one line per evaluation in the run's log (INFO on logger hiso.run; the CLI shows it)
                 log.info("%s round %d/%d: train_loss %.4g, %s", cfg.name, r, total, row["train_loss"],

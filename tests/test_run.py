@@ -325,3 +325,31 @@ def test_a_round_without_any_answer_is_not_divergence(tmp_path, cfg_factory):
     m = run(cfg, tmp_path / "r").metrics
     assert m["train_loss"].isna().tolist() == [True, False, False]
     assert m["forward_passes"].tolist()[0] == 0 and m["accepted"].tolist() == [0, 2, 2]
+
+
+def test_also_dev_evaluates_the_dev_split_beside_the_test_split(cfg_factory, tmp_path):
+    """run.also_dev: every evaluation writes dev_loss / dev_accuracy beside the test metrics (and the zero-shot
+    evaluation too), so that a checkpoint can be selected on dev; off, the config and its hash are unchanged."""
+    task = {"name": "digits", "alpha": 1.0, "dev_fraction": 0.15}
+    fed = {"num_clients": 3, "clients_per_round": 2, "rounds": 4, "lr": 0.03}
+    on = cfg_factory(task=task, federation=fed, run={"eval_every": 2, "also_dev": True})
+    res = run(on, tmp_path / "on")
+    m = res.metrics.set_index("round")
+    assert {"dev_loss", "dev_accuracy", "test_loss", "accuracy"} <= set(m.columns)
+    assert m.loc[[2, 4], "dev_loss"].notna().all() and m.loc[[1, 3], "dev_loss"].isna().all()
+    assert (m.loc[[2, 4], "dev_loss"] != m.loc[[2, 4], "test_loss"]).all()  # another split, not a copy
+    initial = json.loads((tmp_path / "on/run.json").read_text())["initial_eval"]
+    assert {"dev_loss", "dev_accuracy", "test_loss"} <= set(initial)
+    off = run(cfg_factory(task=task, federation=fed, run={"eval_every": 2}), tmp_path / "off")
+    assert "dev_loss" not in off.metrics.columns
+    assert m["test_loss"].equals(off.metrics.set_index("round")["test_loss"])  # dev reads change nothing
+    explicit = cfg_factory(task=task, federation=fed, run={"eval_every": 2, "also_dev": False})
+    assert explicit.hash() == cfg_factory(task=task, federation=fed, run={"eval_every": 2}).hash()
+
+
+@pytest.mark.parametrize("task, run_sets", [({"name": "digits", "alpha": 1.0}, {}),
+                                            ({"name": "digits", "alpha": 1.0, "dev_fraction": 0.15},
+                                             {"eval_split": "dev"})])
+def test_also_dev_without_a_dev_split_or_on_dev_runs_is_refused(cfg_factory, task, run_sets):
+    with pytest.raises(ConfigError, match="run.also_dev"):
+        cfg_factory(task=task, run={"also_dev": True, **run_sets})
