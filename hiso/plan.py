@@ -245,7 +245,7 @@ def run_sets(config: dict, spec: dict, method: str, seed: int | None = None, tun
     sets = {**config.get("common_sets", {}), **(spec.get("sets") or {}),
             **{k: v for k, v in (spec["methods"][method] or {}).items() if k not in META_KEYS}}
     if tuning or (seed is not None and is_tuning(config, spec, method, seed)):
-        sets.update({"run.eval_split": "dev", **(spec.get("tuning_sets") or {})})
+        sets.update({"run.eval_split": "dev", "run.also_dev": False, **(spec.get("tuning_sets") or {})})
     if config.get("rehearsal"):
         sets.update(config.get("rehearsal_sets") or {})
     return sets

@@ -297,3 +297,13 @@ def test_a_methods_slice_keeps_the_matching_methods_with_their_tuning_and_twins(
     assert "hiso" in plan.experiments(lr_from)["e"]["methods"]
     with pytest.raises(ValueError, match=r"keeps hiso of experiment e but not decomfl"):
         plan.experiments({**lr_from, "methods": ["hiso"]})
+
+
+def test_the_lm_tiers_reported_runs_also_read_dev_and_its_tuning_runs_do_not():
+    """common_sets turns run.also_dev on; a tuning run evaluates on dev already, so plan turns it off there (the
+    combination is refused), and its config stays what it was before the option existed."""
+    cfg = tier("lm")
+    (spec,) = plan.experiments(cfg).values()
+    assert plan.run_sets(cfg, spec, "hiso", 0)["run.also_dev"] is True
+    tuning = plan.run_sets(cfg, spec, "hiso", tuning=True)
+    assert tuning["run.also_dev"] is False and tuning["run.eval_split"] == "dev"
