@@ -25,16 +25,19 @@ from . import numerics
 
 def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a @ b for 2-D float32 CPU tensors through NumPy's OpenBLAS sgemm (a transposed view is passed as such)."""
-    return torch.from_numpy(np.matmul(a.numpy(), b.numpy()))
+    return torch.from_numpy(np.matmul(a.detach().numpy(), b.detach().numpy()))
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """t as a C-contiguous [rows, last dim] matrix (an operand NumPy hands to BLAS as it is)."""
+    t = t.reshape(-1, t.shape[-1])
+    return t if t.is_contiguous() else t.contiguous()
 
 
 class _Linear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias):
-        x2 = x.detach().reshape(-1, x.shape[-1])
-        if not x2.is_contiguous():
-            x2 = x2.contiguous()
-        y = _mm(x2, weight.detach().t())
+        y = _mm(_rows(x.detach()), weight.t())
         if bias is not None:
             y += bias.detach()
         ctx.save_for_backward(x, weight)
@@ -48,10 +51,8 @@ class _Linear(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph (Hessian-vector products): differentiable torch ops
             g, x2, mm = grad.reshape(-1, grad.shape[-1]), x.reshape(-1, x.shape[-1]), torch.matmul
         else:
-            g, x2, mm = grad.reshape(-1, grad.shape[-1]).contiguous(), x.reshape(-1, x.shape[-1]), _mm
-            if not x2.is_contiguous():
-                x2 = x2.contiguous()
-        dx = mm(g, weight.detach() if mm is _mm else weight).reshape(x.shape) if need_x else None
+            g, x2, mm = _rows(grad), _rows(x), _mm
+        dx = mm(g, weight).reshape(x.shape) if need_x else None
         dw = mm(g.t(), x2) if need_w else None
         db = g.sum(0) if ctx.has_bias and need_b else None
         return dx, dw, db
