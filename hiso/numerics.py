@@ -98,24 +98,29 @@ def apply_torch(requested_threads: int = 0) -> None:
     n = threads(requested_threads)
     if n > 0 and torch.get_num_threads() != n:
         torch.set_num_threads(n)
-    if n > 0:
-        import numpy  # noqa: F401  (loads OpenBLAS, so that threadpoolctl finds it)
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # an image without it (a GPU machine's own python3): OpenBLAS keeps its count, and
-            return  # state() then claims no portable bits
-        threadpool_limits(limits=n, user_api="blas")  # OpenBLAS splits a product differently per thread count
+    tpc = _threadpoolctl()
+    if n > 0 and tpc is not None:  # without it OpenBLAS keeps its count, and state() claims no portable bits
+        tpc.threadpool_limits(limits=n, user_api="blas")  # OpenBLAS splits a product differently per thread count
+
+
+def _threadpoolctl():
+    """threadpoolctl with NumPy (and so OpenBLAS) loaded, so that it finds the library; None in an image without
+    it (a GPU machine's own python3)."""
+    import numpy  # noqa: F401
+    try:
+        import threadpoolctl
+    except ImportError:
+        return None
+    return threadpoolctl
 
 
 def blas() -> dict:
     """NumPy's OpenBLAS as threadpoolctl reports it: version, core type (architecture) and threads (all None
     where threadpoolctl is missing: then nothing says which kernel ran, and no run claims portable bits)."""
-    import numpy  # noqa: F401
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
+    tpc = _threadpoolctl()
+    if tpc is None:
         return {"version": None, "architecture": None, "threads": None}
-    info = next((i for i in threadpool_info() if i.get("internal_api") == "openblas"), {})
+    info = next((i for i in tpc.threadpool_info() if i.get("internal_api") == "openblas"), {})
     return {"version": info.get("version"), "architecture": info.get("architecture"),
             "threads": info.get("num_threads")}
 

@@ -1,9 +1,9 @@
 """Golden runs: the same config and seed give the same bits on any x86-64 CPU (hiso/numerics.py).
 
 Short runs that cover the kernels the CPU tiers use (tests/golden/*.yaml: the quadratic, the digits CNN's
-convolutions, SmolLM2 + LoRA's forward and its backward passes under FedAvg, a first-order baseline on digits) were run once under the
-portable numerics and their whole metrics.csv committed (tests/golden/regenerate.py; made-on.json says on which
-CPU).  Here they run again on whatever machine runs the tests and must match every cell bit for bit, except the
+convolutions, SmolLM2 + LoRA's forward and its backward passes under FedAvg, a first-order baseline on digits)
+were run once under the portable numerics and their whole metrics.csv committed (tests/golden/regenerate.py;
+made-on.json says on which CPU).  Here they run again on whatever machine runs the tests and must match every cell bit for bit, except the
 measured times (`wall_seconds`, `cpu_seconds`).
 """
 from __future__ import annotations
@@ -29,8 +29,8 @@ def _cells(path: Path) -> pd.DataFrame:
 
 
 def test_every_golden_config_has_its_metrics():
-    assert CONFIGS == ["digits-fedavg", "digits-hiso", "quadratic-hiso", "quadratic-lognormal-hiso", "smollm2-lora-fedavg",
-                       "smollm2-lora-hiso"]
+    assert CONFIGS == ["digits-fedavg", "digits-hiso", "quadratic-hiso", "quadratic-lognormal-hiso",
+                       "smollm2-lora-fedavg", "smollm2-lora-hiso"]
     for name in CONFIGS:
         assert (GOLDEN / f"{name}.metrics.csv").is_file(), name
     made = json.loads((GOLDEN / "made-on.json").read_text())

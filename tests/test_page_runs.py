@@ -2,6 +2,7 @@
 every run and choice it stands on, and a replay of them makes the workflow rebuild the same tables and page without
 computing a round."""
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -66,6 +67,35 @@ def test_archive_refuses_an_unfinished_run_and_replay_a_page_without_runs(tmp_pa
     assert p.returncode == 2 and "runs: true" in p.stderr and not (tmp_path / "out").exists()
 
 
+def test_save_keeps_finished_runs_and_choices_only_and_is_idempotent(tmp_path):
+    """`save` (a long tier carried to another machine): complete and diverged runs and every choice are copied;
+    a run still going, a failed one (the workflow reruns it) and checkpoints are not; a second save changes
+    nothing, and a run that finished since is added."""
+    results, saved = tmp_path / "results", tmp_path / "saved"
+    finished(results / "runs" / "e" / "hiso" / "seed0")
+    for method, status in (("hiso@0.02", "diverged"), ("hiso@0.01", "running"), ("decomfl", "failed")):
+        finished(results / "runs" / "e" / method / "seed100")
+        (results / "runs" / "e" / method / "seed100" / "run.json").write_text(json.dumps({"status": status}))
+    (results / "runs" / "e" / "hiso" / "seed0" / "run.json").write_text(json.dumps({"status": "complete"}))
+    choice = results / "tuning" / "e" / "hiso.json"
+    choice.parent.mkdir(parents=True)
+    choice.write_text(json.dumps({"sets": {"federation.lr": 0.01}, "runs": []}))
+    p = page_runs("save", "--results", results, "--to", saved)
+    assert p.returncode == 0 and "saved 2 finished runs" in p.stdout and "(2 new or changed)" in p.stdout, p.stderr
+    kept = sorted(str(f.relative_to(saved)) for f in saved.rglob("*") if f.is_file())
+    assert kept == sorted([f"runs/e/{m}/{f}" for m in ("hiso/seed0", "hiso@0.02/seed100")
+                           for f in ("metrics.csv", "run.json")] + ["tuning/e/hiso.json"])
+    p = page_runs("save", "--results", results, "--to", saved)
+    assert "saved 2 finished runs" in p.stdout and "(0 new or changed)" in p.stdout
+    (results / "runs" / "e" / "hiso@0.01" / "seed100" / "run.json").write_text(json.dumps({"status": "complete"}))
+    p = page_runs("save", "--results", results, "--to", saved)
+    assert "saved 3 finished runs" in p.stdout and "(1 new or changed)" in p.stdout
+    assert (saved / "runs/e/hiso@0.01/seed100/metrics.csv").is_file()
+    assert not list(saved.rglob("checkpoint*")) and not list(saved.rglob("*.tmp"))
+    p = page_runs("save", "--results", tmp_path / "nothing", "--to", tmp_path / "none")
+    assert p.returncode == 2 and "no runs/ folder" in p.stderr and not (tmp_path / "none").exists()
+
+
 @pytest.mark.slow
 def test_a_replayed_page_is_rebuilt_without_a_run_and_equals_the_archived_one(tmp_path):
     """The smoke tier's digits sliced to DeComFL (an lr grid with tuning runs, rounding twins) with a page that
@@ -96,3 +126,22 @@ def test_a_replayed_page_is_rebuilt_without_a_run_and_equals_the_archived_one(tm
     assert (second / "pages" / "smoke.md").read_text() == (first / "pages" / "smoke.md").read_text()
     assert sorted(p.relative_to(second / "pages") for p in (second / "pages").rglob("*.csv")) == \
         sorted(p.relative_to(first / "pages") for p in (first / "pages").rglob("*.csv"))
+
+    # the same tier stopped on one machine and carried to another: what `save` kept of it, less one reported run
+    # still going when it stopped, replayed into an empty folder; the workflow runs that one run, and nothing else,
+    # and its table is the uninterrupted one's, cell for cell
+    saved, third = tmp_path / "saved", tmp_path / "third"
+    assert page_runs("save", "--results", first, "--to", saved).returncode == 0
+    kept = {p.relative_to(saved) for p in saved.rglob("*") if p.is_file()}
+    paged = {p.relative_to(archived) for p in archived.rglob("*")
+             if p.is_file() and p.relative_to(archived).parts[0] in ("runs", "tuning")}
+    assert paged <= kept and {str(p) for p in kept - paged} == {f"runs/zeta/hiso/seed0/{f}" for f in
+                                                                ("metrics.csv", "run.json")}  # the tier's zeta run
+    shutil.rmtree(saved / ran[0].parent)
+    assert page_runs("replay", "--page", saved, "--to", third).returncode == 0
+    p = subprocess.run(base + [f"results={third}", "--", f"{third}/tables/digits.csv"], cwd=repo, check=True,
+                       capture_output=True, text=True)
+    assert job_counts(p.stdout + p.stderr).get("run") == 1
+    p = subprocess.run([sys.executable, str(ROOT / "workflows" / "scripts" / "compare_tables.py"), first / "tables",
+                        third / "tables"], capture_output=True, text=True)  # the rerun run's times are its own
+    assert p.returncode == 0 and "every cell matches except measured times" in p.stdout, p.stdout

@@ -72,10 +72,11 @@ class FlowerClients:
     dropped from the round (an empty upload, rejected and logged by the server like any malformed one)."""
 
     def __init__(self, fed: Federation, grid: Grid, node_of: dict[int, int], greeted: set[int], config: dict,
-                 timeout: float):
+                 timeout: float, numerics: dict[str, dict] | None = None):
         self.fed, self.grid, self.node_of, self.timeout = fed, grid, node_of, timeout
         self.greeted, self.config = greeted, config
-        self.numerics: dict[str, dict] = {}  # node id -> the kernels its ClientApp computes with (answer_hello)
+        # node id -> the kernels its ClientApp computes with (answer_hello); a rejoining node adds its own
+        self.numerics: dict[str, dict] = {} if numerics is None else numerics
         self.bytes_down = self.bytes_up = 0
         self.seconds, self.started_at = 0.0, 0.0
         self.dropped: list[int] = []
@@ -122,7 +123,8 @@ class FlowerClients:
 
     def transport_extra(self) -> dict:
         return {"flower_bytes_down": self.bytes_down, "flower_bytes_up": self.bytes_up,
-                "exchange_seconds": self.seconds, "exchange_started_at": self.started_at, **self.timing, "dropped_clients": json.dumps(self.dropped)}
+                "exchange_seconds": self.seconds, "exchange_started_at": self.started_at, **self.timing,
+                "dropped_clients": json.dumps(self.dropped)}
 
 
 class StreamMismatch(RuntimeError):
@@ -204,8 +206,7 @@ def main(grid: Grid, context: Context) -> None:
         holder = {}
 
         def attach(fed):
-            holder["clients"] = FlowerClients(fed, grid, node_of, greeted, data, f.round_timeout)
-            holder["clients"].numerics = nodes_numerics  # a rejoining node adds its own
+            holder["clients"] = FlowerClients(fed, grid, node_of, greeted, data, f.round_timeout, nodes_numerics)
         res = run(cfg, out, deployed=True, federation_hook=attach)
         replicas = None
         if "clients" in holder:  # a run that was already final built no federation: nothing to sync

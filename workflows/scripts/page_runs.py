@@ -8,6 +8,14 @@ that the workflow rebuilds the page's tables, figures and text from them without
     .venv/bin/snakemake --cores all --configfile workflows/config/lm.yaml --config results=/tmp/lm -- /tmp/lm/pages/lm.md
     python workflows/scripts/compare_tables.py docs/results/lm/tables /tmp/lm/pages/lm/tables
 
+A tier that runs for days on a few cores is carried across machines the same way, before its page exists: `save`
+copies every run the results folder has finished so far (its run.json says complete or diverged) and every tuning
+choice into a committed folder, and a replay of that folder into an empty results folder on the next machine lets
+the workflow go on from there (finished tuning points are read back by their scan, finished runs are up to date).
+
+    python workflows/scripts/page_runs.py save --results /scratch/lm --to docs/results/lm/saved    # as often as liked
+    python workflows/scripts/page_runs.py replay --page docs/results/lm/saved --to /scratch/lm     # the next machine
+
 Only finished runs are kept (a metrics.csv and run.json, never checkpoints or partial files), so the target is the
 page: a tier's learned-curvature histograms, which read checkpoints, are not part of it.  A replay writes the tuning choices
 first and the runs after them, so every run is newer than the choice it read and Snakemake finds both up to date.
@@ -48,6 +56,34 @@ def archive(results: Path, folder: Path, runs: list[str], choices: list[str]) ->
     return len(wanted)
 
 
+def save(results: Path, folder: Path) -> tuple[int, int]:
+    """Copy every finished run under <results>/runs and every choice under <results>/tuning into `folder` (as
+    `archive` lays them out), replacing older copies; returns (runs saved, of which new or changed).  Runs in
+    progress, and runs that failed (a failure is rerun), are left out: a replay must never turn them final."""
+    if not (results / "runs").is_dir():
+        raise FileNotFoundError(f"{results}: no runs/ folder; nothing has run there yet")
+    saved = changed = 0
+    files = [path for path in sorted((results / "tuning").rglob("*.json"))]
+    for run in sorted(p.parent for p in (results / "runs").rglob("run.json")):
+        status = json.loads((run / "run.json").read_text()).get("status")
+        if status in ("complete", "diverged") and (run / "metrics.csv").is_file():
+            files += [run / name for name in KEPT]
+            saved += 1
+    touched = set()
+    for path in files:
+        dst = folder / path.relative_to(results)
+        data = path.read_bytes()
+        if dst.is_file() and dst.read_bytes() == data:
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(dst.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, dst)  # atomic: a save interrupted midway leaves every file whole
+        touched.add(dst.parent)
+    changed = sum(1 for d in touched if d.name.startswith("seed"))
+    return saved, changed
+
+
 def replay(folder: Path, results: Path) -> int:
     """Write a page's archived runs and choices as a results folder's job outputs; returns how many runs."""
     if not (folder / "runs").is_dir():
@@ -77,7 +113,10 @@ def main(argv=None) -> int:
     a.add_argument("--to", required=True, help="the page's folder, <results>/pages/<name>")
     a.add_argument("--runs", nargs="*", default=[], help="the metrics.csv of every run the tier ran")
     a.add_argument("--choices", nargs="*", default=[], help="tuning/<exp>/<method>.json of every tuning job")
-    r = sub.add_parser("replay", help="page folder -> results folder")
+    v = sub.add_parser("save", help="a running tier's finished runs -> a committed folder, to go on elsewhere")
+    v.add_argument("--results", required=True)
+    v.add_argument("--to", required=True, help="the folder to commit, e.g. docs/results/lm/saved")
+    r = sub.add_parser("replay", help="page folder (or saved folder) -> results folder")
     r.add_argument("--page", required=True, help="a committed page's folder, e.g. docs/results/lm")
     r.add_argument("--to", required=True, help="the results folder the workflow is then run with")
     args = ap.parse_args(argv)
@@ -85,6 +124,9 @@ def main(argv=None) -> int:
         if args.cmd == "archive":
             n = archive(Path(args.results), Path(args.to), args.runs, args.choices)
             print(f"archived {n} runs into {args.to}/runs")
+        elif args.cmd == "save":
+            n, new = save(Path(args.results), Path(args.to))
+            print(f"saved {n} finished runs into {args.to} ({new} new or changed)")
         else:
             n = replay(Path(args.page), Path(args.to))
             print(f"replayed {n} runs into {args.to}; the workflow now rebuilds only tables, figures and the page")
