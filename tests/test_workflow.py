@@ -100,6 +100,14 @@ def test_every_tier_plans_offline(tmp_path):
                         f"results={tmp_path / 'curvature'}"], cwd=ROOT, capture_output=True, text=True, check=True,
                        env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert job_counts(p.stdout) == {"study_tune": 64, "study_eval": 258, "study_report": 1, "all": 1, "total": 324}
+    # the overlay its next page runs with: twins on seed 0, 10 seeds where runs are cheap; the page names both files
+    p = subprocess.run([SNAKEMAKE, "-n", "-p", "--configfile", "workflows/config/curvature.yaml",
+                        "workflows/config/overlays/curvature-twins.yaml", "--config",
+                        f"results={tmp_path / 'curvature'}"],
+                       cwd=ROOT, capture_output=True, text=True, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert job_counts(p.stdout) == {"study_tune": 64, "study_eval": 777, "study_report": 1, "all": 1, "total": 843}
+    assert ("--command 'snakemake --cores all --configfile workflows/config/curvature.yaml "
+            "workflows/config/overlays/curvature-twins.yaml'") in p.stdout
 
 
 def test_paper_tier_plans_the_grid_on_gpus(tmp_path):

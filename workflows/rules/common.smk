@@ -136,12 +136,21 @@ OPERATIONAL = ("results", "warm_runner", "replace_different", "hub_mirror", "max
 
 
 def page_command(keys=("only", "methods")):
-    """The command a results page names: the tier's config file, the `--config` keys that sliced it (`keys`), and
-    any other key given on the command line that changes what runs (`seeds=[0,1]`), so the page can be rebuilt."""
+    """The command a results page names: the tier's config files (an overlay after the tier's own, in order), the
+    `--config` keys that sliced it (`keys`), and any other key given on the command line that changes what runs
+    (`seeds=[0,1]`), so the page can be rebuilt."""
     given = [k for k in workflow.config_settings.config if k not in OPERATIONAL and k not in keys]
     parts = " ".join(f"{k}={_compact(config[k])}" for k in [*keys, *given] if config.get(k))
-    tier = next((Path(f).stem for f in workflow.overwrite_configfiles), "default")
-    return f"snakemake --cores all --configfile workflows/config/{tier}.yaml" + (f" --config '{parts}'" if parts else "")
+    files = [_in_checkout(f) for f in workflow.overwrite_configfiles] or ["workflows/config/default.yaml"]
+    return f"snakemake --cores all --configfile {' '.join(files)}" + (f" --config '{parts}'" if parts else "")
+
+
+def _in_checkout(path) -> str:
+    """A config file as the page names it: relative to the checkout where it lies inside it."""
+    try:
+        return Path(path).resolve().relative_to(Path(ROOT).resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _compact(v):
