@@ -12,6 +12,10 @@ last bit cannot flip, and claims made only where the paired difference over seed
   the seed spread (the larger std of the two) and the rounding spread (the larger of the two); otherwise
   "not distinguishable" with the reason.  The same claim of the best evaluation (`claim at best vs <ref>`), with
   that summary's own seed and rounding spreads, for runs whose metric drifts back after its best.
+- Selected on dev: where the runs also evaluated a dev split (`run.also_dev`: `dev_loss` beside `test_loss`), the
+  test metric at each run's best dev evaluation (the earliest, on ties): early stopping as MeZO reports it, a
+  round chosen without looking at the test set, unlike the best test evaluation.  It gets its own paired claim
+  (`claim at best dev vs <ref>`) with its own spreads.
 """
 from __future__ import annotations
 
@@ -52,17 +56,32 @@ def split_twins(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return runs[~twin], runs[twin]
 
 
+def dev_column(metric: str) -> str:
+    """The dev split's column of a test metric (run.also_dev): test_loss -> dev_loss, accuracy -> dev_accuracy."""
+    return "dev_" + metric.removeprefix("test_")
+
+
 def finals(runs: pd.DataFrame, metric: str, higher: bool = True, last_k: int = LAST_K) -> pd.DataFrame:
-    """One row per (method, seed): final, mean of the last `last_k` evaluations (NaN when diverged), best so far."""
+    """One row per (method, seed): final, mean of the last `last_k` evaluations (NaN when diverged), best so far,
+    and the metric at the run's best dev evaluation (`at_dev`, NaN without a dev column)."""
     rows = []
+    dev = dev_column(metric)
     for (method, seed), run in runs.groupby(["method", "seed"], sort=False):
-        values = run.sort_values("round")[metric].dropna()
+        run = run.sort_values("round")
+        values = run[metric].dropna()
         lost = run["status"].iloc[0] == "diverged" or values.empty
+        at_dev = math.nan
+        if dev in run.columns:
+            both = run.dropna(subset=[dev, metric])
+            if not both.empty:
+                pick = both[dev].to_numpy().argmax() if higher else both[dev].to_numpy().argmin()  # earliest on ties
+                at_dev = float(both[metric].iloc[pick])
         rows.append({"method": method, "seed": seed,
                      "final": math.nan if lost else float(values.iloc[-1]),
                      "last": math.nan if lost else float(values.iloc[-last_k:].mean()),
-                     "best": math.nan if values.empty else float(values.max() if higher else values.min())})
-    return pd.DataFrame(rows, columns=["method", "seed", "final", "last", "best"])
+                     "best": math.nan if values.empty else float(values.max() if higher else values.min()),
+                     "at_dev": at_dev})
+    return pd.DataFrame(rows, columns=["method", "seed", "final", "last", "best", "at_dev"])
 
 
 def rounding_spread(per_seed: pd.DataFrame, twin_seed: pd.DataFrame,
@@ -126,14 +145,25 @@ def noise_columns(table: pd.DataFrame, runs: pd.DataFrame, twins: pd.DataFrame, 
     table = table.copy()
     table[f"last-{LAST_K} {metric} mean"] = table["method"].map(by["last"].mean())
     table[f"best {metric} mean"] = table["method"].map(by["best"].mean())
+    dev = per_seed["at_dev"].notna().any()  # the runs read a dev split: the test metric at the best dev round
+    if dev:
+        table[f"{metric} at best dev mean"] = table["method"].map(by["at_dev"].mean())
+        table[f"{metric} at best dev std"] = table["method"].map(by["at_dev"].std())
     table["rounding spread"] = table["method"].map(lambda m: spread.get(m, (math.nan, 0))[0])
     table["rounding pairs"] = table["method"].map(lambda m: spread.get(m, (math.nan, 0))[1]).astype(int)
     if ref is None or ref not in set(table["method"]):
         return table
-    # the final evaluation, and the best one (a run whose metric drifts back after its best is compared both ways)
-    stds = {"final": table.set_index("method")[f"final {metric} std"], "best": by["best"].std()}
-    spreads = {"final": spread, "best": rounding_spread(per_seed, twin_seed, "best")}
-    for col, claim_col in (("final", f"claim vs {ref}"), ("best", f"claim at best vs {ref}")):
+    # the final evaluation, and the best one (a run whose metric drifts back after its best is compared both ways),
+    # and the one at the best dev round where there is one
+    stds = {"final": table.set_index("method")[f"final {metric} std"], "best": by["best"].std(),
+            "at_dev": by["at_dev"].std()}
+    spreads = {"final": spread, "best": rounding_spread(per_seed, twin_seed, "best"),
+               "at_dev": rounding_spread(per_seed, twin_seed, "at_dev")}
+    if dev:
+        table[f"{metric} at best dev rounding spread"] = table["method"].map(
+            lambda m: spreads["at_dev"].get(m, (math.nan, 0))[0])
+    claims = [("final", f"claim vs {ref}"), ("best", f"claim at best vs {ref}")]
+    for col, claim_col in claims + ([("at_dev", f"claim at best dev vs {ref}")] if dev else []):
         cols = {k: [] for k in ("n", "mean", "lo", "hi", "claim")}
         for method in table["method"]:
             d = paired(per_seed, method, ref, col)
@@ -146,8 +176,9 @@ def noise_columns(table: pd.DataFrame, runs: pd.DataFrame, twins: pd.DataFrame, 
             cols["claim"].append(claim)
         if col == "final":
             table[f"paired seeds vs {ref}"] = cols["n"]
-        table[f"{col} minus {ref}'s (mean)"] = cols["mean"]
-        table[f"{col} minus {ref}'s (95% CI low)"] = cols["lo"]
-        table[f"{col} minus {ref}'s (95% CI high)"] = cols["hi"]
+        name = "at best dev" if col == "at_dev" else col
+        table[f"{name} minus {ref}'s (mean)"] = cols["mean"]
+        table[f"{name} minus {ref}'s (95% CI low)"] = cols["lo"]
+        table[f"{name} minus {ref}'s (95% CI high)"] = cols["hi"]
         table[claim_col] = cols["claim"]
     return table

@@ -104,6 +104,14 @@ def compact_view(table: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, str]:
             mean, lo, hi = (r[f"final minus {ref_of}'s ({k})"] for k in ("mean", "95% CI low", "95% CI high"))
             ci = "" if pd.isna(lo) else f" ({_sig(mean)}, 95% CI {_sig(lo)} to {_sig(hi)})"
             row[f"vs {ref_name}: final difference, paired"] = ("–" if r[claim] == "reference" else f"{r[claim]}{ci}")
+            if f"claim at best dev vs {ref_of}" in table.columns:  # runs that read a dev split: early stopping
+                row["at the best dev round"] = (f"{_sig(r[f'{metric} at best dev mean'])} ± "
+                                                f"{_sig(r[f'{metric} at best dev std'])}")
+                dev_claim = r[f"claim at best dev vs {ref_of}"]
+                mean, lo, hi = (r[f"at best dev minus {ref_of}'s ({k})"] for k in ("mean", "95% CI low", "95% CI high"))
+                ci = "" if pd.isna(lo) else f" ({_sig(mean)}, 95% CI {_sig(lo)} to {_sig(hi)})"
+                row[f"vs {ref_name} at the best dev round, paired"] = ("–" if dev_claim == "reference"
+                                                                       else f"{dev_claim}{ci}")
         if "seconds per round (mean)" in table.columns:
             row["s per round / run"] = f"{r['seconds per round (mean)']:.1f} / {r['seconds per run (median)']:,.0f}"
         rows.append(row)
@@ -119,6 +127,9 @@ def compact_view(table: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, str]:
                  f"{LAST_K} evaluations; best: the best evaluation (means over seeds). A paired claim is made only "
                  "where the 95% interval excludes 0 and the difference exceeds both the seed spread (std) and the "
                  "rounding spread. ")
+    if any(c.startswith("claim at best dev vs ") for c in table.columns):
+        note += ("At the best dev round: each run's test metric at its best evaluation on the dev split (early "
+                 "stopping chosen without the test set), compared the same way with its own spreads. ")
     edges = edge_choices(table)
     if edges:
         note += (f"Chosen at the edge of its grid, so the best step size may lie outside it: {', '.join(edges)}; "

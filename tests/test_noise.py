@@ -95,3 +95,41 @@ def test_a_run_that_drifts_back_after_its_best_is_also_compared_at_its_best(tmp_
     assert math.isclose(t.loc["hiso", "rounding spread"], 0.02)
     best = rounding_spread(finals(runs, "accuracy"), finals(twins, "accuracy"), "best")
     assert math.isclose(best["hiso"][0], 0.01) and best["decomfl"] == (0.0, 1)
+
+
+def write_dev_run(root, method, seed, test, dev):
+    d = root / method / f"seed{seed}"
+    d.mkdir(parents=True)
+    pd.DataFrame([{"round": 10 * r, "train_loss": 1.0, "bytes_up": 10, "bytes_down": 5, "forward_passes": 12,
+                   "wall_seconds": 0.1, "test_loss": t, "dev_loss": v} for r, (t, v) in enumerate(zip(test, dev))]
+                 ).to_csv(d / "metrics.csv", index=False)
+    (d / "run.json").write_text('{"status": "complete"}')
+
+
+def test_the_test_metric_at_the_best_dev_round_is_chosen_on_dev_and_claimed_with_its_own_spreads(tmp_path):
+    """Runs that also read a dev split (run.also_dev): each run's test loss is taken at its lowest dev loss (the
+    earliest on ties), not at its lowest test loss; the table pairs it against the reference with its own
+    interval and spreads, and a table of runs without a dev split has none of these columns."""
+    for s in range(4):
+        # DeComFL: dev lowest at round 20 (test 0.70 + s/100), its test lowest later (0.60) where dev has risen
+        write_dev_run(tmp_path, "decomfl", s, [1.0, 0.9, 0.70 + s / 100, 0.60, 0.80], [1.0, 0.9, 0.5, 0.6, 0.5])
+        # HiSo: dev lowest at round 10 and again at 30 (a tie: the earliest counts), test 0.50 + s/100 there
+        write_dev_run(tmp_path, "hiso", s, [1.0, 0.50 + s / 100, 0.9, 0.55, 0.9], [1.0, 0.4, 0.8, 0.4, 0.9])
+    write_dev_run(tmp_path, f"hiso{TWIN}", 0, [1.0, 0.52, 0.9, 0.55, 0.9], [1.0, 0.4, 0.8, 0.5, 0.9])
+    per_seed = finals(split_twins(load_runs(tmp_path))[0], "test_loss", higher=False).set_index(["method", "seed"])
+    assert per_seed.loc[("decomfl", 2), "at_dev"] == 0.72 and per_seed.loc[("decomfl", 2), "best"] == 0.60
+    assert per_seed.loc[("hiso", 3), "at_dev"] == 0.53
+    t = summarise(load_runs(tmp_path), "test_loss", 0.1).set_index("method")
+    assert math.isclose(t.loc["hiso", "test_loss at best dev mean"], 0.515)
+    assert math.isclose(t.loc["hiso", "at best dev minus decomfl's (mean)"], -0.2)
+    assert t.loc["hiso", "at best dev minus decomfl's (95% CI high)"] < 0  # the four pairs differ by exactly 0.2
+    assert math.isclose(t.loc["hiso", "test_loss at best dev rounding spread"], 0.02)  # the twin picked 0.52
+    assert t.loc["hiso", "claim at best dev vs decomfl"] == "better"
+    assert t.loc["hiso", "claim vs decomfl"] == "worse"  # finals 0.9 against 0.8: the last round says otherwise
+    md = compact_markdown(t.reset_index(), "test_loss")
+    assert "| vs decomfl at the best dev round, paired |" in " ".join(md.split()).replace("  ", " ")
+    assert "better (-0.200, 95% CI -0.200 to -0.200)" in md and "0.515 ± 0.0129" in md and "early stopping" in md
+    for f in tmp_path.rglob("metrics.csv"):
+        pd.read_csv(f).drop(columns="dev_loss").to_csv(f, index=False)
+    t = summarise(load_runs(tmp_path), "test_loss", 0.1)
+    assert not [c for c in t.columns if "dev" in c]
