@@ -153,7 +153,7 @@ def test_the_committed_lm_page_is_rebuilt_from_its_runs_without_a_round(tmp_path
 
 def test_the_lm_tier_readings_cite_only_cells_its_tables_will_have(tmp_path):
     """Every placeholder of the flagship LM readings names a cell that summarise (on runs shaped like the tier's:
-    test loss and accuracy, rounding twins, DeComFL as reference) and paper_claims write, so its page job cannot
+    test loss and accuracy, dev loss and accuracy, rounding twins, DeComFL as reference) and paper_claims write, so its page job cannot
     fail on a missing cell after hours of runs."""
 
     from hiso.results import attach_choices, load_runs, summarise
@@ -166,7 +166,8 @@ def test_the_lm_tier_readings_cite_only_cells_its_tables_will_have(tmp_path):
             run = tmp_path / m / f"seed{seed}"
             run.mkdir(parents=True)
             pd.DataFrame({"round": [10, 20, 30], "test_loss": [0.9 - seed / 50, 0.8, 0.7 + seed / 50],
-                          "accuracy": [0.6, 0.7, 0.75], "bytes_up": 40, "bytes_down": 60, "forward_passes": 12,
+                          "accuracy": [0.6, 0.7, 0.75], "dev_loss": [0.95, 0.85, 0.9],  # run.also_dev
+                          "dev_accuracy": [0.6, 0.65, 0.7], "bytes_up": 40, "bytes_down": 60, "forward_passes": 12,
                           "wall_seconds": 1.0, "train_loss": 1.0}).to_csv(run / "metrics.csv", index=False)
             (run / "run.json").write_text(json.dumps({"status": "finished", "initial_eval": {"test_loss": 1.2,
                                                                                               "accuracy": 0.55}}))
