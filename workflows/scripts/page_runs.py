@@ -129,7 +129,8 @@ def main(argv=None) -> int:
             print(f"saved {n} finished runs into {args.to} ({new} new or changed)")
         else:
             n = replay(Path(args.page), Path(args.to))
-            print(f"replayed {n} runs into {args.to}; the workflow now rebuilds only tables, figures and the page")
+            print(f"replayed {n} runs into {args.to}; the workflow with results={args.to} runs only what they "
+                  "lack")
     except (FileNotFoundError, FileExistsError, json.JSONDecodeError, KeyError) as e:
         print(f"page_runs: {e}", file=sys.stderr)
         return 2
