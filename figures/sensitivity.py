@@ -32,14 +32,15 @@ if not choices:
     raise SystemExit("no choice file holds per-seed tuning runs (the full-grid protocol: scan_seeds)")
 colors = palette(list(choices), {m: (given.get(m) or {}).get("color") for m in choices if (given.get(m) or {}).get("color")})
 fig, ax = plt.subplots(figsize=(6.4, 3.6) if len(choices) <= 4 else (8.4, 4.4))  # room beside a long legend
-lost_y = []
+lost_y, scored = [], set()
 for method, c in choices.items():
     name = (given.get(method) or {}).get("label") or label(method)
     runs = pd.DataFrame(c["runs"])
-    col = next(k for k in runs.columns if k.startswith("last"))
-    k = col.removeprefix("last").split("_")[0]
     pts = pd.DataFrame(c["grid"]).sort_values("lr")
-    mean_col = next(k_ for k_ in pts.columns if k_.startswith("mean_last"))
+    by = c.get("scored_by") or {}  # what scored the points (scan_grid); before it was recorded, the last evaluations
+    col = by.get("run") or next(k for k in runs.columns if k.startswith("last"))
+    mean_col = by.get("point") or next(k_ for k_ in pts.columns if k_.startswith("mean_last"))
+    scored.add(by.get("label") or f"mean of the last {col.removeprefix('last').split('_')[0]} evaluations")
     ok = pts[~pts["diverged"].astype(bool)]
     budget = (f", {int(runs.loc[~runs['diverged'].astype(bool), 'rounds_run'].max())} rounds"
               if "rounds_run" in runs and not runs["diverged"].astype(bool).all() else "")  # the tuning runs' length
@@ -67,7 +68,7 @@ for method, lrs in lost_y:
     ax.plot(lrs, [top] * len(lrs), "x", color=colors[method], ms=8, mew=2, clip_on=False)
 ax.set_ylim(top=top)
 ax.set_xlabel("step size (federation.lr)")
-ax.set_ylabel(f"dev {metric_label(a.metric)}, mean of the last {k} evaluations")
+ax.set_ylabel(f"dev {metric_label(a.metric)}, {' / '.join(sorted(scored))}")
 mark(ax, a.metric)
 ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
 fig.suptitle((a.title + "\n" if a.title else "") + "step-size sensitivity on the dev split: line = mean over tuning "

@@ -98,6 +98,8 @@ def _main(argv: list[str]) -> int:
     seeds.add_argument("--seed", type=int, help="the tuning seed (never a reported one)")
     seeds.add_argument("--seeds", type=int, nargs="+", help="the full-grid protocol: every point on each of these "
                        "tuning seeds, scored by the mean of the last dev evaluations (hiso/scan.py: scan_grid)")
+    s.add_argument("--criterion", choices=["last", "best"], default="last", help="with --seeds: a seed scores its "
+                   "last dev evaluations (default) or its best one (early stopping)")
     s.add_argument("--metric", required=True)
     s.add_argument("--target", type=float, required=True)
     s.add_argument("--root", required=True, help="folder of the tried points' run folders")
@@ -124,7 +126,7 @@ def _main(argv: list[str]) -> int:
         try:
             if args.seeds:
                 choice = scan_grid(args.config, args.set, args.method, args.grid, args.seeds, args.metric, args.root,
-                                   threads=args.threads)
+                                   threads=args.threads, criterion=args.criterion)
             else:
                 choice = scan(args.config, args.set, args.method, args.grid, args.seed, args.metric, args.target,
                               args.root, threads=args.threads, hold=args.hold)

@@ -187,6 +187,9 @@ def experiments(config: dict) -> dict:
         if scan_seeds is not None and (not _seed_list(scan_seeds) or set(scan_seeds) & reported):
             raise ValueError(f"experiment {name}: scan_seeds {scan_seeds!r} must be a list of seeds >= 0 that are not "
                              f"reported seeds ({sorted(reported)}): the step size must not be chosen on a reported run")
+        if spec.get("scan_criterion") is not None and scan_seeds is None:
+            raise ValueError(f"experiment {name}: scan_criterion {spec['scan_criterion']!r} scores the full-grid "
+                             "protocol's points; it needs scan_seeds (a scan without them chooses by the target)")
     return exps
 
 

@@ -288,8 +288,9 @@ def attach_choices(table: pd.DataFrame, choices: dict[str, dict],
         out.at[i, "chosen lr"] = float(c["sets"]["federation.lr"])
         tried = []
         for g in sorted(c["grid"], key=lambda g: g["lr"]):
-            if "score" in g:  # the full-grid protocol: the mean of the last dev evaluations over tuning seeds
-                r = "diverged" if g.get("diverged") else f"{next(v for k, v in g.items() if k.startswith('mean_last')):.4g}"
+            if "score" in g:  # the full-grid protocol: the mean over tuning seeds of what scored it (scan_grid)
+                point = (c.get("scored_by") or {}).get("point") or next(k for k in g if k.startswith("mean_last"))
+                r = "diverged" if g.get("diverged") else f"{g[point]:.4g}"
             else:
                 r = "diverged" if g.get("diverged") else _count(math.inf if g["rounds_to_target"] is None
                                                                 else g["rounds_to_target"])

@@ -98,8 +98,12 @@ def scan(base: str | Path, overrides: list[str], method: str, grid: list[float],
                      for lr in tried]}
 
 
+CRITERIA = ("last", "best")  # a full-grid point's score per tuning seed: its last evaluations, or its best one
+
+
 def scan_grid(base: str | Path, overrides: list[str], method: str, grid: list[float], seeds: list[int], metric: str,
-              root: str | Path, threads: int = 1, max_extension: int = MAX_EXTENSION, last_k: int | None = None) -> dict:
+              root: str | Path, threads: int = 1, max_extension: int = MAX_EXTENSION, last_k: int | None = None,
+              criterion: str = "last") -> dict:
     """The full-grid protocol (a tier's `scan_seeds: [s, ...]`): every grid point runs to the end of the budget
     on every tuning seed (dev split), and is scored by the mean over those seeds of its dev metric averaged over
     its last `last_k` evaluations (noise.LAST_K), so one lucky evaluation or one seed cannot pick it; a point
@@ -107,18 +111,28 @@ def scan_grid(base: str | Path, overrides: list[str], method: str, grid: list[fl
     is extended past it by the grid's own spacing, one point at a time (at most `max_extension` per side), so
     the choice ends interior or is flagged `at_grid_edge`.  Every point has the same number of runs, for every
     method of a tier that uses it: equal tuning effort.  The rows of every (point, seed) are kept in "runs"
-    (the step-size sensitivity figure reads them)."""
+    (the step-size sensitivity figure reads them).
+
+    With `criterion="best"` (a tier's `scan_criterion: best`) a seed scores a point by its best dev evaluation
+    instead: early stopping, the round a reported run would be stopped at on dev, for methods whose metric drifts
+    back after its best at a constant step size.  Both summaries of every point are kept, so the other choice
+    can be recomputed from the same runs; `scored_by` names the one that chose."""
     from .noise import LAST_K, finals
     from .tuning import badness
 
+    if criterion not in CRITERIA:
+        raise ValueError(f"scan criterion {criterion!r}: one of {', '.join(CRITERIA)}")
     last_k = last_k or LAST_K
     higher = HIGHER_IS_BETTER.get(metric, True)
+    run_col = f"last{last_k}_{metric}" if criterion == "last" else f"best_{metric}"
+    scored_by = {"criterion": criterion, "run": run_col, "point": f"mean_{run_col}",
+                 "label": f"mean of the last {last_k} evaluations" if criterion == "last" else "best evaluation"}
     runs_rows: list[dict] = []
     points: dict[float, dict] = {}
 
     def evaluate(lr: float, note: str) -> None:
         name = f"{method}@{lr:g}"
-        scores = []
+        scores, bests = [], []
         for seed in seeds:
             loaded, diverged = tuning_run(base, overrides, name, lr, seed, root, threads)
             f = finals(loaded, metric, higher, last_k).iloc[0]  # final and last-k: NaN when diverged
@@ -128,13 +142,17 @@ def scan_grid(base: str | Path, overrides: list[str], method: str, grid: list[fl
                               "rounds_run": int(loaded["round"].max()), "wall_seconds": float(loaded["wall_seconds"].sum()),
                               **dict(zip(("cpu_seconds", "wall_seconds_without_cpu"), cpu_split(loaded)))})
             scores.append(badness(lastk, higher))
-        score = math.inf if any(math.isinf(s) for s in scores) else sum(scores) / len(scores)
-        mean = math.nan if math.isinf(score) else (-score if higher else score)
-        points[float(lr)] = {"method": name, "lr": float(lr), "diverged": math.isinf(score), "rounds_to_target": None,
-                             f"mean_last{last_k}_{metric}": mean, "score": score, "note": note,
-                             "criterion": f"mean over tuning seeds {list(seeds)} of the last {last_k} dev evaluations"}
-        print(f"scan {name}: mean last-{last_k} dev {metric} {mean:.4g}" + (" (diverged)" if math.isinf(score) else ""),
-              flush=True)
+            bests.append(badness(best, higher))
+        lost = any(math.isinf(s) for s in scores)  # diverged on a seed: last either way
+        means = {k: math.nan if lost else (-sum(v) / len(v) if higher else sum(v) / len(v))
+                 for k, v in ((f"mean_last{last_k}_{metric}", scores), (f"mean_best_{metric}", bests))}
+        score = math.inf if lost else badness(means[scored_by["point"]], higher)
+        points[float(lr)] = {"method": name, "lr": float(lr), "diverged": lost, "rounds_to_target": None,
+                             **means, "score": score, "note": note,
+                             "criterion": f"mean over tuning seeds {list(seeds)} of the " + (
+                                 f"last {last_k} dev evaluations" if criterion == "last" else "best dev evaluation")}
+        print(f"scan {name}: mean {scored_by['label']} dev {metric} {means[scored_by['point']]:.4g}"
+              + (" (diverged)" if lost else ""), flush=True)
 
     for lr in sorted(grid, reverse=True):
         evaluate(float(lr), "grid")
@@ -152,7 +170,7 @@ def scan_grid(base: str | Path, overrides: list[str], method: str, grid: list[fl
         raise ValueError(f"every step size of {method} diverged: {sorted(points)}; widen the grid downwards")
     chosen = min(points, key=lambda lr: (points[lr]["score"], lr))
     tried = sorted(points)
-    return {"sets": {"federation.lr": chosen}, "method": f"{method}@{chosen:g}",
+    return {"sets": {"federation.lr": chosen}, "method": f"{method}@{chosen:g}", "scored_by": scored_by,
             "at_grid_edge": len(tried) > 1 and chosen in (tried[0], tried[-1]),
             "grid": [{k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in points[lr].items()}
                      for lr in tried],

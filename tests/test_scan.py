@@ -97,12 +97,16 @@ def test_the_workflow_runs_a_scan_job_before_the_method_s_reported_runs(tmp_path
     cfg["results"] = str(tmp_path / "r")
     if hold:
         cfg["experiments"]["e"]["scan_hold"] = True
+    else:  # the full-grid protocol scored by early stopping: the job passes its seeds and criterion
+        cfg["experiments"]["e"].update(scan_seeds=[100, 101], scan_criterion="best")
     path.write_text(yaml.safe_dump(cfg))
     p = subprocess.run([str(Path(sys.executable).parent / "snakemake"), "-n", "-p", "--cores", "1", "--configfile",
                         str(path)], cwd=ROOT, capture_output=True, text=True, check=True)
     out = p.stdout
-    assert out.count("-m hiso scan-lr") == 1 and "--grid 0.01 0.03 --seed 100" in out
+    assert out.count("-m hiso scan-lr") == 1
+    assert ("--grid 0.01 0.03 --seed 100" if hold else "--grid 0.01 0.03 --seeds 100 101") in out
     assert ("--hold" in out) == hold  # scan_hold: true -> hiso/scan.py's hold criterion
+    assert ("--criterion best" in out) == (not hold)
     assert "--set-file " + str(tmp_path / "r/tuning/e/decomfl.json") in out
     assert "--choices " + str(tmp_path / "r/tuning/e/decomfl.json") in out  # the table shows the choice
 
@@ -303,6 +307,12 @@ def test_plan_passes_scan_seeds_and_refuses_reported_ones():
         cfg["experiments"]["e"]["scan_seeds"] = bad
         with pytest.raises(ValueError, match="scan_seeds"):
             plan.experiments(cfg)
+    cfg["experiments"]["e"]["scan_seeds"] = [100, 101]
+    cfg["experiments"]["e"]["scan_criterion"] = "best"  # early stopping on dev: the tier's scan jobs pass it
+    assert plan.experiments(cfg)["e"]["scan_criterion"] == "best"
+    del cfg["experiments"]["e"]["scan_seeds"]  # without the full-grid protocol there is nothing for it to score
+    with pytest.raises(ValueError, match="scan_criterion 'best' scores the full-grid protocol's points"):
+        plan.experiments(cfg)
 
 
 def test_a_tier_plans_again_after_its_scan_wrote_its_points(grid_scanned, tmp_path):
@@ -357,3 +367,38 @@ def test_an_experiment_names_its_reference_and_the_table_compares_with_it(tmp_pa
     table = pd.read_csv(tmp_path / "t.csv").set_index("method")
     assert table.loc["identity", "claim vs identity"] == "reference"
     assert table.loc["diagonal", "final minus identity's (mean)"] == pytest.approx(-0.7 / 3, abs=1e-9)
+
+
+def test_full_grid_protocol_scored_by_the_best_dev_evaluation_reads_back_the_same_runs(grid_scanned, tmp_path):
+    """`criterion="best"` (scan_criterion: best, early stopping) scores each point by the mean over tuning seeds of
+    its best dev evaluation; run on the runs a last-3 scan left, it computes no round (every point is read back),
+    keeps both summaries, and its sensitivity figure says what scored the points."""
+    from hiso.scan import scan_grid
+    root, last = grid_scanned
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("metrics.csv")}
+    choice = scan_grid(ROOT / "workflows/config/base/quadratic.yaml", QUAD, "decomfl", [0.01, 0.03], [100, 101],
+                       "rel_suboptimality", root, criterion="best")
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("metrics.csv")} == before  # read back, none rerun
+    assert choice["scored_by"]["criterion"] == "best" and last["scored_by"]["criterion"] == "last"
+    runs = pd.DataFrame(choice["runs"])
+    for g in choice["grid"]:
+        per_seed = runs[runs.lr == g["lr"]]
+        assert g["score"] == pytest.approx(per_seed["best_rel_suboptimality"].mean())
+        assert g["mean_best_rel_suboptimality"] == g["score"]
+        assert g["mean_last3_rel_suboptimality"] == pytest.approx(per_seed["last3_rel_suboptimality"].mean())
+        assert g["criterion"].endswith("of the best dev evaluation")
+    assert min(choice["grid"], key=lambda g: g["score"])["lr"] == choice["sets"]["federation.lr"]
+    path = tmp_path / "decomfl.json"
+    path.write_text(json.dumps(choice))
+    table = attach_choices(pd.DataFrame({"method": ["decomfl"]}), {"decomfl": choice})
+    best = min(choice["grid"], key=lambda g: g["lr"])
+    assert f"{best['lr']:g}: {best['mean_best_rel_suboptimality']:.4g}" in table.loc[0, "lrs tried"]
+    png = tmp_path / "s.png"
+    subprocess.run([sys.executable, "-m", "figures.sensitivity", "--choices", str(path), "--metric",
+                    "rel_suboptimality", "--png", str(png), "--pdf", str(tmp_path / "s.pdf")], cwd=ROOT, check=True,
+                   capture_output=True)
+    data = json.loads(png.with_suffix(".data.json").read_text())
+    assert "best evaluation" in json.dumps(data)
+    with pytest.raises(ValueError, match="scan criterion 'first'"):
+        scan_grid(ROOT / "workflows/config/base/quadratic.yaml", QUAD, "decomfl", [0.01], [100], "rel_suboptimality",
+                  root, criterion="first")

@@ -106,6 +106,7 @@ def scan_command(exp, method, threads):
     return (f"scan-lr --config {spec['base']} {sets} --method {method} --grid {grid} {seeds} "
             f"--metric {spec['metric']} --target {spec['target']} --root {OUT}/runs/{exp} --threads {threads}"
             + (" --hold" if spec.get("scan_hold") else "")
+            + (f" --criterion {spec['scan_criterion']}" if spec.get("scan_criterion") else "")
             + (f" --hub-mirror {shlex.quote(HUB_MIRROR)}" if HUB_MIRROR else ""))
 
 
