@@ -15,6 +15,7 @@ import matplotlib.ticker as mticker
 import pandas as pd
 
 from figures.style import label, mark, metric_label, palette, save, unclutter_ticks
+from hiso.tuning import scored_by
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--choices", nargs="+", required=True, help="tuning/<exp>/<method>.json (scan_grid's)")
@@ -37,10 +38,9 @@ for method, c in choices.items():
     name = (given.get(method) or {}).get("label") or label(method)
     runs = pd.DataFrame(c["runs"])
     pts = pd.DataFrame(c["grid"]).sort_values("lr")
-    by = c.get("scored_by") or {}  # what scored the points (scan_grid); before it was recorded, the last evaluations
-    col = by.get("run") or next(k for k in runs.columns if k.startswith("last"))
-    mean_col = by.get("point") or next(k_ for k_ in pts.columns if k_.startswith("mean_last"))
-    scored.add(by.get("label") or f"mean of the last {col.removeprefix('last').split('_')[0]} evaluations")
+    by = scored_by(c)  # what scored the points (scan_grid)
+    col, mean_col = by["run"], by["point"]
+    scored.add(by["label"])
     ok = pts[~pts["diverged"].astype(bool)]
     budget = (f", {int(runs.loc[~runs['diverged'].astype(bool), 'rounds_run'].max())} rounds"
               if "rounds_run" in runs and not runs["diverged"].astype(bool).all() else "")  # the tuning runs' length

@@ -119,7 +119,8 @@ NOT_COMPUTED = ("progress", "keep_checkpoint", "checkpoint_minutes")
 
 # options added after results existed: at these defaults a config is the one it was before they existed
 LATER_DEFAULTS = {("run", "eval_split"): "test", ("run", "also_dev"): False, ("task", "dev_fraction"): 0.0,
-                  ("curvature", "damping"): 0.1, ("curvature", "floor"): 1e-3, ("federation", "mu_scale"): "none", ("curvature", "mix"): 0.5,
+                  ("curvature", "damping"): 0.1, ("curvature", "floor"): 1e-3, ("federation", "mu_scale"): "none",
+                  ("curvature", "mix"): 0.5,
                   ("federation", "weight_decay"): 0.0, ("task", "template"): "suite", ("task", "loss"): "answer",
                   ("task", "decoding"): "greedy", ("task", "max_new_tokens"): 16, ("task", "sampling"): "random",
                   ("federation", "clip_factor"): 3.0, ("federation", "faulty_clients"): 0,

@@ -155,15 +155,15 @@ def noise_columns(table: pd.DataFrame, runs: pd.DataFrame, twins: pd.DataFrame, 
         return table
     # the final evaluation, and the best one (a run whose metric drifts back after its best is compared both ways),
     # and the one at the best dev round where there is one
-    stds = {"final": table.set_index("method")[f"final {metric} std"], "best": by["best"].std(),
-            "at_dev": by["at_dev"].std()}
-    spreads = {"final": spread, "best": rounding_spread(per_seed, twin_seed, "best"),
-               "at_dev": rounding_spread(per_seed, twin_seed, "at_dev")}
+    stds = {"final": table.set_index("method")[f"final {metric} std"], "best": by["best"].std()}
+    spreads = {"final": spread, "best": rounding_spread(per_seed, twin_seed, "best")}
+    claims = [("final", f"claim vs {ref}"), ("best", f"claim at best vs {ref}")]
     if dev:
+        stds["at_dev"], spreads["at_dev"] = by["at_dev"].std(), rounding_spread(per_seed, twin_seed, "at_dev")
         table[f"{metric} at best dev rounding spread"] = table["method"].map(
             lambda m: spreads["at_dev"].get(m, (math.nan, 0))[0])
-    claims = [("final", f"claim vs {ref}"), ("best", f"claim at best vs {ref}")]
-    for col, claim_col in claims + ([("at_dev", f"claim at best dev vs {ref}")] if dev else []):
+        claims.append(("at_dev", f"claim at best dev vs {ref}"))
+    for col, claim_col in claims:
         cols = {k: [] for k in ("n", "mean", "lo", "hi", "claim")}
         for method in table["method"]:
             d = paired(per_seed, method, ref, col)

@@ -98,8 +98,8 @@ def apply_torch(requested_threads: int = 0) -> None:
     n = threads(requested_threads)
     if n > 0 and torch.get_num_threads() != n:
         torch.set_num_threads(n)
-    tpc = _threadpoolctl()
-    if n > 0 and tpc is not None:  # without it OpenBLAS keeps its count, and state() claims no portable bits
+    tpc = _threadpoolctl() if n > 0 else None
+    if tpc is not None:  # without it OpenBLAS keeps its count, and state() claims no portable bits
         tpc.threadpool_limits(limits=n, user_api="blas")  # OpenBLAS splits a product differently per thread count
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 
 from .noise import finals, noise_columns, split_twins
 from .tablemd import ALSO, _count, _sig, compact_markdown, compact_view, edge_choices  # noqa: F401  (re-exported)
+from .tuning import scored_by
 
 
 def _directions() -> dict[str, bool]:
@@ -289,8 +290,7 @@ def attach_choices(table: pd.DataFrame, choices: dict[str, dict],
         tried = []
         for g in sorted(c["grid"], key=lambda g: g["lr"]):
             if "score" in g:  # the full-grid protocol: the mean over tuning seeds of what scored it (scan_grid)
-                point = (c.get("scored_by") or {}).get("point") or next(k for k in g if k.startswith("mean_last"))
-                r = "diverged" if g.get("diverged") else f"{g[point]:.4g}"
+                r = "diverged" if g.get("diverged") else f"{g[scored_by(c)['point']]:.4g}"
             else:
                 r = "diverged" if g.get("diverged") else _count(math.inf if g["rounds_to_target"] is None
                                                                 else g["rounds_to_target"])

@@ -26,7 +26,7 @@ import math
 from pathlib import Path
 
 from .results import HIGHER_IS_BETTER, cpu_split, load_runs, reached, to_hold, to_target
-from .tuning import MAX_EXTENSION, tune
+from .tuning import MAX_EXTENSION, grid_scoring, tune
 
 
 def scan_run_dirs(choice: Path) -> list[Path]:
@@ -98,9 +98,6 @@ def scan(base: str | Path, overrides: list[str], method: str, grid: list[float],
                      for lr in tried]}
 
 
-CRITERIA = ("last", "best")  # a full-grid point's score per tuning seed: its last evaluations, or its best one
-
-
 def scan_grid(base: str | Path, overrides: list[str], method: str, grid: list[float], seeds: list[int], metric: str,
               root: str | Path, threads: int = 1, max_extension: int = MAX_EXTENSION, last_k: int | None = None,
               criterion: str = "last") -> dict:
@@ -120,13 +117,9 @@ def scan_grid(base: str | Path, overrides: list[str], method: str, grid: list[fl
     from .noise import LAST_K, finals
     from .tuning import badness
 
-    if criterion not in CRITERIA:
-        raise ValueError(f"scan criterion {criterion!r}: one of {', '.join(CRITERIA)}")
     last_k = last_k or LAST_K
+    scored_by = grid_scoring(criterion, metric, last_k)  # refuses an unknown criterion before any run
     higher = HIGHER_IS_BETTER.get(metric, True)
-    run_col = f"last{last_k}_{metric}" if criterion == "last" else f"best_{metric}"
-    scored_by = {"criterion": criterion, "run": run_col, "point": f"mean_{run_col}",
-                 "label": f"mean of the last {last_k} evaluations" if criterion == "last" else "best evaluation"}
     runs_rows: list[dict] = []
     points: dict[float, dict] = {}
 

@@ -50,6 +50,15 @@ def escape_cells(table: pd.DataFrame) -> pd.DataFrame:
     return table.map(lambda v: v.replace("|", "\\|") if isinstance(v, str) else v)
 
 
+def _paired_cell(r: pd.Series, claim: str, diff: str) -> str:
+    """A paired claim with its difference and 95 % interval (noise.noise_columns' `<diff> (mean)`, `(95% CI low)`,
+    `(95% CI high)`), or "–" on the reference's own row."""
+    if r[claim] == "reference":
+        return "–"
+    mean, lo, hi = (r[f"{diff} ({k})"] for k in ("mean", "95% CI low", "95% CI high"))
+    return r[claim] + ("" if pd.isna(lo) else f" ({_sig(mean)}, 95% CI {_sig(lo)} to {_sig(hi)})")
+
+
 def compact_markdown(table: pd.DataFrame, metric: str) -> str:
     """The citable view of a summary table: method, step size, final metric as mean ± std (n), rounds and bytes
     to the target, and rounds to DeComFL's best where there is one; 3 significant digits."""
@@ -101,17 +110,12 @@ def compact_view(table: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, str]:
         if claim:
             ref_of = claim.removeprefix("claim vs ")
             ref_name = names.get(ref_of, ref_of)
-            mean, lo, hi = (r[f"final minus {ref_of}'s ({k})"] for k in ("mean", "95% CI low", "95% CI high"))
-            ci = "" if pd.isna(lo) else f" ({_sig(mean)}, 95% CI {_sig(lo)} to {_sig(hi)})"
-            row[f"vs {ref_name}: final difference, paired"] = ("–" if r[claim] == "reference" else f"{r[claim]}{ci}")
+            row[f"vs {ref_name}: final difference, paired"] = _paired_cell(r, claim, f"final minus {ref_of}'s")
             if f"claim at best dev vs {ref_of}" in table.columns:  # runs that read a dev split: early stopping
                 row["at the best dev round"] = (f"{_sig(r[f'{metric} at best dev mean'])} ± "
                                                 f"{_sig(r[f'{metric} at best dev std'])}")
-                dev_claim = r[f"claim at best dev vs {ref_of}"]
-                mean, lo, hi = (r[f"at best dev minus {ref_of}'s ({k})"] for k in ("mean", "95% CI low", "95% CI high"))
-                ci = "" if pd.isna(lo) else f" ({_sig(mean)}, 95% CI {_sig(lo)} to {_sig(hi)})"
-                row[f"vs {ref_name} at the best dev round, paired"] = ("–" if dev_claim == "reference"
-                                                                       else f"{dev_claim}{ci}")
+                row[f"vs {ref_name} at the best dev round, paired"] = _paired_cell(
+                    r, f"claim at best dev vs {ref_of}", f"at best dev minus {ref_of}'s")
         if "seconds per round (mean)" in table.columns:
             row["s per round / run"] = f"{r['seconds per round (mean)']:.1f} / {r['seconds per run (median)']:,.0f}"
         rows.append(row)

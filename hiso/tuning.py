@@ -31,6 +31,29 @@ def badness(final: float, higher_is_better: bool) -> float:
     return -final if higher_is_better else final
 
 
+GRID_CRITERIA = ("last", "best")  # a full-grid point's score per tuning seed: its last evaluations, or its best
+
+
+def grid_scoring(criterion: str, metric: str, last_k: int) -> dict:
+    """What scores a full-grid scan's points (hiso/scan.py: scan_grid), as its choice records it in `scored_by`:
+    the per-seed column of its `runs`, the per-point mean of its `grid`, and the words a figure or page uses."""
+    if criterion not in GRID_CRITERIA:
+        raise ValueError(f"scan criterion {criterion!r}: one of {', '.join(GRID_CRITERIA)}")
+    run = f"last{last_k}_{metric}" if criterion == "last" else f"best_{metric}"
+    return {"criterion": criterion, "run": run, "point": f"mean_{run}",
+            "label": f"mean of the last {last_k} evaluations" if criterion == "last" else "best evaluation"}
+
+
+def scored_by(choice: dict) -> dict:
+    """A full-grid choice's `scored_by`; a choice written before it was recorded was scored by its last
+    evaluations (its points' `mean_last<k>_<metric>`)."""
+    if choice.get("scored_by"):
+        return choice["scored_by"]
+    point = next(k for k in choice["grid"][0] if k.startswith("mean_last"))
+    k, metric = point.removeprefix("mean_last").split("_", 1)
+    return grid_scoring("last", metric, int(k))
+
+
 def rank(rounds: float, final: float, diverged: bool, higher_is_better: bool) -> tuple[float, float]:
     """Sort key of a grid point under the criterion (smaller is better)."""
     return (rounds, math.inf if diverged else badness(final, higher_is_better))

@@ -30,6 +30,7 @@ import sys
 import time
 from pathlib import Path
 
+from hiso.io import atomic_write
 from hiso.scan import scan_run_dirs
 
 KEPT = ("metrics.csv", "run.json")  # what a table, a figure or a provenance line reads of a run
@@ -62,25 +63,22 @@ def save(results: Path, folder: Path) -> tuple[int, int]:
     progress, and runs that failed (a failure is rerun), are left out: a replay must never turn them final."""
     if not (results / "runs").is_dir():
         raise FileNotFoundError(f"{results}: no runs/ folder; nothing has run there yet")
+
+    def copy(path: Path) -> bool:  # whether it wrote: a copy equal to the source is left as it is
+        dst, data = folder / path.relative_to(results), path.read_bytes()
+        if dst.is_file() and dst.read_bytes() == data:
+            return False
+        atomic_write(dst, data)  # a save interrupted midway leaves every file whole
+        return True
+
+    for choice in sorted((results / "tuning").rglob("*.json")):
+        copy(choice)
     saved = changed = 0
-    files = [path for path in sorted((results / "tuning").rglob("*.json"))]
     for run in sorted(p.parent for p in (results / "runs").rglob("run.json")):
         status = json.loads((run / "run.json").read_text()).get("status")
         if status in ("complete", "diverged") and (run / "metrics.csv").is_file():
-            files += [run / name for name in KEPT]
             saved += 1
-    touched = set()
-    for path in files:
-        dst = folder / path.relative_to(results)
-        data = path.read_bytes()
-        if dst.is_file() and dst.read_bytes() == data:
-            continue
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(dst.name + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, dst)  # atomic: a save interrupted midway leaves every file whole
-        touched.add(dst.parent)
-    changed = sum(1 for d in touched if d.name.startswith("seed"))
+            changed += any([copy(run / name) for name in KEPT])  # a list: every file is copied
     return saved, changed
 
 
