@@ -110,7 +110,8 @@ def _main(argv: list[str]) -> int:
     s.add_argument("--hub-mirror", default=None, metavar="DIR", help="as for run")
     args = ap.parse_args(argv)
     if args.cmd == "choose-lr":
-        from .tuning import choose_lr, write_json
+        from .scan import choose_lr
+        from .tuning import write_json
         choice = choose_lr(args.metrics, args.metric, args.target)
         write_json(Path(args.out), choice)
         print(f"chose {choice['method']}" + (" (at the grid's edge: widen the grid)" if choice["at_grid_edge"] else ""))

@@ -7,7 +7,7 @@ Two step-size protocols:
 - ``lr_grid: {method: [lr, ...]}`` (CPU tiers): ``<method>@<lr>`` runs at every reported seed and at the tuning
   seed on the dev split; the table marks each family's best lr from the tuning run.
 - ``tune: {method: [lr, ...]}`` (GPU tiers): ``<method>@<lr>`` runs only at the tuning seed on the dev split; a
-  ``choose_lr`` job picks the best (hiso.tuning.choose_lr) into ``tuning/<exp>/<method>.json``, and the method's
+  ``choose_lr`` job picks the best (hiso.scan.choose_lr) into ``tuning/<exp>/<method>.json``, and the method's
   reported seeds run at that step size.
 - ``scan: {method: [lr, ...]}``: like ``tune``, but one job scans (hiso/scan.py): it stops past the best and
   extends the grid past an edge where the best lies, so the tried points are known only as it runs.  ``lr_from: <method>`` in a method's sets runs it at another method's

@@ -14,7 +14,7 @@ a pretrained LM), this keeps the scan from choosing it.
 
 Every tried point is a run folder <root>/<method>@<lr>/seed<seed> (metrics.csv, run.json, checkpoints), so a
 killed scan resumes: finished points are read back, an interrupted one continues from its checkpoint.  The
-choice file has the format of `hiso choose-lr` (tuning.choose_lr): {"sets": {"federation.lr": lr}, "method",
+choice file has the format of `hiso choose-lr` (choose_lr below): {"sets": {"federation.lr": lr}, "method",
 "at_grid_edge", "grid": one row per tried point}; the reported runs read it with `hiso run --set-file`.
 
     python -m hiso scan-lr --config BASE [--set KEY=VALUE ...] --method NAME --grid LR [LR ...] --seed 100
@@ -26,7 +26,7 @@ import math
 from pathlib import Path
 
 from .results import HIGHER_IS_BETTER, cpu_split, load_runs, reached, to_hold, to_target
-from .tuning import MAX_EXTENSION, grid_scoring, tune
+from .tuning import MAX_EXTENSION, grid_scoring, rank, tune
 
 
 def scan_run_dirs(choice: Path) -> list[Path]:
@@ -168,3 +168,26 @@ def scan_grid(base: str | Path, overrides: list[str], method: str, grid: list[fl
             "grid": [{k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in points[lr].items()}
                      for lr in tried],
             "runs": runs_rows}
+
+
+def choose_lr(metrics: list, metric: str, target: float) -> dict:
+    """The grid point to report, under the suite's one criterion (hiso/tuning.py: rank): fewest rounds to the target
+    on its tuning run (dev split), ties broken by the final metric; a diverged run is never chosen.  Returns {"sets": {"federation.lr": lr}, "method": name,
+    "at_grid_edge": bool, "grid": [one row per grid point]} (`python -m hiso run --set-file` reads "sets")."""
+    higher = HIGHER_IS_BETTER.get(metric, True)
+    grid = []
+    for path in metrics:
+        run = load_runs(paths=[path]).sort_values("round")
+        name = run["method"].iloc[0]
+        diverged = run["status"].iloc[0] == "diverged"
+        final = math.nan if diverged else float(run[metric].dropna().iloc[-1])
+        grid.append({"method": name, "lr": float(name.split("@")[1]), "diverged": bool(diverged),
+                     "rounds_to_target": to_target(run, metric, target)["rounds"], f"final_{metric}": final})
+    ok = [g for g in grid if not g["diverged"] and not math.isnan(g[f"final_{metric}"])]
+    if not ok:
+        raise ValueError(f"every grid point diverged: {[g['method'] for g in grid]}; widen the grid downwards")
+    best = min(ok, key=lambda g: rank(g["rounds_to_target"], g[f"final_{metric}"], False, higher))
+    lrs = sorted(g["lr"] for g in grid)
+    edge = best["lr"] in (lrs[0], lrs[-1]) and len(lrs) > 1
+    return {"sets": {"federation.lr": best["lr"]}, "method": best["method"], "at_grid_edge": edge,
+            "grid": [{k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in g.items()} for g in grid]}

@@ -4,7 +4,7 @@ optimum rather than assume it.
 Criterion (every tuner in the suite): fewest rounds to the target on the tuning run (a held-out problem
 instance or a dev split, never the reported seeds), ties broken by the final metric; a diverged run ranks
 last, whatever its last finite value.  (A scan with `hold` counts a point as at the target only from the
-round after which it stays there to the end of the budget: hiso/scan.py.)  The workflow's `lr_grid` (choose_lr below) applies it to a fixed grid
+round after which it stays there to the end of the budget: hiso/scan.py.)  The workflow's `lr_grid` (hiso/scan.py: choose_lr) applies it to a fixed grid
 and flags a choice at the grid's edge; `tune` below applies it while scanning:
 
 1. the grid from large to small (diverging step sizes fail fast); the scan stops once a point needs more than
@@ -94,31 +94,6 @@ def tune(evaluate: Callable[[float, int | None, str | None], dict], grid, higher
         i = lrs.index(min(tried, key=lambda t: t[1])[2])
         scan([math.sqrt(lrs[j] * lrs[j + 1]) for j in (i - 1, i) if 0 <= j < len(lrs) - 1], note="refined")
     return min(tried)[2]
-
-
-def choose_lr(metrics: list, metric: str, target: float) -> dict:
-    """The grid point to report, under the suite's one criterion (hiso/tuning.py): fewest rounds to the target
-    on its tuning run (dev split), ties broken by the final metric; a diverged run is never chosen.  Returns {"sets": {"federation.lr": lr}, "method": name,
-    "at_grid_edge": bool, "grid": [one row per grid point]} (`python -m hiso run --set-file` reads "sets")."""
-    from .results import HIGHER_IS_BETTER, load_runs, to_target
-
-    higher = HIGHER_IS_BETTER.get(metric, True)
-    grid = []
-    for path in metrics:
-        run = load_runs(paths=[path]).sort_values("round")
-        name = run["method"].iloc[0]
-        diverged = run["status"].iloc[0] == "diverged"
-        final = math.nan if diverged else float(run[metric].dropna().iloc[-1])
-        grid.append({"method": name, "lr": float(name.split("@")[1]), "diverged": bool(diverged),
-                     "rounds_to_target": to_target(run, metric, target)["rounds"], f"final_{metric}": final})
-    ok = [g for g in grid if not g["diverged"] and not math.isnan(g[f"final_{metric}"])]
-    if not ok:
-        raise ValueError(f"every grid point diverged: {[g['method'] for g in grid]}; widen the grid downwards")
-    best = min(ok, key=lambda g: rank(g["rounds_to_target"], g[f"final_{metric}"], False, higher))
-    lrs = sorted(g["lr"] for g in grid)
-    edge = best["lr"] in (lrs[0], lrs[-1]) and len(lrs) > 1
-    return {"sets": {"federation.lr": best["lr"]}, "method": best["method"], "at_grid_edge": edge,
-            "grid": [{k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in g.items()} for g in grid]}
 
 
 def write_json(path, data: dict) -> None:

@@ -13,7 +13,7 @@ import yaml
 
 from hiso import plan
 from hiso.config import load_config
-from hiso.tuning import choose_lr
+from hiso.scan import choose_lr
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")

@@ -38,7 +38,7 @@ rule run:
         "--allow-diverged > {log} 2>&1"
 
 
-# The step size a tuned method reports with: its grid's best run on the dev split (hiso.tuning.choose_lr).
+# The step size a tuned method reports with: its grid's best run on the dev split (hiso.scan.choose_lr).
 rule choose_lr:
     input:
         metrics=lambda w: [f"{OUT}/runs/{w.exp}/{m}/seed{TUNING_SEED}/metrics.csv"
