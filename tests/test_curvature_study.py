@@ -58,6 +58,20 @@ def test_curvature_study_tier_quick_slice(tmp_path):
         t = tune[tune.method == m].assign(r=lambda d: d["rounds"].astype(float)).sort_values(["r", "final"])
         assert grp.lr.iloc[0] == t.lr.iloc[0]
     assert "only=[lognormal-d100]" in page and "| lognormal d=100 | diagonal (HiSo)" in " ".join(page.split())
+    # carried to another machine (workflows/scripts/page_runs.py save / replay) with one evaluation still going:
+    # the workflow there runs that evaluation and the report, nothing else, and the page's rows are the same
+    saved, again = tmp_path / "saved", tmp_path / "again"
+    page_runs = [sys.executable, "workflows/scripts/page_runs.py"]
+    s = subprocess.run([*page_runs, "save", "--results", out, "--to", saved], cwd=repo, capture_output=True, text=True)
+    assert s.returncode == 0 and "saved 6 finished runs and jobs" in s.stdout, s.stdout + s.stderr
+    (saved / "study/eval/lognormal-d100/diagonal/rounding-seed0.csv").unlink()
+    subprocess.run([*page_runs, "replay", "--page", saved, "--to", again], cwd=repo, check=True)
+    p = subprocess.run([SNAKEMAKE, "--cores", "2", "--configfile", "workflows/config/curvature.yaml", "--config",
+                        f"results={again}", "only=[lognormal-d100]", "study_methods=[identity,diagonal]",
+                        "study_quick=True"], cwd=repo, check=True, capture_output=True, text=True)
+    assert job_counts(p.stdout + p.stderr) == {"study_eval": 1, "study_report": 1, "all": 1, "total": 3}
+    first, second = (pd.read_csv(o / "pages" / "curvature" / "eval.csv").drop(columns="seconds") for o in (out, again))
+    pd.testing.assert_frame_equal(first, second)
 
 
 @pytest.mark.slow

@@ -45,7 +45,7 @@ def test_archive_keeps_every_run_a_scan_lists_and_replay_orders_choices_before_r
     checkout = tmp_path / "base.yaml"  # a scan's input, as a clone made a moment before the replay writes it
     checkout.write_text("task: {name: quadratic}\n")
     p = page_runs("replay", "--page", page, "--to", again)
-    assert p.returncode == 0 and "replayed 4 runs" in p.stdout, p.stderr
+    assert p.returncode == 0 and "replayed 4 runs and jobs" in p.stdout, p.stderr
     assert (again / "tuning/e/hiso.json").read_bytes() == choice.read_bytes()
     stamp = (again / "tuning/e/hiso.json").stat().st_mtime
     assert (again / "runs/e/hiso@0.01/seed100/metrics.csv").stat().st_mtime > stamp
@@ -81,19 +81,19 @@ def test_save_keeps_finished_runs_and_choices_only_and_is_idempotent(tmp_path):
     choice.parent.mkdir(parents=True)
     choice.write_text(json.dumps({"sets": {"federation.lr": 0.01}, "runs": []}))
     p = page_runs("save", "--results", results, "--to", saved)
-    assert p.returncode == 0 and "saved 2 finished runs" in p.stdout and "(2 new or changed)" in p.stdout, p.stderr
+    assert p.returncode == 0 and "saved 2 finished runs and jobs" in p.stdout and "(2 new or changed)" in p.stdout, p.stderr
     kept = sorted(str(f.relative_to(saved)) for f in saved.rglob("*") if f.is_file())
     assert kept == sorted([f"runs/e/{m}/{f}" for m in ("hiso/seed0", "hiso@0.02/seed100")
                            for f in ("metrics.csv", "run.json")] + ["tuning/e/hiso.json"])
     p = page_runs("save", "--results", results, "--to", saved)
-    assert "saved 2 finished runs" in p.stdout and "(0 new or changed)" in p.stdout
+    assert "saved 2 finished runs and jobs" in p.stdout and "(0 new or changed)" in p.stdout
     (results / "runs" / "e" / "hiso@0.01" / "seed100" / "run.json").write_text(json.dumps({"status": "complete"}))
     p = page_runs("save", "--results", results, "--to", saved)
-    assert "saved 3 finished runs" in p.stdout and "(1 new or changed)" in p.stdout
+    assert "saved 3 finished runs and jobs" in p.stdout and "(1 new or changed)" in p.stdout
     assert (saved / "runs/e/hiso@0.01/seed100/metrics.csv").is_file()
     assert not list(saved.rglob("checkpoint*")) and not list(saved.rglob("*.tmp"))
     p = page_runs("save", "--results", tmp_path / "nothing", "--to", tmp_path / "none")
-    assert p.returncode == 2 and "no runs/ folder" in p.stderr and not (tmp_path / "none").exists()
+    assert p.returncode == 2 and "no runs/ or study/ folder" in p.stderr and not (tmp_path / "none").exists()
 
 
 @pytest.mark.slow
@@ -145,3 +145,37 @@ def test_a_replayed_page_is_rebuilt_without_a_run_and_equals_the_archived_one(tm
     p = subprocess.run([sys.executable, str(ROOT / "workflows" / "scripts" / "compare_tables.py"), first / "tables",
                         third / "tables"], capture_output=True, text=True)  # the rerun run's times are its own
     assert p.returncode == 0 and "every cell matches except measured times" in p.stdout, p.stdout
+
+
+def test_save_carries_a_study_tier_s_finished_jobs_and_a_scan_in_progress(tmp_path):
+    """A study tier (<results>/study: the curvature study's jobs): a finished tuning job's CSV and choice and every
+    evaluation CSV are saved; a scan still going is saved as its measured points (.partial.jsonl), which are dropped
+    from the saved folder once the scan has ended; a replay writes the evaluations newer than the choices."""
+    results, saved, again = tmp_path / "results", tmp_path / "saved", tmp_path / "again"
+    tune = results / "study" / "tuning" / "p"
+    tune.mkdir(parents=True)
+    (tune / "identity.csv").write_text("lr,final\n0.1,1.0\n")
+    (tune / "identity.json").write_text('{"lr": 0.1}')
+    (tune / "diagonal.csv.partial.jsonl").write_text('{"job": 1}\n{"lr": 0.1, "cap": null, "row": {}}\n')
+    (tune / "stein.csv").write_text("lr,final\n")  # its choice not yet written: not finished
+    ev = results / "study" / "eval" / "p" / "identity"
+    ev.mkdir(parents=True)
+    (ev / "tuned-seed0.csv").write_text("seed,final\n0,1.0\n")
+    p = page_runs("save", "--results", results, "--to", saved)
+    assert p.returncode == 0 and "saved 2 finished runs and jobs" in p.stdout and "(2 new or changed)" in p.stdout, \
+        p.stdout + p.stderr
+    kept = sorted(str(f.relative_to(saved / "study")) for f in saved.rglob("*") if f.is_file())
+    assert kept == ["eval/p/identity/tuned-seed0.csv", "tuning/p/diagonal.csv.partial.jsonl",
+                    "tuning/p/identity.csv", "tuning/p/identity.json"]
+    (tune / "diagonal.csv.partial.jsonl").unlink()  # the scan ended: its outputs are written, its points removed
+    (tune / "diagonal.csv").write_text("lr,final\n0.1,2.0\n")
+    (tune / "diagonal.json").write_text('{"lr": 0.1}')
+    p = page_runs("save", "--results", results, "--to", saved)
+    assert "saved 3 finished runs and jobs" in p.stdout and "(1 new or changed)" in p.stdout, p.stdout
+    assert not list(saved.rglob("*.partial.jsonl"))
+    p = page_runs("replay", "--page", saved, "--to", again)
+    assert p.returncode == 0 and "replayed 3 runs and jobs" in p.stdout, p.stderr
+    choice, evaluation = again / "study/tuning/p/identity.json", again / "study/eval/p/identity/tuned-seed0.csv"
+    assert evaluation.stat().st_mtime > choice.stat().st_mtime
+    assert (again / "study/tuning/p/diagonal.csv").read_text() == "lr,final\n0.1,2.0\n"
+

@@ -17,7 +17,10 @@ the workflow go on from there (finished tuning points are read back by their sca
     python workflows/scripts/page_runs.py replay --page docs/results/lm/saved --to /scratch/lm     # the next machine
 
 Only finished runs are kept (a metrics.csv and run.json, never checkpoints or partial files), so the target is the
-page: a tier's learned-curvature histograms, which read checkpoints, are not part of it.  A replay writes the tuning choices
+page: a tier's learned-curvature histograms, which read checkpoints, are not part of it.  A study tier (the curvature
+study: <results>/study/) is saved and replayed the same way: every finished job's outputs (a tuning job's CSV and
+choice, an evaluation's CSV), and a tuning scan in progress as its measured points (<csv>.partial.jsonl: each line a
+finished point, so the scan resumes after them on the next machine, bench.curvature_study.Points).  A replay writes the tuning choices
 first and the runs after them, so every run is newer than the choice it read and Snakemake finds both up to date.
 """
 from __future__ import annotations
@@ -34,6 +37,8 @@ from hiso.io import atomic_write
 from hiso.scan import scan_run_dirs
 
 KEPT = ("metrics.csv", "run.json")  # what a table, a figure or a provenance line reads of a run
+STUDY = "study"  # a study tier's jobs (workflows/rules/study.smk): study/tuning/<problem>/<method>.{csv,json}, study/eval/
+PARTIAL = ".partial.jsonl"  # a tuning scan's points so far (bench.curvature_study.Points)
 
 
 def archive(results: Path, folder: Path, runs: list[str], choices: list[str]) -> int:
@@ -61,8 +66,8 @@ def save(results: Path, folder: Path) -> tuple[int, int]:
     """Copy every finished run under <results>/runs and every choice under <results>/tuning into `folder` (as
     `archive` lays them out), replacing older copies; returns (runs saved, of which new or changed).  Runs in
     progress, and runs that failed (a failure is rerun), are left out: a replay must never turn them final."""
-    if not (results / "runs").is_dir():
-        raise FileNotFoundError(f"{results}: no runs/ folder; nothing has run there yet")
+    if not (results / "runs").is_dir() and not (results / STUDY).is_dir():
+        raise FileNotFoundError(f"{results}: no runs/ or {STUDY}/ folder; nothing has run there yet")
 
     def copy(path: Path) -> bool:  # whether it wrote: a copy equal to the source is left as it is
         dst, data = folder / path.relative_to(results), path.read_bytes()
@@ -79,18 +84,36 @@ def save(results: Path, folder: Path) -> tuple[int, int]:
         if status in ("complete", "diverged") and (run / "metrics.csv").is_file():
             saved += 1
             changed += any([copy(run / name) for name in KEPT])  # a list: every file is copied
+    for job in study_jobs(results):
+        saved += 1
+        changed += any([copy(f) for f in job])
+    for part in sorted((results / STUDY / "tuning").rglob(f"*{PARTIAL}")):  # scans in progress: their points so far
+        copy(part)
+    for part in sorted((folder / STUDY / "tuning").rglob(f"*{PARTIAL}")):  # ... and no longer once a scan has ended
+        if not (results / part.relative_to(folder)).is_file():
+            part.unlink()
     return saved, changed
+
+
+def study_jobs(results: Path) -> list[list[Path]]:
+    """The finished jobs of a study tier under <results>/study, each as its output files: a tuning job's CSV and
+    choice (both written: the choice is written last), an evaluation's CSV (written only when it has finished)."""
+    root = results / STUDY
+    tuning = [[c, c.with_suffix(".json")] for c in sorted((root / "tuning").rglob("*.csv"))
+              if c.with_suffix(".json").is_file()]
+    return tuning + [[e] for e in sorted((root / "eval").rglob("*.csv"))]
 
 
 def replay(folder: Path, results: Path) -> int:
     """Write a page's archived runs and choices as a results folder's job outputs; returns how many runs."""
-    if not (folder / "runs").is_dir():
-        raise FileNotFoundError(f"{folder}: no runs/ folder (the tier's page sets `runs: true` to archive them)")
+    if not (folder / "runs").is_dir() and not (folder / STUDY).is_dir():
+        raise FileNotFoundError(f"{folder}: no runs/ or {STUDY}/ folder (the tier's page sets `runs: true` to archive "
+                                "them; `save` writes either)")
     now = time.time()
     copies = [(path, results / sub / path.relative_to(folder / sub), stamp)
               # choices no older than any file of the checkout (a replay within a minute of a clone once found its
               # base configs newer than the choices, and reran every run), the runs that read them a second newer
-              for sub, stamp in (("tuning", now), ("runs", now + 1))
+              for sub, stamp in (("tuning", now), (f"{STUDY}/tuning", now), ("runs", now + 1), (f"{STUDY}/eval", now + 1))
               for path in sorted(p for p in (folder / sub).rglob("*") if p.is_file())]
     taken = [str(dst) for _, dst, _ in copies if dst.exists()]
     if taken:  # never over a results folder's own runs: checked before anything is written
@@ -100,7 +123,7 @@ def replay(folder: Path, results: Path) -> int:
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, dst)
         os.utime(dst, (stamp, stamp))
-    return sum(1 for _ in (folder / "runs").glob("*/*/seed*/metrics.csv"))
+    return sum(1 for _ in (folder / "runs").glob("*/*/seed*/metrics.csv")) + len(study_jobs(folder))
 
 
 def main(argv=None) -> int:
@@ -124,10 +147,10 @@ def main(argv=None) -> int:
             print(f"archived {n} runs into {args.to}/runs")
         elif args.cmd == "save":
             n, new = save(Path(args.results), Path(args.to))
-            print(f"saved {n} finished runs into {args.to} ({new} new or changed)")
+            print(f"saved {n} finished runs and jobs into {args.to} ({new} new or changed)")
         else:
             n = replay(Path(args.page), Path(args.to))
-            print(f"replayed {n} runs into {args.to}; the workflow with results={args.to} runs only what they "
+            print(f"replayed {n} runs and jobs into {args.to}; the workflow with results={args.to} runs only what they "
                   "lack")
     except (FileNotFoundError, FileExistsError, json.JSONDecodeError, KeyError) as e:
         print(f"page_runs: {e}", file=sys.stderr)
