@@ -26,7 +26,7 @@ from pathlib import Path
 
 # method keys that are not config keys: lr_from (another method's chosen step size), seeds (the method's own
 # reported seeds), label and color (how tables and figures name and draw it; figures/style.py)
-META_KEYS = ("lr_from", "seeds", "label", "color")
+META_KEYS = ("lr_from", "seeds", "rounding", "label", "color")
 
 
 def expand_grids(cfg: dict) -> dict:
@@ -98,25 +98,33 @@ def expand_lr_grids(experiments: dict) -> dict:
 def add_twins(config: dict, spec: dict) -> None:
     """rounding: true (every reported seed) or a list of seeds -> a rounding twin "<method>+ulp" of every reported
     method on those seeds: its sets plus run.init_ulps 1, at the same step size (a tuned method's twin reads its
-    choice: lr_from).  spec["twins"]: twin -> method; spec["twin_seeds"]: the seeds (hiso/noise.py)."""
+    choice: lr_from).  A method's own `rounding:` (true, false or seeds of its own) replaces the experiment's for it,
+    so that a costly method can be twinned on fewer seeds.  spec["twins"]: twin -> method; spec["twin_seeds"]:
+    twin -> its seeds (hiso/noise.py)."""
     from .noise import TWIN
     from .noise import twin_seeds as parse_twin_seeds
     rounding = spec.pop("rounding", None)
     seeds = spec.get("seeds", config["seeds"])  # a twin runs on these seeds; each must be a seed of its method
-    twin_seeds = parse_twin_seeds(rounding, seeds, "rounding", "reported seeds of the experiment")
-    if not twin_seeds:
-        return
+    default = parse_twin_seeds(rounding, seeds, "rounding", "reported seeds of the experiment")
     only = set(spec.get("tuning_only", []))
     for method in [m for m in spec["methods"] if m not in only]:
-        if not set(twin_seeds) <= set(method_seeds(config, spec, method)):
-            raise ValueError(f"rounding seeds {twin_seeds} must be reported seeds of method {method} "
-                             f"({method_seeds(config, spec, method)})")
-        sets = {k: v for k, v in (spec["methods"][method] or {}).items() if k not in META_KEYS}
+        entry = spec["methods"][method] or {}
+        own = method_seeds(config, spec, method)
+        if "rounding" in entry:
+            twin_seeds = parse_twin_seeds(entry["rounding"], own, f"method {method}: rounding",
+                                          f"reported seeds of method {method}")
+        else:
+            twin_seeds = default
+            if twin_seeds and not set(twin_seeds) <= set(own):
+                raise ValueError(f"rounding seeds {twin_seeds} must be reported seeds of method {method} ({own})")
+        if not twin_seeds:
+            continue
+        sets = {k: v for k, v in entry.items() if k not in META_KEYS}
         source = lr_source(spec, method)
         twin = {**sets, "run.init_ulps": 1, **({"lr_from": source} if source else {})}
         spec["methods"][f"{method}{TWIN}"] = twin
         spec.setdefault("twins", {})[f"{method}{TWIN}"] = method
-    spec["twin_seeds"] = twin_seeds
+        spec.setdefault("twin_seeds", {})[f"{method}{TWIN}"] = twin_seeds
 
 
 def kept(config: dict, name: str) -> bool:
@@ -211,7 +219,7 @@ def runs_of(config: dict, spec: dict) -> list[tuple[str, int]]:
     only = set(spec.get("tuning_only", []))
     twins = spec.get("twins", {})
     runs = [(m, s) for m in spec["methods"] if m not in only
-            for s in (spec["twin_seeds"] if m in twins else method_seeds(config, spec, m))]
+            for s in (spec["twin_seeds"][m] if m in twins else method_seeds(config, spec, m))]
     return runs + [(m, tuning_seed) for m in [*spec.get("tuned", []), *spec.get("tuning_only", [])]]
 
 

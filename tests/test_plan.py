@@ -252,6 +252,18 @@ def test_a_method_s_own_seeds_and_its_rounding_twin():
     cfg["experiments"]["e"]["rounding"] = [3]
     with pytest.raises(ValueError, match="fedzo"):
         plan.experiments(cfg)
+    cfg["experiments"]["e"]["rounding"] = [0, 1, 3]
+    # a method's own rounding: replaces the experiment's (a costly method twinned on fewer seeds, or none)
+    cfg["experiments"]["e"]["methods"]["fedzo"]["rounding"] = [1]
+    runs = plan.runs_of(cfg, plan.experiments(cfg)["e"])
+    assert [s for m, s in runs if m == "hiso+ulp"] == [0, 1, 3] and [s for m, s in runs if m == "fedzo+ulp"] == [1]
+    assert "rounding" not in plan.run_sets(cfg, plan.experiments(cfg)["e"], "fedzo", 0)
+    cfg["experiments"]["e"]["methods"]["fedzo"]["rounding"] = False
+    assert "fedzo+ulp" not in plan.experiments(cfg)["e"]["methods"]
+    cfg["experiments"]["e"]["methods"]["fedzo"]["rounding"] = [4]  # not one of fedzo's seeds: named, refused
+    with pytest.raises(ValueError, match=r"method fedzo: rounding: \[4\]: seeds \[4\] are not reported seeds"):
+        plan.experiments(cfg)
+    del cfg["experiments"]["e"]["methods"]["fedzo"]["rounding"]
     cfg["experiments"]["e"]["rounding"] = [0]
     cfg["experiments"]["e"]["methods"]["fedzo"]["seeds"] = [0, -1]
     with pytest.raises(ValueError, match="seeds"):
