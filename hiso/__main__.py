@@ -4,6 +4,7 @@
     python -m hiso scan-lr ...          the same choice by an extending scan (hiso/scan.py)
     python -m hiso fetch --configfile TIER --to DIR     every planned hub model and data set into a mirror
     python -m hiso fixtures --to DIR    a mirror of small data sets in the hub's schemas (rehearsals, tests)
+    python -m hiso progress RESULTS [--metric M] [--only PATTERN]   where a tier's runs stand (hiso/progress.py)
 
 Exit codes of `run`: 0 complete (or diverged with --allow-diverged); 2 refused before compute (a bad config
 key or value, an output folder held by another run, unwritable, or holding another config); 3 diverged or
@@ -108,7 +109,18 @@ def _main(argv: list[str]) -> int:
                    "to the end of the budget (hiso/scan.py)")
     s.add_argument("--out", required=True, help="JSON file: the choice ('sets') and every tried point")
     s.add_argument("--hub-mirror", default=None, metavar="DIR", help="as for run")
+    g = sub.add_parser("progress", help="where a tier's runs stand: state, rounds, metric, CPU time (hiso/progress.py)")
+    g.add_argument("results", help="a tier's results folder (its runs/ folder is read)")
+    g.add_argument("--metric", default="test_loss", help="the metric column to show (default test_loss)")
+    g.add_argument("--only", default=None, help="runs whose <exp>/<method>/seed<k> matches this shell pattern")
     args = ap.parse_args(argv)
+    if args.cmd == "progress":
+        from .progress import report
+        if not (Path(args.results) / "runs").is_dir():
+            print(f"progress: {args.results}: no runs/ folder (give a tier's results folder)", file=sys.stderr)
+            return 2
+        print(report(Path(args.results), args.metric, args.only))
+        return 0
     if args.cmd == "choose-lr":
         from .scan import choose_lr
         from .tuning import write_json

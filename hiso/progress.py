@@ -1,0 +1,79 @@
+"""Where a long tier stands: one line per run folder under a results folder, read from what the runs have written
+(run.json, metrics.csv or, while a run goes on, metrics.partial.csv), without touching them.
+
+    python -m hiso progress RESULTS [--metric test_loss] [--only 'lm-*/hiso*']
+
+A line: the run (<exp>/<method>/seed<k>), its state (complete, diverged, failed, or "in progress" for a run whose
+run.json says running: it is running now, or it was stopped and resumes when started again), the rounds done out
+of its budget (a run in progress writes its rows at each checkpoint), the metric's last evaluation, its best one
+and that round, and the CPU minutes its rounds took (their evaluations included).
+The last line sums them: runs per state and CPU-hours so far.  A tuning run's test split is its dev split.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+
+def _metrics(run: Path) -> pd.DataFrame | None:
+    for name in ("metrics.csv", "metrics.partial.csv"):
+        if (run / name).is_file():
+            try:
+                return pd.read_csv(run / name)
+            except (pd.errors.EmptyDataError, pd.errors.ParserError):  # written at this moment: read next time
+                return None
+    return None
+
+
+def rows(results: Path, metric: str, only: str | None = None) -> list[dict]:
+    """One dict per run folder (a folder with a run.json) under <results>/runs, in path order."""
+    from .results import HIGHER_IS_BETTER
+    higher = HIGHER_IS_BETTER.get(metric, True)
+    out = []
+    for info in sorted((results / "runs").glob("*/*/seed*/run.json")):
+        run = info.parent
+        name = str(run.relative_to(results / "runs"))
+        if only and not fnmatch.fnmatchcase(name, only):
+            continue
+        try:
+            meta = json.loads(info.read_text())
+        except json.JSONDecodeError:
+            continue
+        status = {"running": "in progress"}.get(meta.get("status"), meta.get("status", "?"))
+        m = _metrics(run)
+        row = {"run": name, "state": status, "rounds": meta.get("rounds_done", 0),
+               "budget": meta.get("config", {}).get("federation", {}).get("rounds"),
+               "last": math.nan, "best": math.nan, "best_round": None, "cpu_min": math.nan}
+        if m is not None and len(m):
+            row["rounds"] = max(int(m["round"].max()), row["rounds"] or 0)
+            if "cpu_seconds" in m:
+                row["cpu_min"] = float(m["cpu_seconds"].sum()) / 60
+            if metric in m and m[metric].notna().any():
+                e = m.dropna(subset=[metric])
+                i = e[metric].idxmax() if higher else e[metric].idxmin()
+                row.update(last=float(e[metric].iloc[-1]), best=float(e.loc[i, metric]), best_round=int(e.loc[i, "round"]))
+        out.append(row)
+    return out
+
+
+def report(results: Path, metric: str, only: str | None = None) -> str:
+    table = rows(results, metric, only)
+    if not table:
+        return f"{results}: no run folders under runs/" + (f" matching {only!r}" if only else "")
+    width = max(len(r["run"]) for r in table)
+    lines = [f"{'run':{width}s}  {'state':11s} {'rounds':>9s}  {metric + ' last':>14s} {'best @ round':>16s} {'CPU min':>8s}"]
+    for r in table:
+        budget = f"/{r['budget']}" if r["budget"] else ""
+        best = f"{r['best']:.4g} @ {r['best_round']}" if r["best_round"] is not None else "-"
+        last = f"{r['last']:.4g}" if not math.isnan(r["last"]) else "-"
+        cpu = f"{r['cpu_min']:.1f}" if not math.isnan(r["cpu_min"]) else "-"
+        lines.append(f"{r['run']:{width}s}  {r['state']:11s} {str(r['rounds']) + budget:>9s}  {last:>14s} {best:>16s} {cpu:>8s}")
+    states = pd.Series([r["state"] for r in table]).value_counts()
+    hours = sum(r["cpu_min"] for r in table if not math.isnan(r["cpu_min"])) / 60
+    lines.append(f"{len(table)} runs: " + ", ".join(f"{n} {s}" for s, n in states.items())
+                 + f"; {hours:.2f} CPU-hours in their rounds so far (evaluations included)")
+    return "\n".join(lines)
