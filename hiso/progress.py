@@ -74,6 +74,6 @@ def report(results: Path, metric: str, only: str | None = None) -> str:
         lines.append(f"{r['run']:{width}s}  {r['state']:11s} {str(r['rounds']) + budget:>9s}  {last:>14s} {best:>16s} {cpu:>8s}")
     states = pd.Series([r["state"] for r in table]).value_counts()
     hours = sum(r["cpu_min"] for r in table if not math.isnan(r["cpu_min"])) / 60
-    lines.append(f"{len(table)} runs: " + ", ".join(f"{n} {s}" for s, n in states.items())
+    lines.append(f"{len(table)} run{'s' * (len(table) != 1)}: " + ", ".join(f"{n} {s}" for s, n in states.items())
                  + f"; {hours:.2f} CPU-hours in their rounds so far (evaluations included)")
     return "\n".join(lines)
