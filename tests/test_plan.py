@@ -20,7 +20,7 @@ SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 TIERS = sorted(p.stem for p in (ROOT / "workflows" / "config").glob("*.yaml"))  # the shipped ones and a user's
 # the shipped tiers and the runs each plans (the curvature and perf tiers have no experiments: their jobs are the
 # study's and the perf parts: tests/test_curvature_study.py, tests/test_bench.py); a tier a user adds is validated below, never counted
-SHIPPED = {"ablations": 696, "curvature": 0, "default": 84, "deploy": 4, "lm": 58, "paper": 1232, "perf": 0,
+SHIPPED = {"ablations": 696, "curvature": 0, "default": 84, "deploy": 4, "lm": 51, "paper": 1232, "perf": 0,
            "smoke": 17, "zo_signsgd": 27}
 ZO = {"decomfl", "hiso", "fedzo", "fedkseed", "mezo"}
 
