@@ -19,9 +19,10 @@ the workflow go on from there (finished tuning points are read back by their sca
 Only finished runs are kept (a metrics.csv and run.json, never checkpoints or partial files), so the target is the
 page: a tier's learned-curvature histograms, which read checkpoints, are not part of it.  A study tier (the curvature
 study: <results>/study/) is saved and replayed the same way: every finished job's outputs (a tuning job's CSV and
-choice, an evaluation's CSV), and a tuning scan in progress as its measured points (<csv>.partial.jsonl: each line a
-finished point, so the scan resumes after them on the next machine, bench.curvature_study.Points).  A replay writes the tuning choices
-first and the runs after them, so every run is newer than the choice it read and Snakemake finds both up to date.
+choice, an evaluation's CSV), and a tuning scan in progress as its measured points (<csv>.partial.jsonl: each line
+a finished point, so the scan resumes after them on the next machine, bench.curvature_study.Points).  A replay
+writes the tuning choices first and the runs after them, so every run is newer than the choice it read and
+Snakemake finds both up to date.
 """
 from __future__ import annotations
 
@@ -63,9 +64,11 @@ def archive(results: Path, folder: Path, runs: list[str], choices: list[str]) ->
 
 
 def save(results: Path, folder: Path) -> tuple[int, int]:
-    """Copy every finished run under <results>/runs and every choice under <results>/tuning into `folder` (as
-    `archive` lays them out), replacing older copies; returns (runs saved, of which new or changed).  Runs in
-    progress, and runs that failed (a failure is rerun), are left out: a replay must never turn them final."""
+    """Copy every finished run under <results>/runs, every choice under <results>/tuning and every finished study
+    job under <results>/study (study_jobs) into `folder` (as `archive` lays them out), replacing older copies;
+    returns (runs and jobs saved, of which new or changed).  Runs in progress, and runs that failed (a failure is
+    rerun), are left out: a replay must never turn them final.  A study's scan in progress is kept as its finished
+    points only."""
     if not (results / "runs").is_dir() and not (results / STUDY).is_dir():
         raise FileNotFoundError(f"{results}: no runs/ or {STUDY}/ folder; nothing has run there yet")
 
