@@ -115,9 +115,14 @@ def _main(argv: list[str]) -> int:
     g.add_argument("--only", default=None, help="runs whose <exp>/<method>/seed<k> matches this shell pattern")
     args = ap.parse_args(argv)
     if args.cmd == "progress":
-        from .progress import report
+        from .progress import higher_is_better, report
         if not (Path(args.results) / "runs").is_dir():
             print(f"progress: {args.results}: no runs/ folder (give a tier's results folder)", file=sys.stderr)
+            return 2
+        try:
+            higher_is_better(args.metric)
+        except ValueError as e:
+            print(f"progress: {e}", file=sys.stderr)
             return 2
         print(report(Path(args.results), args.metric, args.only))
         return 0

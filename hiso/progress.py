@@ -29,10 +29,23 @@ def _metrics(run: Path) -> pd.DataFrame | None:
     return None
 
 
+def higher_is_better(metric: str) -> bool:
+    """A metric column's direction: the tasks' declared metrics (results.HIGHER_IS_BETTER), a dev split's column of
+    one (run.also_dev: dev_loss is test_loss's, dev_accuracy accuracy's; noise.dev_column), and the training loss;
+    ValueError naming the metric otherwise, so that a best is never taken the wrong way."""
+    from .results import HIGHER_IS_BETTER
+    known = {**HIGHER_IS_BETTER, "train_loss": False}
+    base = metric.removeprefix("dev_")
+    for name in (metric, f"test_{base}", base) if metric.startswith("dev_") else (metric,):
+        if name in known:
+            return known[name]
+    raise ValueError(f"--metric {metric!r}: not a metric the tasks declare ({', '.join(sorted(known))}, or dev_ "
+                     "and a test metric)")
+
+
 def rows(results: Path, metric: str, only: str | None = None) -> list[dict]:
     """One dict per run folder (a folder with a run.json) under <results>/runs, in path order."""
-    from .results import HIGHER_IS_BETTER
-    higher = HIGHER_IS_BETTER.get(metric, True)
+    higher = higher_is_better(metric)
     out = []
     for info in sorted((results / "runs").glob("*/*/seed*/run.json")):
         run = info.parent

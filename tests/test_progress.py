@@ -39,6 +39,11 @@ def test_progress_reads_finished_stopped_and_diverged_runs_and_changes_nothing(c
     cli = subprocess.run([sys.executable, "-m", "hiso", "progress", str(tmp_path), "--metric", "rel_suboptimality"],
                          capture_output=True, text=True)
     assert cli.returncode == 0 and "3 runs: " in cli.stdout and "1 in progress" in cli.stdout, cli.stderr
+    from hiso.progress import higher_is_better
+    assert not higher_is_better("dev_loss") and higher_is_better("dev_accuracy") and not higher_is_better("train_loss")
+    cli = subprocess.run([sys.executable, "-m", "hiso", "progress", str(tmp_path), "--metric", "speed"],
+                         capture_output=True, text=True)
+    assert cli.returncode == 2 and "--metric 'speed': not a metric" in cli.stderr, cli.stderr
     cli = subprocess.run([sys.executable, "-m", "hiso", "progress", str(tmp_path / "nowhere")],
                          capture_output=True, text=True)
     assert cli.returncode == 2 and "nowhere: no runs/ folder" in cli.stderr and not (tmp_path / "nowhere").exists()
