@@ -116,8 +116,9 @@ def _main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     if args.cmd == "progress":
         from .progress import higher_is_better, report
-        if not (Path(args.results) / "runs").is_dir():
-            print(f"progress: {args.results}: no runs/ folder (give a tier's results folder)", file=sys.stderr)
+        if not any((Path(args.results) / sub).is_dir() for sub in ("runs", "study")):
+            print(f"progress: {args.results}: no runs/ or study/ folder (give a tier's results folder)",
+                  file=sys.stderr)
             return 2
         try:
             higher_is_better(args.metric)

@@ -8,6 +8,8 @@ run.json says running: it is running now, or it was stopped and resumes when sta
 of its budget (a run in progress writes its rows at each checkpoint), the metric's last evaluation, its best one
 and that round, and the CPU minutes its rounds took (their evaluations included).
 The last line sums them: runs per state and CPU-hours so far.  A tuning run's test split is its dev split.
+A study tier (<results>/study: the curvature study's jobs) is summed by its jobs: tuning scans finished and in
+progress (with the points each has measured), evaluations finished, and the wall hours their rows record.
 """
 from __future__ import annotations
 
@@ -73,10 +75,26 @@ def rows(results: Path, metric: str, only: str | None = None) -> list[dict]:
     return out
 
 
+def study(results: Path) -> str | None:
+    """A study tier's jobs so far (workflows/rules/study.smk; bench.curvature_study), or None without study/."""
+    root = results / "study"
+    if not root.is_dir():
+        return None
+    done = sorted(c for c in (root / "tuning").rglob("*.csv") if c.with_suffix(".json").is_file())
+    going = sorted((root / "tuning").rglob("*.csv.partial.jsonl"))
+    evals = sorted((root / "eval").rglob("*.csv"))
+    hours = sum(float(pd.read_csv(f)["seconds"].sum()) for f in done + evals) / 3600
+    lines = [f"{str(g.relative_to(root / 'tuning')).removesuffix('.csv.partial.jsonl')}: tuning scan in progress, "
+             f"{max(len(g.read_text().splitlines()) - 1, 0)} point(s) measured" for g in going]
+    return "\n".join([*lines, f"study: {len(done)} tuning scans finished, {len(going)} in progress; {len(evals)} "
+                      f"evaluations finished; {hours:.2f} hours of wall time in their runs"])
+
+
 def report(results: Path, metric: str, only: str | None = None) -> str:
     table = rows(results, metric, only)
+    jobs = study(results)
     if not table:
-        return f"{results}: no run folders under runs/" + (f" matching {only!r}" if only else "")
+        return jobs or (f"{results}: no run folders under runs/" + (f" matching {only!r}" if only else ""))
     width = max(len(r["run"]) for r in table)
     lines = [f"{'run':{width}s}  {'state':11s} {'rounds':>9s}  {metric + ' last':>14s} {'best @ round':>16s} {'CPU min':>8s}"]
     for r in table:
@@ -89,4 +107,4 @@ def report(results: Path, metric: str, only: str | None = None) -> str:
     hours = sum(r["cpu_min"] for r in table if not math.isnan(r["cpu_min"])) / 60
     lines.append(f"{len(table)} run{'s' * (len(table) != 1)}: " + ", ".join(f"{n} {s}" for s, n in states.items())
                  + f"; {hours:.2f} CPU-hours in their rounds so far (evaluations included)")
-    return "\n".join(lines)
+    return "\n".join(lines + ([jobs] if jobs else []))

@@ -46,4 +46,23 @@ def test_progress_reads_finished_stopped_and_diverged_runs_and_changes_nothing(c
     assert cli.returncode == 2 and "--metric 'speed': not a metric" in cli.stderr, cli.stderr
     cli = subprocess.run([sys.executable, "-m", "hiso", "progress", str(tmp_path / "nowhere")],
                          capture_output=True, text=True)
-    assert cli.returncode == 2 and "nowhere: no runs/ folder" in cli.stderr and not (tmp_path / "nowhere").exists()
+    assert cli.returncode == 2 and "nowhere: no runs/ or study/ folder" in cli.stderr and not (tmp_path / "nowhere").exists()
+
+
+def test_progress_sums_a_study_tier_s_jobs(tmp_path):
+    """The curvature study's jobs (<results>/study): finished scans, a scan in progress with its measured points,
+    finished evaluations, and the wall hours their rows record."""
+    from hiso.progress import report
+    tune, ev = tmp_path / "study" / "tuning" / "p", tmp_path / "study" / "eval" / "p" / "identity"
+    tune.mkdir(parents=True)
+    ev.mkdir(parents=True)
+    pd.DataFrame({"lr": [0.1, 0.05], "seconds": [1800.0, 1800.0]}).to_csv(tune / "identity.csv", index=False)
+    (tune / "identity.json").write_text('{"lr": 0.1}')
+    (tune / "diagonal.csv.partial.jsonl").write_text('{"job": 1}\n{"lr": 0.1}\n{"lr": 0.05}\n')
+    pd.DataFrame({"seed": [0], "seconds": [3600.0]}).to_csv(ev / "tuned-seed0.csv", index=False)
+    text = report(tmp_path, "test_loss")
+    assert "p/diagonal: tuning scan in progress, 2 point(s) measured" in text
+    assert "study: 1 tuning scans finished, 1 in progress; 1 evaluations finished; 2.00 hours" in text
+    cli = subprocess.run([sys.executable, "-m", "hiso", "progress", str(tmp_path)], capture_output=True, text=True)
+    assert cli.returncode == 0 and "study: 1 tuning scans finished" in cli.stdout, cli.stderr
+
