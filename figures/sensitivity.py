@@ -44,7 +44,9 @@ for method, c in choices.items():
     ok = pts[~pts["diverged"].astype(bool)]
     budget = (f", {int(runs.loc[~runs['diverged'].astype(bool), 'rounds_run'].max())} rounds"
               if "rounds_run" in runs and not runs["diverged"].astype(bool).all() else "")  # the tuning runs' length
-    ax.plot(ok["lr"], ok[mean_col], "o-", color=colors[method], lw=1.4, ms=4,
+    # the mean line stops at a diverged point (NaN breaks it) rather than joining its neighbours across it
+    line = pts[mean_col].astype(float).where(~pts["diverged"].astype(bool))
+    ax.plot(pts["lr"], line, "o-", color=colors[method], lw=1.4, ms=4,
             label=f"{name} ({len(runs['seed'].unique())} tuning seeds{budget})")
     fin = runs[runs[col].apply(lambda v: v is not None and math.isfinite(v))]
     ax.plot(fin["lr"], fin[col], ".", color=colors[method], alpha=0.45, ms=5)
@@ -64,11 +66,12 @@ else:  # grids offset from each other (0.001 and 0.00125): 1, 2, 5 of each decad
     ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
 ax.xaxis.set_minor_locator(mticker.NullLocator())
 top = ax.get_ylim()[1]
-for method, lrs in lost_y:
-    ax.plot(lrs, [top] * len(lrs), "x", color=colors[method], ms=8, mew=2, clip_on=False)
+for k, (method, lrs) in enumerate(lost_y):  # side by side where several methods diverged at one step size
+    dodge = 10 ** (0.035 * (k - (len(lost_y) - 1) / 2))
+    ax.plot([lr * dodge for lr in lrs], [top] * len(lrs), "x", color=colors[method], ms=8, mew=2, clip_on=False)
 ax.set_ylim(top=top)
 ax.set_xlabel("step size (federation.lr)")
-ax.set_ylabel(f"dev {metric_label(a.metric)}, {' / '.join(sorted(scored))}")
+ax.set_ylabel(f"dev {metric_label(a.metric).removeprefix('test ')}, {' / '.join(sorted(scored))}")  # dev loss
 mark(ax, a.metric)
 ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
 fig.suptitle((a.title + "\n" if a.title else "") + "step-size sensitivity on the dev split: line = mean over tuning "

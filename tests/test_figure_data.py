@@ -254,3 +254,30 @@ def test_sensitivity_figure_ticks_are_readable_for_one_grid_and_for_offset_grids
     shown = data["panels"][0]["tick_labels"]["x"]
     assert shown == (["0.001", "0.002", "0.005", "0.01", "0.02"] if offset
                      else ["0.00125", "0.0025", "0.005", "0.01", "0.02"])
+
+
+def test_sensitivity_figure_breaks_a_line_at_a_diverged_point_and_shows_each_method_s_divergence(tmp_path):
+    """Two methods diverged at one step size (the lm tier's 0.01): each mean line stops there instead of joining
+    its neighbours across it, and the two methods' "diverged" markers stand side by side, neither hiding the other."""
+    grid, paths = [0.0025, 0.005, 0.01, 0.02], []
+    for method in ("decomfl", "hiso"):
+        lost = {0.01}
+        runs = [{"method": f"{method}@{lr:g}", "lr": lr, "seed": s, "diverged": lr in lost, "rounds_run": 200,
+                 "best_test_loss": None if lr in lost else 0.5 + k / 10} for k, lr in enumerate(grid) for s in (100, 101)]
+        pts = [{"lr": lr, "diverged": lr in lost, "mean_best_test_loss": None if lr in lost else 0.5 + k / 10,
+                "note": "grid"} for k, lr in enumerate(grid)]
+        path = tmp_path / f"{method}.json"
+        path.write_text(json.dumps({"sets": {"federation.lr": 0.005}, "grid": pts, "runs": runs, "scored_by": {
+            "criterion": "best", "run": "best_test_loss", "point": "mean_best_test_loss", "label": "best evaluation"}}))
+        paths.append(str(path))
+    png = tmp_path / "s.png"
+    subprocess.run([sys.executable, "-m", "figures.sensitivity", "--choices", *paths, "--metric", "test_loss",
+                    "--png", str(png), "--pdf", str(tmp_path / "s.pdf")], cwd=ROOT, check=True, capture_output=True)
+    panel = json.loads(png.with_suffix(".data.json").read_text())["panels"][0]
+    assert check_figure_data({"panels": [panel]}) == [] and panel["ylabel"] == "dev loss, best evaluation"
+    means = [line for line in panel["lines"] if not line["label"].startswith("_")]
+    assert len(means) == 2 and all(line["y"][line["x"].index(0.01)] is None for line in means)
+    top = max(y for line in panel["lines"] for y in line["y"] if y is not None)
+    crosses = [line for line in panel["lines"] if line["y"] and all(y == top for y in line["y"])]
+    assert len(crosses) == 2 and len({round(line["x"][0], 6) for line in crosses}) == 2
+    assert {line["color"] for line in crosses} == {line["color"] for line in means}
