@@ -171,8 +171,9 @@ def scan_grid(base: str | Path, overrides: list[str], method: str, grid: list[fl
 
 
 def choose_lr(metrics: list, metric: str, target: float) -> dict:
-    """The grid point to report, under the suite's one criterion (hiso/tuning.py: rank): fewest rounds to the target
-    on its tuning run (dev split), ties broken by the final metric; a diverged run is never chosen.  Returns {"sets": {"federation.lr": lr}, "method": name,
+    """The grid point to report (a tier's `tune:` grid, the `choose_lr` job), under the suite's one criterion
+    (hiso/tuning.py: rank): fewest rounds to the target on its tuning run (dev split), ties broken by the final
+    metric; a diverged run is never chosen.  Returns {"sets": {"federation.lr": lr}, "method": name,
     "at_grid_edge": bool, "grid": [one row per grid point]} (`python -m hiso run --set-file` reads "sets")."""
     higher = HIGHER_IS_BETTER.get(metric, True)
     grid = []

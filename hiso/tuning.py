@@ -4,8 +4,9 @@ optimum rather than assume it.
 Criterion (every tuner in the suite): fewest rounds to the target on the tuning run (a held-out problem
 instance or a dev split, never the reported seeds), ties broken by the final metric; a diverged run ranks
 last, whatever its last finite value.  (A scan with `hold` counts a point as at the target only from the
-round after which it stays there to the end of the budget: hiso/scan.py.)  The workflow's `lr_grid` (hiso/scan.py: choose_lr) applies it to a fixed grid
-and flags a choice at the grid's edge; `tune` below applies it while scanning:
+round after which it stays there to the end of the budget: hiso/scan.py.)  The workflow's fixed grids apply it
+and flag a choice at the grid's edge (`tune:` grids: hiso/scan.py choose_lr; `lr_grid`: the tables' `best lr`,
+hiso/results.py); `tune` below applies it while scanning:
 
 1. the grid from large to small (diverging step sizes fail fast); the scan stops once a point needs more than
    twice the best rounds so far, or, while no point has reached the target, once the last two points ended
