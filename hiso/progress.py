@@ -31,16 +31,29 @@ def _metrics(run: Path) -> pd.DataFrame | None:
     return None
 
 
+STUDY = "study"  # a study tier's jobs (workflows/rules/study.smk): study/tuning/<problem>/<method>.{csv,json}, study/eval/
+PARTIAL = ".partial.jsonl"  # a tuning scan's points so far, beside its CSV (bench.curvature_study.Points)
+
+
+def study_jobs(results: Path) -> list[list[Path]]:
+    """The finished jobs of a study tier under <results>/study, each as its output files: a tuning job's CSV and
+    choice (both written: the choice is written last), an evaluation's CSV (written only when it has finished)."""
+    root = results / STUDY
+    tuning = [[c, c.with_suffix(".json")] for c in sorted((root / "tuning").rglob("*.csv"))
+              if c.with_suffix(".json").is_file()]
+    return tuning + [[e] for e in sorted((root / "eval").rglob("*.csv"))]
+
+
 def higher_is_better(metric: str) -> bool:
     """A metric column's direction: the tasks' declared metrics (results.HIGHER_IS_BETTER), a dev split's column of
-    one (run.also_dev: dev_loss is test_loss's, dev_accuracy accuracy's; noise.dev_column), and the training loss;
-    ValueError naming the metric otherwise, so that a best is never taken the wrong way."""
+    one (run.also_dev: noise.dev_column, e.g. dev_loss of test_loss), and the training loss; ValueError naming the
+    metric otherwise, so that a best is never taken the wrong way."""
+    from .noise import dev_column
     from .results import HIGHER_IS_BETTER
     known = {**HIGHER_IS_BETTER, "train_loss": False}
-    base = metric.removeprefix("dev_")
-    for name in (metric, f"test_{base}", base) if metric.startswith("dev_") else (metric,):
-        if name in known:
-            return known[name]
+    known.update({dev_column(m): h for m, h in HIGHER_IS_BETTER.items() if dev_column(m) not in known})
+    if metric in known:
+        return known[metric]
     raise ValueError(f"--metric {metric!r}: not a metric the tasks declare ({', '.join(sorted(known))}, or dev_ "
                      "and a test metric)")
 
@@ -77,16 +90,16 @@ def rows(results: Path, metric: str, only: str | None = None) -> list[dict]:
 
 def study(results: Path) -> str | None:
     """A study tier's jobs so far (workflows/rules/study.smk; bench.curvature_study), or None without study/."""
-    root = results / "study"
+    root = results / STUDY
     if not root.is_dir():
         return None
-    done = sorted(c for c in (root / "tuning").rglob("*.csv") if c.with_suffix(".json").is_file())
-    going = sorted((root / "tuning").rglob("*.csv.partial.jsonl"))
-    evals = sorted((root / "eval").rglob("*.csv"))
-    hours = sum(float(pd.read_csv(f)["seconds"].sum()) for f in done + evals) / 3600
-    lines = [f"{str(g.relative_to(root / 'tuning')).removesuffix('.csv.partial.jsonl')}: tuning scan in progress, "
+    jobs = study_jobs(results)
+    scans = sum(1 for job in jobs if len(job) == 2)  # a tuning job's CSV and choice; an evaluation is its CSV
+    going = sorted((root / "tuning").rglob(f"*.csv{PARTIAL}"))
+    hours = sum(float(pd.read_csv(job[0])["seconds"].sum()) for job in jobs) / 3600
+    lines = [f"{str(g.relative_to(root / 'tuning')).removesuffix(f'.csv{PARTIAL}')}: tuning scan in progress, "
              f"{max(len(g.read_text().splitlines()) - 1, 0)} point(s) measured" for g in going]
-    return "\n".join([*lines, f"study: {len(done)} tuning scans finished, {len(going)} in progress; {len(evals)} "
+    return "\n".join([*lines, f"study: {scans} tuning scans finished, {len(going)} in progress; {len(jobs) - scans} "
                       f"evaluations finished; {hours:.2f} hours of wall time in their runs"])
 
 

@@ -35,11 +35,10 @@ import time
 from pathlib import Path
 
 from hiso.io import atomic_write
+from hiso.progress import PARTIAL, STUDY, study_jobs
 from hiso.scan import scan_run_dirs
 
 KEPT = ("metrics.csv", "run.json")  # what a table, a figure or a provenance line reads of a run
-STUDY = "study"  # a study tier's jobs (workflows/rules/study.smk): study/tuning/<problem>/<method>.{csv,json}, study/eval/
-PARTIAL = ".partial.jsonl"  # a tuning scan's points so far (bench.curvature_study.Points)
 
 
 def archive(results: Path, folder: Path, runs: list[str], choices: list[str]) -> int:
@@ -96,15 +95,6 @@ def save(results: Path, folder: Path) -> tuple[int, int]:
         if not (results / part.relative_to(folder)).is_file():
             part.unlink()
     return saved, changed
-
-
-def study_jobs(results: Path) -> list[list[Path]]:
-    """The finished jobs of a study tier under <results>/study, each as its output files: a tuning job's CSV and
-    choice (both written: the choice is written last), an evaluation's CSV (written only when it has finished)."""
-    root = results / STUDY
-    tuning = [[c, c.with_suffix(".json")] for c in sorted((root / "tuning").rglob("*.csv"))
-              if c.with_suffix(".json").is_file()]
-    return tuning + [[e] for e in sorted((root / "eval").rglob("*.csv"))]
 
 
 def replay(folder: Path, results: Path) -> int:
