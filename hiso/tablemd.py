@@ -117,7 +117,8 @@ def compact_view(table: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, str]:
                 row[f"vs {ref_name} at the best dev round, paired"] = _paired_cell(
                     r, f"claim at best dev vs {ref_of}", f"at best dev minus {ref_of}'s")
         if "seconds per round (mean)" in table.columns:
-            row["s per round / run"] = f"{r['seconds per round (mean)']:.1f} / {r['seconds per run (median)']:,.0f}"
+            # three significant digits: a digits round takes milliseconds, which one decimal would print as 0.0
+            row["s per round / run"] = f"{_sig(r['seconds per round (mean)'])} / {_sig(r['seconds per run (median)'])}"
         rows.append(row)
     note = "★: the step size its tuning run chose. " if "best lr" in table.columns else ""
     if "chosen lr" in table.columns:

@@ -145,6 +145,21 @@ def test_counts_read_as_whole_numbers_and_bytes_up_and_down_apart(tmp_path):
         t, "accuracy")
 
 
+def test_seconds_keep_three_significant_digits():
+    """A digits round takes milliseconds: the citable view prints 0.00688 s, not 0.0, and an LM run's 8,123 s whole."""
+    from hiso.results import compact_markdown
+    t = pd.DataFrame([{"method": "hiso", "seeds": 3, "seeds diverged": 0, "final accuracy mean": 0.5,
+                       "final accuracy std": 0.1, "rounds to target (median)": 10.0,
+                       "bytes to target (median)": 100.0, "seconds per round (mean)": 0.006876,
+                       "seconds per run (median)": 9.9947},
+                      {"method": "decomfl", "seeds": 3, "seeds diverged": 0, "final accuracy mean": 0.5,
+                       "final accuracy std": 0.1, "rounds to target (median)": 10.0,
+                       "bytes to target (median)": 100.0, "seconds per round (mean)": 12.345,
+                       "seconds per run (median)": 8123.4}])
+    md = compact_markdown(t, "accuracy")
+    assert "| 0.00688 / 9.99 " in md and "| 12.3 / 8,123 " in md and "0.0 /" not in md
+
+
 def test_ratios_against_decomfl_and_the_starting_model(tmp_path):
     """speed-up = DeComFL's rounds / the method's (to target, to DeComFL's best); bytes = the method's / DeComFL's;
     a count never reached has no ratio; `initial <metric> mean` is the round-0 evaluation of run.json."""

@@ -137,7 +137,7 @@ def test_tables_show_the_chosen_step_size_the_points_tried_and_an_edge(tmp_path)
     cells = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in md.splitlines()
              if line.startswith("| ") and not line.startswith("| method")}
     assert cells["decomfl (grid edge)"][0] == "0.03" and cells["fedavg"][0] == "–"
-    assert cells["decomfl (grid edge)"][-1] == "2.5 / 8"  # seconds per round / per run (median of 6 and 9 s)
+    assert cells["decomfl (grid edge)"][-1] == "2.50 / 7.50"  # seconds per round / per run (median of 6 and 9 s)
 
 
 
