@@ -4,7 +4,7 @@
     python -m hiso scan-lr ...          the same choice by an extending scan (hiso/scan.py)
     python -m hiso fetch --configfile TIER --to DIR     every planned hub model and data set into a mirror
     python -m hiso fixtures --to DIR    a mirror of small data sets in the hub's schemas (rehearsals, tests)
-    python -m hiso progress RESULTS [--metric M] [--only PATTERN]   where a tier's runs stand (hiso/progress.py)
+    python -m hiso progress RESULTS [--metric M] [--only PATTERN] [--tier YAML...]   where a tier's runs stand (hiso/progress.py)
 
 Exit codes of `run`: 0 complete (or diverged with --allow-diverged); 2 refused before compute (a bad config
 key or value, an output folder held by another run, unwritable, or holding another config); 3 diverged or
@@ -113,6 +113,11 @@ def _main(argv: list[str]) -> int:
     g.add_argument("results", help="a tier's results folder (its runs/ folder is read)")
     g.add_argument("--metric", default="test_loss", help="the metric column to show (default test_loss)")
     g.add_argument("--only", default=None, help="runs whose <exp>/<method>/seed<k> matches this shell pattern")
+    g.add_argument("--tier", nargs="+", default=None, metavar="YAML", help="the tier's config files, as given to "
+                   "snakemake --configfile: its planned runs without a folder are listed as not started, and the "
+                   "CPU time left is estimated")
+    g.add_argument("--methods", nargs="+", default=None, metavar="PATTERN", help="with --tier: the methods slice, "
+                   "as --config 'methods=[...]'")
     args = ap.parse_args(argv)
     if args.cmd == "progress":
         from .progress import higher_is_better, report
@@ -125,7 +130,12 @@ def _main(argv: list[str]) -> int:
         except ValueError as e:
             print(f"progress: {e}", file=sys.stderr)
             return 2
-        print(report(Path(args.results), args.metric, args.only))
+        try:
+            text = report(Path(args.results), args.metric, args.only, args.tier, args.methods)
+        except (OSError, ValueError) as e:  # a tier file that is missing or does not plan
+            print(f"progress: --tier {' '.join(args.tier or [])}: {e}", file=sys.stderr)
+            return 2
+        print(text)
         return 0
     if args.cmd == "choose-lr":
         from .scan import choose_lr

@@ -10,6 +10,14 @@ and that round, and the CPU minutes its rounds took (their evaluations included)
 The last line sums them: runs per state and CPU-hours so far.  A tuning run's test split is its dev split.
 A study tier (<results>/study: the curvature study's jobs) is summed by its jobs: tuning scans finished and in
 progress (with the points each has measured), evaluations finished, and the wall hours their rows record.
+
+    python -m hiso progress RESULTS --tier workflows/config/lm.yaml [--methods hiso decomfl]
+
+also lists the runs the tier plans (hiso/plan.py, the files merged in order as Snakemake merges --configfile, sliced
+as --config 'methods=[...]' slices) that have no folder yet, as "not started", and estimates the CPU time left:
+a run in progress at its own CPU time per round so far, a run not started at the median CPU time of its
+experiment's complete runs of the same kind (reported run or rounding twin, or tuning run).  A full-grid scan's
+points (`scan_seeds`) are planned at its grid; points it adds past an edge appear once they start.
 """
 from __future__ import annotations
 
@@ -88,6 +96,50 @@ def rows(results: Path, metric: str, only: str | None = None) -> list[dict]:
     return out
 
 
+def planned(tiers: list[str | Path], methods: list[str] | None = None) -> set[str]:
+    """<exp>/<method>/seed<k> of every run a workflow tier plans: reported runs, rounding twins, tuning runs and the
+    grid points of full-grid scans on their seeds (a scan that stops past its best plans no fixed points)."""
+    from .checks import load_yaml
+    from .config import _merge
+    from .plan import experiments, runs_of
+    config: dict = {}
+    for tier in tiers:
+        config = _merge(config, load_yaml(Path(tier).read_text(), str(tier)) or {})
+    if methods:
+        config["methods"] = list(methods)
+    out = set()
+    for exp, spec in experiments(config).items():
+        out |= {f"{exp}/{m}/seed{s}" for m, s in runs_of(config, spec)}
+        for method, grid in (spec.get("scans") or {}).items() if spec.get("scan_seeds") else ():
+            out |= {f"{exp}/{method}@{lr:g}/seed{s}" for lr in grid for s in spec["scan_seeds"]}
+    return out
+
+
+def _kind(run: str) -> tuple[str, str]:
+    exp, method, _ = run.split("/")
+    return exp, "tuning" if "@" in method else "reported"
+
+
+def left(table: list[dict], every: list[dict]) -> tuple[float, int]:
+    """(CPU hours the unfinished runs of `table` still need, estimated as the module says from the complete runs
+    among `every`; runs with nothing to go by)."""
+    done: dict[tuple[str, str], list[float]] = {}
+    for r in every:
+        if r["state"] == "complete" and not math.isnan(r["cpu_min"]):
+            done.setdefault(_kind(r["run"]), []).append(r["cpu_min"])
+    minutes, unknown = 0.0, 0
+    for r in table:
+        if r["state"] == "in progress" and r["rounds"] and r["budget"] and not math.isnan(r["cpu_min"]):
+            minutes += r["cpu_min"] / r["rounds"] * (r["budget"] - r["rounds"])
+        elif r["state"] in ("in progress", "not started"):
+            same = done.get(_kind(r["run"]))
+            if same:
+                minutes += float(pd.Series(same).median())
+            else:
+                unknown += 1
+    return minutes / 60, unknown
+
+
 def study(results: Path) -> str | None:
     """A study tier's jobs so far (workflows/rules/study.smk; bench.curvature_study), or None without study/."""
     root = results / STUDY
@@ -103,8 +155,17 @@ def study(results: Path) -> str | None:
                       f"evaluations finished; {hours:.2f} hours of wall time in their runs"])
 
 
-def report(results: Path, metric: str, only: str | None = None) -> str:
+def report(results: Path, metric: str, only: str | None = None, tiers: list | None = None,
+           methods: list[str] | None = None) -> str:
     table = rows(results, metric, only)
+    if tiers:
+        every = rows(results, metric)  # the complete runs an estimate goes by, shown or not
+        have = {r["run"] for r in every}
+        table += [{"run": name, "state": "not started", "rounds": 0, "budget": None, "last": math.nan,
+                   "best": math.nan, "best_round": None, "cpu_min": math.nan}
+                  for name in sorted(planned(tiers, methods) - have)
+                  if not only or fnmatch.fnmatchcase(name, only)]
+        table.sort(key=lambda r: r["run"])
     jobs = study(results)
     if not table:
         return jobs or (f"{results}: no run folders under runs/" + (f" matching {only!r}" if only else ""))
@@ -116,8 +177,16 @@ def report(results: Path, metric: str, only: str | None = None) -> str:
         last = f"{r['last']:.4g}" if not math.isnan(r["last"]) else "-"
         cpu = f"{r['cpu_min']:.1f}" if not math.isnan(r["cpu_min"]) else "-"
         lines.append(f"{r['run']:{width}s}  {r['state']:11s} {str(r['rounds']) + budget:>9s}  {last:>14s} {best:>16s} {cpu:>8s}")
-    states = pd.Series([r["state"] for r in table]).value_counts()
+    order = ("complete", "in progress", "not started", "diverged", "failed")
+    counts = pd.Series([r["state"] for r in table]).value_counts()
+    states = counts.reindex([*[s for s in order if s in counts], *sorted(set(counts.index) - set(order))])
     hours = sum(r["cpu_min"] for r in table if not math.isnan(r["cpu_min"])) / 60
     lines.append(f"{len(table)} run{'s' * (len(table) != 1)}: " + ", ".join(f"{n} {s}" for s, n in states.items())
                  + f"; {hours:.2f} CPU-hours in their rounds so far (evaluations included)")
+    if tiers:
+        todo, unknown = left(table, every)
+        lines.append(f"left: about {todo:.1f} CPU-hours (runs in progress at their own rate so far, runs not "
+                     "started at the median of their experiment's complete runs of the same kind)"
+                     + (f"; {unknown} run{'s' * (unknown != 1)} with no complete run of their kind to go by"
+                        if unknown else ""))
     return "\n".join(lines + ([jobs] if jobs else []))

@@ -66,3 +66,48 @@ def test_progress_sums_a_study_tier_s_jobs(tmp_path):
     cli = subprocess.run([sys.executable, "-m", "hiso", "progress", str(tmp_path)], capture_output=True, text=True)
     assert cli.returncode == 0 and "study: 1 tuning scans finished" in cli.stdout, cli.stderr
 
+
+
+def _fake_run(folder, status, rounds, budget, cpu_per_round):
+    """A run folder as the runner leaves it (run.json, metrics.csv), with `cpu_per_round` seconds a round."""
+    import json
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps({"status": status, "rounds_done": rounds,
+                                                 "config": {"federation": {"rounds": budget}}}))
+    pd.DataFrame({"round": range(1, rounds + 1), "cpu_seconds": [cpu_per_round] * rounds}).to_csv(
+        folder / ("metrics.csv" if status == "complete" else "metrics.partial.csv"), index=False)
+
+
+def test_progress_lists_a_tiers_planned_runs_that_have_not_started_and_estimates_the_cpu_left(tmp_path):
+    """--tier: the runs the tier plans without a folder are "not started" (reported runs, rounding twins, full-grid
+    scan points; --methods slices as the workflow does), and the CPU time left is a run in progress at its own rate
+    plus each run not started at the median of its experiment's complete runs of the same kind."""
+    from hiso.progress import planned
+    tier = tmp_path / "tier.yaml"
+    tier.write_text("seeds: [0, 1]\nexperiments:\n  e:\n    base: b.yaml\n    metric: test_loss\n    target: 1.0\n"
+                    "    methods: {decomfl: {}, hiso: {}}\n    scan_seeds: [100]\n"
+                    "    scan: {decomfl: [0.01, 0.02], hiso: [0.01, 0.02]}\n    rounding: [0]\n")
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("seeds: [0, 1, 2]\n")  # merged after the tier, as a second --configfile is
+    assert planned([tier], ["decomfl"]) == {"e/decomfl/seed0", "e/decomfl/seed1", "e/decomfl+ulp/seed0",
+                                            "e/decomfl@0.01/seed100", "e/decomfl@0.02/seed100"}
+    assert "e/hiso/seed2" in planned([tier, overlay]) and len(planned([tier, overlay])) == 12
+    runs = tmp_path / "results" / "runs" / "e"
+    _fake_run(runs / "decomfl" / "seed0", "complete", 10, 10, 60.0)  # 10 CPU-minutes
+    _fake_run(runs / "decomfl" / "seed1", "running", 5, 10, 60.0)  # 5 more
+    _fake_run(runs / "decomfl@0.01" / "seed100", "complete", 10, 10, 24.0)  # 4 CPU-minutes
+    text = report(tmp_path / "results", "test_loss", tiers=[tier], methods=["decomfl"])
+    assert "e/decomfl+ulp/seed0" in text and "e/decomfl@0.02/seed100" in text and "e/hiso" not in text
+    assert "5 runs: 2 complete, 1 in progress, 2 not started" in text
+    # 5 (in progress) + 10 (the twin, at the reported runs' median) + 4 (a scan point, at the tuning runs')
+    assert f"left: about {19 / 60:.1f} CPU-hours" in text
+    text = report(tmp_path / "results", "test_loss", tiers=[tier])  # HiSo's go by DeComFL's runs of their kind
+    assert f"left: about {(19 + 3 * 10 + 2 * 4) / 60:.1f} CPU-hours" in text
+    text = report(tmp_path / "results", "test_loss", only="e/hiso@*", tiers=[tier])  # shown or not, they count
+    assert "2 runs: 2 not started" in text and f"left: about {8 / 60:.1f} CPU-hours" in text
+    (runs / "decomfl@0.01" / "seed100" / "run.json").unlink()  # no complete tuning run left to go by
+    text = report(tmp_path / "results", "test_loss", only="e/hiso@*", tiers=[tier])
+    assert "left: about 0.0 CPU-hours" in text and "; 2 runs with no complete run of their kind to go by" in text
+    cli = subprocess.run([sys.executable, "-m", "hiso", "progress", str(tmp_path / "results"), "--tier",
+                          str(tmp_path / "missing.yaml")], capture_output=True, text=True)
+    assert cli.returncode == 2 and "missing.yaml" in cli.stderr, cli.stderr
