@@ -130,12 +130,14 @@ def _main(argv: list[str]) -> int:
         except ValueError as e:
             print(f"progress: {e}", file=sys.stderr)
             return 2
-        try:
-            text = report(Path(args.results), args.metric, args.only, args.tier, args.methods)
-        except (OSError, ValueError) as e:  # a tier file that is missing or does not plan
-            print(f"progress: --tier {' '.join(args.tier or [])}: {e}", file=sys.stderr)
-            return 2
-        print(text)
+        if args.tier:
+            from .progress import planned
+            try:
+                planned(args.tier, args.methods)
+            except (OSError, ValueError) as e:  # a tier file that is missing or does not plan
+                print(f"progress: --tier {' '.join(args.tier)}: {e}", file=sys.stderr)
+                return 2
+        print(report(Path(args.results), args.metric, args.only, args.tier, args.methods))
         return 0
     if args.cmd == "choose-lr":
         from .scan import choose_lr

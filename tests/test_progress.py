@@ -67,7 +67,6 @@ def test_progress_sums_a_study_tier_s_jobs(tmp_path):
     assert cli.returncode == 0 and "study: 1 tuning scans finished" in cli.stdout, cli.stderr
 
 
-
 def _fake_run(folder, status, rounds, budget, cpu_per_round):
     """A run folder as the runner leaves it (run.json, metrics.csv), with `cpu_per_round` seconds a round."""
     import json
