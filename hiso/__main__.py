@@ -130,14 +130,15 @@ def _main(argv: list[str]) -> int:
         except ValueError as e:
             print(f"progress: {e}", file=sys.stderr)
             return 2
+        plan = None
         if args.tier:
             from .progress import planned
             try:
-                planned(args.tier, args.methods)
+                plan = planned(args.tier, args.methods)
             except (OSError, ValueError) as e:  # a tier file that is missing or does not plan
                 print(f"progress: --tier {' '.join(args.tier)}: {e}", file=sys.stderr)
                 return 2
-        print(report(Path(args.results), args.metric, args.only, args.tier, args.methods))
+        print(report(Path(args.results), args.metric, args.only, plan))
         return 0
     if args.cmd == "choose-lr":
         from .scan import choose_lr

@@ -66,6 +66,12 @@ def higher_is_better(metric: str) -> bool:
                      "and a test metric)")
 
 
+def _row(run: str, state: str, rounds: int = 0, budget: int | None = None) -> dict:
+    """A line of the report before its metrics and CPU time are read."""
+    return {"run": run, "state": state, "rounds": rounds, "budget": budget, "last": math.nan, "best": math.nan,
+            "best_round": None, "cpu_min": math.nan}
+
+
 def rows(results: Path, metric: str, only: str | None = None) -> list[dict]:
     """One dict per run folder (a folder with a run.json) under <results>/runs, in path order."""
     higher = higher_is_better(metric)
@@ -81,9 +87,7 @@ def rows(results: Path, metric: str, only: str | None = None) -> list[dict]:
             continue
         status = {"running": "in progress"}.get(meta.get("status"), meta.get("status", "?"))
         m = _metrics(run)
-        row = {"run": name, "state": status, "rounds": meta.get("rounds_done", 0),
-               "budget": meta.get("config", {}).get("federation", {}).get("rounds"),
-               "last": math.nan, "best": math.nan, "best_round": None, "cpu_min": math.nan}
+        row = _row(name, status, meta.get("rounds_done", 0), meta.get("config", {}).get("federation", {}).get("rounds"))
         if m is not None and len(m):
             row["rounds"] = max(int(m["round"].max()), row["rounds"] or 0)
             if "cpu_seconds" in m:
@@ -155,17 +159,15 @@ def study(results: Path) -> str | None:
                       f"evaluations finished; {hours:.2f} hours of wall time in their runs"])
 
 
-def report(results: Path, metric: str, only: str | None = None, tiers: list | None = None,
-           methods: list[str] | None = None) -> str:
-    table = rows(results, metric, only)
-    if tiers:
-        every = rows(results, metric)  # the complete runs an estimate goes by, shown or not
-        have = {r["run"] for r in every}
-        table += [{"run": name, "state": "not started", "rounds": 0, "budget": None, "last": math.nan,
-                   "best": math.nan, "best_round": None, "cpu_min": math.nan}
-                  for name in sorted(planned(tiers, methods) - have)
-                  if not only or fnmatch.fnmatchcase(name, only)]
-        table.sort(key=lambda r: r["run"])
+def report(results: Path, metric: str, only: str | None = None, plan: set[str] | None = None) -> str:
+    """The progress report; `plan`: the runs the tier plans (planned), listed as not started where they have no
+    folder, with the CPU time left."""
+    # with a plan, every run folder is read: the estimate goes by the complete runs, shown or not
+    every = rows(results, metric, None if plan is not None else only)
+    if plan is not None:
+        every += [_row(name, "not started") for name in plan - {r["run"] for r in every}]
+        every.sort(key=lambda r: r["run"])
+    table = [r for r in every if not only or fnmatch.fnmatchcase(r["run"], only)]
     jobs = study(results)
     if not table:
         return jobs or (f"{results}: no run folders under runs/" + (f" matching {only!r}" if only else ""))
@@ -183,7 +185,7 @@ def report(results: Path, metric: str, only: str | None = None, tiers: list | No
     hours = sum(r["cpu_min"] for r in table if not math.isnan(r["cpu_min"])) / 60
     lines.append(f"{len(table)} run{'s' * (len(table) != 1)}: " + ", ".join(f"{n} {s}" for s, n in states.items())
                  + f"; {hours:.2f} CPU-hours in their rounds so far (evaluations included)")
-    if tiers:
+    if plan is not None:
         todo, unknown = left(table, every)
         lines.append(f"left: about {todo:.1f} CPU-hours (runs in progress at their own rate so far, runs not "
                      "started at the median of their experiment's complete runs of the same kind)"

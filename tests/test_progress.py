@@ -95,17 +95,17 @@ def test_progress_lists_a_tiers_planned_runs_that_have_not_started_and_estimates
     _fake_run(runs / "decomfl" / "seed0", "complete", 10, 10, 60.0)  # 10 CPU-minutes
     _fake_run(runs / "decomfl" / "seed1", "running", 5, 10, 60.0)  # 5 more
     _fake_run(runs / "decomfl@0.01" / "seed100", "complete", 10, 10, 24.0)  # 4 CPU-minutes
-    text = report(tmp_path / "results", "test_loss", tiers=[tier], methods=["decomfl"])
+    text = report(tmp_path / "results", "test_loss", plan=planned([tier], ["decomfl"]))
     assert "e/decomfl+ulp/seed0" in text and "e/decomfl@0.02/seed100" in text and "e/hiso" not in text
     assert "5 runs: 2 complete, 1 in progress, 2 not started" in text
     # 5 (in progress) + 10 (the twin, at the reported runs' median) + 4 (a scan point, at the tuning runs')
     assert f"left: about {19 / 60:.1f} CPU-hours" in text
-    text = report(tmp_path / "results", "test_loss", tiers=[tier])  # HiSo's go by DeComFL's runs of their kind
+    text = report(tmp_path / "results", "test_loss", plan=planned([tier]))  # HiSo's go by DeComFL's runs of their kind
     assert f"left: about {(19 + 3 * 10 + 2 * 4) / 60:.1f} CPU-hours" in text
-    text = report(tmp_path / "results", "test_loss", only="e/hiso@*", tiers=[tier])  # shown or not, they count
+    text = report(tmp_path / "results", "test_loss", only="e/hiso@*", plan=planned([tier]))  # shown or not, they count
     assert "2 runs: 2 not started" in text and f"left: about {8 / 60:.1f} CPU-hours" in text
     (runs / "decomfl@0.01" / "seed100" / "run.json").unlink()  # no complete tuning run left to go by
-    text = report(tmp_path / "results", "test_loss", only="e/hiso@*", tiers=[tier])
+    text = report(tmp_path / "results", "test_loss", only="e/hiso@*", plan=planned([tier]))
     assert "left: about 0.0 CPU-hours" in text and "; 2 runs with no complete run of their kind to go by" in text
     cli = subprocess.run([sys.executable, "-m", "hiso", "progress", str(tmp_path / "results"), "--tier",
                           str(tmp_path / "missing.yaml")], capture_output=True, text=True)
