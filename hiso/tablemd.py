@@ -105,7 +105,7 @@ def compact_view(table: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, str]:
                                                    f"{_count(r['down bytes per client-round'])}")
         if ref:
             key = ref.removeprefix("rounds to ").removesuffix("'s best (median)")
-            row[f"rounds to {names.get(key, key)}'s best"] = _count(r[ref])
+            row[f"rounds to {names.get(key, key)}'s best"] = _count(r[ref]).replace("not reached", unreached)
         claim = next((c for c in table.columns if c.startswith("claim vs ")), None)
         if claim:
             ref_of = claim.removeprefix("claim vs ")

@@ -111,6 +111,21 @@ def test_compact_markdown_is_citable():
     assert "all 3 diverged" in md and "not reached" in md and "★: the step size its tuning run chose" in md
 
 
+def test_every_rounds_to_a_point_column_states_its_censoring():
+    """A run that never reached the target or DeComFL's best is "not reached in R rounds" in every column that
+    counts rounds or bytes to a point, never a bare "not reached" that hides how long it ran."""
+    from hiso.results import compact_view
+    inf = float("inf")
+    t = pd.DataFrame({"method": ["decomfl", "hiso"], "label": ["DeComFL", "HiSo"], "seeds": [5, 5],
+                      "seeds diverged": [0, 0], "rounds": [200, 200], "final test_loss mean": [0.93, 0.66],
+                      "final test_loss std": [0.26, 0.08], "rounds to target (median)": [80.0, inf],
+                      "bytes to target (median)": [25700.0, inf], "rounds to decomfl's best (median)": [120.0, inf]})
+    view = compact_view(t, "test_loss")[0].set_index("method")
+    assert view.loc["HiSo", "rounds to DeComFL's best"] == "not reached in 200 rounds"
+    assert view.loc["HiSo", "rounds to target"] == view.loc["HiSo", "bytes to target"] == "not reached in 200 rounds"
+    assert view.loc["DeComFL", "rounds to DeComFL's best"] == "120"
+
+
 def test_a_step_size_chosen_at_the_edge_of_its_grid_is_marked_and_named(tmp_path):
     """hiso's tuning run picks 0.1, the largest of {0.01, 0.1}: the table marks it, the citable view names it
     with the grid, and an interior choice (decomfl: 0.3 of 0.1-1) is not marked."""
@@ -308,6 +323,25 @@ def test_a_page_of_some_methods_drops_the_readings_that_cite_the_others():
         page.fill(text, tables)  # the whole tier: a cited method without a row is a mistake in the readings
     with pytest.raises(KeyError, match="mezo"):
         page.fill("{{e|mezo|final m}}", tables, ["hiso", "decomfl", "mezo"], ("e",))
+
+
+def test_a_page_of_some_methods_says_so_under_its_header(tmp_path):
+    """A page written by a tier sliced to some methods names the slice before any reading (its title is the
+    tier's, which may speak of every method); the whole tier's page says nothing of the kind."""
+    from types import SimpleNamespace
+    page = workflow_script("results_page")
+    (tmp_path / "e.csv").write_text(pd.DataFrame({
+        "method": ["decomfl", "hiso"], "seeds": [2, 2], "seeds diverged": [0, 0], "final m mean": [0.5, 0.4],
+        "final m std": [0.1, 0.1], "rounds to target (median)": [3.0, 2.0],
+        "bytes to target (median)": [30.0, 20.0]}).to_csv(index=False))
+    args = dict(title="Every method", tables=str(tmp_path), figures_rel="f", experiments=["e"], sweeps=[],
+                sensitivity=[], readings=None, command="snakemake", commit="abc", date="2026-01-01")
+    sliced = page.render(SimpleNamespace(**args, methods=["hiso", "decomfl"]))
+    assert ("This page holds the tier's methods matching `hiso` and `decomfl` (the command's `methods` slice); "
+            "the tier's other methods are not on it.") in sliced
+    assert "This page holds" not in page.render(SimpleNamespace(**args, methods=[]))
+    assert "matching `hiso`, `decomfl` and `fedzo` (" in page.render(
+        SimpleNamespace(**args, methods=["hiso", "decomfl", "fedzo"]))
 
 
 def test_cpu_hours_are_process_time_where_runs_measured_it_and_rounds_before_it_are_counted_apart(tmp_path):

@@ -112,6 +112,11 @@ def render(a) -> str:
            f"Written by the workflow (`{a.command}`) at commit {a.commit} on {a.date}; do not edit by hand. "
            "Each run's config and config hash are in its run.json; the full tables are the CSV files beside this "
            "page.\n"]
+    if a.methods:  # a tier run sliced to some methods: the page says so before any reading
+        kept = [f"`{m}`" for m in a.methods]
+        kept = " and ".join([", ".join(kept[:-1]), kept[-1]] if len(kept) > 1 else kept)
+        out.append(f"This page holds the tier's methods matching {kept} (the command's `methods` slice); the tier's "
+                   "other methods are not on it.\n")
     if "summary" in readings:
         out.append(fill(readings["summary"], tables, a.methods, tuple(a.experiments)) + "\n")
     compute = compute_line({e: t for e, t in tables.items() if e in a.experiments})
