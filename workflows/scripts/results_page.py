@@ -113,8 +113,8 @@ def render(a) -> str:
            "Each run's config and config hash are in its run.json; the full tables are the CSV files beside this "
            "page.\n"]
     if a.methods:  # a tier run sliced to some methods: the page says so before any reading
-        kept = [f"`{m}`" for m in a.methods]
-        kept = " and ".join([", ".join(kept[:-1]), kept[-1]] if len(kept) > 1 else kept)
+        names = [f"`{m}`" for m in a.methods]
+        kept = f"{', '.join(names[:-1])} and {names[-1]}" if len(names) > 1 else names[0]
         out.append(f"This page holds the tier's methods matching {kept} (the command's `methods` slice); the tier's "
                    "other methods are not on it.\n")
     if "summary" in readings:
