@@ -76,31 +76,40 @@ def test_ruff_is_clean():
 
 def test_committed_results_pages_are_what_their_rule_writes(tmp_path):
     """Each docs/results/<page>.md is re-rendered from its committed tables (docs/results/<page>/tables) with the
-    command, commit and date of its header: any hand edit, or a number that no longer matches, fails."""
-    script = ROOT / "workflows" / "scripts" / "results_page.py"
-    pages = [p for p in (ROOT / "docs" / "results").glob("*.md") if (p.parent / p.stem / "tables").is_dir()]
+    command, commit and date of its header (workflows/scripts/rerender_pages.py): any hand edit, or a number that
+    no longer matches, fails."""
+    sys.path.insert(0, str(ROOT / "workflows" / "scripts"))
+    import rerender_pages
+    pages = rerender_pages.table_pages()
+    assert {p.stem for p in pages} >= {"default", "ablations", "lm"}
     for page in pages:
         text = page.read_text()
-        head = re.search(r"^# (.*)\n\nWritten by the workflow \(`(.*)`\) at commit (\S+) on (\S+);", text, re.M)
-        exps = re.findall(r"^## (?!Sweep: )(\S+)\n", text, re.M)
-        sweeps = re.findall(r"^## Sweep: (\S+)\n", text, re.M)
-        readings = page.parent / f"{page.stem}.readings.md"
-        out = tmp_path / f"{page.stem}.md"
-        cmd = [sys.executable, str(script), "--title", head.group(1), "--tables", str(page.parent / page.stem / "tables"),
-               "--figures-rel", f"{page.stem}/figures", "--experiments", *exps, "--sweeps", *sweeps,
-               "--command", head.group(2), "--commit", head.group(3), "--date", head.group(4), "--md", str(out)]
-        if readings.exists():
-            cmd += ["--readings", str(readings)]
-        sensitivity = [e for e in exps if (page.parent / page.stem / "figures" / f"sensitivity_{e}.png").exists()]
-        if sensitivity:  # experiments whose step sizes were scanned on a grid (the lm tier's)
-            cmd += ["--sensitivity", *sensitivity]
-        sliced = re.search(r"methods=\[([^]]*)\]", head.group(2))  # a page of some methods names its slice
-        if sliced:
-            cmd += ["--methods", *sliced.group(1).split(",")]
-        subprocess.run(cmd, check=True, capture_output=True, text=True)
-        assert out.read_text() == text, f"{page.relative_to(ROOT)} differs from what its rule writes"
+        assert rerender_pages.render(page, tmp_path / page.name) == text, \
+            f"{page.relative_to(ROOT)} differs from what its rule writes: workflows/scripts/rerender_pages.py {page}"
         for fig in re.findall(r"!\[[^]]*\]\(([^)]+)\)", text):
             assert (page.parent / fig).exists(), fig
+
+
+def test_rerender_pages_finds_and_mends_a_hand_edit(tmp_path):
+    """The re-render command names a hand-edited page (--check exits 1), puts the rule's text back, and refuses a
+    page that is not built from tables (exit 2)."""
+    import shutil
+    sys.path.insert(0, str(ROOT / "workflows" / "scripts"))
+    import rerender_pages
+    src = ROOT / "docs" / "results"
+    shutil.copytree(src / "default", tmp_path / "default")
+    for name in ("default.md", "default.readings.md"):
+        if (src / name).exists():
+            shutil.copyfile(src / name, tmp_path / name)
+    page = tmp_path / "default.md"
+    good = page.read_text()
+    assert rerender_pages.main(["--check", str(page)]) == 0
+    page.write_text(good.replace("## digits\n", "## digits\n\nA sentence no rule wrote.\n", 1))
+    assert rerender_pages.main(["--check", str(page)]) == 1
+    assert rerender_pages.main([str(page)]) == 0
+    assert page.read_text() == good
+    (tmp_path / "loose.md").write_text("# a page\n")
+    assert rerender_pages.main([str(tmp_path / "loose.md")]) == 2
 
 
 def test_every_set_up_installs_the_one_offline_package_list():

@@ -8,8 +8,8 @@ placeholders this script fills from the tables).
 Placeholders in the readings: {{experiment|method|column}}, e.g. {{byz-f1|median|final rel_suboptimality mean}};
 a method written `hiso*` is that family's row at the step size its tuning run chose (experiments with lr grids).
 Values are formatted with 3 significant digits ("not reached" for an infinite count) (an unknown cell is an error, so a reading cannot cite a number the tables
-lack).  The same inputs give the same page: tests/test_docs.py re-renders each committed page from its
-committed tables and compares.
+lack).  The same inputs give the same page: rerender_pages.py re-renders each committed page from its committed
+tables (tests/test_docs.py runs its check).
 """
 import argparse
 import re
