@@ -179,3 +179,53 @@ def test_save_carries_a_study_tier_s_finished_jobs_and_a_scan_in_progress(tmp_pa
     assert evaluation.stat().st_mtime > choice.stat().st_mtime
     assert (again / "study/tuning/p/diagonal.csv").read_text() == "lr,final\n0.1,2.0\n"
 
+
+
+def test_verify_runs_agrees_with_a_real_run_and_names_a_changed_cell(tmp_path):
+    """verify_runs.py reruns a run's first rounds from its run.json: a run the code computed agrees (exit 0); a
+    train loss or an initial evaluation that the code does not compute is named (exit 1); no runs: exit 2."""
+    from conftest import make_config, workflow_script
+
+    from hiso.run import run
+    verify = workflow_script("verify_runs")
+    page = tmp_path / "page"
+    for method, curvature in (("decomfl", "identity"), ("hiso", "diagonal")):
+        cfg = make_config(name=f"q-{method}", method=method, curvature={"kind": curvature},
+                          task={"name": "quadratic", "dim": 50}, federation={"rounds": 6, "lr": 0.02})
+        run(cfg, page / "runs" / "q" / method / "seed0")
+    assert verify.main([str(page), "--rounds", "4"]) == 0
+    metrics = page / "runs" / "q" / "hiso" / "seed0" / "metrics.csv"
+    rows = metrics.read_text().splitlines()
+    head, third = rows[0].split(","), rows[3].split(",")
+    col = head.index("train_loss")
+    assert third[0] == "3"
+    third[col] = repr(float(third[col]) * (1 + 2 ** -40))  # a last-bit change in round 3
+    metrics.write_text("\n".join(rows[:3] + [",".join(third)] + rows[4:]) + "\n")
+    assert verify.main([str(page), "--rounds", "2"]) == 0  # the change lies past the rounds rerun
+    assert verify.main([str(page), "--rounds", "4"]) == 1
+    info_path = page / "runs" / "q" / "decomfl" / "seed0" / "run.json"
+    info = json.loads(info_path.read_text())
+    key = next(iter(info["initial_eval"]))
+    computed = info["initial_eval"][key]
+    info["initial_eval"][key] = computed * (1 + 2 ** -40)
+    info_path.write_text(json.dumps(info))
+    assert verify.check(info_path.parent, 1) == [f"{info_path.parent}: initial evaluation {key}: "
+                                                 f"{info['initial_eval'][key]!r} recorded, {computed!r} now"]
+    (changed,) = verify.check(metrics.parent, 4)
+    assert changed.startswith(f"{metrics.parent}: round 3 train_loss: {third[col]} recorded, ")
+    assert verify.main([str(tmp_path / "empty")]) == 2
+
+
+def test_verify_runs_refuses_a_config_whose_hash_moved(tmp_path):
+    from conftest import make_config, workflow_script
+
+    from hiso.run import run
+    verify = workflow_script("verify_runs")
+    cfg = make_config(name="q", method="decomfl", task={"name": "quadratic", "dim": 20}, federation={"rounds": 2})
+    folder = tmp_path / "runs" / "q" / "decomfl" / "seed0"
+    run(cfg, folder)
+    info = json.loads((folder / "run.json").read_text())
+    info["config_hash"] = "0" * 16
+    (folder / "run.json").write_text(json.dumps(info))
+    diffs = verify.check(folder, 1)
+    assert len(diffs) == 1 and "hashes to" in diffs[0] and "0" * 16 in diffs[0]

@@ -7,6 +7,7 @@ that the workflow rebuilds the page's tables, figures and text from them without
     python workflows/scripts/page_runs.py replay --page docs/results/lm --to /tmp/lm
     .venv/bin/snakemake --cores all --configfile workflows/config/lm.yaml --config results=/tmp/lm -- /tmp/lm/pages/lm.md
     python workflows/scripts/compare_tables.py docs/results/lm/tables /tmp/lm/pages/lm/tables
+    python workflows/scripts/verify_runs.py docs/results/lm     # today's code still computes the page's runs
 
 A tier that runs for days on a few cores is carried across machines the same way, before its page exists: `save`
 copies every run the results folder has finished so far (its run.json says complete or diverged) and every tuning
