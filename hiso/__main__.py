@@ -130,15 +130,16 @@ def _main(argv: list[str]) -> int:
         except ValueError as e:
             print(f"progress: {e}", file=sys.stderr)
             return 2
-        plan = None
+        plan = study_plan = None
         if args.tier:
-            from .progress import planned
+            from .progress import planned, study_planned
             try:
                 plan = planned(args.tier, args.methods)
+                study_plan = study_planned(args.tier)
             except (OSError, ValueError) as e:  # a tier file that is missing or does not plan
                 print(f"progress: --tier {' '.join(args.tier)}: {e}", file=sys.stderr)
                 return 2
-        print(report(Path(args.results), args.metric, args.only, plan))
+        print(report(Path(args.results), args.metric, args.only, plan, study_plan))
         return 0
     if args.cmd == "choose-lr":
         from .scan import choose_lr

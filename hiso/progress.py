@@ -17,7 +17,9 @@ also lists the runs the tier plans (hiso/plan.py, the files merged in order as S
 as --config 'methods=[...]' slices) that have no folder yet, as "not started", and estimates the CPU time left:
 a run in progress at its own CPU time per round so far, a run not started at the median CPU time of its
 experiment's complete runs of the same kind (reported run or rounding twin, or tuning run).  A full-grid scan's
-points (`scan_seeds`) are planned at its grid; points it adds past an edge appear once they start.
+points (`scan_seeds`) are planned at its grid; points it adds past an edge appear once they start.  For a study
+tier (`study:`, the curvature tier) it counts the evaluations and tuning scans still to run and their hours
+(study_left).
 """
 from __future__ import annotations
 
@@ -100,15 +102,21 @@ def rows(results: Path, metric: str, only: str | None = None) -> list[dict]:
     return out
 
 
-def planned(tiers: list[str | Path], methods: list[str] | None = None) -> set[str]:
-    """<exp>/<method>/seed<k> of every run a workflow tier plans: reported runs, rounding twins, tuning runs and the
-    grid points of full-grid scans on their seeds (a scan that stops past its best plans no fixed points)."""
+def tier_config(tiers: list[str | Path]) -> dict:
+    """The tier's config files merged in order, as Snakemake merges its --configfile list."""
     from .checks import load_yaml
     from .config import _merge
-    from .plan import experiments, runs_of
     config: dict = {}
     for tier in tiers:
         config = _merge(config, load_yaml(Path(tier).read_text(), str(tier)) or {})
+    return config
+
+
+def planned(tiers: list[str | Path], methods: list[str] | None = None) -> set[str]:
+    """<exp>/<method>/seed<k> of every run a workflow tier plans: reported runs, rounding twins, tuning runs and the
+    grid points of full-grid scans on their seeds (a scan that stops past its best plans no fixed points)."""
+    from .plan import experiments, runs_of
+    config = tier_config(tiers)
     if methods:
         config["methods"] = list(methods)
     out = set()
@@ -117,6 +125,17 @@ def planned(tiers: list[str | Path], methods: list[str] | None = None) -> set[st
         for method, grid in (spec.get("scans") or {}).items() if spec.get("scan_seeds") else ():
             out |= {f"{exp}/{method}@{lr:g}/seed{s}" for lr in grid for s in spec["scan_seeds"]}
     return out
+
+
+def study_planned(tiers: list[str | Path]) -> tuple[list[str], list[str]] | None:
+    """A study tier's evaluation jobs (<problem>/<method>/<protocol>-seed<k>) and tuning scans (<problem>/<method>),
+    as workflows/rules/study.smk plans them (bench.curvature_study), or None for a tier without `study:`."""
+    config = tier_config(tiers)
+    if not config.get("study"):
+        return None
+    from bench.curvature_study import jobs, problems
+    evals = [f"{p}/{m}/{proto}-seed{s}" for p, m, proto, s in jobs(config)]
+    return evals, [f"{p}/{m}" for p, spec in problems(config).items() for m in spec["methods"]]
 
 
 def _kind(run: str) -> tuple[str, str]:
@@ -144,6 +163,73 @@ def left(table: list[dict], every: list[dict]) -> tuple[float, int]:
     return minutes / 60, unknown
 
 
+def _points(partial: Path) -> list[dict]:
+    """A scan in progress's measured points, as their rows (each with its seconds; the first line is the job's
+    header, bench.curvature_study.Points)."""
+    out = []
+    for line in partial.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        row = row.get("row", row) if isinstance(row, dict) else None  # a point: {"lr", "cap", "row": {...}}
+        if isinstance(row, dict) and "seconds" in row:
+            out.append(row)
+    return out
+
+
+def study_left(results: Path, evals: list[str], scans: list[str]) -> str:
+    """The study jobs a tier plans that have not finished, and the hours they still need: an evaluation
+    (<problem>/<method>/<protocol>-seed<k>) at the median of its problem and method's finished evaluations (else its
+    problem's), a tuning scan (<problem>/<method>) at its problem's median points per finished scan, less the points
+    it has measured (at least one left), each at the median seconds of its problem's points.  Hours are the jobs'
+    own (the seconds their rows record, one thread each)."""
+    root = results / STUDY
+    done_eval = {str(p.relative_to(root / "eval").with_suffix("")): float(pd.read_csv(p)["seconds"].sum())
+                 for p in (root / "eval").rglob("*.csv")}
+    scan_rows = {str(c.relative_to(root / "tuning").with_suffix("")): pd.read_csv(c)["seconds"]
+                 for c in (root / "tuning").rglob("*.csv") if c.with_suffix(".json").is_file()}
+    def median(done: dict[str, float], *prefixes: str) -> float | None:
+        for prefix in prefixes:
+            same = [v for k, v in done.items() if k.startswith(prefix + "/")]
+            if same:
+                return float(pd.Series(same).median())
+        return None
+
+    per: dict[str, list] = {}  # problem -> [evaluations left, scans left, seconds, jobs with nothing to go by]
+    todo_eval = [e for e in evals if e not in done_eval]
+    for job in todo_eval:
+        problem, method, _ = job.split("/")
+        row = per.setdefault(problem, [0, 0, 0.0, 0])
+        est = median(done_eval, f"{problem}/{method}", problem)
+        row[0] += 1
+        row[2] += est or 0.0
+        row[3] += est is None
+    todo_scan = [j for j in scans if j not in scan_rows]
+    for job in todo_scan:
+        problem = job.split("/")[0]
+        row = per.setdefault(problem, [0, 0, 0.0, 0])
+        same = [v for k, v in scan_rows.items() if k.startswith(problem + "/")]
+        partial = root / "tuning" / f"{job}.csv{PARTIAL}"
+        measured = _points(partial) if partial.is_file() else []
+        row[1] += 1
+        if same:  # its problem's median points per scan, each at its problem's median point
+            points = float(pd.Series([len(v) for v in same]).median())
+            row[2] += max(points - len(measured), 1.0) * float(pd.concat(same).median())
+        else:
+            row[3] += 1
+    lines = [f"  {p}: {e} evaluation{'s' * (e != 1)} and {n} scan{'s' * (n != 1)} left, about {sec / 3600:.2f} h"
+             + (f" ({u} with nothing finished of their kind to go by)" if u else "")
+             for p, (e, n, sec, u) in sorted(per.items())]
+    total, unknown = sum(r[2] for r in per.values()), sum(r[3] for r in per.values())
+    return "\n".join([f"study left: {len(todo_eval)} of {len(evals)} evaluations and {len(todo_scan)} of {len(scans)} "
+                       f"tuning scans, about {total / 3600:.1f} hours of job time (an evaluation at the median of its "
+                       "problem and method's finished ones, else its problem's; a scan's points left at its problem's "
+                       "median point; quick jobs tend to finish first, so this is low while slow kinds have "
+                       "few finished)" + (f"; {unknown} job{'s' * (unknown != 1)} with nothing to go by"
+                                          if unknown else ""), *lines])
+
+
 def study(results: Path) -> str | None:
     """A study tier's jobs so far (workflows/rules/study.smk; bench.curvature_study), or None without study/."""
     root = results / STUDY
@@ -159,9 +245,10 @@ def study(results: Path) -> str | None:
                       f"evaluations finished; {hours:.2f} hours of wall time in their runs"])
 
 
-def report(results: Path, metric: str, only: str | None = None, plan: set[str] | None = None) -> str:
+def report(results: Path, metric: str, only: str | None = None, plan: set[str] | None = None,
+           study_plan: tuple[list[str], list[str]] | None = None) -> str:
     """The progress report; `plan`: the runs the tier plans (planned), listed as not started where they have no
-    folder, with the CPU time left."""
+    folder, with the CPU time left; `study_plan`: a study tier's evaluations and tuning scans (study_left)."""
     # with a plan, every run folder is read: the estimate goes by the complete runs, shown or not
     every = rows(results, metric, None if plan is not None else only)
     if plan is not None:
@@ -169,6 +256,8 @@ def report(results: Path, metric: str, only: str | None = None, plan: set[str] |
         every.sort(key=lambda r: r["run"])
     table = [r for r in every if not only or fnmatch.fnmatchcase(r["run"], only)]
     jobs = study(results)
+    if jobs and study_plan is not None:
+        jobs += "\n" + study_left(results, *study_plan)
     if not table:
         return jobs or (f"{results}: no run folders under runs/" + (f" matching {only!r}" if only else ""))
     width = max(len(r["run"]) for r in table)

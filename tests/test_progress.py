@@ -2,12 +2,15 @@
 (a finished run, one stopped midway, one diverged) without touching them."""
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from hiso.progress import report, rows
 from hiso.run import RunFailed, run
+
+ROOT = Path(__file__).resolve().parents[1]
 
 QUAD = {"name": "quadratic", "dim": 50}
 
@@ -110,3 +113,39 @@ def test_progress_lists_a_tiers_planned_runs_that_have_not_started_and_estimates
     cli = subprocess.run([sys.executable, "-m", "hiso", "progress", str(tmp_path / "results"), "--tier",
                           str(tmp_path / "missing.yaml")], capture_output=True, text=True)
     assert cli.returncode == 2 and "missing.yaml" in cli.stderr, cli.stderr
+
+
+def test_progress_estimates_a_study_tiers_jobs_left(tmp_path):
+    """With the tier's plan, the study jobs not finished are counted per problem and timed: an evaluation at its
+    problem and method's median (else its problem's), a scan's points left at its problem's median point; a
+    problem with nothing finished is named as such.  The CLI plans them from the tier's files."""
+    import json
+
+    from hiso.progress import report, study_planned
+    study = tmp_path / "study"
+    for name, sec in (("identity/tuned-seed0", 100.0), ("identity/tuned-seed1", 300.0)):
+        (study / "eval" / "p" / name).parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({"seed": [0], "seconds": [sec]}).to_csv(study / "eval" / "p" / f"{name}.csv", index=False)
+    (study / "tuning" / "p").mkdir(parents=True)
+    pd.DataFrame({"lr": [1, 2, 3, 4], "seconds": [10.0] * 4}).to_csv(study / "tuning" / "p" / "identity.csv", index=False)
+    (study / "tuning" / "p" / "identity.json").write_text('{"lr": 2}')
+    (study / "tuning" / "p" / "diagonal.csv.partial.jsonl").write_text(
+        '{"problem": {}}\n' + json.dumps({"lr": 1, "cap": None, "row": {"lr": 1, "seconds": 10.0}}) + "\n")
+    evals = ["p/identity/tuned-seed0", "p/identity/tuned-seed1", "p/identity/tuned-seed2", "p/diagonal/tuned-seed0",
+             "q/identity/tuned-seed0"]
+    text = report(tmp_path, "test_loss", study_plan=(evals, ["p/identity", "p/diagonal", "q/identity"]))
+    # p: two evaluations at 200 s (identity's median; diagonal has none, so p's), a scan of 4 - 1 points at 10 s
+    assert "study left: 3 of 5 evaluations and 2 of 3 tuning scans, about 0.1 hours" in text
+    assert "; 2 jobs with nothing to go by" in text
+    assert f"  p: 2 evaluations and 1 scan left, about {(400 + 30) / 3600:.2f} h\n" in text
+    assert "  q: 1 evaluation and 1 scan left, about 0.00 h (2 with nothing finished of their kind to go by)" in text
+    tier = ["workflows/config/curvature.yaml", "workflows/config/overlays/curvature-twins.yaml"]
+    planned_evals, planned_scans = study_planned([ROOT / t for t in tier])
+    assert len(planned_evals) == len(set(planned_evals)) and "digits/identity/rounding-seed0" in planned_evals
+    assert "digits/identity" in planned_scans and "smollm2-lora-rt/diagonal" in planned_scans
+    assert "digits/identity/tuned-seed9" in planned_evals and "lognormal-d10000/identity/tuned-seed9" not in planned_evals
+    cli = subprocess.run([sys.executable, "-m", "hiso", "progress", str(tmp_path), "--tier", *tier], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert cli.returncode == 0, cli.stderr
+    assert f"study left: {len(planned_evals)} of {len(planned_evals)} evaluations" in cli.stdout
+    assert study_planned([ROOT / "workflows/config/default.yaml"]) is None
