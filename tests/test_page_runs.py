@@ -229,3 +229,41 @@ def test_verify_runs_refuses_a_config_whose_hash_moved(tmp_path):
     (folder / "run.json").write_text(json.dumps(info))
     diffs = verify.check(folder, 1)
     assert len(diffs) == 1 and "hashes to" in diffs[0] and "0" * 16 in diffs[0]
+
+
+def test_verify_runs_reruns_a_saved_study_evaluation_and_names_a_changed_cell(tmp_path):
+    """A saved study (<folder>/study): the quickest evaluation of each problem and method is rerun as the workflow's
+    study_eval job runs it, at the saved choice; it agrees (0), a changed cell is named (1), no --tier is refused
+    (2)."""
+    import yaml
+    from conftest import workflow_script
+    verify = workflow_script("verify_runs")
+    tier = {"seeds": [0], "study": {
+        "reference": "identity",
+        "methods": {"identity": {"label": "identity (DeComFL)", "sets": {"curvature.kind": "identity"}},
+                    "diagonal": {"label": "diagonal (HiSo)", "sets": {"curvature.kind": "diagonal"}}},
+        "problems": {"q": {"label": "q d=20", "task": {"name": "quadratic", "dim": 20}, "rounds": 40, "target": 0.1,
+                           "metric": "rel_suboptimality", "eval_every": 10, "grid": [0.01, 0.1],
+                           "methods": ["identity", "diagonal"], "equal_lr": ["diagonal"]}}}}
+    (tmp_path / "tier.yaml").write_text(yaml.safe_dump(tier))
+    saved = tmp_path / "saved"
+    for method in ("identity", "diagonal"):
+        (saved / "study" / "tuning" / "q").mkdir(parents=True, exist_ok=True)
+        (saved / "study" / "tuning" / "q" / f"{method}.json").write_text(json.dumps({"lr": 0.05}))
+    jobs = [("identity", "tuned"), ("diagonal", "equal-lr")]
+    for method, protocol in jobs:
+        p = subprocess.run([sys.executable, "-m", "bench.curvature_study", "eval", "--problem",
+                            json.dumps({**tier["study"]["problems"]["q"], "name": "q"}), "--method",
+                            json.dumps({"name": method, **tier["study"]["methods"][method]}), "--protocol", protocol,
+                            "--seed", "0", "--lr-from", str(saved / "study" / "tuning" / "q" / f"{method}.json"),
+                            "--csv", str(saved / "study" / "eval" / "q" / method / f"{protocol}-seed0.csv")],
+                           cwd=ROOT, capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr[-2000:]
+    assert verify.main([str(saved), "--tier", str(tmp_path / "tier.yaml")]) == 0
+    assert verify.main([str(saved)]) == 2
+    # the equal-lr job reads the reference's choice: a changed choice of DeComFL's changes its rerun
+    (saved / "study" / "tuning" / "q" / "identity.json").write_text(json.dumps({"lr": 0.04}))
+    job = saved / "study" / "eval" / "q" / "diagonal" / "equal-lr-seed0.csv"
+    diffs = verify.check_study(job, saved, tier)
+    assert f"{job}: lr: 0.05 saved, 0.04 now" in diffs
+    assert verify.main([str(saved), "--tier", str(tmp_path / "tier.yaml")]) == 1

@@ -16,6 +16,13 @@ as their CSV text, measured times aside.  Evaluations are not compared: the shor
     .venv/bin/python workflows/scripts/verify_runs.py docs/results/lm                  # a page's runs
     .venv/bin/python workflows/scripts/verify_runs.py docs/results/lm/saved --all --rounds 2
 
+A saved study (the curvature tier: <folder>/study, whose jobs write CSV rows, not run folders) is checked by
+rerunning, for every problem and method, its quickest finished evaluation (at most --max-seconds) exactly as the
+workflow's study_eval job runs it, at the saved step-size choice, and comparing every column but `seconds`:
+
+    .venv/bin/python workflows/scripts/verify_runs.py docs/results/curvature/saved \
+        --tier workflows/config/curvature.yaml workflows/config/overlays/curvature-twins.yaml
+
 Exit 0: every checked run agrees; 1: a run differs (each difference named: run, round, column, committed, now); 2:
 the folder holds no runs.  A run that claims no bit-identity across CPUs (run.json numerics) is checked the same way
 and marked, since a difference there may be the CPU's.  The CPU numerics are pinned by importing hiso before NumPy
@@ -83,12 +90,74 @@ def check(run: Path, rounds: int) -> list[str]:
     return out
 
 
+def study_jobs(folder: Path, max_seconds: float) -> list[Path]:
+    """One finished evaluation per problem and method of a saved study (<folder>/study/eval/<p>/<m>/*.csv): the
+    quickest whose run took at most max_seconds (a problem's slow methods are left out, and say so)."""
+    import pandas as pd
+    picked = []
+    for method in sorted(p for p in (folder / "study" / "eval").glob("*/*") if p.is_dir()):
+        timed = sorted((float(pd.read_csv(f)["seconds"].sum()), f) for f in method.glob("*.csv"))
+        if timed and timed[0][0] <= max_seconds:
+            picked.append(timed[0][1])
+    return picked
+
+
+def check_study(job: Path, folder: Path, tier: dict) -> list[str]:
+    """Rerun one study evaluation (bench.curvature_study eval, as workflows/rules/study.smk calls it, at the step
+    size of the saved choice) and compare its CSV with the saved one, as text, its seconds aside."""
+    import pandas as pd
+
+    from bench.curvature_study import cmd_eval, problems
+    problem, method = job.parent.parent.name, job.parent.name
+    protocol, seed = job.stem.rsplit("-seed", 1)
+    choice = tier["study"]["reference"] if protocol == "equal-lr" else method
+    args = argparse.Namespace(problem=json.dumps(problems(tier)[problem]),
+                              method=json.dumps({"name": method, **tier["study"]["methods"][method]}),
+                              protocol=protocol, seed=int(seed),
+                              lr_from=str(folder / "study" / "tuning" / problem / f"{choice}.json"))
+    with tempfile.TemporaryDirectory() as tmp:
+        args.csv = str(Path(tmp) / "eval.csv")
+        cmd_eval(args)
+        new = pd.read_csv(args.csv, dtype=str, keep_default_na=False)
+    old = pd.read_csv(job, dtype=str, keep_default_na=False)
+    cols = [c for c in old.columns if c != "seconds"]
+    out = [f"{job}: column {c} is not written now" for c in cols if c not in new.columns]
+    return out + [f"{job}: {c}: {old[c][0]} saved, {new[c][0]} now" for c in cols
+                  if c in new.columns and old[c][0] != new[c][0]]
+
+
+def verify_study(folder: Path, tiers: list[str], max_seconds: float) -> int:
+    from hiso.progress import tier_config
+    tier = tier_config(tiers)
+    jobs = study_jobs(folder, max_seconds)
+    bad = 0
+    for job in jobs:
+        diffs = check_study(job, folder, tier)
+        print(f"{'agrees' if not diffs else 'DIFFERS'}: {job.relative_to(folder)}")
+        for d in diffs:
+            print(f"  {d}")
+        bad += bool(diffs)
+    every = sum(1 for p in (folder / "study" / "eval").glob("*/*") if p.is_dir())
+    print(f"{len(jobs)} of {every} problem x method evaluations rerun (the quickest of each, at most {max_seconds:g} s; "
+          f"{every - len(jobs)} had none so quick): {len(jobs) - bad} agree, {bad} differ")
+    return 1 if bad else 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("folder", type=Path, help="a page's folder (docs/results/<page>) or a saved folder")
     ap.add_argument("--rounds", type=int, default=3, help="rounds rerun per run (default 3)")
     ap.add_argument("--all", action="store_true", help="every run, not one per code version and method")
+    ap.add_argument("--tier", nargs="+", default=None, metavar="YAML", help="a saved study (<folder>/study): the "
+                    "tier's config files, as given to snakemake --configfile")
+    ap.add_argument("--max-seconds", type=float, default=60.0, help="a study: rerun the quickest evaluation of each "
+                    "problem and method, if it took at most this long (default 60)")
     a = ap.parse_args(argv)
+    if (a.folder / "study").is_dir():
+        if not a.tier:
+            print(f"verify_runs: {a.folder} holds a study: give its tier's config files with --tier", file=sys.stderr)
+            return 2
+        return verify_study(a.folder, a.tier, a.max_seconds)
     if a.rounds < 1:
         print(f"verify_runs: --rounds {a.rounds}: at least 1 round", file=sys.stderr)
         return 2
