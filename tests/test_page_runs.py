@@ -267,3 +267,22 @@ def test_verify_runs_reruns_a_saved_study_evaluation_and_names_a_changed_cell(tm
     diffs = verify.check_study(job, saved, tier)
     assert f"{job}: lr: 0.05 saved, 0.04 now" in diffs
     assert verify.main([str(saved), "--tier", str(tmp_path / "tier.yaml")]) == 1
+
+
+def test_verify_runs_accepts_a_run_that_diverges_where_it_did_and_names_one_that_did_not(tmp_path):
+    from conftest import make_config, workflow_script
+
+    from hiso.run import RunFailed, run
+    verify = workflow_script("verify_runs")
+    folder = tmp_path / "runs" / "q" / "decomfl@50" / "seed0"
+    cfg = make_config(name="q", method="decomfl", task={"name": "quadratic", "dim": 20},
+                      federation={"rounds": 20, "lr": 50.0})
+    with pytest.raises(RunFailed):
+        run(cfg, folder)
+    assert json.loads((folder / "run.json").read_text())["status"] == "diverged"
+    assert verify.check(folder, 5) == [] and verify.check(folder, 2) == []
+    info = json.loads((folder / "run.json").read_text())
+    info["status"] = "complete"  # a page that holds it as complete: the code diverges instead
+    (folder / "run.json").write_text(json.dumps(info))
+    (diff,) = verify.check(folder, 5)
+    assert "diverged now within" in diff and "complete recorded" in diff
