@@ -1,6 +1,7 @@
 """Learned vs true curvature over rounds: Spearman correlation between each estimator's learned
 diagonal and the true Hessian diagonal, every 10 evaluations of the curvature study's tuned evaluation runs
-(one line per seed, until the run reached its target), one panel per quadratic.  The study's report rule
+(a thin line per seed, until the run reached its target, and the median over the seeds at the rounds where at
+least half of them still run), one panel per quadratic.  The study's report rule
 (workflows/rules/study.smk) draws it:
 
     python -m figures.curvature_agreement --eval <results>/pages/curvature/eval.csv --methods LABEL ... --png ... --pdf ...
@@ -37,16 +38,22 @@ fig, axes = plt.subplots(1, len(problems), figsize=(3.6 * len(problems), 3.0), s
 for ax, prob in zip(axes[0], problems):
     sub = tr[tr.problem == prob]
     for k, m in enumerate(a.methods):
-        for j, (_seed, g) in enumerate(sub[sub.method == m].groupby("seed")):
-            ax.plot(g["round"], g["spearman"], color=f"C{k}", alpha=0.8, lw=1.2, marker=".",
-                    label=m if j == 0 else None)
+        runs = sub[sub.method == m]
+        for _seed, g in runs.groupby("seed"):  # each seed thin, until its run reached the target
+            ax.plot(g["round"], g["spearman"], color=f"C{k}", alpha=0.3, lw=0.7)
+        by_round = runs.groupby("round")["spearman"]
+        half = max(1, (runs.seed.nunique() + 1) // 2)
+        med = by_round.median()[by_round.count() >= half]  # rounds where at least half the seeds still run
+        if len(med):
+            ax.plot(med.index, med.values, color=f"C{k}", lw=1.8, marker=".", label=m)
     ax.axhline(0.0, color="k", lw=0.6)
     mark(ax, "spearman")
     if sub["round"].nunique() == 1:  # every run reached its target before its second trace point
         ax.text(0.5, 0.06, f"runs reached the target by round {int(sub['round'].max())}:\none trace point each",
                 transform=ax.transAxes, ha="center", fontsize=7)
         ax.set_xlim(0, 2 * max(1, int(sub["round"].max())))
-    ax.set_title(prob, fontsize=9)
+    seeds = sorted({g.seed.nunique() for _m, g in sub.groupby("method")})  # the seeds each method drew here
+    ax.set_title(f"{prob} (n={seeds[0]}{'' if len(seeds) == 1 else f'-{seeds[-1]}'} seeds)", fontsize=9)
     ax.set_xlabel("round")
     ax.xaxis.set_major_locator(mticker.MaxNLocator(4))
 axes[0][0].set_ylabel("Spearman(learned H, true diag)")
@@ -56,6 +63,7 @@ for ax in axes[0]:
     for h, lab in zip(*ax.get_legend_handles_labels()):
         handles.setdefault(lab, h)
 axes[0][-1].legend(handles.values(), handles.keys(), fontsize=7)
-fig.suptitle("learned curvature vs the true Hessian diagonal (tuned runs, one line per seed)", fontsize=9)
+fig.suptitle("learned curvature vs the true Hessian diagonal (tuned runs: thin, each seed; bold, their median)",
+             fontsize=9)
 fig.tight_layout(rect=(0, 0, 1, 0.92))  # the suptitle above the panel titles
 save(fig, a.png, a.pdf)

@@ -281,3 +281,34 @@ def test_sensitivity_figure_breaks_a_line_at_a_diverged_point_and_shows_each_met
     crosses = [line for line in panel["lines"] if line["y"] and all(y == top for y in line["y"])]
     assert len(crosses) == 2 and len({round(line["x"][0], 6) for line in crosses}) == 2
     assert {line["color"] for line in crosses} == {line["color"] for line in means}
+
+
+def test_agreement_figure_draws_each_seed_thin_and_the_median_where_half_the_seeds_still_run(tmp_path):
+    """figures/curvature_agreement.py on a study eval.csv written here: 4 seeds of one estimator, two of which reach
+    the target after 2 trace points; the median is drawn where at least 2 seeds run, the legend names each method
+    once, and the panel title counts the seeds."""
+    rows = []
+    for seed in range(4):
+        points = 2 if seed < 2 else 4
+        trace = [{"round": 10 * (k + 1), "spearman": 0.1 * seed + 0.01 * k} for k in range(points)]
+        rows.append({"problem": "lognormal d=100 ", "method": "diagonal (HiSo)", "protocol": "tuned", "seed": seed,
+                     "trace": json.dumps(trace)})
+    rows.append({"problem": "lognormal d=100 ", "method": "stein", "protocol": "tuned", "seed": 0,
+                 "trace": json.dumps([{"round": 10, "spearman": 0.5}, {"round": 20, "spearman": 0.6}])})
+    rows.append({"problem": "lognormal d=100 ", "method": "stein", "protocol": "rounding twin", "seed": 0,
+                 "trace": json.dumps([{"round": 10, "spearman": -0.5}])})  # not a tuned run: not drawn
+    ev = tmp_path / "eval.csv"
+    pd.DataFrame(rows).to_csv(ev, index=False)
+    png = tmp_path / "a.png"
+    subprocess.run([sys.executable, "-m", "figures.curvature_agreement", "--eval", str(ev), "--methods",
+                    "diagonal (HiSo)", "stein", "--png", str(png), "--pdf", str(tmp_path / "a.pdf")],
+                   cwd=ROOT, check=True, capture_output=True)
+    data = json.loads(png.with_suffix(".data.json").read_text())
+    assert check_figure_data(data) == []
+    (panel,) = data["panels"]
+    assert panel["title"] == "lognormal d=100 (n=1-4 seeds)"
+    assert panel["legend"] == ["diagonal (HiSo)", "stein"]
+    (median,) = [ln for ln in panel["lines"] if ln["label"] == "diagonal (HiSo)"]
+    assert median["x"] == [10.0, 20.0, 30.0, 40.0]  # 4, 4, 2 and 2 seeds still run: at least half
+    assert median["y"][:2] == pytest.approx([0.15, 0.16]) and median["y"][2:] == pytest.approx([0.27, 0.28])
+    assert sum(ln["label"].startswith("_") for ln in panel["lines"]) == 4 + 1 + 1  # seeds thin, and the zero line
