@@ -67,14 +67,33 @@ def _censored(a: pd.Series, ref: pd.Series) -> str:
     return f"censored: of {len(a)} seed pairs, " + ", ".join(f"{n} {what}" for n, what in parts if n)
 
 
-def paired_rounds(ev: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
+def _bound_claim(verdict: str, a: pd.Series, ref: pd.Series, budget: float) -> str:
+    """The claim of seed pairs censored in one direction, each missing run counted at the round budget (a lower
+    bound on its rounds): only the direction the bound makes conservative is claimed (a method faster although
+    DeComFL's misses count at the budget; slower although its own do)."""
+    miss_a, miss_ref = np.isinf(a.to_numpy()), np.isinf(ref.to_numpy())
+    neither = int((miss_a & miss_ref).sum())
+    left_out = f"; {neither} pair{'s' * (neither != 1)} where neither reached the target left out" if neither else ""
+    who, n, allowed = (("DeComFL's", int((~miss_a & miss_ref).sum()), "better") if (miss_ref & ~miss_a).any()
+                       else ("this method's", int((miss_a & ~miss_ref).sum()), "worse"))
+    bound = f"{n} of {who} runs that never reached the target counted at the {budget:,.0f}-round budget"
+    if verdict.split(" ")[0] == allowed:
+        return f"{verdict} (a bound: {bound}{left_out})"
+    return f"{_censored(a, ref)}: with {bound}, the bound does not decide{left_out}"
+
+
+def paired_rounds(ev: pd.DataFrame, reference: str = REFERENCE, budgets: dict | None = None) -> pd.DataFrame:
     """Each tuned method's rounds to target against the reference's (DeComFL) over the seeds both ran, on a log
     scale (rounds spread over decades): the geometric-mean ratio with its 95 % t interval, the seed spread (the
     larger std over seeds of log10 rounds of the two), the rounding spread (the larger of the two; from the
-    "rounding twin" rows, NaN where none ran) and the claim hiso.noise.verdict allows.  A pair where either run
-    never reached the target is censored: the ratio is then over the other pairs and the claim says
-    "censored", as a bound cannot decide it."""
+    "rounding twin" rows, NaN where none ran) and the claim hiso.noise.verdict allows.
+    A pair where a run never reached the target is censored.  Given the problem's round budget (`budgets`: label
+    -> rounds) and censoring in one direction only, each missing run counts at the budget (its rounds are at least
+    that), pairs where neither run reached it are left out, and the ratio is a bound (`at_budget` counts the runs
+    counted so): its claim is made only in the direction the bound makes conservative.  Otherwise the ratio is
+    over the pairs both reached and the claim says "censored", as a bound cannot decide it."""
     tuned, twins = ev[ev.protocol == "tuned"], ev[ev.protocol == "rounding twin"]
+    budgets = budgets or {}
     rows = []
     for problem, sub in tuned.groupby("problem", sort=False):
         logs = {m: _log_rounds(g) for m, g in sub.groupby("method", sort=False)}
@@ -83,26 +102,39 @@ def paired_rounds(ev: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
         tw = {m: _log_rounds(g) for m, g in twins[twins.problem == problem].groupby("method")}
         spread = {m: _rounding_spread(logs[m], tw[m]) if m in tw else (math.nan, 0) for m in logs}
         ref = logs[reference]
+        budget = budgets.get(str(problem).strip())
         for method, a in logs.items():
             common = a.index.intersection(ref.index)
-            both = [s for s in common if math.isfinite(a[s]) and math.isfinite(ref[s])]
-            per_seed = pd.DataFrame([{"method": m, "seed": s, "final": x[s]} for m, x in ((method, a), ("ref", ref))
-                                     for s in both])
-            d = noise.paired(per_seed, method, "ref") if both else {"n": 0, "mean": math.nan, "lo": math.nan,
-                                                                     "hi": math.nan}
+            miss_a, miss_ref = np.isinf(a[common]), np.isinf(ref[common])
+            one_way = not ((miss_a & ~miss_ref).any() and (miss_ref & ~miss_a).any())
+            bounded = budget is not None and one_way and (miss_a ^ miss_ref).any()
+            if bounded:  # a missing run at the budget: log10 of a lower bound on its rounds
+                use = [s for s in common if not (miss_a[s] and miss_ref[s])]
+                at_b, ref_b = a.clip(upper=math.log10(budget)), ref.clip(upper=math.log10(budget))
+            else:
+                use = [s for s in common if not (miss_a[s] or miss_ref[s])]
+                at_b, ref_b = a, ref
+            per_seed = pd.DataFrame([{"method": m, "seed": s, "final": x[s]} for m, x in ((method, at_b), ("ref", ref_b))
+                                     for s in use])
+            d = noise.paired(per_seed, method, "ref") if use else {"n": 0, "mean": math.nan, "lo": math.nan,
+                                                                    "hi": math.nan}
             stds = [x[np.isfinite(x)].std(ddof=1) for x in (a, ref) if np.isfinite(x).sum() > 1]
             seed_spread = float(max(stds)) if stds else math.nan
             rs = [spread[m][0] for m in (method, reference) if not math.isnan(spread[m][0])]
             round_spread = max(rs) if rs else math.nan
-            censored = len(common) - len(both)
+            censored = int((miss_a | miss_ref).sum())
+            verdict = noise.verdict(d, 0.0 if math.isnan(seed_spread) else seed_spread, round_spread, False)
+            verdict = verdict.replace("interval contains 0", "interval of the ratio contains 1")
             if method == reference:
                 claim = "reference"
+            elif bounded:
+                claim = _bound_claim(verdict, a[common], ref[common], budget)
             elif censored:
                 claim = _censored(a[common], ref[common])
             else:
-                claim = noise.verdict(d, 0.0 if math.isnan(seed_spread) else seed_spread, round_spread, False)
-                claim = claim.replace("interval contains 0", "interval of the ratio contains 1")
+                claim = verdict
             rows.append({"problem": problem, "method": method, "pairs": d["n"], "censored": censored,
+                         "at_budget": int((miss_a ^ miss_ref).sum()) if bounded else 0,
                          "rounds_ratio": 10 ** d["mean"], "ratio_ci_low": 10 ** d["lo"],
                          "ratio_ci_high": 10 ** d["hi"], "seed_spread_log10": seed_spread,
                          "rounding_spread_log10": round_spread, "rounding_pairs": spread[method][1], "claim": claim})
@@ -140,7 +172,7 @@ def summary_tables(ev: pd.DataFrame, tuning_rows: pd.DataFrame | None = None, bu
                     tuning_rows[["problem", "method", "lr", "rounds", "final"]], on=["problem", "method", "lr"],
                     how="left")
                 tables["tuning instance"] = with_oracle_shares(rows, budgets, **kw)
-            tables["paired"] = paired_rounds(ev, kw.get("reference", REFERENCE))
+            tables["paired"] = paired_rounds(ev, kw.get("reference", REFERENCE), budgets)
         tables[protocol] = t
     return tables
 
@@ -148,7 +180,9 @@ def summary_tables(ev: pd.DataFrame, tuning_rows: pd.DataFrame | None = None, bu
 TITLES = {"tuned": "tuned: median over seeds (rounds, forward passes, bytes to target)",
           "paired": "paired against DeComFL: rounds to target over the seeds both ran (ratio = geometric mean of "
                     "rounds / DeComFL's, 95 % t interval; spreads in log10 rounds; a claim only where the interval "
-                    "excludes 1 and the difference exceeds both spreads)",
+                    "excludes 1 and the difference exceeds both spreads; where only one side of some pairs never "
+                    "reached the target, those runs count at the round budget (at_budget), the ratio is a bound and "
+                    "only the claim it makes conservative is made)",
           "tuning instance": "tuning instance (the tuning seed) at each method's chosen lr",
           "equal lr": "equal lr: median over seeds (rounds, forward passes, bytes to target)"}
 

@@ -172,6 +172,37 @@ def test_curvature_study_pairs_rounds_with_both_spreads_and_censoring(cr):
     assert claim.startswith("not distinguishable: |difference|") and "rounding spread" in claim
 
 
+def test_curvature_study_counts_one_sided_misses_at_the_budget_and_claims_only_the_conservative_way(cr):
+    """With the round budget, pairs censored one way count the missing run at the budget (a lower bound on its
+    rounds): a method faster than DeComFL although DeComFL's misses count at the budget is "better"; a method that
+    misses is "worse" only as a bound allows; pairs where neither reached are left out; misses both ways decide
+    nothing."""
+    inf = float("inf")
+    per_seed = {"identity (DeComFL)": [1000, 1200, inf, 1100, 1000, inf],
+                "fast": [500, 610, 440, 560, 505, inf],   # reached where DeComFL did not (seed 2); neither: seed 5
+                "slow": [3000, 3500, inf, inf, 3200, inf],  # missed where DeComFL reached (seed 3)
+                "both": [500, inf, 440, 560, 505, 700],   # a miss each way
+                "close": [990, 1210, 3900, 1090, 1010, inf]}  # reached at the budget's edge: the bound is loose
+    ev = pd.DataFrame([dict(problem="p", method=m, protocol="tuned", lr=0.1, seed=s, rounds=float(r))
+                       for m, rs in per_seed.items() for s, r in enumerate(rs)])
+    t = cr.paired_rounds(ev, budgets={"p": 4000}).set_index("method")
+    fast = t.loc["fast"]
+    assert fast.pairs == 5 and fast.censored == 2 and fast.at_budget == 1 and fast.ratio_ci_high < 1
+    assert fast.claim == ("better (rounding spread not measured) (a bound: 1 of DeComFL's runs that never reached "
+                          "the target counted at the 4,000-round budget; 1 pair where neither reached the target "
+                          "left out)")
+    slow = t.loc["slow"]
+    assert slow.at_budget == 1 and slow.ratio_ci_low > 1
+    assert slow.claim.startswith("worse (rounding spread not measured) (a bound: 1 of this method's runs")
+    assert t.loc["both"].claim == "censored: of 6 seed pairs, 2 only this method did, 1 only the reference did"
+    assert t.loc["both"].at_budget == 0 and t.loc["both"].pairs == 3
+    assert t.loc["close"].claim.startswith("censored: of 6 seed pairs, 1 neither reached the target, 1 only this "
+                                           "method did: with 1 of DeComFL's runs")
+    assert t.loc["close"].claim.endswith("the bound does not decide; 1 pair where neither reached the target left out")
+    # without the budget, every censored pair keeps the claim "censored"
+    assert cr.paired_rounds(ev).set_index("method").loc["fast"].claim.startswith("censored: of 6 seed pairs")
+
+
 def test_curvature_study_rounding_twins_are_jobs_of_the_tier(cs):
     tier = {"seeds": [0, 1, 2], "study": {"reference": "a", "methods": {"a": {}, "b": {}}, "rounding": [0, 2],
                                           "problems": {"p": {"methods": ["a", "b"], "equal_lr": ["b"]}}}}
