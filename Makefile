@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
 
-.PHONY: setup run test test-fast report clean-results
+.PHONY: setup run test test-fast check-pages report clean-results
 
 setup: $(VENV)/.installed
 
@@ -30,6 +30,14 @@ test: setup
 
 test-fast: setup  # everything but the end-to-end tests marked slow
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not slow"
+
+# The committed pages against today's code, without rerunning a tier: every table page's text re-rendered from its
+# tables, the lm page's runs rerun for their first rounds (one per code version and method), and the curvature
+# page's quickest evaluation of each problem and method rerun (about 15 CPU-minutes; docs/numerics.md)
+check-pages: setup
+	$(BIN)/python workflows/scripts/rerender_pages.py --check
+	$(BIN)/python workflows/scripts/verify_runs.py docs/results/lm
+	$(BIN)/python workflows/scripts/verify_runs.py docs/results/curvature --tier workflows/config/curvature.yaml
 
 report: setup
 	$(BIN)/snakemake --cores $(CORES) --report results/report.html

@@ -286,3 +286,44 @@ def test_verify_runs_accepts_a_run_that_diverges_where_it_did_and_names_one_that
     (folder / "run.json").write_text(json.dumps(info))
     (diff,) = verify.check(folder, 5)
     assert "diverged now within" in diff and "complete recorded" in diff
+
+
+def test_verify_runs_checks_a_published_study_page_through_its_split(tmp_path):
+    """A published study page (eval.csv, tuning.csv) is split into its jobs' outputs (the tuning protocol replayed
+    on its rows) and its quickest evaluations rerun: the page the jobs wrote agrees; a number in it that the code
+    does not compute is named."""
+    import pandas as pd
+    import yaml
+    from conftest import workflow_script
+    verify = workflow_script("verify_runs")
+    tier = {"seeds": [0, 1], "tuning_seed": 100, "study": {
+        "reference": "identity",
+        "methods": {"identity": {"label": "identity (DeComFL)", "sets": {"curvature.kind": "identity"}}},
+        "problems": {"q": {"label": "q d=20", "task": {"name": "quadratic", "dim": 20}, "rounds": 40, "target": 0.1,
+                           "metric": "rel_suboptimality", "eval_every": 10, "grid": [0.03, 0.1, 0.3],
+                           "methods": ["identity"], "equal_lr": []}}}}
+    (tmp_path / "tier.yaml").write_text(yaml.safe_dump(tier))
+    jobs = tmp_path / "jobs"
+    problem = json.dumps({**tier["study"]["problems"]["q"], "name": "q"})
+    method = json.dumps({"name": "identity", **tier["study"]["methods"]["identity"]})
+    choice = jobs / "tuning" / "q" / "identity.json"
+    cs = [sys.executable, "-m", "bench.curvature_study"]
+    p = subprocess.run(cs + ["tune", "--problem", problem, "--method", method, "--seed", "100", "--csv",
+                             str(choice.with_suffix(".csv")), "--json", str(choice)], cwd=ROOT, capture_output=True,
+                       text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+    for seed in (0, 1):
+        p = subprocess.run(cs + ["eval", "--problem", problem, "--method", method, "--protocol", "tuned", "--seed",
+                                 str(seed), "--lr-from", str(choice), "--csv", str(jobs / f"eval{seed}.csv")],
+                           cwd=ROOT, capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr[-2000:]
+    page = tmp_path / "page"
+    page.mkdir()
+    pd.concat([pd.read_csv(jobs / f"eval{s}.csv") for s in (0, 1)]).to_csv(page / "eval.csv", index=False)
+    pd.read_csv(choice.with_suffix(".csv")).to_csv(page / "tuning.csv", index=False)
+    assert verify.main([str(page), "--tier", str(tmp_path / "tier.yaml")]) == 0
+    ev = pd.read_csv(page / "eval.csv")
+    assert ev["final"].between(0, 1e9, inclusive="neither").all()
+    ev["final"] *= 1 + 2 ** -40  # every run's final value, moved in its last bits
+    ev.to_csv(page / "eval.csv", index=False)
+    assert verify.main([str(page), "--tier", str(tmp_path / "tier.yaml")]) == 1

@@ -16,7 +16,8 @@ as their CSV text, measured times aside.  Evaluations are not compared: the shor
     .venv/bin/python workflows/scripts/verify_runs.py docs/results/lm                  # a page's runs
     .venv/bin/python workflows/scripts/verify_runs.py docs/results/lm/saved --all --rounds 2
 
-A saved study (the curvature tier: <folder>/study, whose jobs write CSV rows, not run folders) is checked by
+A saved study (the curvature tier: <folder>/study, whose jobs write CSV rows, not run folders), or a published
+study page (its eval.csv and tuning.csv, split into the jobs' outputs first), is checked by
 rerunning, for every problem and method, its quickest finished evaluation (at most --max-seconds) exactly as the
 workflow's study_eval job runs it, at the saved step-size choice, and comparing every column but `seconds`:
 
@@ -112,7 +113,8 @@ def study_jobs(folder: Path, max_seconds: float) -> list[Path]:
 
 def check_study(job: Path, folder: Path, tier: dict) -> list[str]:
     """Rerun one study evaluation (bench.curvature_study eval, as workflows/rules/study.smk calls it, at the step
-    size of the saved choice) and compare its CSV with the saved one, as text, its seconds aside."""
+    size of the saved choice) and compare its CSV with the saved one cell by cell (numbers exactly, text as text),
+    its seconds aside."""
     import pandas as pd
 
     from bench.curvature_study import cmd_eval, problems
@@ -131,7 +133,29 @@ def check_study(job: Path, folder: Path, tier: dict) -> list[str]:
     cols = [c for c in old.columns if c != "seconds"]
     out = [f"{job}: column {c} is not written now" for c in cols if c not in new.columns]
     return out + [f"{job}: {c}: {old[c][0]} saved, {new[c][0]} now" for c in cols
-                  if c in new.columns and old[c][0] != new[c][0]]
+                  if c in new.columns and not _same_cell(old[c][0], new[c][0])]
+
+
+def _same_cell(a: str, b: str) -> bool:
+    """Two CSV cells hold the same value: the same number bit for bit (a column that also holds inf is written as
+    floats, "100.0" for 100), or the same text."""
+    try:
+        x, y = float(a), float(b)
+    except ValueError:
+        return a == b
+    return x == y or (x != x and y != y)
+
+
+def split(page: Path, tiers: list[str], to: Path) -> None:
+    """A published study page's eval.csv and tuning.csv -> its jobs' output files under <to>/study
+    (bench.curvature_study split, which checks each row is what its job's protocol assigns)."""
+    import yaml
+
+    from bench.curvature_study import cmd_split
+    from hiso.progress import tier_config
+    (to / "tier.yaml").write_text(yaml.safe_dump(tier_config(tiers)))
+    cmd_split(argparse.Namespace(config=str(to / "tier.yaml"), tuning=str(page / "tuning.csv"),
+                                 eval=str(page / "eval.csv"), to=str(to), only=None))
 
 
 def verify_study(folder: Path, tiers: list[str], max_seconds: float) -> int:
@@ -161,11 +185,16 @@ def main(argv=None) -> int:
     ap.add_argument("--max-seconds", type=float, default=60.0, help="a study: rerun the quickest evaluation of each "
                     "problem and method, if it took at most this long (default 60)")
     a = ap.parse_args(argv)
-    if (a.folder / "study").is_dir():
+    published = (a.folder / "eval.csv").is_file() and (a.folder / "tuning.csv").is_file()
+    if (a.folder / "study").is_dir() or published:
         if not a.tier:
             print(f"verify_runs: {a.folder} holds a study: give its tier's config files with --tier", file=sys.stderr)
             return 2
-        return verify_study(a.folder, a.tier, a.max_seconds)
+        if not published:
+            return verify_study(a.folder, a.tier, a.max_seconds)
+        with tempfile.TemporaryDirectory() as tmp:  # a published page's CSVs -> its jobs' outputs, then as saved
+            split(a.folder, a.tier, Path(tmp))
+            return verify_study(Path(tmp), a.tier, a.max_seconds)
     if a.rounds < 1:
         print(f"verify_runs: --rounds {a.rounds}: at least 1 round", file=sys.stderr)
         return 2
