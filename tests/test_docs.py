@@ -80,8 +80,8 @@ def test_committed_results_pages_are_what_their_rule_writes(tmp_path):
     no longer matches, fails."""
     sys.path.insert(0, str(ROOT / "workflows" / "scripts"))
     import rerender_pages
-    pages = rerender_pages.table_pages()
-    assert {p.stem for p in pages} >= {"default", "ablations", "lm"}
+    pages = rerender_pages.pages()
+    assert {p.stem for p in pages} >= {"default", "ablations", "lm", "curvature", "perf"}
     for page in pages:
         text = page.read_text()
         assert rerender_pages.render(page, tmp_path / page.name) == text, \
@@ -110,6 +110,15 @@ def test_rerender_pages_finds_and_mends_a_hand_edit(tmp_path):
     assert page.read_text() == good
     (tmp_path / "loose.md").write_text("# a page\n")
     assert rerender_pages.main([str(tmp_path / "loose.md")]) == 2
+    # a report page (the curvature study's), re-rendered by its report from its CSVs and the config its header names
+    (tmp_path / "curvature").mkdir()
+    for name in ("eval.csv", "tuning.csv"):
+        shutil.copyfile(src / "curvature" / name, tmp_path / "curvature" / name)
+    page = tmp_path / "curvature.md"
+    good = (src / "curvature.md").read_text()
+    page.write_text(good.replace("**What this says.**", "**What this shows.**", 1))
+    assert good != page.read_text() and rerender_pages.main(["--check", str(page)]) == 1
+    assert rerender_pages.main([str(page)]) == 0 and page.read_text() == good
 
 
 def test_every_set_up_installs_the_one_offline_package_list():
@@ -126,34 +135,6 @@ def test_every_set_up_installs_the_one_offline_package_list():
     for pin in pins:
         name, want = pin.split("==")
         assert version(name) == want, pin
-
-
-def test_committed_curvature_page_is_what_its_report_writes():
-    """docs/results/curvature.md re-rendered from its committed CSVs, readings and tier config (header values
-    read from the page): a hand edit, or a number that no longer matches, fails."""
-    import yaml
-
-    from bench.curvature_report import page
-    text = (ROOT / "docs" / "results" / "curvature.md").read_text()
-    head = re.search(r"^Written by the workflow \(`(.*)`\) at commit (\S+) on (\S+);", text, re.M)
-    study = yaml.safe_load((ROOT / "workflows" / "config" / "curvature.yaml").read_text())["study"]
-    readings = (ROOT / study["readings"]).read_text()
-    again = page(study, ROOT / "docs" / "results" / "curvature", "curvature/agreement.png", head.group(1),
-                 head.group(2), head.group(3), readings)
-    assert again == text
-
-
-def test_committed_perf_page_is_what_its_report_writes():
-    """docs/results/perf.md re-rendered from its committed CSVs and JSONs, readings and tier config."""
-    import yaml
-
-    from bench.perf_report import page
-    text = (ROOT / "docs" / "results" / "perf.md").read_text()
-    head = re.search(r"^Written by the workflow \(`(.*)`\) at commit (\S+) on (\S+);", text, re.M)
-    perf = yaml.safe_load((ROOT / "workflows" / "config" / "perf.yaml").read_text())["perf"]
-    again = page(perf, ROOT / "docs" / "results" / "perf", head.group(1), head.group(2), head.group(3),
-                 (ROOT / perf["readings"]).read_text())
-    assert again == text
 
 
 def test_readme_headline_table_is_generated_from_its_table():
