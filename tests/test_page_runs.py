@@ -126,6 +126,12 @@ def test_a_replayed_page_is_rebuilt_without_a_run_and_equals_the_archived_one(tm
     assert (second / "pages" / "smoke.md").read_text() == (first / "pages" / "smoke.md").read_text()
     assert sorted(p.relative_to(second / "pages") for p in (second / "pages").rglob("*.csv")) == \
         sorted(p.relative_to(first / "pages") for p in (first / "pages").rglob("*.csv"))
+    # the same in one step: rebuild replays, checks that nothing would compute, and builds the page
+    rebuild = ["rebuild", "--tier", "workflows/config/smoke.yaml", page, "--config", "only=[digits]",
+               "methods=[decomfl*]", "--repo", repo]
+    p = page_runs(*rebuild, "--page", archived, "--to", tmp_path / "rebuilt")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert (tmp_path / "rebuilt" / "pages" / "smoke.md").read_text() == (first / "pages" / "smoke.md").read_text()
 
     # the same tier stopped on one machine and carried to another: what `save` kept of it, less one reported run
     # still going when it stopped, replayed into an empty folder; the workflow runs that one run, and nothing else,
@@ -138,6 +144,9 @@ def test_a_replayed_page_is_rebuilt_without_a_run_and_equals_the_archived_one(tm
     assert paged <= kept and {str(p) for p in kept - paged} == {f"runs/zeta/hiso/seed0/{f}" for f in
                                                                 ("metrics.csv", "run.json")}  # the tier's zeta run
     shutil.rmtree(saved / ran[0].parent)
+    p = page_runs(*rebuild, "--page", saved, "--to", tmp_path / "refused")  # a run is missing: nothing is built
+    assert p.returncode == 1 and "would compute (run: 1)" in p.stderr, p.stderr[-3000:]
+    assert not (tmp_path / "refused" / "pages").exists()
     assert page_runs("replay", "--page", saved, "--to", third).returncode == 0
     p = subprocess.run(base + [f"results={third}", "--", f"{third}/tables/digits.csv"], cwd=repo, check=True,
                        capture_output=True, text=True)

@@ -9,6 +9,11 @@ that the workflow rebuilds the page's tables, figures and text from them without
     python workflows/scripts/compare_tables.py docs/results/lm/tables /tmp/lm/pages/lm/tables
     python workflows/scripts/verify_runs.py docs/results/lm     # today's code still computes the page's runs
 
+`rebuild` does the replay and the page's build in one step, and refuses (exit 1, nothing built) when the workflow
+would compute anything (a run, a scan, a study job): the folder then lacks runs that its page needs.
+
+    python workflows/scripts/page_runs.py rebuild --page docs/results/lm --tier workflows/config/lm.yaml --to /tmp/lm
+
 A tier that runs for days on a few cores is carried across machines the same way, before its page exists: `save`
 copies every run the results folder has finished so far (its run.json says complete or diverged) and every tuning
 choice into a committed folder, and a replay of that folder into an empty results folder on the next machine lets
@@ -31,6 +36,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -120,6 +126,48 @@ def replay(folder: Path, results: Path) -> int:
     return sum(1 for _ in (folder / "runs").glob("*/*/seed*/metrics.csv")) + len(study_jobs(folder))
 
 
+COMPUTE = ("run", "scan_lr", "choose_lr", "zeta_run", "study_tune", "study_eval", "perf_job", "fixtures")  # rules
+# that compute (or fetch) what a page reads; the rest only read runs: tables, figures, claims, the pages
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The "Job stats" table of a snakemake (dry) run: {rule: count}; empty when it has nothing to do."""
+    lines = output.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == "Job stats:"), None)
+    out: dict[str, int] = {}
+    for line in lines[start + 3:] if start is not None else []:
+        parts = line.split()
+        if len(parts) < 2 or not parts[1].isdigit():
+            break
+        out[parts[0]] = int(parts[1])
+    return out
+
+
+def rebuild(folder: Path, tiers: list[str], config: list[str], results: Path, cores: int, repo: Path) -> int:
+    """Replay the folder into `results` (empty) and build the tier's page there, only if the workflow then plans no
+    rule that computes (COMPUTE); returns 0 built, 1 refused (the folder lacks runs the page needs), else
+    Snakemake's exit code."""
+    from hiso.progress import tier_config
+    tier = tier_config([repo / t for t in tiers])
+    name = "curvature" if tier.get("study") else (tier.get("page") or {}).get("name")
+    if not name:
+        raise KeyError(f"{' '.join(tiers)}: the tier has no page (page: {{name: ...}} or study:) to rebuild")
+    replay(folder, results)
+    target = results / "pages" / f"{name}.md"
+    base = [str(Path(sys.executable).parent / "snakemake"), "--cores", str(cores), "--configfile", *tiers,
+            "--config", f"results={results}", *config]
+    plan = subprocess.run(base + ["-n", "--", str(target)], cwd=repo, capture_output=True, text=True)
+    if plan.returncode:
+        print(plan.stdout[-2000:] + plan.stderr[-3000:], file=sys.stderr)
+        return plan.returncode
+    computing = {rule: n for rule, n in job_counts(plan.stdout + plan.stderr).items() if rule in COMPUTE}
+    if computing:
+        print(f"page_runs: rebuilding {target} would compute ({', '.join(f'{r}: {n}' for r, n in computing.items())})"
+              f": {folder} lacks runs its page needs; nothing was built", file=sys.stderr)
+        return 1
+    return subprocess.run(base + ["--", str(target)], cwd=repo).returncode
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -134,6 +182,13 @@ def main(argv=None) -> int:
     r = sub.add_parser("replay", help="page folder (or saved folder) -> results folder")
     r.add_argument("--page", required=True, help="a committed page's folder, e.g. docs/results/lm")
     r.add_argument("--to", required=True, help="the results folder the workflow is then run with")
+    b = sub.add_parser("rebuild", help="page folder (or saved folder) -> its page, built only if nothing computes")
+    b.add_argument("--page", required=True, help="a committed page's folder (or a saved one), e.g. docs/results/lm")
+    b.add_argument("--tier", nargs="+", required=True, metavar="YAML", help="the config files its page's command names")
+    b.add_argument("--config", nargs="*", default=[], help="the page command's --config items, e.g. 'methods=[hiso]'")
+    b.add_argument("--to", required=True, help="an empty results folder; the page is <to>/pages/<name>.md")
+    b.add_argument("--cores", type=int, default=2)
+    b.add_argument("--repo", default=".", help="the checkout whose workflow builds it (default: here)")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "archive":
@@ -142,6 +197,12 @@ def main(argv=None) -> int:
         elif args.cmd == "save":
             n, new = save(Path(args.results), Path(args.to))
             print(f"saved {n} finished runs and jobs into {args.to} ({new} new or changed)")
+        elif args.cmd == "rebuild":
+            rc = rebuild(Path(args.page), args.tier, args.config, Path(args.to), args.cores, Path(args.repo))
+            if rc == 0:
+                print(f"built {args.to}/pages/ from {args.page} without computing; publish with "
+                      f"cp -r {args.to}/pages/* docs/results/")
+            return rc
         else:
             n = replay(Path(args.page), Path(args.to))
             print(f"replayed {n} runs and jobs into {args.to}; the workflow with results={args.to} runs only what they "
