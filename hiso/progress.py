@@ -189,6 +189,7 @@ def study_left(results: Path, evals: list[str], scans: list[str]) -> str:
                  for p in (root / "eval").rglob("*.csv")}
     scan_rows = {str(c.relative_to(root / "tuning").with_suffix("")): pd.read_csv(c)["seconds"]
                  for c in (root / "tuning").rglob("*.csv") if c.with_suffix(".json").is_file()}
+
     def median(done: dict[str, float], *prefixes: str) -> float | None:
         for prefix in prefixes:
             same = [v for k, v in done.items() if k.startswith(prefix + "/")]
