@@ -118,6 +118,8 @@ def _main(argv: list[str]) -> int:
                    "CPU time left is estimated")
     g.add_argument("--methods", nargs="+", default=None, metavar="PATTERN", help="with --tier: the methods slice, "
                    "as --config 'methods=[...]'")
+    g.add_argument("--like", default=None, metavar="DIR", help="with --tier on a study tier: a published page of it "
+                   "(e.g. docs/results/curvature), whose own seconds time the jobs left")
     args = ap.parse_args(argv)
     if args.cmd == "progress":
         from .progress import higher_is_better, report
@@ -139,7 +141,12 @@ def _main(argv: list[str]) -> int:
             except (OSError, ValueError) as e:  # a tier file that is missing or does not plan
                 print(f"progress: --tier {' '.join(args.tier)}: {e}", file=sys.stderr)
                 return 2
-        print(report(Path(args.results), args.metric, args.only, plan, study_plan))
+        like = Path(args.like) if args.like else None
+        if like is not None and not ((like / "eval.csv").is_file() and (like / "tuning.csv").is_file()):
+            print(f"progress: --like {like}: not a published study page (no eval.csv and tuning.csv there)",
+                  file=sys.stderr)
+            return 2
+        print(report(Path(args.results), args.metric, args.only, plan, study_plan, like))
         return 0
     if args.cmd == "choose-lr":
         from .scan import choose_lr

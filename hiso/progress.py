@@ -127,15 +127,19 @@ def planned(tiers: list[str | Path], methods: list[str] | None = None) -> set[st
     return out
 
 
-def study_planned(tiers: list[str | Path]) -> tuple[list[str], list[str]] | None:
-    """A study tier's evaluation jobs (<problem>/<method>/<protocol>-seed<k>) and tuning scans (<problem>/<method>),
-    as workflows/rules/study.smk plans them (bench.curvature_study), or None for a tier without `study:`."""
+def study_planned(tiers: list[str | Path]) -> dict | None:
+    """A study tier's plan, as workflows/rules/study.smk plans it (bench.curvature_study): its evaluation jobs
+    (`evals`: <problem>/<method>/<protocol>-seed<k>), tuning scans (`scans`: <problem>/<method>), and the labels
+    its CSVs give problems, methods and protocols (`labels`: key -> label); None for a tier without `study:`."""
     config = tier_config(tiers)
     if not config.get("study"):
         return None
-    from bench.curvature_study import jobs, problems
-    evals = [f"{p}/{m}/{proto}-seed{s}" for p, m, proto, s in jobs(config)]
-    return evals, [f"{p}/{m}" for p, spec in problems(config).items() for m in spec["methods"]]
+    from bench.curvature_study import PROTOCOLS, jobs, problems
+    study = config["study"]
+    labels = {**{p: spec["label"] for p, spec in study["problems"].items()},
+              **{m: spec["label"] for m, spec in study["methods"].items()}, **PROTOCOLS}
+    return {"evals": [f"{p}/{m}/{proto}-seed{s}" for p, m, proto, s in jobs(config)],
+            "scans": [f"{p}/{m}" for p, spec in problems(config).items() for m in spec["methods"]], "labels": labels}
 
 
 def _kind(run: str) -> tuple[str, str]:
@@ -178,12 +182,28 @@ def _points(partial: Path) -> list[dict]:
     return out
 
 
-def study_left(results: Path, evals: list[str], scans: list[str]) -> str:
-    """The study jobs a tier plans that have not finished, and the hours they still need: an evaluation
-    (<problem>/<method>/<protocol>-seed<k>) at the median of its problem and method's finished evaluations (else its
-    problem's), a tuning scan (<problem>/<method>) at its problem's median points per finished scan, less the points
-    it has measured (at least one left), each at the median seconds of its problem's points.  Hours are the jobs'
-    own (the seconds their rows record, one thread each)."""
+def _like(page: Path, labels: dict[str, str]) -> tuple[dict, dict]:
+    """A published study page's own seconds (its eval.csv and tuning.csv), keyed as the jobs are: evaluations by
+    <problem>/<method>/<protocol>-seed<k>, scans by <problem>/<method> (their points summed)."""
+    key = {v: k for k, v in labels.items()}  # label -> key (problems, methods and protocols have distinct labels)
+    ev = pd.read_csv(page / "eval.csv", keep_default_na=False, na_values=[""])
+    tu = pd.read_csv(page / "tuning.csv", keep_default_na=False, na_values=[""])
+    evals = {f"{key.get(r.problem.strip())}/{key.get(r.method)}/{key.get(r.protocol)}-seed{r.seed}": float(r.seconds)
+             for r in ev.itertuples()}
+    scans = {f"{key.get(p.strip())}/{key.get(m)}": float(g.seconds.sum()) for (p, m), g in tu.groupby(["problem", "method"])}
+    return evals, scans
+
+
+def study_left(results: Path, plan: dict, like: Path | None = None) -> str:
+    """The study jobs a tier plans that have not finished, and the hours they still need.  Without `like`: an
+    evaluation (<problem>/<method>/<protocol>-seed<k>) at the median of its problem and method's finished
+    evaluations (else its problem's), a tuning scan (<problem>/<method>) at its problem's median points per finished
+    scan, less the points it has measured (at least one left), each at the median seconds of its problem's points.
+    With `like` (a published page of the same tier, e.g. docs/results/curvature): each job at that page's own
+    seconds for the same job (a seed it did not run: the median of its problem and method there), times the median
+    ratio of this run's finished evaluations to the same ones there (the machines' speeds differ), a scan less the
+    seconds of its points so far.  Hours are the jobs' own (the seconds their rows record, one thread each)."""
+    evals, scans = plan["evals"], plan["scans"]
     root = results / STUDY
     done_eval = {str(p.relative_to(root / "eval").with_suffix("")): float(pd.read_csv(p)["seconds"].sum())
                  for p in (root / "eval").rglob("*.csv")}
@@ -197,12 +217,26 @@ def study_left(results: Path, evals: list[str], scans: list[str]) -> str:
                 return float(pd.Series(same).median())
         return None
 
+    if like is not None:
+        then_eval, then_scan = _like(like, plan["labels"])
+        both = [done_eval[k] / then_eval[k] for k in done_eval if then_eval.get(k)]
+        ratio = float(pd.Series(both).median()) if both else 1.0
+        how = (f"at {like}'s own seconds for the same jobs times {ratio:.2f}, the median ratio of "
+               f"{len(both)} finished evaluations to the same ones there")
+    else:
+        how = ("an evaluation at the median of its problem and method's finished ones, else its problem's; a scan's "
+               "points left at its problem's median point; quick jobs tend to finish first, so this is low while "
+               "slow kinds have few finished")
     per: dict[str, list] = {}  # problem -> [evaluations left, scans left, seconds, jobs with nothing to go by]
     todo_eval = [e for e in evals if e not in done_eval]
     for job in todo_eval:
         problem, method, _ = job.split("/")
         row = per.setdefault(problem, [0, 0, 0.0, 0])
-        est = median(done_eval, f"{problem}/{method}", problem)
+        if like is not None:
+            est = then_eval.get(job, median(then_eval, f"{problem}/{method}"))
+            est = None if est is None else est * ratio
+        else:
+            est = median(done_eval, f"{problem}/{method}", problem)
         row[0] += 1
         row[2] += est or 0.0
         row[3] += est is None
@@ -214,7 +248,9 @@ def study_left(results: Path, evals: list[str], scans: list[str]) -> str:
         partial = root / "tuning" / f"{job}.csv{PARTIAL}"
         measured = _points(partial) if partial.is_file() else []
         row[1] += 1
-        if same:  # its problem's median points per scan, each at its problem's median point
+        if like is not None and job in then_scan:
+            row[2] += max(then_scan[job] * ratio - sum(float(m["seconds"]) for m in measured), 0.0)
+        elif like is None and same:  # its problem's median points per scan, each at its problem's median point
             points = float(pd.Series([len(v) for v in same]).median())
             row[2] += max(points - len(measured), 1.0) * float(pd.concat(same).median())
         else:
@@ -224,11 +260,8 @@ def study_left(results: Path, evals: list[str], scans: list[str]) -> str:
              for p, (e, n, sec, u) in sorted(per.items())]
     total, unknown = sum(r[2] for r in per.values()), sum(r[3] for r in per.values())
     return "\n".join([f"study left: {len(todo_eval)} of {len(evals)} evaluations and {len(todo_scan)} of {len(scans)} "
-                       f"tuning scans, about {total / 3600:.1f} hours of job time (an evaluation at the median of its "
-                       "problem and method's finished ones, else its problem's; a scan's points left at its problem's "
-                       "median point; quick jobs tend to finish first, so this is low while slow kinds have "
-                       "few finished)" + (f"; {unknown} job{'s' * (unknown != 1)} with nothing to go by"
-                                          if unknown else ""), *lines])
+                       f"tuning scans, about {total / 3600:.1f} hours of job time ({how})"
+                       + (f"; {unknown} job{'s' * (unknown != 1)} with nothing to go by" if unknown else ""), *lines])
 
 
 def study(results: Path) -> str | None:
@@ -247,9 +280,10 @@ def study(results: Path) -> str | None:
 
 
 def report(results: Path, metric: str, only: str | None = None, plan: set[str] | None = None,
-           study_plan: tuple[list[str], list[str]] | None = None) -> str:
+           study_plan: dict | None = None, like: Path | None = None) -> str:
     """The progress report; `plan`: the runs the tier plans (planned), listed as not started where they have no
-    folder, with the CPU time left; `study_plan`: a study tier's evaluations and tuning scans (study_left)."""
+    folder, with the CPU time left; `study_plan`: a study tier's plan (study_planned), whose jobs left are timed
+    as study_left says (`like`: a published page of the tier to time them by)."""
     # with a plan, every run folder is read: the estimate goes by the complete runs, shown or not
     every = rows(results, metric, None if plan is not None else only)
     if plan is not None:
@@ -258,7 +292,7 @@ def report(results: Path, metric: str, only: str | None = None, plan: set[str] |
     table = [r for r in every if not only or fnmatch.fnmatchcase(r["run"], only)]
     jobs = study(results)
     if jobs and study_plan is not None:
-        jobs += "\n" + study_left(results, *study_plan)
+        jobs += "\n" + study_left(results, study_plan, like)
     if not table:
         return jobs or (f"{results}: no run folders under runs/" + (f" matching {only!r}" if only else ""))
     width = max(len(r["run"]) for r in table)

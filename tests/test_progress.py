@@ -133,14 +133,34 @@ def test_progress_estimates_a_study_tiers_jobs_left(tmp_path):
         '{"problem": {}}\n' + json.dumps({"lr": 1, "cap": None, "row": {"lr": 1, "seconds": 10.0}}) + "\n")
     evals = ["p/identity/tuned-seed0", "p/identity/tuned-seed1", "p/identity/tuned-seed2", "p/diagonal/tuned-seed0",
              "q/identity/tuned-seed0"]
-    text = report(tmp_path, "test_loss", study_plan=(evals, ["p/identity", "p/diagonal", "q/identity"]))
+    labels = {"p": "P", "q": "Q", "identity": "identity (DeComFL)", "diagonal": "diagonal (HiSo)", "tuned": "tuned"}
+    plan = {"evals": evals, "scans": ["p/identity", "p/diagonal", "q/identity"], "labels": labels}
+    text = report(tmp_path, "test_loss", study_plan=plan)
     # p: two evaluations at 200 s (identity's median; diagonal has none, so p's), a scan of 4 - 1 points at 10 s
     assert "study left: 3 of 5 evaluations and 2 of 3 tuning scans, about 0.1 hours" in text
     assert "; 2 jobs with nothing to go by" in text
     assert f"  p: 2 evaluations and 1 scan left, about {(400 + 30) / 3600:.2f} h\n" in text
     assert "  q: 1 evaluation and 1 scan left, about 0.00 h (2 with nothing finished of their kind to go by)" in text
+    # timed by a published page of the tier: its own seconds for the same jobs, times this run's speed against it
+    like = tmp_path / "page"
+    like.mkdir()
+    pd.DataFrame([{"problem": "P ", "method": "identity (DeComFL)", "protocol": "tuned", "seed": s, "seconds": sec}
+                  for s, sec in ((0, 50.0), (1, 150.0), (2, 1000.0))]
+                 + [{"problem": "Q", "method": "identity (DeComFL)", "protocol": "tuned", "seed": 0, "seconds": 60.0}]
+                 ).to_csv(like / "eval.csv", index=False)
+    pd.DataFrame([{"problem": "P", "method": "diagonal (HiSo)", "lr": lr, "seconds": 100.0} for lr in (1, 2)]
+                 + [{"problem": "Q", "method": "identity (DeComFL)", "lr": 1, "seconds": 36.0}]).to_csv(
+        like / "tuning.csv", index=False)
+    text = report(tmp_path, "test_loss", study_plan=plan, like=like)
+    # this run took 2x the page's time (100/50, 300/150): p/identity seed 2 at 1000 s x 2; p/diagonal seed 0 has
+    # no run of its problem and method there to go by; the p/diagonal scan at 200 s x 2 less its 10 s point; q's
+    # evaluation at 60 s x 2 and its scan at 36 s x 2
+    assert "times 2.00, the median ratio of 2 finished evaluations" in text
+    assert f"  p: 2 evaluations and 1 scan left, about {(2000 + 390) / 3600:.2f} h (1 with nothing" in text
+    assert text.endswith(f"  q: 1 evaluation and 1 scan left, about {(120 + 72) / 3600:.2f} h")
     tier = ["workflows/config/curvature.yaml", "workflows/config/overlays/curvature-twins.yaml"]
-    planned_evals, planned_scans = study_planned([ROOT / t for t in tier])
+    planned = study_planned([ROOT / t for t in tier])
+    planned_evals, planned_scans = planned["evals"], planned["scans"]
     assert len(planned_evals) == len(set(planned_evals)) and "digits/identity/rounding-seed0" in planned_evals
     assert "digits/identity" in planned_scans and "smollm2-lora-rt/diagonal" in planned_scans
     assert "digits/identity/tuned-seed9" in planned_evals and "lognormal-d10000/identity/tuned-seed9" not in planned_evals
@@ -149,3 +169,9 @@ def test_progress_estimates_a_study_tiers_jobs_left(tmp_path):
     assert cli.returncode == 0, cli.stderr
     assert f"study left: {len(planned_evals)} of {len(planned_evals)} evaluations" in cli.stdout
     assert study_planned([ROOT / "workflows/config/default.yaml"]) is None
+    cli = subprocess.run([sys.executable, "-m", "hiso", "progress", str(tmp_path), "--tier", *tier, "--like",
+                          str(ROOT / "docs" / "results" / "curvature")], cwd=ROOT, capture_output=True, text=True)
+    assert cli.returncode == 0 and "docs/results/curvature's own seconds" in cli.stdout, cli.stderr
+    cli = subprocess.run([sys.executable, "-m", "hiso", "progress", str(tmp_path), "--tier", *tier, "--like",
+                          str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    assert cli.returncode == 2 and "not a published study page" in cli.stderr
