@@ -101,6 +101,8 @@ def test_every_tier_plans_offline(tmp_path):
                         f"results={tmp_path / 'curvature'}"], cwd=ROOT, capture_output=True, text=True, check=True,
                        env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert job_counts(p.stdout) == {"study_tune": 64, "study_eval": 258, "study_report": 1, "all": 1, "total": 324}
+    # every run from the checkout loads the workflow profile that re-plans waiting jobs every 10 s, not every second
+    assert "Using workflow specific profile profiles/default" in p.stdout + p.stderr
     # the overlay its next page runs with: twins on seed 0, 10 seeds where runs are cheap; the page names both files
     p = subprocess.run([SNAKEMAKE, "-n", "-p", "--configfile", "workflows/config/curvature.yaml",
                         "workflows/config/overlays/curvature-twins.yaml", "--config",
