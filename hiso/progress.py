@@ -201,8 +201,8 @@ def study_left(results: Path, plan: dict, like: Path | None = None) -> str:
     scan, less the points it has measured (at least one left), each at the median seconds of its problem's points.
     With `like` (a published page of the same tier, e.g. docs/results/curvature): each job at that page's own
     seconds for the same job (a seed it did not run: the median of its problem and method there), times the median
-    ratio of this run's finished evaluations to the same ones there (the machines' speeds differ), a scan less the
-    seconds of its points so far.  Hours are the jobs' own (the seconds their rows record, one thread each)."""
+    ratio of this run's finished evaluations of its problem to the same ones there (machines and kernels differ, and
+    not alike for every problem: else the ratio over all problems), a scan less the seconds of its points so far.  Hours are the jobs' own (the seconds their rows record, one thread each)."""
     evals, scans = plan["evals"], plan["scans"]
     root = results / STUDY
     done_eval = {str(p.relative_to(root / "eval").with_suffix("")): float(pd.read_csv(p)["seconds"].sum())
@@ -219,10 +219,13 @@ def study_left(results: Path, plan: dict, like: Path | None = None) -> str:
 
     if like is not None:
         then_eval, then_scan = _like(like, plan["labels"])
-        both = [done_eval[k] / then_eval[k] for k in done_eval if then_eval.get(k)]
-        ratio = float(pd.Series(both).median()) if both else 1.0
-        how = (f"at {like}'s own seconds for the same jobs times {ratio:.2f}, the median ratio of "
-               f"{len(both)} finished evaluations to the same ones there")
+        both = {k: done_eval[k] / then_eval[k] for k in done_eval if then_eval.get(k)}
+        overall = float(pd.Series(list(both.values())).median()) if both else 1.0
+        ratios = {p: float(pd.Series([v for k, v in both.items() if k.startswith(p + "/")]).median())
+                  for p in {k.split("/")[0] for k in both}}  # per problem: its kernels' speed here against there
+        how = (f"at {like}'s own seconds for the same jobs, times the median ratio of this run's finished evaluations "
+               f"to the same ones there, per problem (overall {overall:.2f}, from {len(both)}; a problem with none "
+               "finished takes the overall)")
     else:
         how = ("an evaluation at the median of its problem and method's finished ones, else its problem's; a scan's "
                "points left at its problem's median point; quick jobs tend to finish first, so this is low while "
@@ -234,7 +237,7 @@ def study_left(results: Path, plan: dict, like: Path | None = None) -> str:
         row = per.setdefault(problem, [0, 0, 0.0, 0])
         if like is not None:
             est = then_eval.get(job, median(then_eval, f"{problem}/{method}"))
-            est = None if est is None else est * ratio
+            est = None if est is None else est * ratios.get(problem, overall)
         else:
             est = median(done_eval, f"{problem}/{method}", problem)
         row[0] += 1
@@ -249,7 +252,8 @@ def study_left(results: Path, plan: dict, like: Path | None = None) -> str:
         measured = _points(partial) if partial.is_file() else []
         row[1] += 1
         if like is not None and job in then_scan:
-            row[2] += max(then_scan[job] * ratio - sum(float(m["seconds"]) for m in measured), 0.0)
+            row[2] += max(then_scan[job] * ratios.get(problem, overall) - sum(float(m["seconds"]) for m in measured),
+                          0.0)
         elif like is None and same:  # its problem's median points per scan, each at its problem's median point
             points = float(pd.Series([len(v) for v in same]).median())
             row[2] += max(points - len(measured), 1.0) * float(pd.concat(same).median())
