@@ -122,7 +122,7 @@ def _main(argv: list[str]) -> int:
                    "(e.g. docs/results/curvature), whose own seconds time the jobs left")
     args = ap.parse_args(argv)
     if args.cmd == "progress":
-        from .progress import higher_is_better, report
+        from .progress import higher_is_better, published_study, report
         if not any((Path(args.results) / sub).is_dir() for sub in ("runs", "study")):
             print(f"progress: {args.results}: no runs/ or study/ folder (give a tier's results folder)",
                   file=sys.stderr)
@@ -142,7 +142,7 @@ def _main(argv: list[str]) -> int:
                 print(f"progress: --tier {' '.join(args.tier)}: {e}", file=sys.stderr)
                 return 2
         like = Path(args.like) if args.like else None
-        if like is not None and not ((like / "eval.csv").is_file() and (like / "tuning.csv").is_file()):
+        if like is not None and not published_study(like):
             print(f"progress: --like {like}: not a published study page (no eval.csv and tuning.csv there)",
                   file=sys.stderr)
             return 2

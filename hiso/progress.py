@@ -182,6 +182,11 @@ def _points(partial: Path) -> list[dict]:
     return out
 
 
+def published_study(folder: Path) -> bool:
+    """Whether a folder is a published study page: the eval.csv and tuning.csv its report writes."""
+    return (folder / "eval.csv").is_file() and (folder / "tuning.csv").is_file()
+
+
 def _like(page: Path, labels: dict[str, str]) -> tuple[dict, dict]:
     """A published study page's own seconds (its eval.csv and tuning.csv), keyed as the jobs are: evaluations by
     <problem>/<method>/<protocol>-seed<k>, scans by <problem>/<method> (their points summed)."""
@@ -194,7 +199,19 @@ def _like(page: Path, labels: dict[str, str]) -> tuple[dict, dict]:
     return evals, scans
 
 
-def study_left(results: Path, plan: dict, like: Path | None = None) -> str:
+def finished_seconds(results: Path) -> tuple[dict[str, float], dict[str, pd.Series]]:
+    """A study tier's finished jobs (study_jobs) with the seconds their rows record: each evaluation's
+    (<problem>/<method>/<protocol>-seed<k> -> seconds) and each tuning scan's per point (<problem>/<method> ->
+    seconds of its rows)."""
+    root = results / STUDY
+    evals = {str(p.relative_to(root / "eval").with_suffix("")): float(pd.read_csv(p)["seconds"].sum())
+             for p in (root / "eval").rglob("*.csv")}
+    scans = {str(c.relative_to(root / "tuning").with_suffix("")): pd.read_csv(c)["seconds"]
+             for c in (root / "tuning").rglob("*.csv") if c.with_suffix(".json").is_file()}
+    return evals, scans
+
+
+def study_left(results: Path, plan: dict, like: Path | None = None, finished: tuple | None = None) -> str:
     """The study jobs a tier plans that have not finished, and the hours they still need.  Without `like`: an
     evaluation (<problem>/<method>/<protocol>-seed<k>) at the median of its problem and method's finished
     evaluations (else its problem's), a tuning scan (<problem>/<method>) at its problem's median points per finished
@@ -202,13 +219,12 @@ def study_left(results: Path, plan: dict, like: Path | None = None) -> str:
     With `like` (a published page of the same tier, e.g. docs/results/curvature): each job at that page's own
     seconds for the same job (a seed it did not run: the median of its problem and method there), times the median
     ratio of this run's finished evaluations of its problem to the same ones there (machines and kernels differ, and
-    not alike for every problem: else the ratio over all problems), a scan less the seconds of its points so far.  Hours are the jobs' own (the seconds their rows record, one thread each)."""
+    not alike for every problem: else the ratio over all problems), a scan less the seconds of its points so far.
+    Hours are the jobs' own (the seconds their rows record, one thread each).  `finished`: finished_seconds(results),
+    where the caller has read it already."""
     evals, scans = plan["evals"], plan["scans"]
     root = results / STUDY
-    done_eval = {str(p.relative_to(root / "eval").with_suffix("")): float(pd.read_csv(p)["seconds"].sum())
-                 for p in (root / "eval").rglob("*.csv")}
-    scan_rows = {str(c.relative_to(root / "tuning").with_suffix("")): pd.read_csv(c)["seconds"]
-                 for c in (root / "tuning").rglob("*.csv") if c.with_suffix(".json").is_file()}
+    done_eval, scan_rows = finished if finished is not None else finished_seconds(results)
 
     def median(done: dict[str, float], *prefixes: str) -> float | None:
         for prefix in prefixes:
@@ -268,18 +284,18 @@ def study_left(results: Path, plan: dict, like: Path | None = None) -> str:
                        + (f"; {unknown} job{'s' * (unknown != 1)} with nothing to go by" if unknown else ""), *lines])
 
 
-def study(results: Path) -> str | None:
-    """A study tier's jobs so far (workflows/rules/study.smk; bench.curvature_study), or None without study/."""
+def study(results: Path, finished: tuple | None = None) -> str | None:
+    """A study tier's jobs so far (workflows/rules/study.smk; bench.curvature_study), or None without study/.
+    `finished`: finished_seconds(results), where the caller has read it already."""
     root = results / STUDY
     if not root.is_dir():
         return None
-    jobs = study_jobs(results)
-    scans = sum(1 for job in jobs if len(job) == 2)  # a tuning job's CSV and choice; an evaluation is its CSV
+    evals, scans = finished if finished is not None else finished_seconds(results)
     going = sorted((root / "tuning").rglob(f"*.csv{PARTIAL}"))
-    hours = sum(float(pd.read_csv(job[0])["seconds"].sum()) for job in jobs) / 3600
+    hours = (sum(evals.values()) + sum(float(v.sum()) for v in scans.values())) / 3600
     lines = [f"{str(g.relative_to(root / 'tuning')).removesuffix(f'.csv{PARTIAL}')}: tuning scan in progress, "
              f"{max(len(g.read_text().splitlines()) - 1, 0)} point(s) measured" for g in going]
-    return "\n".join([*lines, f"study: {scans} tuning scans finished, {len(going)} in progress; {len(jobs) - scans} "
+    return "\n".join([*lines, f"study: {len(scans)} tuning scans finished, {len(going)} in progress; {len(evals)} "
                       f"evaluations finished; {hours:.2f} hours of wall time in their runs"])
 
 
@@ -294,9 +310,10 @@ def report(results: Path, metric: str, only: str | None = None, plan: set[str] |
         every += [_row(name, "not started") for name in plan - {r["run"] for r in every}]
         every.sort(key=lambda r: r["run"])
     table = [r for r in every if not only or fnmatch.fnmatchcase(r["run"], only)]
-    jobs = study(results)
+    finished = finished_seconds(results) if (results / STUDY).is_dir() else None  # read once for both summaries
+    jobs = study(results, finished)
     if jobs and study_plan is not None:
-        jobs += "\n" + study_left(results, study_plan, like)
+        jobs += "\n" + study_left(results, study_plan, like, finished)
     if not table:
         return jobs or (f"{results}: no run folders under runs/" + (f" matching {only!r}" if only else ""))
     width = max(len(r["run"]) for r in table)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import workflow_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
@@ -76,17 +77,8 @@ def test_smoke_dag_end_to_end(tmp_path):
     assert (repo / "figures" / "imported.txt").read_text() == str(style)
 
 
-def job_counts(stdout: str) -> dict:
-    """The "Job stats" table of a snakemake run or dry run: {rule: count}."""
-    lines = stdout.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.strip() == "Job stats:")
-    out = {}
-    for line in lines[start + 3:]:
-        parts = line.split()
-        if len(parts) < 2 or not parts[1].isdigit():
-            break
-        out[parts[0]] = int(parts[1])
-    return out
+# the "Job stats" table of a snakemake run or dry run, {rule: count}, read as page_runs.py rebuild reads it
+job_counts = workflow_script("page_runs").job_counts
 
 
 def test_every_tier_plans_offline(tmp_path):

@@ -110,10 +110,11 @@ def render(page: Path, out: Path) -> str:
     return out.read_text()
 
 
-def stale(pages: list[Path]) -> list[Path]:
-    """The pages whose committed text differs from what their rule writes today."""
+def stale(pages: list[Path]) -> dict[Path, str]:
+    """The pages whose committed text differs from what their rule writes today, with that text."""
     with tempfile.TemporaryDirectory() as tmp:
-        return [p for p in pages if render(p, Path(tmp) / p.name) != p.read_text()]
+        again = {p: render(p, Path(tmp) / p.name) for p in pages}
+    return {p: text for p, text in again.items() if text != p.read_text()}
 
 
 def main(argv=None) -> int:
@@ -132,9 +133,7 @@ def main(argv=None) -> int:
         for p in old:
             print(f"{p}: differs from what results_page.py writes; re-render with {Path(__file__).name} {p}")
         return 1 if old else 0
-    for p in old:
-        with tempfile.TemporaryDirectory() as tmp:
-            text = render(p, Path(tmp) / p.name)
+    for p, text in old.items():
         atomic_write(p, text)
         print(f"re-rendered {p}")
     print(f"{len(chosen)} page(s) checked, {len(old)} re-rendered")

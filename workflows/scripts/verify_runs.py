@@ -146,21 +146,18 @@ def _same_cell(a: str, b: str) -> bool:
     return x == y or (x != x and y != y)
 
 
-def split(page: Path, tiers: list[str], to: Path) -> None:
+def split(page: Path, tier: dict, to: Path) -> None:
     """A published study page's eval.csv and tuning.csv -> its jobs' output files under <to>/study
     (bench.curvature_study split, which checks each row is what its job's protocol assigns)."""
     import yaml
 
     from bench.curvature_study import cmd_split
-    from hiso.progress import tier_config
-    (to / "tier.yaml").write_text(yaml.safe_dump(tier_config(tiers)))
+    (to / "tier.yaml").write_text(yaml.safe_dump(tier))
     cmd_split(argparse.Namespace(config=str(to / "tier.yaml"), tuning=str(page / "tuning.csv"),
                                  eval=str(page / "eval.csv"), to=str(to), only=None))
 
 
-def verify_study(folder: Path, tiers: list[str], max_seconds: float) -> int:
-    from hiso.progress import tier_config
-    tier = tier_config(tiers)
+def verify_study(folder: Path, tier: dict, max_seconds: float) -> int:
     jobs = study_jobs(folder, max_seconds)
     bad = 0
     for job in jobs:
@@ -185,16 +182,18 @@ def main(argv=None) -> int:
     ap.add_argument("--max-seconds", type=float, default=60.0, help="a study: rerun the quickest evaluation of each "
                     "problem and method, if it took at most this long (default 60)")
     a = ap.parse_args(argv)
-    published = (a.folder / "eval.csv").is_file() and (a.folder / "tuning.csv").is_file()
+    from hiso.progress import published_study, tier_config
+    published = published_study(a.folder)
     if (a.folder / "study").is_dir() or published:
         if not a.tier:
             print(f"verify_runs: {a.folder} holds a study: give its tier's config files with --tier", file=sys.stderr)
             return 2
+        tier = tier_config(a.tier)
         if not published:
-            return verify_study(a.folder, a.tier, a.max_seconds)
+            return verify_study(a.folder, tier, a.max_seconds)
         with tempfile.TemporaryDirectory() as tmp:  # a published page's CSVs -> its jobs' outputs, then as saved
-            split(a.folder, a.tier, Path(tmp))
-            return verify_study(Path(tmp), a.tier, a.max_seconds)
+            split(a.folder, tier, Path(tmp))
+            return verify_study(Path(tmp), tier, a.max_seconds)
     if a.rounds < 1:
         print(f"verify_runs: --rounds {a.rounds}: at least 1 round", file=sys.stderr)
         return 2
